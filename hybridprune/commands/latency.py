@@ -1,0 +1,7 @@
+"""CLI commands of the latency group (filled in by the issue that owns it)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this group's commands to ``app``."""
