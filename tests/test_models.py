@@ -9,8 +9,7 @@ from hybridprune.errors import CheckpointError, ConfigError, UnknownNameError
 from hybridprune.models import create_model, list_models, load_checkpoint, save_checkpoint
 from hybridprune.models.registry import IMAGENET_MEAN, Normalization
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-RESNET56 = SHARED / "models" / "resnet56-4bfd9763.th"
+from conftest import RESNET56_TH as RESNET56
 needs_shared = pytest.mark.skipif(not RESNET56.exists(), reason="../shared/models not present")
 
 

@@ -1,0 +1,47 @@
+"""Shared test fixtures. Tests are for correctness only: nothing here depends on timing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+RESNET56_TH = SHARED / "models" / "resnet56-4bfd9763.th"
+RESNET20_TH = SHARED / "models" / "resnet20-12fca82f.th"
+CIFAR10_JPEG = SHARED / "data" / "cifar10-jpeg"
+TRTEXEC_FIXTURES = SHARED / "fixtures" / "trtexec"
+
+# Two cores: one intra-op thread per test process keeps runs predictable and parallel-friendly.
+torch.set_num_threads(1)
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} not present (the ../shared folder beside the checkout)")
+    return path
+
+
+@pytest.fixture
+def resnet56_th() -> Path:
+    """The public pretrained option-A ResNet-56 (CIFAR-10) checkpoint."""
+    return _need(RESNET56_TH)
+
+
+@pytest.fixture
+def resnet20_th() -> Path:
+    """The public pretrained option-A ResNet-20 (CIFAR-10) checkpoint."""
+    return _need(RESNET20_TH)
+
+
+@pytest.fixture
+def cifar10_jpeg() -> Path:
+    """All of CIFAR-10 as JPEG in train/<class>/ and test/<class>/ folders."""
+    return _need(CIFAR10_JPEG)
+
+
+@pytest.fixture
+def trtexec_fixtures() -> Path:
+    """Genuine trtexec outputs from Jetson devices."""
+    return _need(TRTEXEC_FIXTURES)
