@@ -77,3 +77,33 @@ def test_non_checkpoint_object(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+def _torchvision_importable() -> bool:
+    try:
+        import torchvision.models  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", list_models("torchvision"))
+def test_torchvision_models_build_or_fail_clearly(name):
+    """torchvision is imported lazily: it builds where it imports, else a one-line install hint."""
+    from hybridprune.errors import MissingDependencyError
+
+    if _torchvision_importable():
+        model = create_model(name, num_classes=10)
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+    else:
+        with pytest.raises(MissingDependencyError, match=r"pip install 'hybridprune\[torchvision\]'"):
+            create_model(name, num_classes=10)
+
+
+def test_importing_hybridprune_does_not_import_torchvision():
+    import subprocess
+    import sys
+
+    code = "import sys, hybridprune.models, hybridprune.cli; print('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
