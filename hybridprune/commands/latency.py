@@ -1,7 +1,127 @@
-"""CLI commands of the latency group (filled in by the issue that owns it)."""
+"""CLI: ``hybridprune latency MODEL`` and ``hybridprune agent serve``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+agent_app = typer.Typer(help="The device latency agent (stdlib-only; copy agent.py to a Jetson).",
+                        no_args_is_help=True)
+
+
+def latency(
+    model: Path = typer.Argument(..., help="An .onnx file or a hybridprune/classic checkpoint (.pt/.th)."),
+    backend: str = typer.Option("onnxruntime", "--backend", "-b", help="onnxruntime, torch, tensorrt or remote."),
+    url: Optional[str] = typer.Option(None, "--url", help="Agent URL for --backend remote."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="HYBRIDPRUNE_AGENT_TOKEN", help="Agent token."),
+    batch: int = typer.Option(1, "--batch", help="Batch size."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or fp16 where supported."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (onnxruntime default 1)."),
+    device: Optional[str] = typer.Option(None, "--device", help="torch backend: cpu or cuda."),
+    max_time: float = typer.Option(10.0, "--max-time", help="Time cap of the timed runs (seconds)."),
+    rel_ci: float = typer.Option(0.01, "--rel-ci", help="Stop when the median's CI half-width/median <= this."),
+    input_size: Optional[str] = typer.Option(None, "--input-size", help="C,H,W (default: from the checkpoint)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON here."),
+) -> None:
+    """Measure a model's latency and print a statistics table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hybridprune.errors import ConfigError
+    from hybridprune.evaluators import get_latency_backend
+
+    options: dict = {"max_time_s": max_time, "rel_ci": rel_ci}
+    if backend == "remote":
+        if not url:
+            raise ConfigError("--backend remote needs --url http://HOST:PORT of a running agent")
+        options.update(url=url, token=token)
+    elif url:
+        raise ConfigError("--url is only used with --backend remote")
+    if threads is not None:
+        if backend not in ("onnxruntime", "torch"):
+            raise ConfigError("--threads applies to --backend onnxruntime or torch")
+        options["threads"] = threads
+    if device is not None:
+        if backend != "torch":
+            raise ConfigError("--device applies to --backend torch")
+        options["device"] = device
+    evaluator = get_latency_backend(backend, **options)
+    target, shape = _load(model, input_size)
+    result = evaluator.measure(target, input_shape=shape, batch_size=batch, precision=precision)
+
+    table = Table(title=f"latency of {model.name} ({result.backend}, batch {result.batch_size}, {result.precision})")
+    table.add_column("statistic")
+    table.add_column("value", justify="right")
+    for label, value in [("median", result.median_ms), ("mean", result.mean_ms), ("p90", result.p90_ms),
+                         ("p99", result.p99_ms), ("std", result.std_ms), ("min", result.min_ms),
+                         ("max", result.max_ms), ("median CI low", result.ci_low_ms),
+                         ("median CI high", result.ci_high_ms)]:
+        table.add_row(f"{label} (ms)", "-" if math.isnan(value) else f"{value:.4f}")
+    table.add_row("per sample (ms)", f"{result.per_sample_ms:.4f}")
+    table.add_row("runs", str(result.runs))
+    table.add_row("stable (CI within target)", "yes" if result.stable else "no (time cap)")
+    table.add_row("device", result.device)
+    table.add_row("versions", ", ".join(f"{k} {v}" for k, v in sorted(result.versions.items())))
+    if "threads" in result.extra:
+        table.add_row("threads", str(result.extra["threads"]))
+    Console(highlight=False).print(table)
+    if json_out is not None:
+        import json
+
+        from hybridprune.io import atomic_path
+
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+
+
+def _load(model: Path, input_size: str | None) -> tuple[object, tuple[int, ...]]:
+    """Return (module or ONNX path, per-sample input shape)."""
+    from hybridprune.errors import CheckpointError, ConfigError
+
+    shape: tuple[int, ...] | None = None
+    if input_size:
+        try:
+            shape = tuple(int(p) for p in input_size.split(","))
+        except ValueError:
+            shape = ()
+        if len(shape) != 3 or min(shape) < 1:
+            raise ConfigError(f"--input-size must be C,H,W positive integers, got {input_size!r}")
+    if not model.exists():
+        raise CheckpointError(f"model file {model} does not exist")
+    if model.suffix == ".onnx":
+        return model, shape or (3, 32, 32)
+    from hybridprune.models import load_checkpoint
+
+    loaded = load_checkpoint(model)
+    return loaded.model, shape or tuple(loaded.input_size)
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    port: int = typer.Option(8470, "--port", help="Port (0 = any free port)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="HYBRIDPRUNE_AGENT_TOKEN", help="Require this token."),
+    backend: str = typer.Option("auto", "--backend", help="auto, trtexec or onnxruntime."),
+    max_bytes: int = typer.Option(256 * 1024 * 1024, "--max-bytes", help="Largest model upload (bytes)."),
+    threads: int = typer.Option(1, "--threads", help="onnxruntime intra-op threads."),
+) -> None:
+    """Run the device agent here (the same agent.py a Jetson runs)."""
+    from hybridprune.errors import ConfigError
+    from hybridprune.evaluators import agent
+
+    argv = ["--host", host, "--port", str(port), "--backend", backend, "--max-bytes", str(max_bytes),
+            "--threads", str(threads)] + (["--token", token] if token else [])
+    if backend not in ("auto", "trtexec", "onnxruntime"):
+        raise ConfigError(f"--backend must be auto, trtexec or onnxruntime, got {backend!r}")
+    code = agent.main(argv)
+    if code:
+        raise typer.Exit(code)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to ``app``."""
+    """Add ``latency`` and the ``agent`` sub-app (``agent serve``) to ``app``."""
+    app.command("latency")(latency)
+    agent_app.command("serve")(serve)
+    app.add_typer(agent_app, name="agent")

@@ -1,0 +1,818 @@
+#!/usr/bin/env python3
+"""hybridprune device agent: measures ONNX model latency on the device it runs on.
+
+Runs with Python 3.6 and only the standard library (a Jetson TX2 on JetPack 4.6 has Python 3.6.9),
+so copy this one file to the device and start it::
+
+    python3 agent.py --port 8470 --token SECRET
+
+HTTP API (every request needs ``Authorization: Bearer SECRET`` when a token is set):
+
+* ``GET /info``: device, L4T release, TensorRT version, power mode, clocks, backend.
+* ``POST /measure?precision=fp16&batch=1&warmup_runs=10&max_time_s=10``: body is the ONNX model
+  (raw bytes); the reply is the latency statistics as JSON.
+
+This module also holds the measurement protocol (warm-up, timed runs until the median's
+distribution-free confidence interval is narrow enough or a time cap is hit) and its statistics;
+the host-side evaluators import them from here so both sides measure the same way.
+Optional runtimes (onnxruntime, numpy) are loaded with importlib only when that backend is used.
+"""
+
+import argparse
+import glob
+import hashlib
+import hmac
+import importlib
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import parse_qs, urlparse
+
+AGENT_VERSION = "1"
+DEFAULT_PORT = 8470
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+PRECISIONS = ("fp32", "fp16", "int8", "best")
+
+
+class AgentError(Exception):
+    """Base of the agent's errors; ``status`` is the HTTP status the server answers with."""
+
+    status = 500
+
+
+class BadRequest(AgentError):
+    """The request (options or model bytes) is invalid: HTTP 400."""
+
+    status = 400
+
+
+class BackendUnavailable(AgentError):
+    """The chosen backend cannot run on this machine."""
+
+    status = 400
+
+
+class TrtexecParseError(AgentError, ValueError):
+    """trtexec printed text without a recognisable performance summary."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics and the measurement protocol (shared with the host side)
+# ----------------------------------------------------------------------------------------------
+
+
+def percentile(sorted_values, q):
+    """Linear-interpolation percentile (numpy's default) of an ascending list; ``q`` in [0, 100]."""
+    if not sorted_values:
+        raise ValueError("percentile of an empty sample")
+    pos = (len(sorted_values) - 1) * (q / 100.0)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(sorted_values) - 1)
+    frac = pos - lo
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
+
+
+def median_ci_indices(n, confidence=0.95):
+    """0-based order-statistic indices (lo, hi) of a distribution-free CI of the median.
+
+    The interval [x_(j), x_(n-j+1)] covers the median with probability 1 - 2 P(B < j), B ~
+    Binomial(n, 1/2); ``j`` is the largest with 2 P(B < j) <= 1 - confidence. When even j = 1 is
+    too wide a bet (n <= 5 at 95%), the whole range is returned.
+    """
+    if n < 1:
+        raise ValueError("need at least one sample")
+    alpha_half = (1.0 - confidence) / 2.0
+    log_half_n = -n * math.log(2.0)
+    cdf = 0.0
+    j = 0  # number of order statistics cut from each tail
+    for k in range(0, n // 2 + 1):
+        log_pmf = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + log_half_n
+        cdf += math.exp(log_pmf)  # P(B <= k)
+        if cdf > alpha_half:
+            break
+        j = k + 1
+    j = max(1, j)
+    return j - 1, n - j
+
+
+def summarize(times_ms, confidence=0.95):
+    """Statistics of per-run latencies in milliseconds.
+
+    Returns:
+        dict with median_ms, mean_ms, p90_ms, p99_ms, std_ms (sample), min_ms, max_ms, runs,
+        ci_low_ms, ci_high_ms (distribution-free CI of the median) and rel_ci (its half-width
+        relative to the median).
+    """
+    values = sorted(float(t) for t in times_ms)
+    n = len(values)
+    if n == 0:
+        raise ValueError("no timed runs")
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    median = percentile(values, 50)
+    lo, hi = median_ci_indices(n, confidence)
+    ci_low, ci_high = values[lo], values[hi]
+    rel = (ci_high - ci_low) / 2.0 / median if median > 0 else float("inf")
+    return {
+        "median_ms": median,
+        "mean_ms": mean,
+        "p90_ms": percentile(values, 90),
+        "p99_ms": percentile(values, 99),
+        "std_ms": std,
+        "min_ms": values[0],
+        "max_ms": values[-1],
+        "runs": n,
+        "ci_low_ms": ci_low,
+        "ci_high_ms": ci_high,
+        "rel_ci": rel,
+        "confidence": confidence,
+    }
+
+
+class Protocol(object):
+    """Parameters of the measurement protocol, validated on construction.
+
+    Args:
+        warmup_runs: Untimed runs first (engine/JIT/cache warm-up).
+        min_runs: Timed runs always made, even past the time cap.
+        max_runs: Hard cap on timed runs.
+        max_time_s: Stop after this long (once ``min_runs`` are done) even if not stable.
+        rel_ci: Stop when the CI half-width of the median, relative to it, is at most this.
+        confidence: Confidence level of that interval.
+    """
+
+    FIELDS = (("warmup_runs", int), ("min_runs", int), ("max_runs", int),
+              ("max_time_s", float), ("rel_ci", float), ("confidence", float))
+
+    def __init__(self, warmup_runs=10, min_runs=20, max_runs=100000, max_time_s=10.0,
+                 rel_ci=0.01, confidence=0.95):
+        self.warmup_runs = int(warmup_runs)
+        self.min_runs = int(min_runs)
+        self.max_runs = int(max_runs)
+        self.max_time_s = float(max_time_s)
+        self.rel_ci = float(rel_ci)
+        self.confidence = float(confidence)
+        if self.warmup_runs < 0:
+            raise ValueError("warmup_runs must be >= 0, got %d" % self.warmup_runs)
+        if not 1 <= self.min_runs <= self.max_runs:
+            raise ValueError("need 1 <= min_runs <= max_runs, got min_runs=%d max_runs=%d"
+                             % (self.min_runs, self.max_runs))
+        if not self.max_time_s > 0:
+            raise ValueError("max_time_s must be > 0, got %r" % self.max_time_s)
+        if not self.rel_ci > 0:
+            raise ValueError("rel_ci must be > 0, got %r" % self.rel_ci)
+        if not 0.5 <= self.confidence < 1:
+            raise ValueError("confidence must be in [0.5, 1), got %r" % self.confidence)
+
+    @classmethod
+    def from_mapping(cls, mapping):
+        """Build from a dict of (possibly string) values; unknown keys are ignored."""
+        kwargs = {}
+        for key, typ in cls.FIELDS:
+            if key in mapping and mapping[key] is not None:
+                try:
+                    kwargs[key] = typ(mapping[key])
+                except (TypeError, ValueError):
+                    raise ValueError("%s must be a number, got %r" % (key, mapping[key]))
+        return cls(**kwargs)
+
+    def to_dict(self):
+        return dict((key, getattr(self, key)) for key, _ in self.FIELDS)
+
+    def is_stable(self, times_ms):
+        """Whether ``times_ms`` has at least min_runs and a narrow enough CI of the median."""
+        if len(times_ms) < self.min_runs:
+            return False
+        return summarize(times_ms, self.confidence)["rel_ci"] <= self.rel_ci
+
+
+def run_protocol(run_once, protocol):
+    """Warm up, then time ``run_once`` until the median is stable or the time cap is hit.
+
+    Args:
+        run_once: Callable making one inference and returning its latency in milliseconds.
+        protocol: A :class:`Protocol`.
+
+    Returns:
+        :func:`summarize`'s dict plus ``stable`` (bool) and ``protocol``.
+    """
+    for _ in range(protocol.warmup_runs):
+        run_once()
+    times = []
+    start = time.monotonic()
+    next_check = protocol.min_runs
+    stable = False
+    while True:
+        times.append(float(run_once()))
+        n = len(times)
+        if n >= next_check:
+            if protocol.is_stable(times):
+                stable = True
+                break
+            next_check = n + max(1, n // 10)
+        if n >= protocol.max_runs:
+            break
+        if n >= protocol.min_runs and time.monotonic() - start >= protocol.max_time_s:
+            break
+    stats = summarize(times, protocol.confidence)
+    stats["stable"] = stable
+    stats["protocol"] = protocol.to_dict()
+    return stats
+
+
+# ----------------------------------------------------------------------------------------------
+# trtexec output parsing
+# ----------------------------------------------------------------------------------------------
+
+_STAT_KEYS = {"min": "min_ms", "max": "max_ms", "mean": "mean_ms", "median": "median_ms"}
+_SUMMARY_LINES = {
+    "Latency": "latency",
+    "End-to-End Host Latency": "end_to_end",
+    "Enqueue Time": "enqueue",
+    "H2D Latency": "h2d",
+    "GPU Compute Time": "gpu_compute",
+    "D2H Latency": "d2h",
+}
+_LINE_RE = re.compile(r"\]\s*(?:\[[A-Z]\]\s*)?([A-Za-z0-9 \-]+?):\s*(.*)$")
+_ITEM_RE = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\))\s*=\s*"
+                      r"([-+0-9.eE]+)\s*ms")
+_VERSION_RE = re.compile(r"\[TensorRT v(\d+)\]")
+
+
+def trt_version_string(code):
+    """``"8201"`` -> ``"8.2.1"``, ``"100300"`` -> ``"10.3.0"`` (TensorRT's version integer)."""
+    value = int(code)
+    if value >= 100000:  # TensorRT 10+: MMmmpp
+        major, minor, patch = value // 10000, (value // 100) % 100, value % 100
+    else:  # TensorRT 8.x: Mmpp
+        major, minor, patch = value // 1000, (value // 100) % 10, value % 100
+    return "%d.%d.%d" % (major, minor, patch)
+
+
+def parse_trtexec_output(text):
+    """Parse trtexec's "Performance summary" (TensorRT 8.2 to 10.x).
+
+    Returns:
+        dict with ``throughput_qps``, one sub-dict per summary line (``latency``, ``gpu_compute``,
+        ``enqueue``, ``h2d``, ``d2h`` and ``end_to_end`` where printed) holding min_ms, max_ms,
+        mean_ms, median_ms and p<N>_ms per printed percentile, ``total_host_walltime_s``,
+        ``total_gpu_compute_s`` and ``tensorrt_version`` where printed.
+
+    Raises:
+        TrtexecParseError: if there is no performance summary with a Latency line.
+    """
+    result = {}
+    in_summary = False
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if "=== Performance summary ===" in line:
+            in_summary = True
+            continue
+        version = _VERSION_RE.search(line)
+        if version:
+            result["tensorrt_version"] = trt_version_string(version.group(1))
+        if not in_summary:
+            continue
+        match = _LINE_RE.search(line)
+        if not match:
+            continue
+        label, rest = match.group(1).strip(), match.group(2)
+        if label == "Throughput":
+            number = re.match(r"([-+0-9.eE]+)\s*qps", rest)
+            if number:
+                result["throughput_qps"] = float(number.group(1))
+        elif label in ("Total Host Walltime", "Total GPU Compute Time"):
+            number = re.match(r"([-+0-9.eE]+)\s*s\b", rest)
+            if number:
+                key = "total_host_walltime_s" if label.startswith("Total Host") else "total_gpu_compute_s"
+                result[key] = float(number.group(1))
+        elif label in _SUMMARY_LINES:
+            stats = {}
+            for item in _ITEM_RE.finditer(rest):
+                if item.group(2) is not None:
+                    pct = item.group(2)
+                    pct = pct[:-2] if pct.endswith(".0") else pct
+                    stats["p%s_ms" % pct.replace(".", "_")] = float(item.group(3))
+                else:
+                    stats[_STAT_KEYS[item.group(1)]] = float(item.group(3))
+            if stats:
+                result[_SUMMARY_LINES[label]] = stats
+    if "latency" not in result or "median_ms" not in result["latency"]:
+        first = text.strip().splitlines()[0][:80] if text.strip() else "<empty>"
+        raise TrtexecParseError("no trtexec performance summary with a Latency line found "
+                                "(expected TensorRT 8.2+ output; text starts with %r)" % first)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# ONNX validation with the standard library (protobuf wire format of ModelProto)
+# ----------------------------------------------------------------------------------------------
+
+# ModelProto field number -> expected wire type (0 varint, 2 length-delimited)
+_MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2}
+
+
+def _varint(buf, pos):
+    result, shift = 0, 0
+    while True:
+        if pos >= len(buf):
+            raise BadRequest("not an ONNX model: truncated protobuf varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise BadRequest("not an ONNX model: malformed protobuf varint")
+
+
+def _fields(buf):
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            if pos + length > len(buf):
+                raise BadRequest("not an ONNX model: field %d runs past the end" % number)
+            value, pos = buf[pos:pos + length], pos + length
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, pos = buf[pos:pos + size], pos + size
+        else:
+            raise BadRequest("not an ONNX model: unsupported protobuf wire type %d" % wire)
+        yield number, wire, value
+
+
+def inspect_onnx(data):
+    """Check that ``data`` is a serialized ONNX ModelProto; return its ir_version and opsets.
+
+    Walks the top-level protobuf fields: each must be a known ModelProto field with the right wire
+    type, ``ir_version`` and a non-empty ``graph`` are required. The runtime's own load decides
+    the rest.
+
+    Returns:
+        dict with ``ir_version``, ``opsets`` ({domain: version}) and ``producer``.
+
+    Raises:
+        BadRequest: naming what is wrong.
+    """
+    if not data:
+        raise BadRequest("not an ONNX model: empty body")
+    info = {"ir_version": None, "opsets": {}, "producer": ""}
+    has_graph = False
+    for number, wire, value in _fields(bytes(data)):
+        if number not in _MODEL_FIELDS or _MODEL_FIELDS[number] != wire:
+            raise BadRequest("not an ONNX model: unexpected protobuf field %d (wire type %d)"
+                             % (number, wire))
+        if number == 1:
+            info["ir_version"] = value
+        elif number == 2:
+            info["producer"] = value.decode("utf-8", "replace")
+        elif number == 7:
+            has_graph = len(value) > 0
+        elif number == 8:
+            domain, version = "", None
+            for sub_number, sub_wire, sub_value in _fields(value):
+                if sub_number == 1 and sub_wire == 2:
+                    domain = sub_value.decode("utf-8", "replace")
+                elif sub_number == 2 and sub_wire == 0:
+                    version = sub_value
+            info["opsets"][domain or "ai.onnx"] = version
+    if not info["ir_version"]:
+        raise BadRequest("not an ONNX model: ir_version is missing")
+    if not has_graph:
+        raise BadRequest("not an ONNX model: graph is missing")
+    return info
+
+
+# ----------------------------------------------------------------------------------------------
+# Backends
+# ----------------------------------------------------------------------------------------------
+
+
+def _read_first_line(path):
+    try:
+        with open(path) as handle:
+            return handle.readline().strip().strip("\x00") or None
+    except (OSError, IOError):
+        return None
+
+
+def device_description():
+    """A one-line description of this machine (Jetson model or CPU model)."""
+    model = _read_first_line("/proc/device-tree/model")
+    if model:
+        return model
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return "%s (%d CPUs)" % (line.split(":", 1)[1].strip(), os.cpu_count() or 0)
+    except (OSError, IOError):
+        pass
+    return "%s %s" % (platform.machine(), platform.processor() or platform.system())
+
+
+class OnnxRuntimeBackend(object):
+    """onnxruntime CPU execution provider with a fixed intra-op thread count."""
+
+    name = "onnxruntime"
+
+    def __init__(self, threads=1):
+        self.threads = int(threads)
+        if self.threads < 1:
+            raise ValueError("threads must be >= 1, got %d" % self.threads)
+
+    def available(self):
+        try:
+            importlib.import_module("onnxruntime")
+            importlib.import_module("numpy")
+            return True
+        except Exception:
+            return False
+
+    def versions(self):
+        ort = importlib.import_module("onnxruntime")
+        return {"onnxruntime": ort.__version__, "python": platform.python_version()}
+
+    def measure(self, model_path, protocol, precision="fp32", batch=1):
+        """Time ``model_path`` with the protocol; returns run_protocol's dict plus details."""
+        if precision != "fp32":
+            raise BadRequest("the onnxruntime CPU backend measures fp32 only, got %r" % precision)
+        try:
+            ort = importlib.import_module("onnxruntime")
+            np = importlib.import_module("numpy")
+        except Exception as exc:
+            raise BackendUnavailable("onnxruntime backend needs onnxruntime and numpy (%s)" % exc)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise BadRequest("onnxruntime cannot load the model: %s" % str(exc).splitlines()[0])
+        feed = {}
+        rng = np.random.RandomState(0)
+        for inp in session.get_inputs():
+            shape = [d if isinstance(d, int) and d > 0 else int(batch) for d in inp.shape]
+            dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+            if inp.type not in ("tensor(float)", "tensor(float16)"):
+                raise BadRequest("input %r has type %s; only float inputs are supported"
+                                 % (inp.name, inp.type))
+            feed[inp.name] = rng.standard_normal(shape).astype(dtype)
+
+        def run_once():
+            start = time.perf_counter()
+            session.run(None, feed)
+            return (time.perf_counter() - start) * 1000.0
+
+        stats = run_protocol(run_once, protocol)
+        stats["threads"] = self.threads
+        stats["input_shapes"] = dict((k, list(v.shape)) for k, v in feed.items())
+        return stats
+
+
+class TrtexecBackend(object):
+    """NVIDIA trtexec: builds the engine on this device (cached by model hash) and times it."""
+
+    name = "trtexec"
+    CANDIDATES = ("/usr/src/tensorrt/bin/trtexec",)
+    FLAGS = {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8"], "best": ["--best"]}
+
+    def __init__(self, workdir, trtexec=None):
+        self.workdir = workdir
+        self.trtexec = trtexec or self.find()
+        self.tensorrt_version = None
+
+    @classmethod
+    def find(cls):
+        for path in cls.CANDIDATES:
+            if os.access(path, os.X_OK):
+                return path
+        return shutil.which("trtexec")
+
+    def available(self):
+        return bool(self.trtexec) and os.access(self.trtexec, os.X_OK)
+
+    def versions(self):
+        return {"tensorrt": self.tensorrt_version or tensorrt_version(), "python": platform.python_version()}
+
+    def _run(self, args, timeout):
+        proc = subprocess.Popen([self.trtexec] + args, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, universal_newlines=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise AgentError("trtexec did not finish within %d s" % timeout)
+        version = _VERSION_RE.search(out)
+        if version:
+            self.tensorrt_version = trt_version_string(version.group(1))
+        if proc.returncode != 0:
+            tail = " | ".join(line.strip() for line in out.strip().splitlines()[-3:])
+            raise BadRequest("trtexec failed (exit %d): %s" % (proc.returncode, tail))
+        return out
+
+    def measure(self, model_path, protocol, precision="fp32", batch=1, model_hash=""):
+        if precision not in self.FLAGS:
+            raise BadRequest("precision must be one of %s, got %r" % (", ".join(PRECISIONS), precision))
+        if not self.available():
+            raise BackendUnavailable("trtexec not found (looked in %s and PATH)" % self.CANDIDATES[0])
+        engine = os.path.join(self.workdir, "%s-%s.engine" % (model_hash or "model", precision))
+        times_path = os.path.join(self.workdir, "times.json")
+        deadline = time.monotonic() + protocol.max_time_s
+        chunk_s = max(1, int(round(protocol.max_time_s / 3.0)))
+        times, summary, stable, first = [], None, False, True
+        while True:
+            if os.path.exists(engine):
+                source = ["--loadEngine=%s" % engine]
+            else:
+                source = ["--onnx=%s" % model_path, "--saveEngine=%s" % engine] + self.FLAGS[precision]
+            warm_ms = 200 if first else 50
+            if first and protocol.warmup_runs == 0:
+                warm_ms = 0
+            args = source + ["--warmUp=%d" % warm_ms, "--duration=%d" % chunk_s,
+                             "--iterations=%d" % protocol.min_runs, "--avgRuns=1",
+                             "--exportTimes=%s" % times_path]
+            if os.path.exists(times_path):
+                os.remove(times_path)
+            out = self._run(args, timeout=3600 if first else 600)
+            first = False
+            summary = parse_trtexec_output(out)
+            chunk = _exported_latencies(times_path)
+            if chunk is None:  # no per-query file: fall back to the printed summary
+                break
+            times.extend(chunk)
+            if protocol.is_stable(times):
+                stable = True
+                break
+            if time.monotonic() >= deadline or len(times) >= protocol.max_runs:
+                break
+        if times:
+            stats = summarize(times, protocol.confidence)
+        else:
+            lat = summary["latency"]
+            runs = int(round(summary.get("throughput_qps", 0) * summary.get("total_host_walltime_s", 0)))
+            stats = {"median_ms": lat["median_ms"], "mean_ms": lat["mean_ms"],
+                     "p90_ms": lat.get("p90_ms", lat.get("p99_ms")), "p99_ms": lat.get("p99_ms"),
+                     "std_ms": float("nan"), "min_ms": lat["min_ms"], "max_ms": lat["max_ms"],
+                     "runs": max(runs, 1), "ci_low_ms": float("nan"), "ci_high_ms": float("nan"),
+                     "rel_ci": float("nan"), "confidence": protocol.confidence}
+        stats["stable"] = stable
+        stats["protocol"] = protocol.to_dict()
+        stats["trtexec_summary"] = summary
+        return stats
+
+
+def _exported_latencies(path):
+    """Per-query ``latencyMs`` values from ``trtexec --exportTimes`` JSON, or None."""
+    try:
+        with open(path) as handle:
+            records = json.load(handle)
+    except (OSError, IOError, ValueError):
+        return None
+    values = [float(r["latencyMs"]) for r in records if isinstance(r, dict) and "latencyMs" in r]
+    return values or None
+
+
+def tensorrt_version():
+    """TensorRT version from NvInferVersion.h where installed (JetPack), else None."""
+    for path in ("/usr/include/aarch64-linux-gnu/NvInferVersion.h",
+                 "/usr/include/x86_64-linux-gnu/NvInferVersion.h", "/usr/include/NvInferVersion.h"):
+        try:
+            with open(path) as handle:
+                text = handle.read()
+        except (OSError, IOError):
+            continue
+        parts = [re.search(r"#define NV_TENSORRT_%s\s+(\d+)" % key, text)
+                 for key in ("MAJOR", "MINOR", "PATCH")]
+        if all(parts):
+            return ".".join(p.group(1) for p in parts)
+    return None
+
+
+def power_info():
+    """nvpmodel mode and current clocks where readable (Jetson), else empty values."""
+    info = {"power_mode": None, "clocks_hz": {}}
+    nvpmodel = shutil.which("nvpmodel")
+    if nvpmodel:
+        try:
+            out = subprocess.check_output([nvpmodel, "-q"], stderr=subprocess.STDOUT,
+                                          universal_newlines=True, timeout=5)
+            info["power_mode"] = " ".join(line.strip() for line in out.strip().splitlines()
+                                          if line.strip())
+        except (OSError, subprocess.SubprocessError):
+            pass
+    paths = sorted(glob.glob("/sys/devices/gpu.0/devfreq/*/cur_freq"))[:1]
+    paths += sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"))
+    for path in paths:
+        value = _read_first_line(path)
+        if value and value.isdigit():
+            name = "gpu" if "/gpu" in path else path.split("/")[5]
+            info["clocks_hz"][name] = int(value) * (1 if name == "gpu" else 1000)
+    return info
+
+
+# ----------------------------------------------------------------------------------------------
+# HTTP server
+# ----------------------------------------------------------------------------------------------
+
+
+class Agent(object):
+    """State of one agent: backend, private model directory, lock serialising measurements."""
+
+    def __init__(self, backend="auto", token=None, max_bytes=DEFAULT_MAX_BYTES, threads=1,
+                 trtexec=None):
+        self.token = token or None
+        self.max_bytes = int(max_bytes)
+        self.workdir = tempfile.mkdtemp(prefix="hybridprune-agent-")  # mode 0700
+        self.lock = threading.Lock()
+        backends = {"onnxruntime": OnnxRuntimeBackend(threads),
+                    "trtexec": TrtexecBackend(self.workdir, trtexec)}
+        if backend == "auto":
+            backend = "trtexec" if backends["trtexec"].available() else "onnxruntime"
+        if backend not in backends:
+            raise ValueError("unknown backend %r; choose one of: auto, %s"
+                             % (backend, ", ".join(sorted(backends))))
+        if not backends[backend].available():
+            raise ValueError("backend %r is not available on this machine" % backend)
+        self.backend = backends[backend]
+
+    def info(self):
+        data = {"agent_version": AGENT_VERSION, "device": device_description(),
+                "l4t_release": _read_first_line("/etc/nv_tegra_release"),
+                "tensorrt_version": tensorrt_version(), "backend": self.backend.name,
+                "python": platform.python_version(), "max_bytes": self.max_bytes}
+        data.update(power_info())
+        try:
+            data["versions"] = self.backend.versions()
+        except Exception:
+            data["versions"] = {}
+        return data
+
+    def measure(self, body, query):
+        """Validate the model and options, then measure under the lock (one at a time)."""
+        options = dict((k, v[-1]) for k, v in query.items())
+        precision = options.get("precision", "fp32")
+        if precision not in PRECISIONS:
+            raise BadRequest("precision must be one of %s, got %r" % (", ".join(PRECISIONS), precision))
+        try:
+            batch = int(options.get("batch", 1))
+            protocol = Protocol.from_mapping(options)
+        except ValueError as exc:
+            raise BadRequest(str(exc))
+        if batch < 1:
+            raise BadRequest("batch must be >= 1, got %d" % batch)
+        model_info = inspect_onnx(body)
+        digest = hashlib.sha256(body).hexdigest()[:32]
+        path = os.path.join(self.workdir, digest + ".onnx")
+        with self.lock:
+            if not os.path.exists(path):
+                with open(path, "wb") as handle:
+                    handle.write(body)
+            if isinstance(self.backend, TrtexecBackend):
+                stats = self.backend.measure(path, protocol, precision, batch, model_hash=digest)
+            else:
+                stats = self.backend.measure(path, protocol, precision, batch)
+            versions = self.backend.versions()
+        stats.update({"backend": self.backend.name, "precision": precision, "batch_size": batch,
+                      "device": device_description(), "versions": versions,
+                      "model_sha256": digest, "onnx": model_info})
+        return stats
+
+
+class AgentServer(socketserver.ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "hybridprune-agent/" + AGENT_VERSION
+    timeout = 120  # seconds a client may stall while sending
+
+    def log_message(self, fmt, *args):
+        if self.server.verbose:
+            sys.stderr.write("%s %s\n" % (self.address_string(), fmt % args))
+
+    def _reply(self, status, payload, close=False):
+        body = json.dumps(payload, allow_nan=True).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _authorized(self):
+        token = self.server.agent.token
+        if token is None:
+            return True
+        header = self.headers.get("Authorization", "")
+        given = header[7:] if header.startswith("Bearer ") else ""
+        if hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8")):
+            return True
+        self._reply(401, {"error": "missing or wrong token (send 'Authorization: Bearer <token>')"},
+                    close=True)
+        return False
+
+    def do_GET(self):
+        if not self._authorized():
+            return
+        if urlparse(self.path).path == "/info":
+            self._reply(200, self.server.agent.info())
+        else:
+            self._reply(404, {"error": "unknown path; use GET /info or POST /measure"})
+
+    def do_POST(self):
+        if not self._authorized():
+            return
+        url = urlparse(self.path)
+        if url.path != "/measure":
+            self._reply(404, {"error": "unknown path; use GET /info or POST /measure"}, close=True)
+            return
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._reply(411, {"error": "Content-Length header is required"}, close=True)
+            return
+        agent = self.server.agent
+        if length > agent.max_bytes:
+            self._reply(413, {"error": "model is %d bytes; the limit is %d bytes"
+                                       % (length, agent.max_bytes)}, close=True)
+            return
+        body = self.rfile.read(length)
+        if len(body) != length:
+            self._reply(400, {"error": "body shorter than Content-Length"}, close=True)
+            return
+        try:
+            stats = agent.measure(body, parse_qs(url.query))
+        except AgentError as exc:
+            self._reply(exc.status, {"error": str(exc)})
+        except Exception as exc:  # a backend crash must still answer
+            self._reply(500, {"error": "%s: %s" % (type(exc).__name__, exc)})
+        else:
+            self._reply(200, stats)
+
+
+def serve(host="127.0.0.1", port=DEFAULT_PORT, token=None, backend="auto",
+          max_bytes=DEFAULT_MAX_BYTES, threads=1, trtexec=None, verbose=False):
+    """Start the agent and serve until interrupted; prints the URL it listens on."""
+    agent = Agent(backend=backend, token=token, max_bytes=max_bytes, threads=threads, trtexec=trtexec)
+    server = AgentServer((host, port), Handler)
+    server.agent = agent
+    server.verbose = verbose
+    bound_host, bound_port = server.server_address[:2]
+    print("hybridprune agent (backend %s) listening on http://%s:%d"
+          % (agent.backend.name, bound_host, bound_port))
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        shutil.rmtree(agent.workdir, ignore_errors=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="hybridprune latency agent (stdlib only)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0 = any free port)")
+    parser.add_argument("--token", default=os.environ.get("HYBRIDPRUNE_AGENT_TOKEN"),
+                        help="require 'Authorization: Bearer TOKEN' (or $HYBRIDPRUNE_AGENT_TOKEN)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "trtexec", "onnxruntime"))
+    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
+                        help="largest model upload accepted (bytes)")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    parser.add_argument("--trtexec", default=None, help="path of trtexec (default: search)")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        serve(args.host, args.port, args.token, args.backend, args.max_bytes, args.threads,
+              args.trtexec, args.verbose)
+    except (ValueError, OSError) as exc:
+        sys.stderr.write("error: %s\n" % exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
