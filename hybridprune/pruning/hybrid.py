@@ -1,0 +1,121 @@
+"""Hybrid pruning: channels and residual blocks, in either order, on a copy of the model."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+from hybridprune.errors import ConfigError
+from hybridprune.pruning.blocks import block_layers, check_block_count, choose_blocks, remove_blocks
+from hybridprune.pruning.channel import prune_channels
+from hybridprune.pruning.config import HybridConfig
+from hybridprune.pruning.graph import ChannelTracker, channel_counts, prepare_shortcuts
+from hybridprune.pruning.record import PruningRecord, record_channels
+
+
+@dataclass
+class PruneResult:
+    """Outcome of :func:`prune_model`.
+
+    Attributes:
+        model: The new, physically pruned model (the input is untouched).
+        record: How to rebuild it from the base architecture.
+        removed_blocks: Names of the residual blocks that went.
+        block_scores: Mean criterion score of each candidate block when blocks were chosen.
+        removed_channels: Root layer name -> channels removed from its group.
+    """
+
+    model: nn.Module
+    record: PruningRecord
+    removed_blocks: list[str] = field(default_factory=list)
+    block_scores: dict[str, float] = field(default_factory=dict)
+    removed_channels: dict[str, int] = field(default_factory=dict)
+
+
+def _take(calib: Iterable | None, n: int) -> list | None:
+    if calib is None:
+        return None
+    batches = []
+    for batch in calib:
+        if len(batches) == n:
+            break
+        batches.append(batch)
+    return batches
+
+
+def prune_model(
+    model: nn.Module,
+    config: HybridConfig,
+    example_inputs: torch.Tensor,
+    calib: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> PruneResult:
+    """Prune channels and residual blocks of a copy of ``model``.
+
+    Deterministic for a given model, config and calibration data.
+
+    Args:
+        model: The model (not modified).
+        config: What to prune.
+        example_inputs: A batch of inputs of the right shape (for tracing).
+        calib: (normalised inputs, labels) batches; the first ``config.calib_batches`` are used.
+            Required by data-driven criteria.
+
+    Returns:
+        A :class:`PruneResult`.
+
+    Raises:
+        ConfigError: if more blocks are asked for than the model can lose, or a data-driven
+            criterion gets no calibration data.
+    """
+    criterion = config.make_criterion()
+    batches = _take(calib, config.calib_batches)
+    if criterion.data_driven and not batches:
+        raise ConfigError(
+            f"criterion {config.criterion!r} is data-driven and needs calibration batches (calib=...)"
+        )
+    check_block_count(model, config.pruned_blocks)
+    was_training = model.training
+    new = copy.deepcopy(model)
+    prepare_shortcuts(new)
+    tracker = ChannelTracker(new)
+    original = {n: channel_counts(m) for n, m in new.named_modules() if channel_counts(m) is not None}
+    result = PruneResult(model=new, record=PruningRecord())
+
+    def channels() -> None:
+        if config.channel_ratio > 0:
+            result.removed_channels = prune_channels(
+                new,
+                example_inputs,
+                criterion,
+                tracker,
+                ratio=config.channel_ratio,
+                scope=config.scope,
+                allocation=config.allocation,
+                round_to=config.round_to,
+                calib=batches,
+            )
+
+    def blocks() -> None:
+        if config.pruned_blocks > 0:
+            names = check_block_count(new, config.pruned_blocks)
+            scores = criterion.score(new, block_layers(new, names), batches)
+            result.block_scores = {n: float(s.mean()) for n, s in scores.items()}
+            result.removed_blocks = choose_blocks(scores, config.pruned_blocks)
+            remove_blocks(new, result.removed_blocks)
+
+    steps = (channels, blocks) if config.order == "channel_first" else (blocks, channels)
+    for step in steps:
+        step()
+    new.train(was_training)
+    new.zero_grad(set_to_none=True)
+    result.record = PruningRecord(
+        removed_blocks=list(result.removed_blocks),
+        channels=record_channels(new, tracker.changed(original), result.removed_blocks),
+        config=config.to_dict(),
+        base_model=getattr(model, "hp_model_name", None),
+    )
+    return result
