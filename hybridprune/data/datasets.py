@@ -1,0 +1,170 @@
+"""Loading a dataset: registered reader -> content-keyed array cache -> train/val/test splits."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hybridprune.data.formats import FORMATS, RawDataset, get_format, stratified_split
+from hybridprune.errors import ConfigError, DataError
+from hybridprune.io import atomic_path
+
+CACHE_VERSION = 1
+CACHE_ENV = "HYBRIDPRUNE_DATA_CACHE"
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split, as tensors: ``images`` uint8 ``[N, 3, H, W]``, ``labels`` int64 ``[N]``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise DataError(f"split images must be uint8 [N, C, H, W], got {self.images.dtype} {list(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise DataError(f"split has {self.images.shape[0]} images but labels of shape {list(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, n: int) -> "Split":
+        """The first ``n`` samples (a view)."""
+        return Split(self.images[:n], self.labels[:n])
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """A dataset ready for training: train/val/test splits and its classes."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    class_names: tuple[str, ...] = field(default=())
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_size(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`load_dataset`."""
+    return FORMATS.names()
+
+
+def default_cache_dir() -> Path:
+    """``$HYBRIDPRUNE_DATA_CACHE`` or ``~/.cache/hybridprune/datasets``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "hybridprune" / "datasets"
+
+
+def cache_path(name: str, root: Path | None, image_size: int | None, cache_dir: Path) -> Path:
+    """The cache file of this dataset content (changes when any source file changes)."""
+    fmt = get_format(name)
+    key = f"{CACHE_VERSION}|{name}|{image_size}|{root.resolve() if root else ''}|{fmt.fingerprint(root)}"
+    return cache_dir / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+
+
+def _read_cache(path: Path) -> RawDataset | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return RawDataset(z["train_x"], z["train_y"], z["test_x"], z["test_y"], [str(n) for n in z["names"]])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+        return None  # unreadable cache: decode again and overwrite it
+
+
+def _write_cache(path: Path, raw: RawDataset) -> None:
+    try:
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, train_x=raw.train_images, train_y=raw.train_labels, test_x=raw.test_images,
+                     test_y=raw.test_labels, names=np.array(raw.class_names, dtype=str))
+    except OSError as exc:
+        raise DataError(f"cannot write the dataset cache {path} ({exc}); pass another cache_dir") from None
+
+
+def load_raw(name: str, root: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None,
+             image_size: int | None = None, download: bool = False) -> tuple[RawDataset, Path, bool]:
+    """Decoded arrays of a dataset, from the cache when its content is unchanged.
+
+    Args:
+        name: Registered dataset name.
+        root: Directory (or archive) of the files; unused by ``digits``.
+        cache_dir: Where decoded arrays are cached (default :func:`default_cache_dir`).
+        image_size: Resize images to this square size.
+        download: Fetch the official archive into ``root`` first when it is missing.
+
+    Returns:
+        ``(raw, cache_file, from_cache)``.
+
+    Raises:
+        UnknownNameError, DataError, ConfigError.
+    """
+    fmt = get_format(name)
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 8):
+        raise ConfigError(f"image_size must be an integer >= 8, got {image_size!r}")
+    if fmt.needs_root:
+        if root is None:
+            raise ConfigError(f"dataset {name!r} needs a data directory (root / --data-dir)")
+        root = Path(root).expanduser()
+        if download:
+            root.mkdir(parents=True, exist_ok=True)
+            fmt.download(root)
+    else:
+        root = None
+    path = cache_path(name, root, image_size, Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
+    if path.is_file() and (raw := _read_cache(path)) is not None:
+        return raw, path, True
+    raw = fmt.read(root, image_size)
+    _write_cache(path, raw)
+    return raw, path, False
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, *, val_size: float | int = 0.1, seed: int = 0,
+                 cache_dir: str | os.PathLike | None = None, image_size: int | None = None,
+                 download: bool = False) -> DataSplits:
+    """Load a dataset as uint8 tensors with a seeded, stratified validation split.
+
+    Args:
+        name: One of :func:`list_datasets` (cifar10, cifar100, image_folder, digits).
+        root: Data directory (or archive for cifar); not needed for ``digits``.
+        val_size: Validation part of the training set: a fraction in [0, 1) or a count.
+        seed: Seed of the validation split.
+        cache_dir: Directory of the decoded-array cache.
+        image_size: Resize images to ``image_size`` x ``image_size``.
+        download: For cifar10/cifar100, fetch the official archive when missing (needs network).
+
+    Returns:
+        :class:`DataSplits`; the search optimises ``val``, ``test`` is for final reports.
+
+    Raises:
+        UnknownNameError: unknown dataset name.
+        DataError: missing/malformed files, a corrupt image, an impossible split.
+        ConfigError: a bad argument.
+    """
+    if isinstance(val_size, bool) or not isinstance(val_size, (int, float)) or val_size < 0 or (
+        isinstance(val_size, float) and val_size >= 1
+    ):
+        raise ConfigError(f"val_size must be a fraction in [0, 1) or a sample count >= 0, got {val_size!r}")
+    raw, _, _ = load_raw(name, root, cache_dir=cache_dir, image_size=image_size, download=download)
+    kept, held = stratified_split(raw.train_labels, val_size, seed)
+    x, y = torch.from_numpy(raw.train_images), torch.from_numpy(raw.train_labels)
+    kept, held = torch.from_numpy(kept), torch.from_numpy(held)
+    return DataSplits(
+        name=name,
+        train=Split(x[kept], y[kept]),
+        val=Split(x[held], y[held]),
+        test=Split(torch.from_numpy(raw.test_images), torch.from_numpy(raw.test_labels)),
+        class_names=tuple(raw.class_names),
+    )
