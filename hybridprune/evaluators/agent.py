@@ -41,6 +41,7 @@ from urllib.parse import parse_qs, urlparse
 AGENT_VERSION = "1"
 DEFAULT_PORT = 8470
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DRAIN_LIMIT = 64 * 1024 * 1024  # an oversized body is read and discarded up to this much
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 
 
@@ -643,6 +644,7 @@ class Agent(object):
         self.max_bytes = int(max_bytes)
         self.workdir = tempfile.mkdtemp(prefix="hybridprune-agent-")  # mode 0700
         self.lock = threading.Lock()
+        self.measurements = 0
         backends = {"onnxruntime": OnnxRuntimeBackend(threads),
                     "trtexec": TrtexecBackend(self.workdir, trtexec)}
         if backend == "auto":
@@ -683,6 +685,8 @@ class Agent(object):
         digest = hashlib.sha256(body).hexdigest()[:32]
         path = os.path.join(self.workdir, digest + ".onnx")
         with self.lock:
+            self.measurements += 1
+            began = time.monotonic()
             if not os.path.exists(path):
                 with open(path, "wb") as handle:
                     handle.write(body)
@@ -691,6 +695,9 @@ class Agent(object):
             else:
                 stats = self.backend.measure(path, protocol, precision, batch)
             versions = self.backend.versions()
+            # agent-clock interval of this measurement: lets a client verify that none overlap
+            stats["agent_interval"] = [began, time.monotonic()]
+            stats["agent_sequence"] = self.measurements
         stats.update({"backend": self.backend.name, "precision": precision, "batch_size": batch,
                       "device": device_description(), "versions": versions,
                       "model_sha256": digest, "onnx": model_info})
@@ -733,6 +740,17 @@ class Handler(BaseHTTPRequestHandler):
                     close=True)
         return False
 
+    def _discard(self, length):
+        remaining = length
+        try:
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 1 << 16))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+        except (OSError, IOError):
+            pass
+
     def do_GET(self):
         if not self._authorized():
             return
@@ -755,6 +773,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         agent = self.server.agent
         if length > agent.max_bytes:
+            self._discard(min(length, DRAIN_LIMIT))  # so ordinary clients read the 413, not a reset
             self._reply(413, {"error": "model is %d bytes; the limit is %d bytes"
                                        % (length, agent.max_bytes)}, close=True)
             return

@@ -77,7 +77,11 @@ def _check(net: nn.Module, path: Path, example: torch.Tensor, rtol: float, atol:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: example.numpy()})[0]
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise LatencyError(f"exported ONNX graph has {len(inputs)} inputs; expected one image input "
+                           "(does forward() leave the traced graph, e.g. through numpy?)")
+    got = session.run(None, {inputs[0].name: example.numpy()})[0]
     with torch.no_grad():
         want = net(example)
     want = want.numpy() if isinstance(want, torch.Tensor) else np.asarray(want)

@@ -1,0 +1,222 @@
+"""The stdlib-only device agent: started as a subprocess on loopback, driven over real HTTP."""
+
+from __future__ import annotations
+
+import ast
+import concurrent.futures
+import http.client
+import json
+import math
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hybridprune.errors import ConfigError, LatencyError
+from hybridprune.evaluators import agent as agent_mod
+from hybridprune.evaluators import get_latency_backend
+from hybridprune.evaluators.export import export_onnx
+from hybridprune.models import create_model
+
+AGENT = Path(agent_mod.__file__)
+TOKEN = "s3cret-token"
+FAST = {"warmup_runs": 2, "min_runs": 5, "max_time_s": 0.3, "rel_ci": 0.05}
+
+
+def pruned_resnet56() -> torch.nn.Module:
+    """A pruned ResNet-56 (hybrid pruning where the pruning package exists, else a narrower one)."""
+    try:
+        from hybridprune.pruning import HybridConfig, prune_model
+    except ImportError:
+        return create_model("resnet56", width=8).eval()
+    model = create_model("resnet56").eval()
+    config = HybridConfig(channel_ratio=0.5, pruned_blocks=10, criterion="weight_magnitude")
+    return prune_model(model, config, torch.randn(1, 3, 32, 32)).model.eval()
+
+
+def start_agent(*extra: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, str(AGENT), "--port", "0", "--backend", "onnxruntime", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise RuntimeError(f"agent did not start: {line!r} {proc.stderr.read()}")
+    return proc, line.strip().rsplit(" ", 1)[-1]
+
+
+@pytest.fixture(scope="module")
+def agent_url():
+    proc, url = start_agent("--token", TOKEN, "--max-bytes", "2000000")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory) -> Path:
+    return export_onnx(create_model("resnet20", width=4), tmp_path_factory.mktemp("m") / "r20.onnx")
+
+
+def raw(url: str, method: str, path: str, body: bytes | None = None, token: str | None = TOKEN,
+        headers: dict | None = None) -> tuple[int, dict]:
+    host, port = url.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    hdrs = dict(headers or {})
+    if token:
+        hdrs["Authorization"] = f"Bearer {token}"
+    conn.request(method, path, body=body, headers=hdrs)
+    resp = conn.getresponse()
+    data = json.loads(resp.read().decode())
+    conn.close()
+    return resp.status, data
+
+
+def check_consistent(result, min_runs: int) -> None:
+    values = [result.median_ms, result.mean_ms, result.p90_ms, result.p99_ms, result.std_ms, result.min_ms]
+    assert all(math.isfinite(v) for v in values)
+    assert result.runs >= min_runs
+    assert result.max_ms >= result.p99_ms >= result.p90_ms >= result.median_ms >= result.min_ms > 0
+    assert result.ci_low_ms <= result.median_ms <= result.ci_high_ms
+
+
+def test_remote_measures_pruned_resnet56_end_to_end(agent_url):
+    backend = get_latency_backend("remote", url=agent_url, token=TOKEN, **FAST)
+    result = backend.measure(pruned_resnet56(), batch_size=2)
+    check_consistent(result, FAST["min_runs"])
+    assert result.backend == "remote:onnxruntime"
+    assert result.batch_size == 2 and result.precision == "fp32"
+    assert result.versions["onnxruntime"]
+    assert result.extra["input_shapes"] == {"input": [2, 3, 32, 32]}
+    assert result.extra["onnx"]["opsets"]["ai.onnx"] == 13
+    info = backend.info()
+    assert info["backend"] == "onnxruntime" and info["device"] and "l4t_release" in info
+
+
+def test_agent_requires_token(agent_url, small_onnx):
+    assert raw(agent_url, "GET", "/info", token=None)[0] == 401
+    assert raw(agent_url, "GET", "/info", token="wrong")[0] == 401
+    status, reply = raw(agent_url, "POST", "/measure", small_onnx.read_bytes(), token=None)
+    assert status == 401 and "token" in reply["error"]
+    with pytest.raises(LatencyError, match="401"):
+        get_latency_backend("remote", url=agent_url, token="wrong", **FAST).measure(small_onnx)
+
+
+def test_agent_rejects_oversized_upload(agent_url):
+    status, reply = raw(agent_url, "POST", "/measure", b"\x08\x07" + b"\x00" * 2_000_100)
+    assert status == 413 and "limit is 2000000" in reply["error"]
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (b"", "empty body"),
+        (b"GIF89a not a model at all", "not an ONNX model"),
+        (b'{"json": true}', "not an ONNX model"),
+        (b"\x08\x07\x12\x05torch", "graph is missing"),  # ir_version + producer, no graph
+        (b"\x08\x07\x3a\x04\x0a\x02\x08\x01", "onnxruntime cannot load"),  # well-formed but nonsense graph
+    ],
+)
+def test_agent_rejects_invalid_models_with_reason(agent_url, body, reason):
+    status, reply = raw(agent_url, "POST", "/measure", body)
+    assert status == 400
+    assert reason in reply["error"]
+
+
+def test_agent_rejects_bad_options(agent_url, small_onnx):
+    data = small_onnx.read_bytes()
+    for query, reason in [("precision=fp64", "precision"), ("batch=0", "batch"), ("min_runs=x", "min_runs"),
+                          ("rel_ci=-1", "rel_ci")]:
+        status, reply = raw(agent_url, "POST", f"/measure?{query}", data)
+        assert status == 400 and reason in reply["error"], (query, reply)
+    assert raw(agent_url, "GET", "/nope")[0] == 404
+
+
+def test_agent_measures_one_at_a_time(agent_url, small_onnx):
+    backend = get_latency_backend("remote", url=agent_url, token=TOKEN, **FAST)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: backend.measure(small_onnx), range(3)))
+    intervals = sorted(r.extra["agent_interval"] for r in results)
+    for (_, end), (start, _) in zip(intervals, intervals[1:]):
+        assert end <= start  # queued, never overlapping
+    for r in results:
+        check_consistent(r, FAST["min_runs"])
+
+
+def test_unreachable_agent_fails_fast_with_bounded_retries(small_onnx):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens here
+    backend = get_latency_backend("remote", url=f"http://127.0.0.1:{port}", retries=2, backoff=0.01, **FAST)
+    start = time.monotonic()
+    with pytest.raises(LatencyError, match="failed after 3 attempt"):
+        backend.measure(small_onnx)
+    assert time.monotonic() - start < 20  # generous: a hang would be minutes
+
+
+def test_stalled_agent_times_out(small_onnx):
+    with socket.socket() as listener:  # accepts connections (backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        backend = get_latency_backend("remote", url=url, timeout=0.3, retries=1, backoff=0.01, **FAST)
+        with pytest.raises(LatencyError, match="2 attempt"):
+            backend.measure(small_onnx)
+
+
+def test_remote_options_are_validated():
+    with pytest.raises(ConfigError, match="http://HOST:PORT"):
+        get_latency_backend("remote", url="tx2:8470")
+    with pytest.raises(ConfigError, match="retries"):
+        get_latency_backend("remote", retries=-1)
+
+
+def test_agent_cli_rejects_unavailable_backend():
+    proc = subprocess.run([sys.executable, str(AGENT), "--port", "0", "--backend", "trtexec",
+                           "--trtexec", "/nonexistent/trtexec"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "not available" in proc.stderr
+
+
+# --- the agent must run on a Jetson TX2: Python 3.6, standard library only -------------------
+
+
+def test_agent_is_python36_syntax():
+    source = AGENT.read_text()
+    tree = ast.parse(source, feature_version=(3, 6))  # rejects walrus, f"{x=}", positional-only, ...
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            assert node.module != "__future__", "from __future__ imports are not allowed"
+    assert "dataclass" not in source
+    with pytest.raises(SyntaxError):  # the check has teeth
+        ast.parse('x = 1\nprint(f"{x=}")', feature_version=(3, 6))
+
+
+def test_agent_imports_only_stdlib():
+    tree = ast.parse(AGENT.read_text())
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            modules.add(node.module.split(".")[0])
+    assert modules and modules <= set(sys.stdlib_module_names), modules - set(sys.stdlib_module_names)
+    # stdlib modules or functions added after 3.6 that are easy to reach for
+    source = AGENT.read_text()
+    for newer in ("ThreadingHTTPServer", "capture_output", "text=True", "statistics.quantiles",
+                  "math.comb", "math.prod", "NormalDist", "removeprefix", "importlib.metadata"):
+        assert newer not in source, newer
+
+
+def test_agent_starts_without_site_packages():
+    proc = subprocess.run([sys.executable, "-I", "-S", str(AGENT), "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and "--token" in proc.stdout
+
+
+def test_remote_client_reports_oversized_model(agent_url):
+    backend = get_latency_backend("remote", url=agent_url, token=TOKEN, **FAST)
+    with pytest.raises(LatencyError, match="413.*limit is 2000000"):
+        backend.measure(create_model("resnet56"))  # ~3.4 MB of ONNX

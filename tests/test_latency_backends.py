@@ -1,0 +1,167 @@
+"""Contract of every registered latency backend, the shared protocol and its statistics."""
+
+from __future__ import annotations
+
+import math
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hybridprune.errors import ConfigError, LatencyError, MissingDependencyError, UnknownNameError
+from hybridprune.evaluators import (BaseLatencyBackend, LatencyResult, Protocol, get_latency_backend,
+                                    list_latency_backends, run_protocol, summarize)
+from hybridprune.evaluators.agent import median_ci_indices, percentile
+from hybridprune.models import create_model
+
+FAST = {"warmup_runs": 2, "min_runs": 5, "max_time_s": 0.3, "rel_ci": 0.05}
+
+
+@pytest.fixture(scope="module")
+def loopback_agent():
+    from tests.test_agent import start_agent
+
+    proc, url = start_agent("--token", "t")
+    yield {"url": url, "token": "t"}
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _available(name: str, request) -> dict | None:
+    """Options to build ``name`` here, or None where it cannot run on this machine."""
+    if name == "tensorrt":
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            return None
+        return {} if torch.cuda.is_available() else None
+    if name == "remote":  # a real agent on loopback (onnxruntime backend)
+        return request.getfixturevalue("loopback_agent")
+    return {}
+
+
+@pytest.mark.parametrize("name", list_latency_backends())
+def test_backend_contract(name, request):
+    options = _available(name, request)
+    if options is None:
+        if name == "tensorrt":  # the missing extra must be a clear, typed error
+            with pytest.raises(MissingDependencyError, match=r"pip install 'hybridprune\[tensorrt\]'"):
+                get_latency_backend(name, **FAST)
+        pytest.skip(f"{name} cannot measure on this machine")
+    backend = get_latency_backend(name, **options, **FAST)
+    assert isinstance(backend, BaseLatencyBackend) and backend.name == name
+    model = create_model("resnet20", width=4)
+    result = backend.measure(model, input_shape=(3, 16, 16), batch_size=3)
+    assert isinstance(result, LatencyResult)
+    assert result.backend.split(":")[0] == name and result.batch_size == 3 and result.precision == "fp32"
+    assert result.runs >= FAST["min_runs"]
+    stats = [result.median_ms, result.mean_ms, result.p90_ms, result.p99_ms, result.std_ms]
+    assert all(math.isfinite(v) and v >= 0 for v in stats)
+    assert result.max_ms >= result.p99_ms >= result.p90_ms >= result.median_ms >= result.min_ms > 0
+    assert result.device and result.versions
+    assert LatencyResult.from_dict(result.to_dict()) == result
+    with pytest.raises(ConfigError, match="precision"):
+        backend.measure(model, precision="int4")
+    with pytest.raises(ConfigError, match="batch size"):
+        backend.measure(model, batch_size=0)
+    with pytest.raises(ConfigError, match="unknown option"):
+        get_latency_backend(name, **options, warmup=3)
+
+
+def test_factory_normalises_input():
+    assert get_latency_backend(None).name == "onnxruntime"
+    backend = get_latency_backend("torch", threads=1)
+    assert get_latency_backend(backend) is backend
+    from_mapping = get_latency_backend({"name": "onnxruntime", "threads": 1, "max_time_s": 2})
+    assert from_mapping.threads == 1 and from_mapping.protocol.max_time_s == 2
+    with pytest.raises(UnknownNameError, match="choose one of: onnxruntime, remote, tensorrt, torch"):
+        get_latency_backend("tflite")
+    with pytest.raises(ConfigError, match="existing latency backend"):
+        get_latency_backend(backend, threads=2)
+    with pytest.raises(ConfigError, match="must be a name"):
+        get_latency_backend(3)
+    with pytest.raises(ConfigError, match="threads"):
+        get_latency_backend("onnxruntime", threads=0)
+    with pytest.raises(ConfigError, match="min_runs"):
+        get_latency_backend("onnxruntime", min_runs=0)
+
+
+def test_backends_reject_unsupported_inputs(tmp_path):
+    model = create_model("resnet20", width=4)
+    with pytest.raises(ConfigError, match="not an ONNX file|PyTorch model"):
+        get_latency_backend("torch").measure(tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match="fp16"):
+        get_latency_backend("torch").measure(model, precision="fp16")
+    with pytest.raises(LatencyError, match="CUDA"):
+        if torch.cuda.is_available():
+            raise LatencyError("CUDA present; nothing to check")
+        get_latency_backend("torch", device="cuda").measure(model)
+    with pytest.raises(LatencyError, match="does not exist"):
+        get_latency_backend("onnxruntime").measure(tmp_path / "missing.onnx")
+
+
+def test_package_import_stays_light():
+    code = ("import sys, hybridprune.evaluators as e; "
+            "print(any(m in sys.modules for m in ('torch', 'onnxruntime', 'onnx')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+# --- statistics and protocol (shared by host and agent) --------------------------------------
+
+
+def test_summary_statistics_match_numpy():
+    import numpy as np
+
+    rng = random.Random(0)
+    values = [rng.lognormvariate(0, 0.3) for _ in range(201)]
+    stats = summarize(values)
+    arr = np.array(values)
+    assert stats["median_ms"] == pytest.approx(np.median(arr))
+    assert stats["mean_ms"] == pytest.approx(arr.mean())
+    assert stats["std_ms"] == pytest.approx(arr.std(ddof=1))
+    assert stats["p90_ms"] == pytest.approx(np.percentile(arr, 90))
+    assert stats["p99_ms"] == pytest.approx(np.percentile(arr, 99))
+    assert stats["runs"] == 201
+    assert stats["ci_low_ms"] <= stats["median_ms"] <= stats["ci_high_ms"]
+
+
+def test_median_ci_order_statistics():
+    # classic table values (95%): n=100 -> 40th and 61st order statistics (1-based)
+    assert median_ci_indices(100) == (39, 60)
+    assert median_ci_indices(5) == (0, 4)  # too few samples: whole range
+    assert median_ci_indices(6) == (0, 5)
+    lo, hi = median_ci_indices(1000, 0.99)
+    assert lo < 500 < hi and lo + hi == 999
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+
+
+def test_protocol_stops_when_stable_and_honours_limits():
+    constant = run_protocol(lambda: 2.0, Protocol(warmup_runs=1, min_runs=8, max_time_s=60, rel_ci=0.01))
+    assert constant["stable"] and constant["runs"] == 8 and constant["median_ms"] == 2.0
+    rng = random.Random(1)
+    capped = run_protocol(lambda: rng.uniform(1, 100), Protocol(min_runs=7, max_runs=50, max_time_s=60,
+                                                                rel_ci=1e-6))
+    assert not capped["stable"] and capped["runs"] == 50
+    calls = []
+    run_protocol(lambda: calls.append(1) or 1.0, Protocol(warmup_runs=4, min_runs=3, max_time_s=60))
+    assert len(calls) == 4 + 3
+
+
+@pytest.mark.parametrize("kwargs, word", [({"min_runs": 0}, "min_runs"), ({"max_time_s": 0}, "max_time_s"),
+                                          ({"rel_ci": 0}, "rel_ci"), ({"confidence": 1.0}, "confidence"),
+                                          ({"warmup_runs": -1}, "warmup_runs")])
+def test_protocol_validation(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        Protocol(**kwargs)
+
+
+def test_latency_result_validation():
+    with pytest.raises(LatencyError, match="runs"):
+        LatencyResult.from_stats({"median_ms": 1, "mean_ms": 1, "p90_ms": 1, "p99_ms": 1, "std_ms": 0, "runs": 0},
+                                 backend="x", device="d", precision="fp32", batch_size=1, versions={})
+    with pytest.raises(LatencyError, match="malformed"):
+        LatencyResult.from_stats({"median_ms": 1}, backend="x", device="d", precision="fp32", batch_size=1,
+                                 versions={})
