@@ -1,7 +1,153 @@
-"""CLI commands of the prune group (filled in by the issue that owns it)."""
+"""CLI: ``hybridprune prune`` (hybrid channel + block pruning) and ``hybridprune info FILE``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
 
+def _load(model: Optional[str], checkpoint: Optional[Path]):
+    """(model, name, kwargs, normalization, input_size, record, metrics) from a file or the registry."""
+    from hybridprune.errors import ConfigError
+    from hybridprune.models import create_model, get_model_spec, load_checkpoint
+
+    if checkpoint is not None:
+        ck = load_checkpoint(checkpoint, model_name=model)
+        return ck.model, ck.model_name, ck.model_kwargs, ck.normalization, ck.input_size, ck.record, ck.metrics
+    if model is None:
+        raise ConfigError("give --checkpoint FILE (a hybridprune or classic checkpoint) and/or --model NAME")
+    spec = get_model_spec(model)
+    m = create_model(model)
+    return m, model, m.hp_model_kwargs, spec.normalization, spec.input_size, None, {}
+
+
+def _calibration(calib_dir: Optional[Path], dataset: str, n_batches: int, batch_size: int, normalization, seed: int):
+    from hybridprune.data import calibration_batches, load_dataset
+
+    splits = load_dataset(dataset, calib_dir, val_size=0, seed=seed)
+    return calibration_batches(splits.train, normalization, n_batches, batch_size=batch_size, seed=seed)
+
+
+def _widths(arch: dict[str, Any]) -> str:
+    parts = []
+    for stage, s in arch["stages"].items():
+        internal = s["internal"]
+        inner = f"{min(internal)}-{max(internal)}" if internal and min(internal) != max(internal) else (
+            str(internal[0]) if internal else "-"
+        )
+        parts.append(f"{stage}: {s['stream']} / {inner}")
+    return "; ".join(parts) or "-"
+
+
+def _blocks(arch: dict[str, Any]) -> str:
+    if not arch["stages"]:
+        return "-"
+    per = "+".join(str(s["blocks"]) for s in arch["stages"].values())
+    return f"{arch['blocks']} ({per})"
+
+
+def prune(
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint to prune (hybridprune or classic .th)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry model name (inferred from classic files)."),
+    ratio: float = typer.Option(0.0, "--ratio", help="Fraction of channels to remove, in [0, 1)."),
+    blocks: int = typer.Option(0, "--blocks", help="Number of residual blocks to remove."),
+    criterion: str = typer.Option("weight_magnitude", "--criterion", help="Channel/block criterion (see docs)."),
+    order: str = typer.Option("channel_first", "--order", help="channel_first or layer_first."),
+    scope: str = typer.Option("internal", "--scope", help="internal (inside blocks) or all (residual stream too)."),
+    allocation: str = typer.Option("uniform", "--allocation", help="uniform or global."),
+    round_to: int = typer.Option(1, "--round-to", help="Round kept channels to a multiple of this."),
+    seed: int = typer.Option(0, "--seed", help="Seed (random criterion, calibration sample)."),
+    calib_dir: Optional[Path] = typer.Option(None, "--calib-dir", help="Calibration images (image_folder tree) for data-driven criteria."),
+    calib_dataset: str = typer.Option("image_folder", "--calib-dataset", help="Dataset format of --calib-dir."),
+    calib_batches: int = typer.Option(4, "--calib-batches", help="Calibration batches."),
+    calib_batch_size: int = typer.Option(64, "--calib-batch-size", help="Calibration batch size."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the pruned checkpoint."),
+) -> None:
+    """Prune channels and residual blocks of a model and write the pruned checkpoint."""
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from hybridprune.errors import ConfigError
+    from hybridprune.evaluators.complexity import complexity, describe_architecture
+    from hybridprune.models import save_checkpoint
+    from hybridprune.pruning import HybridConfig, prune_model
+    from hybridprune.pruning.criteria import data_free_criteria
+
+    config = HybridConfig(
+        channel_ratio=ratio, pruned_blocks=blocks, criterion=criterion, order=order, scope=scope,
+        allocation=allocation, round_to=round_to, calib_batches=calib_batches, seed=seed,
+    )
+    net, name, kwargs, norm, input_size, record, metrics = _load(model, checkpoint)
+    if record:
+        raise ConfigError(f"{checkpoint} is already pruned; prune its unpruned base checkpoint instead")
+    calib = None
+    if config.make_criterion().data_driven:
+        if calib_dir is None:
+            raise ConfigError(
+                f"criterion {criterion!r} is data-driven: pass --calib-dir DIR (train/<class>/*.jpg); "
+                f"data-free criteria: {', '.join(data_free_criteria())}"
+            )
+        calib = _calibration(calib_dir, calib_dataset, calib_batches, calib_batch_size, norm, seed)
+    example = torch.zeros(1, *input_size)
+    result = prune_model(net, config, example, calib)
+    before, after = complexity(net, input_size), complexity(result.model, input_size)
+    arch0, arch1 = describe_architecture(net), describe_architecture(result.model)
+    save_checkpoint(
+        out, result.model, norm, model_name=name, model_kwargs=kwargs, record=result.record.to_dict(),
+        input_size=input_size, metrics={"params": after.params, "macs": after.macs},
+    )
+
+    table = Table(title=f"{name}: ratio {ratio}, {blocks} blocks, {criterion}, {order}, scope {scope}")
+    table.add_column("")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    table.add_column("change", justify="right")
+    table.add_row("parameters", f"{before.params:,}", f"{after.params:,}", f"{after.params / before.params - 1:+.1%}")
+    table.add_row("MACs", f"{before.macs / 1e6:.2f}M", f"{after.macs / 1e6:.2f}M", f"{after.macs / before.macs - 1:+.1%}")
+    table.add_row("residual blocks", _blocks(arch0), _blocks(arch1), f"{-len(result.removed_blocks):+d}" if result.removed_blocks else "0")
+    table.add_row("widths (stream / internal)", _widths(arch0), _widths(arch1), "")
+    console = Console(highlight=False)
+    console.print(table)
+    console.print(f"removed blocks: {', '.join(result.removed_blocks) or 'none'}")
+    console.print(f"wrote {out}")
+
+
+def info(file: Path = typer.Argument(..., help="A hybridprune or classic checkpoint.")) -> None:
+    """Describe a checkpoint: model, classes, normalisation, pruning record, size, widths, metrics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hybridprune.evaluators.complexity import complexity, describe_architecture
+    from hybridprune.models import load_checkpoint
+    from hybridprune.pruning import PruningRecord
+
+    ck = load_checkpoint(file)
+    size = complexity(ck.model, ck.input_size)
+    arch = describe_architecture(ck.model)
+    table = Table(title=str(file), show_header=False)
+    table.add_column("key")
+    table.add_column("value")
+    table.add_row("model", f"{ck.model_name} {ck.model_kwargs}")
+    table.add_row("format", ck.source_format)
+    table.add_row("classes", str(ck.num_classes))
+    table.add_row("input size", "x".join(str(v) for v in ck.input_size))
+    table.add_row("normalization", f"mean {ck.normalization.mean}, std {ck.normalization.std}")
+    table.add_row("pruning", PruningRecord.from_dict(ck.record).summary() if ck.record else "not pruned")
+    if ck.record and ck.record.get("config"):
+        table.add_row("pruning config", ", ".join(f"{k}={v}" for k, v in ck.record["config"].items()))
+    table.add_row("parameters", f"{size.params:,}")
+    table.add_row("MACs", f"{size.macs / 1e6:.2f}M")
+    table.add_row("residual blocks", _blocks(arch))
+    table.add_row("widths (stream / internal)", _widths(arch))
+    for k, v in sorted(ck.metrics.items()):
+        table.add_row(f"metric {k}", str(v))
+    Console(highlight=False).print(table)
+
+
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to ``app``."""
+    """Add ``prune`` and ``info`` to ``app``."""
+    app.command("prune")(prune)
+    app.command("info")(info)
