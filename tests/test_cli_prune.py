@@ -1,0 +1,95 @@
+"""``hybridprune prune`` and ``hybridprune info`` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hybridprune.cli import main
+from hybridprune.models import load_checkpoint
+from hybridprune.models.registry import IMAGENET_MEAN
+
+
+@pytest.fixture
+def image_folder(tmp_path, monkeypatch):
+    """A tiny real image_folder tree (2 classes, 32x32 PNGs) for calibration."""
+    monkeypatch.setenv("HYBRIDPRUNE_DATA_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    for split, n in (("train", 10), ("test", 2)):
+        for c in ("cat", "dog"):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def test_prune_and_info(resnet20_th, tmp_path, capsys):
+    out = tmp_path / "pruned.pt"
+    code = main(["prune", "--model", "resnet20", "--checkpoint", str(resnet20_th), "--ratio", "0.3", "--blocks", "2",
+                 "--criterion", "weight_magnitude", "--scope", "all", "--round-to", "4", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "parameters" in text and "MACs" in text and "removed blocks: layer" in text
+    ck = load_checkpoint(out)
+    assert ck.record["removed_blocks"] and ck.normalization.mean == IMAGENET_MEAN
+    assert len(ck.record["removed_blocks"]) == 2 and all(b in text for b in ck.record["removed_blocks"])
+    assert ck.metrics["params"] == sum(p.numel() for p in ck.model.parameters())
+    assert ck.model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "resnet20" in info and "removed blocks" in info and f"{ck.metrics['params']:,}" in info
+    assert main(["info", str(resnet20_th)]) == 0
+    assert "not pruned" in capsys.readouterr().out
+
+
+def test_data_driven_with_calib_dir(resnet20_th, image_folder, tmp_path, capsys):
+    out = tmp_path / "t.pt"
+    code = main(["prune", "-c", str(resnet20_th), "--ratio", "0.2", "--blocks", "1", "--criterion", "taylor_feature_map",
+                 "--calib-dir", str(image_folder), "--calib-batches", "1", "--calib-batch-size", "8", "--out", str(out)])
+    assert code == 0, capsys.readouterr()
+    assert load_checkpoint(out).record["config"]["criterion"] == "taylor_feature_map"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ratio", "1.0"], "channel_ratio must be a number in [0, 1)"),
+        (["--blocks", "8"], "allowed 0..7"),
+        (["--criterion", "magic"], "unknown criterion 'magic'; choose one of: bn_scale"),
+        (["--criterion", "feature_map_rank"], "pass --calib-dir"),
+        (["--order", "both"], "order must be one of channel_first, layer_first"),
+        (["--model", "resnet99"], "unknown model 'resnet99'"),
+        (["--model", "resnet56"], "does not fit model resnet56"),
+    ],
+)
+def test_bad_input_exit_2_no_output(resnet20_th, tmp_path, capsys, args, message):
+    out = tmp_path / "never.pt"
+    # The last --ratio wins, so the default 0.1 can be overridden by args.
+    code = main(["prune", "-c", str(resnet20_th), "--ratio", "0.1", *args, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in " ".join(err.split())
+    assert len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    out = tmp_path / "o.pt"
+    assert main(["prune", "-c", str(bad), "--ratio", "0.1", "--out", str(out)]) == 2
+    assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["info", str(bad)]) == 2
+
+
+def test_already_pruned_checkpoint_is_refused(resnet20_th, tmp_path, capsys):
+    first = tmp_path / "a.pt"
+    assert main(["prune", "-c", str(resnet20_th), "--ratio", "0.2", "--out", str(first)]) == 0
+    assert main(["prune", "-c", str(first), "--ratio", "0.2", "--out", str(tmp_path / "b.pt")]) == 2
+    assert "already pruned" in capsys.readouterr().err
+    assert not (tmp_path / "b.pt").exists()
