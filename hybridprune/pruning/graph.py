@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from hybridprune.errors import ConfigError
 from hybridprune.models.resnet_cifar import ZeroPadShortcut
 
 
@@ -167,6 +168,7 @@ class ChannelTracker:
         """Record what ``group`` removes, then prune it.
 
         Raises:
+            ConfigError: if the group would prune a layer type the record cannot describe.
             RuntimeError: if a layer's channel count afterwards disagrees with the bookkeeping
                 (a layer type the record cannot describe was pruned).
         """
@@ -175,16 +177,18 @@ class ChannelTracker:
         for dep, idxs in group:
             module = dep.target.module
             name = self.names.get(module)
-            if name is None or name not in self.kept:
+            if name is None:
+                continue  # traced functional ops (add, slicing) own no tensors
+            if name not in self.kept:
+                if isinstance(module, nn.Module) and any(True for _ in module.parameters(recurse=False)):
+                    raise ConfigError(
+                        f"layer {name} ({type(module).__name__}) would be pruned, but pruning records support "
+                        f"Conv2d, Linear, BatchNorm and option-A shortcut layers only"
+                    )
                 continue
             dim = "out" if graph.is_out_channel_pruning_fn(dep.handler) else "in"
             if isinstance(module, nn.modules.batchnorm._BatchNorm) or is_depthwise(module):
-                dim = "out"
-            pruner = graph.get_pruner_of_module(module)
-            if pruner is not None and dep.handler == pruner.prune_in_channels and not (
-                dep.handler == pruner.prune_out_channels
-            ):
-                dim = "in" if "in" in self.kept[name] else "out"
+                dim = "out"  # one channel dimension
             if (name, dim) in done:
                 continue
             done.add((name, dim))
@@ -194,8 +198,8 @@ class ChannelTracker:
         group.prune()
         for name, module in touched:
             kept = self.kept[name]
-            if is_depthwise(module) or (isinstance(module, nn.Conv2d) and module.groups > 1):
-                kept["in"] = list(kept["out"]) if is_depthwise(module) else kept["in"]
+            if is_depthwise(module):
+                kept["in"] = list(kept["out"])
             counts = channel_counts(module)
             for dim, n in (counts or {}).items():
                 if len(kept[dim]) != n:

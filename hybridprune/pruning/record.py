@@ -121,6 +121,17 @@ def _slice_param(module: nn.Module, attr: str, idx: torch.Tensor, dim: int) -> N
         setattr(module, attr, new)
 
 
+def _slice_io(m: nn.Module, out: torch.Tensor | None, inp: torch.Tensor | None, out_attr: str, in_attr: str) -> None:
+    """Keep output rows / input columns of a conv or linear layer (groups == 1)."""
+    if out is not None:
+        _slice_param(m, "weight", out, 0)
+        _slice_param(m, "bias", out, 0)
+        setattr(m, out_attr, len(out))
+    if inp is not None:
+        _slice_param(m, "weight", inp, 1)
+        setattr(m, in_attr, len(inp))
+
+
 def _apply_layer(name: str, m: nn.Module, dims: dict[str, list[int]]) -> None:
     counts = channel_counts(m)
     if counts is None:
@@ -151,21 +162,9 @@ def _apply_layer(name: str, m: nn.Module, dims: dict[str, list[int]]) -> None:
             _slice_param(m, "bias", idx, 0)
             m.out_channels = m.in_channels = m.groups = len(idx)
             return
-        if out is not None:
-            _slice_param(m, "weight", out, 0)
-            _slice_param(m, "bias", out, 0)
-            m.out_channels = len(out)
-        if inp is not None:
-            _slice_param(m, "weight", inp, 1)
-            m.in_channels = len(inp)
+        _slice_io(m, out, inp, "out_channels", "in_channels")
     elif isinstance(m, nn.Linear):
-        if out is not None:
-            _slice_param(m, "weight", out, 0)
-            _slice_param(m, "bias", out, 0)
-            m.out_features = len(out)
-        if inp is not None:
-            _slice_param(m, "weight", inp, 1)
-            m.in_features = len(inp)
+        _slice_io(m, out, inp, "out_features", "in_features")
     else:  # BatchNorm
         for attr in ("weight", "bias", "running_mean", "running_var"):
             _slice_param(m, attr, out, 0)
