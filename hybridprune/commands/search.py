@@ -1,7 +1,155 @@
-"""CLI commands of the search group (filled in by the issue that owns it)."""
+"""CLI of the search service: run, status, pareto, select, dashboard (STUDY = the study TOML)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
+def _open(study_file: str, storage: str | None):
+    from hybridprune.search.service import load
+    from hybridprune.search.study import open_study
+
+    cfg = load(study_file, storage=storage)
+    return cfg, open_study(cfg, create=False)
+
+
+def _summary(study, cfg, console) -> None:
+    from hybridprune.search.pareto import pareto_rows, rich_table
+    from hybridprune.search.study import counts
+
+    c = counts(study)
+    console.print(f"study {cfg.name}: {c.complete} complete, {c.failed} failed, {c.running} running, "
+                  f"{c.waiting} waiting (target {cfg.study.trials} finished); storage {cfg.storage_url}")
+    console.print(rich_table(pareto_rows(study), f"Pareto set of {cfg.name} (accuracy max, latency min)"))
+
+
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
+
+    @app.command("run")
+    def run_cmd(
+        study_file: str = typer.Argument(..., metavar="STUDY", help="Study file (TOML)."),
+        trials: Optional[int] = typer.Option(None, help="Run until the study has this many finished trials."),
+        workers: Optional[int] = typer.Option(None, help="Local worker processes on the same study."),
+        backend: Optional[str] = typer.Option(None, help="local or ray."),
+        storage: Optional[str] = typer.Option(None, help="Storage URL (overrides the study file)."),
+        progress: bool = typer.Option(True, help="Show a live progress view."),
+    ) -> None:
+        """Run (or resume) a multi-objective study and show its Pareto set."""
+        from rich.console import Console
+        from rich.live import Live
+
+        from hybridprune.search import service
+        from hybridprune.search.pareto import pareto_rows, plot_html, plot_png, rich_table
+        from hybridprune.search.study import counts, open_study
+
+        console = Console()
+        cfg = service.load(study_file, trials=trials, workers=workers, backend=backend, storage=storage)
+        console.print(f"study {cfg.name}: {cfg.study.trials} trials, sampler {cfg.sampler.name}, "
+                      f"{cfg.study.workers} worker(s), backend {cfg.study.backend}, storage {cfg.storage_url}")
+        live = Live(console=console, refresh_per_second=2, transient=False) if progress and console.is_terminal else None
+        watcher = {}
+
+        def poll() -> None:
+            if live is None:
+                return
+            study = watcher.get("study") or watcher.setdefault("study", open_study(cfg, create=False))
+            c = counts(study)
+            live.update(rich_table(pareto_rows(study)[:8], f"{cfg.name}: {c.complete} done, {c.failed} failed, "
+                                   f"{c.running} running / {cfg.study.trials} - current front"))
+
+        if live is not None:
+            with live:
+                study = service.run(cfg, on_poll=poll)
+        else:
+            study = service.run(cfg, on_poll=None)
+        _summary(study, cfg, console)
+        png = plot_png(study, cfg.run_dir / "pareto.png")
+        html = plot_html(study, cfg.run_dir / "pareto.html")
+        console.print(f"plots: {png} {html}")
+
+    @app.command("status")
+    def status_cmd(
+        study_file: str = typer.Argument(..., metavar="STUDY"),
+        storage: Optional[str] = typer.Option(None, help="Storage URL (overrides the study file)."),
+    ) -> None:
+        """Show trial counts and the current Pareto set of a study."""
+        from rich.console import Console
+
+        cfg, study = _open(study_file, storage)
+        _summary(study, cfg, Console())
+
+    @app.command("pareto")
+    def pareto_cmd(
+        study_file: str = typer.Argument(..., metavar="STUDY"),
+        storage: Optional[str] = typer.Option(None),
+        out: Optional[Path] = typer.Option(None, help="Directory for pareto.png / pareto.html (default: run dir)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the Pareto set as JSON."),
+    ) -> None:
+        """Table of the Pareto set plus PNG and HTML plots of accuracy vs latency."""
+        from dataclasses import asdict
+
+        from rich.console import Console
+
+        from hybridprune.search.pareto import pareto_rows, plot_html, plot_png, rich_table
+
+        cfg, study = _open(study_file, storage)
+        rows = pareto_rows(study)
+        if as_json:
+            typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+            return
+        console = Console()
+        console.print(rich_table(rows, f"Pareto set of {cfg.name}"))
+        directory = Path(out) if out else cfg.run_dir
+        console.print(f"plots: {plot_png(study, directory / 'pareto.png')} {plot_html(study, directory / 'pareto.html')}")
+
+    @app.command("select")
+    def select_cmd(
+        study_file: str = typer.Argument(..., metavar="STUDY"),
+        max_latency_ms: float = typer.Option(..., help="Latency budget in ms (the study's latency statistic)."),
+        min_accuracy: Optional[float] = typer.Option(None, help="Minimum validation accuracy (fraction)."),
+        export: Path = typer.Option(..., help="Directory for model.pt, model.onnx, record.json, REPORT.md."),
+        storage: Optional[str] = typer.Option(None),
+    ) -> None:
+        """Export the most accurate trial that meets the latency budget."""
+        from rich.console import Console
+
+        from hybridprune.errors import ConfigError
+        from hybridprune.search.pareto import rich_table
+        from hybridprune.search.select import NoFeasibleTrial, choose, export_trial
+
+        if not max_latency_ms > 0:
+            raise ConfigError(f"--max-latency-ms must be > 0, got {max_latency_ms}")
+        if min_accuracy is not None and not 0 <= min_accuracy <= 1:
+            raise ConfigError(f"--min-accuracy must be a fraction in [0, 1], got {min_accuracy}")
+        cfg, study = _open(study_file, storage)
+        console = Console()
+        try:
+            trial = choose(study, max_latency_ms, min_accuracy)
+        except NoFeasibleTrial as exc:
+            Console(stderr=True).print(f"[bold red]no model meets the budget:[/] {exc}", soft_wrap=True)
+            if exc.closest:
+                Console(stderr=True).print(rich_table(exc.closest, "closest trials"))
+            raise typer.Exit(1)
+        sel = export_trial(study, trial, cfg.artifact_dir, export)
+        console.print(f"selected trial {trial.number}: accuracy {100 * sel.row.accuracy:.2f}%, "
+                      f"latency {sel.row.latency_ms:.3f} ms; wrote {', '.join(sel.files.values())}")
+
+    @app.command("dashboard")
+    def dashboard_cmd(
+        study_file: str = typer.Argument(..., metavar="STUDY"),
+        host: str = typer.Option("127.0.0.1", help="Bind address (loopback by default)."),
+        port: int = typer.Option(8080, help="TCP port."),
+        storage: Optional[str] = typer.Option(None),
+    ) -> None:
+        """Serve optuna-dashboard on the study's storage and artifacts."""
+        from hybridprune.search.dashboard import serve_dashboard
+        from hybridprune.search.service import load
+
+        cfg = load(study_file, storage=storage)
+        typer.echo(f"optuna-dashboard for {cfg.name} on http://{host}:{port} (Ctrl+C stops)")
+        serve_dashboard(cfg, host=host, port=port)

@@ -1,0 +1,419 @@
+"""Study files: TOML parsed into frozen dataclasses, validated before any trial runs.
+
+Every table of the file is one dataclass below; unknown keys are rejected with the list of
+allowed keys, wrong types and impossible values name the dotted key. Relative paths resolve
+against the study file's directory. See ``studies/quickstart.toml`` for a commented example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from hybridprune.errors import ConfigError, MissingDependencyError
+
+LATENCY_STATISTICS = ("median_ms", "mean_ms", "p90_ms", "p99_ms")
+EXTRA_OBJECTIVES = ("params", "macs")
+SAMPLERS = ("nsga2", "tpe", "gp", "random")
+BACKENDS = ("local", "ray")
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise MissingDependencyError(
+                "reading study files on Python 3.10 needs tomli; install it with: pip install tomli"
+            ) from None
+    if not path.is_file():
+        raise ConfigError(f"study file {path} does not exist")
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"study file {path} is not valid TOML: {exc}") from None
+
+
+def _check_type(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a (simple) type hint; ints are accepted for floats."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check_type(value, arg, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
+        inner = typing.get_args(hint)[0]
+        return tuple(_check_type(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is Any:
+        return value
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a table, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be a whole number, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported type hint {hint!r}")  # programming error
+
+
+def _build(cls: type, raw: Any, section: str, **extra: Any) -> Any:
+    """Instantiate dataclass ``cls`` from table ``raw``, rejecting unknown keys and bad types."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[{section}] must be a table, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    allowed = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in extra]
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in [{section}]; allowed: {allowed}")
+    kwargs = {k: _check_type(v, hints[k], f"{section}.{k}") for k, v in raw.items()}
+    return cls(**kwargs, **extra)
+
+
+def _positive(value: float | int | None, key: str, allow_zero: bool = False) -> None:
+    if value is not None and not (value > 0 or (allow_zero and value == 0)):
+        raise ConfigError(f"{key} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _choice(value: str, key: str, allowed: tuple[str, ...] | list[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class StudySection:
+    """``[study]``: name, size, seed, where results go, fault tolerance."""
+
+    name: str = ""
+    trials: int = 20
+    seed: int = 0
+    storage: str | None = None
+    run_dir: str = ""
+    artifact_dir: str | None = None
+    references: bool = True
+    workers: int = 1
+    backend: str = "local"
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+    max_retry: int = 2
+
+    def __post_init__(self) -> None:
+        _positive(self.trials, "study.trials")
+        _positive(self.workers, "study.workers")
+        _positive(self.heartbeat_interval, "study.heartbeat_interval")
+        _positive(self.grace_period, "study.grace_period")
+        _positive(self.max_retry, "study.max_retry", allow_zero=True)
+        _choice(self.backend, "study.backend", BACKENDS)
+        if self.grace_period <= self.heartbeat_interval:
+            raise ConfigError(
+                f"study.grace_period ({self.grace_period}) must exceed study.heartbeat_interval ({self.heartbeat_interval})"
+            )
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """``[model]``: the architecture and its trained weights (or none: train the baseline first)."""
+
+    name: str = "resnet20"
+    checkpoint: str | None = None
+    kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from hybridprune.models import get_model_spec
+
+        get_model_spec(self.name)  # UnknownNameError lists the models
+
+
+@dataclass(frozen=True)
+class BaselineSection:
+    """``[baseline]``: how to train the unpruned model when ``model.checkpoint`` is not given."""
+
+    epochs: float = 10.0
+    lr: float = 0.1
+    batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        _positive(self.epochs, "baseline.epochs")
+        _positive(self.lr, "baseline.lr")
+        _positive(self.batch_size, "baseline.batch_size")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """``[data]``: dataset, split and optional subsets (to keep studies small)."""
+
+    dataset: str = "digits"
+    root: str | None = None
+    val_size: int | float = 0.1
+    image_size: int | None = None
+    train_subset: int | None = None
+    val_subset: int | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        from hybridprune.data import list_datasets
+
+        _choice(self.dataset, "data.dataset", list_datasets())
+        _positive(self.val_size, "data.val_size")
+        for key in ("image_size", "train_subset", "val_subset"):
+            _positive(getattr(self, key), f"data.{key}")
+
+
+@dataclass(frozen=True)
+class PruningSection:
+    """``[pruning]``: HybridConfig fields that the study keeps fixed."""
+
+    scope: str | None = None
+    allocation: str | None = None
+    round_to: int | None = None
+    calib_batches: int | None = None
+    criterion_options: dict | None = None
+
+    def fixed(self, seed: int) -> dict[str, Any]:
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {**out, "seed": seed}
+
+
+@dataclass(frozen=True)
+class FinetuneSection:
+    """``[finetune]``: the brief fine-tune budget of every trial (``epochs`` or ``steps``)."""
+
+    epochs: float | None = None
+    steps: int | None = None
+    lr: float = 0.01
+    batch_size: int = 128
+    distill: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs is None and self.steps is None:
+            object.__setattr__(self, "epochs", 1.0)
+        if self.epochs is not None and self.steps is not None:
+            raise ConfigError("[finetune] takes epochs or steps, not both")
+        _positive(self.epochs, "finetune.epochs")
+        _positive(self.steps, "finetune.steps")
+        _positive(self.lr, "finetune.lr")
+        _positive(self.batch_size, "finetune.batch_size")
+
+
+@dataclass(frozen=True)
+class LatencySection:
+    """``[latency]``: backend (``onnxruntime``, ``torch``, ``tensorrt``, ``remote``) and options."""
+
+    backend: str = "onnxruntime"
+    statistic: str = "median_ms"
+    batch_size: int = 1
+    precision: str = "fp32"
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _choice(self.statistic, "latency.statistic", LATENCY_STATISTICS)
+        _positive(self.batch_size, "latency.batch_size")
+
+
+@dataclass(frozen=True)
+class ObjectivesSection:
+    """``[objectives]``: accuracy (max) and latency (min) always; ``extra`` adds params/MACs (min)."""
+
+    extra: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for i, name in enumerate(self.extra):
+            _choice(name, f"objectives.extra[{i}]", EXTRA_OBJECTIVES)
+        if len(set(self.extra)) != len(self.extra):
+            raise ConfigError(f"objectives.extra lists an objective twice: {list(self.extra)}")
+
+    def names(self) -> list[str]:
+        return ["accuracy", "latency_ms", *self.extra]
+
+    def directions(self) -> list[str]:
+        return ["maximize", "minimize", *["minimize"] * len(self.extra)]
+
+
+@dataclass(frozen=True)
+class ConstraintsSection:
+    """``[constraints]``: a latency budget and a minimum validation accuracy (both optional)."""
+
+    max_latency_ms: float | None = None
+    min_accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive(self.max_latency_ms, "constraints.max_latency_ms")
+        if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
+            raise ConfigError(f"constraints.min_accuracy must be a fraction in [0, 1], got {self.min_accuracy}")
+
+
+@dataclass(frozen=True)
+class SamplerSection:
+    """``[sampler]``: ``nsga2`` (default), ``tpe``, ``gp`` or ``random``."""
+
+    name: str = "nsga2"
+    population_size: int | None = None
+    n_startup_trials: int | None = None
+
+    def __post_init__(self) -> None:
+        _choice(self.name, "sampler.name", SAMPLERS)
+        if self.population_size is not None and self.population_size < 2:
+            raise ConfigError(f"sampler.population_size must be >= 2, got {self.population_size}")
+        _positive(self.n_startup_trials, "sampler.n_startup_trials")
+
+
+SECTIONS = {
+    "study": StudySection,
+    "model": ModelSection,
+    "baseline": BaselineSection,
+    "data": DataSection,
+    "space": None,
+    "pruning": PruningSection,
+    "finetune": FinetuneSection,
+    "latency": LatencySection,
+    "objectives": ObjectivesSection,
+    "constraints": ConstraintsSection,
+    "sampler": SamplerSection,
+}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study file. Paths are absolute (resolved against ``path.parent``)."""
+
+    path: Path
+    study: StudySection
+    model: ModelSection
+    baseline: BaselineSection
+    data: DataSection
+    space: dict
+    pruning: PruningSection
+    finetune: FinetuneSection
+    latency: LatencySection
+    objectives: ObjectivesSection
+    constraints: ConstraintsSection
+    sampler: SamplerSection
+
+    def __post_init__(self) -> None:
+        if self.model.checkpoint is not None and not Path(self.model.checkpoint).is_file():
+            raise ConfigError(f"model.checkpoint {self.model.checkpoint} does not exist")
+        if self.data.root is not None and not Path(self.data.root).exists():
+            raise ConfigError(f"data.root {self.data.root} does not exist")
+        kind = self.space.get("kind", "hybrid")
+        from hybridprune.spaces import list_spaces
+
+        _choice(kind, "space.kind", list_spaces())
+
+    @property
+    def name(self) -> str:
+        return self.study.name
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.study.run_dir)
+
+    @property
+    def artifact_dir(self) -> Path:
+        return Path(self.study.artifact_dir) if self.study.artifact_dir else self.run_dir / "artifacts"
+
+    @property
+    def storage_url(self) -> str:
+        """The storage URL: ``study.storage`` or a SQLite file in the run directory."""
+        return self.study.storage or f"sqlite:///{self.run_dir / 'study.db'}"
+
+    @property
+    def baseline_path(self) -> Path:
+        return self.run_dir / "baseline.pt"
+
+    def replace(self, **sections: Any) -> "StudyConfig":
+        """A copy with some ``[study]`` fields replaced (CLI overrides such as ``--trials``)."""
+        return dataclasses.replace(self, study=dataclasses.replace(self.study, **sections))
+
+
+def _resolve(base: Path, value: str | None, keep_urls: bool = False) -> str | None:
+    if value is None or value == "":
+        return value
+    if keep_urls and "://" in value:
+        return value
+    return str((base / Path(value).expanduser()).resolve())
+
+
+def _resolve_storage(base: Path, url: str | None) -> str | None:
+    """Make ``sqlite:///relative.db`` and journal paths absolute against the study directory."""
+    if not url:
+        return None
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rest = url[len("sqlite:///"):]
+        return url if rest == ":memory:" else f"sqlite:///{(base / rest).resolve()}"
+    if "://" not in url:  # a journal file path
+        return str((base / url).resolve())
+    return url
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study file.
+
+    Args:
+        path: The TOML file.
+
+    Returns:
+        The :class:`StudyConfig`, with absolute paths.
+
+    Raises:
+        ConfigError: naming the key for an unknown key, wrong type, impossible value, or a missing
+            checkpoint / data directory.
+        MissingDependencyError: on Python 3.10 without ``tomli``.
+    """
+    path = Path(path).resolve()
+    raw = _load_toml(path)
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown table(s) {unknown} in {path.name}; allowed: {list(SECTIONS)}")
+    base = path.parent
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        if cls is None:
+            continue
+        sections[name] = _build(cls, raw.get(name), name)
+    st = sections["study"]
+    name = st.name or path.stem
+    run_dir = _resolve(base, st.run_dir or f"runs/{name}")
+    sections["study"] = dataclasses.replace(
+        st, name=name, run_dir=run_dir,
+        artifact_dir=_resolve(base, st.artifact_dir),
+        storage=_resolve_storage(base, st.storage),
+    )
+    sections["model"] = dataclasses.replace(sections["model"], checkpoint=_resolve(base, sections["model"].checkpoint))
+    d = sections["data"]
+    sections["data"] = dataclasses.replace(d, root=_resolve(base, d.root), cache_dir=_resolve(base, d.cache_dir))
+    space = raw.get("space") or {}
+    if not isinstance(space, Mapping):
+        raise ConfigError(f"[space] must be a table, got {space!r}")
+    return StudyConfig(path=path, space=dict(space), **sections)

@@ -1,0 +1,189 @@
+"""Everything a worker loads once and reuses for all its trials: data, baseline, space, backend.
+
+``build_context`` is also the study's pre-flight check: a bad dataset, checkpoint, space bound or
+latency option fails here, before any trial runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hybridprune.errors import ConfigError, DataError
+from hybridprune.search.config import StudyConfig
+from hybridprune.search.storage import device_lock
+
+log = logging.getLogger(__name__)
+REMOTE_BACKENDS = ("remote",)
+
+
+@dataclass
+class TrialContext:
+    """What one worker needs to run trials.
+
+    Attributes:
+        cfg: The study config.
+        data: Dataset splits (subsets applied).
+        model: The unpruned baseline model (eval mode, CPU).
+        normalization: Its input normalisation.
+        input_size: (C, H, W).
+        space: The search space.
+        backend: The latency backend.
+        lock_path: File locked while measuring locally (``None`` for remote agents, which queue).
+        device: Torch device for fine-tuning and evaluation.
+    """
+
+    cfg: StudyConfig
+    data: Any
+    model: torch.nn.Module
+    normalization: Any
+    input_size: tuple[int, int, int]
+    space: Any
+    backend: Any
+    lock_path: Path | None
+    device: str = "cpu"
+    baseline_metrics: dict = field(default_factory=dict)
+    _calib: list | None = None
+
+    def calibration(self, n_batches: int) -> list:
+        """Calibration batches for data-driven criteria (computed once)."""
+        if self._calib is None or len(self._calib) < n_batches:
+            from hybridprune.data import calibration_batches
+
+            self._calib = calibration_batches(
+                self.data.train, self.normalization, n_batches, batch_size=64, seed=self.cfg.study.seed, device=self.device
+            )
+        return self._calib[:n_batches]
+
+    def example_inputs(self) -> torch.Tensor:
+        return torch.zeros(1, *self.input_size, device=self.device)
+
+    def measure_lock(self):
+        """Context manager serialising local latency measurements across workers."""
+        return device_lock(self.lock_path)
+
+
+def _subset(split: Any, n: int | None, seed: int) -> Any:
+    if n is None or n >= len(split):
+        return split
+    from hybridprune.data import Split
+
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(split), generator=g)[:n]
+    return Split(split.images[idx].contiguous(), split.labels[idx].contiguous())
+
+
+def load_data(cfg: StudyConfig) -> Any:
+    """Load the study's dataset with its split and subsets.
+
+    Raises:
+        DataError: for missing or malformed data. ConfigError: for bad options.
+    """
+    import dataclasses
+
+    from hybridprune.data import load_dataset
+
+    d = cfg.data
+    data = load_dataset(d.dataset, d.root, val_size=d.val_size, seed=cfg.study.seed,
+                        cache_dir=d.cache_dir, image_size=d.image_size)
+    if len(data.val) == 0:
+        raise DataError(f"dataset {d.dataset!r} has an empty validation split; set data.val_size > 0")
+    return dataclasses.replace(
+        data,
+        train=_subset(data.train, d.train_subset, cfg.study.seed),
+        val=_subset(data.val, d.val_subset, cfg.study.seed + 1),
+    )
+
+
+def load_baseline(cfg: StudyConfig, data: Any, *, train_if_missing: bool = True) -> tuple[Any, Any, dict]:
+    """The unpruned model: ``model.checkpoint`` or the baseline trained once and cached.
+
+    The cache is ``<run_dir>/baseline.pt``; training holds a file lock so parallel workers train it
+    once. Re-runs reuse it.
+
+    Args:
+        cfg: The study.
+        data: Its data (for training and for the class count check).
+        train_if_missing: Train when no checkpoint and no cache exist (else ConfigError).
+
+    Returns:
+        ``(model, normalization, metrics)``.
+
+    Raises:
+        CheckpointError: unreadable checkpoint. ConfigError: class-count mismatch.
+    """
+    from hybridprune.models import create_model, get_model_spec, load_checkpoint, save_checkpoint
+
+    def check(model: Any, where: str) -> None:
+        n = int(model.hp_model_kwargs.get("num_classes", -1)) if hasattr(model, "hp_model_kwargs") else -1
+        if n != data.num_classes:
+            raise ConfigError(f"{where} has {n} classes but dataset {cfg.data.dataset!r} has {data.num_classes}")
+
+    if cfg.model.checkpoint:
+        loaded = load_checkpoint(cfg.model.checkpoint, cfg.model.name)
+        check(loaded.model, f"model.checkpoint {cfg.model.checkpoint}")
+        return loaded.model, loaded.normalization, dict(loaded.metrics)
+    path = cfg.baseline_path
+    with device_lock(cfg.run_dir / "baseline.lock"):
+        if not path.is_file():
+            if not train_if_missing:
+                raise ConfigError(f"no model.checkpoint and no trained baseline at {path}")
+            from hybridprune.training import Budget, evaluate, train
+
+            b = cfg.baseline
+            model = create_model(cfg.model.name, num_classes=data.num_classes, **cfg.model.kwargs)
+            norm = get_model_spec(cfg.model.name).normalization
+            log.info("training the baseline %s for %s epochs", cfg.model.name, b.epochs)
+            result = train(model, data, Budget(epochs=b.epochs), norm, lr=b.lr, batch_size=b.batch_size,
+                           seed=cfg.study.seed, device="cpu")
+            acc = evaluate(model, data.val, norm, device="cpu").top1
+            save_checkpoint(path, model.cpu(), norm, metrics={"val_top1": acc, "train": result.to_dict()})
+        loaded = load_checkpoint(path, cfg.model.name)
+    check(loaded.model, f"cached baseline {path}")
+    return loaded.model, loaded.normalization, dict(loaded.metrics)
+
+
+def build_space(cfg: StudyConfig, model: torch.nn.Module) -> Any:
+    """The study's search space for ``model`` (bounds checked against its removable blocks)."""
+    from hybridprune.pruning import list_criteria, removable_blocks
+    from hybridprune.spaces import get_space
+
+    options = {k: v for k, v in cfg.space.items() if k != "kind"}
+    return get_space(cfg.space.get("kind", "hybrid"), options, removable_blocks=len(removable_blocks(model)),
+                     criteria=list_criteria(), fixed=cfg.pruning.fixed(cfg.study.seed))
+
+
+def build_backend(cfg: StudyConfig) -> Any:
+    """The latency backend of ``[latency]`` (unknown names/options raise ConfigError)."""
+    from hybridprune.evaluators import get_latency_backend
+
+    return get_latency_backend(cfg.latency.backend, **cfg.latency.options)
+
+
+def build_context(cfg: StudyConfig, *, train_if_missing: bool = True, device: str | None = None) -> TrialContext:
+    """Load data, baseline, space and backend (the pre-flight check of a study).
+
+    Args:
+        cfg: The study.
+        train_if_missing: Train the baseline when it is not cached yet.
+        device: Torch device (default: CUDA when available, else CPU).
+
+    Returns:
+        A :class:`TrialContext`.
+
+    Raises:
+        HybridPruneError subclasses naming what is wrong.
+    """
+    backend = build_backend(cfg)  # cheapest check first
+    data = load_data(cfg)
+    model, norm, metrics = load_baseline(cfg, data, train_if_missing=train_if_missing)
+    space = build_space(cfg, model)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    size = tuple(int(s) for s in data.image_size)
+    lock = None if cfg.latency.backend in REMOTE_BACKENDS else cfg.run_dir / "latency.lock"
+    return TrialContext(cfg=cfg, data=data, model=model.to(device).eval(), normalization=norm, input_size=size,
+                        space=space, backend=backend, lock_path=lock, device=device, baseline_metrics=metrics)

@@ -1,0 +1,115 @@
+"""Local runner: one or several worker processes on one study (any storage).
+
+Each worker loops ``study.optimize(n_trials=1)`` until the study holds ``trials`` finished trials
+(complete or failed by the objective), so re-running resumes and nothing completed is redone.
+With an RDB storage (SQLite, PostgreSQL) Optuna's heartbeat marks a trial whose worker died as
+FAIL after ``grace_period`` seconds and ``RetryHeartbeatStaleTrialCallback`` queues it again;
+workers wait for such trials instead of over-running the study.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+from typing import Any, Callable
+
+from hybridprune.search.config import StudyConfig
+
+log = logging.getLogger(__name__)
+POLL_S = 1.0
+
+
+def _heartbeat(study: Any) -> bool:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return is_heartbeat_enabled(study._storage)
+
+
+def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
+           on_trial: Callable[[Any], None] | None = None, ctx: Any = None) -> int:
+    """Run trials of the study until it has ``cfg.study.trials`` finished ones.
+
+    Args:
+        cfg: The study.
+        storage: Storage override (URL or object).
+        threads: Torch intra-op threads of this worker.
+        on_trial: Called with the study after each trial (progress).
+        ctx: A prepared :class:`TrialContext` (built here when ``None``).
+
+    Returns:
+        Number of trials this worker ran.
+    """
+    import optuna
+    import torch
+
+    from hybridprune.search.context import build_context
+    from hybridprune.search.objective import TRIAL_ERRORS, run_trial
+    from hybridprune.search.storage import get_artifact_store
+    from hybridprune.search.study import counts, open_study
+
+    if threads:
+        torch.set_num_threads(threads)
+    ctx = ctx or build_context(cfg)
+    study = open_study(cfg, storage)
+    store = get_artifact_store(cfg.artifact_dir)
+    heartbeat = _heartbeat(study)
+    ran = 0
+    while True:
+        if heartbeat:
+            optuna.storages.fail_stale_trials(study)
+        c = counts(study)
+        if c.done >= cfg.study.trials:
+            break
+        if heartbeat and c.waiting == 0 and c.done + c.running >= cfg.study.trials:
+            time.sleep(POLL_S)  # others are finishing the last trials (or they go stale and are retried)
+            continue
+        study.optimize(lambda trial: run_trial(ctx, trial, store), n_trials=1, catch=TRIAL_ERRORS,
+                       gc_after_trial=False)
+        ran += 1
+        if on_trial is not None:
+            on_trial(study)
+    return ran
+
+
+def _worker_main(cfg: StudyConfig, storage: Any, threads: int) -> None:
+    from hybridprune.search.study import quiet_optuna
+
+    quiet_optuna()
+    worker(cfg, storage, threads=threads)
+
+
+def run_local(cfg: StudyConfig, storage: Any = None, *, workers: int = 1,
+              on_poll: Callable[[], None] | None = None, ctx: Any = None) -> None:
+    """Run the study with ``workers`` processes (1: in this process).
+
+    Args:
+        cfg: The study (already prepared: references enqueued, baseline cached).
+        storage: Storage URL override (processes open their own connection).
+        workers: Number of worker processes.
+        on_poll: Called about every second while workers run (progress view).
+        ctx: Prepared context for the in-process worker.
+
+    Raises:
+        RuntimeError: if a worker process exits with an error.
+    """
+    if workers <= 1:
+        worker(cfg, storage, on_trial=(lambda s: on_poll()) if on_poll else None, ctx=ctx)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    mpctx = mp.get_context("spawn")
+    procs = [mpctx.Process(target=_worker_main, args=(cfg, storage, threads), daemon=False) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            if on_poll:
+                on_poll()
+            time.sleep(POLL_S)
+    finally:
+        for p in procs:
+            p.join()
+    bad = [p.exitcode for p in procs if p.exitcode != 0]
+    if bad:
+        raise RuntimeError(f"{len(bad)} of {workers} worker processes failed (exit codes {bad}); see their output above")

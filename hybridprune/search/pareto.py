@@ -1,0 +1,129 @@
+"""The Pareto set of a study: rows for tables, a PNG (matplotlib) and an HTML (plotly) plot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hybridprune.io import atomic_path
+
+
+@dataclass(frozen=True)
+class Row:
+    """One completed trial, as shown in tables and plots."""
+
+    number: int
+    accuracy: float
+    latency_ms: float
+    params: int | None
+    macs: int | None
+    channel_ratio: float | None
+    pruned_blocks: int | None
+    criterion: str | None
+    order: str | None
+    feasible: bool
+    reference: str | None
+
+    @classmethod
+    def from_trial(cls, t: Any) -> "Row":
+        c = t.user_attrs.get("config") or {}
+        return cls(
+            number=t.number, accuracy=float(t.values[0]), latency_ms=float(t.values[1]),
+            params=t.user_attrs.get("params"), macs=t.user_attrs.get("macs"),
+            channel_ratio=c.get("channel_ratio"), pruned_blocks=c.get("pruned_blocks"),
+            criterion=c.get("criterion"), order=c.get("order"),
+            feasible=all(v <= 0 for v in t.constraints.values()), reference=t.user_attrs.get("reference"),
+        )
+
+
+def completed(study: Any) -> list[Any]:
+    """Completed trials of ``study``."""
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def pareto_rows(study: Any) -> list[Row]:
+    """Feasible Pareto-optimal trials by increasing latency."""
+    return sorted((Row.from_trial(t) for t in study.best_trials), key=lambda r: (r.latency_ms, -r.accuracy))
+
+
+def rich_table(rows: list[Row], title: str):
+    """A ``rich.table.Table`` of ``rows``."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("trial", "val acc", "latency ms", "params", "MMACs", "ratio", "blocks", "criterion", "order", "note"):
+        table.add_column(col, justify="right" if col not in ("criterion", "order", "note") else "left")
+    for r in rows:
+        table.add_row(
+            str(r.number), f"{100 * r.accuracy:.2f}%", f"{r.latency_ms:.3f}",
+            f"{r.params:,}" if r.params is not None else "-", f"{r.macs / 1e6:.2f}" if r.macs is not None else "-",
+            f"{r.channel_ratio:.2f}" if r.channel_ratio is not None else "-",
+            str(r.pruned_blocks) if r.pruned_blocks is not None else "-", r.criterion or "-", r.order or "-",
+            ", ".join(x for x in (r.reference, None if r.feasible else "infeasible") if x),
+        )
+    return table
+
+
+def plot_png(study: Any, path: str | Path, title: str = "") -> Path:
+    """Accuracy vs latency of all completed trials, Pareto front and reference points marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [Row.from_trial(t) for t in completed(study)]
+    front = pareto_rows(study)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ok = [r for r in rows if r.feasible]
+    bad = [r for r in rows if not r.feasible]
+    ax.scatter([r.latency_ms for r in ok], [100 * r.accuracy for r in ok], c="tab:blue", s=20, label="trials")
+    if bad:
+        ax.scatter([r.latency_ms for r in bad], [100 * r.accuracy for r in bad], c="lightgray", s=20, label="infeasible")
+    ax.plot([r.latency_ms for r in front], [100 * r.accuracy for r in front], "-o", c="tab:red", ms=5, label="Pareto front")
+    for kind, marker in (("baseline", "*"), ("paper", "s")):
+        ref = [r for r in rows if r.reference == kind]
+        if ref:
+            ax.scatter([r.latency_ms for r in ref], [100 * r.accuracy for r in ref], marker=marker, s=110,
+                       facecolors="none", edgecolors="black", label=f"{kind} setting" if kind == "paper" else "unpruned baseline")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title or study.study_name)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_html(study: Any, path: str | Path, title: str = "") -> Path:
+    """Interactive plotly version of :func:`plot_png` (hover shows the configuration)."""
+    import plotly.graph_objects as go
+
+    rows = [Row.from_trial(t) for t in completed(study)]
+    front = pareto_rows(study)
+
+    def text(r: Row) -> str:
+        return (f"trial {r.number}<br>ratio {r.channel_ratio} blocks {r.pruned_blocks}<br>{r.criterion} {r.order}"
+                f"<br>params {r.params}")
+
+    fig = go.Figure()
+    for name, sel, style in (
+        ("trials", [r for r in rows if r.feasible], dict(color="royalblue", size=7)),
+        ("infeasible", [r for r in rows if not r.feasible], dict(color="lightgray", size=7)),
+        ("unpruned baseline", [r for r in rows if r.reference == "baseline"], dict(symbol="star", size=14, color="black")),
+        ("paper setting", [r for r in rows if r.reference == "paper"], dict(symbol="square-open", size=12, color="black")),
+    ):
+        if sel:
+            fig.add_trace(go.Scatter(x=[r.latency_ms for r in sel], y=[100 * r.accuracy for r in sel], mode="markers",
+                                     name=name, marker=style, text=[text(r) for r in sel], hoverinfo="text+x+y"))
+    fig.add_trace(go.Scatter(x=[r.latency_ms for r in front], y=[100 * r.accuracy for r in front], mode="lines+markers",
+                             name="Pareto front", line=dict(color="crimson")))
+    fig.update_layout(title=title or study.study_name, xaxis_title="latency (ms)", yaxis_title="validation accuracy (%)")
+    with atomic_path(path, suffix=".html") as tmp:
+        fig.write_html(str(tmp), include_plotlyjs=True)
+    return Path(path)

@@ -1,0 +1,130 @@
+"""Pick the most accurate trial that meets a latency budget, and export it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hybridprune.errors import HybridPruneError
+from hybridprune.io import atomic_path
+from hybridprune.search.pareto import Row, completed
+
+
+class NoFeasibleTrial(HybridPruneError):
+    """No completed trial meets the budget; ``closest`` lists the nearest ones."""
+
+    def __init__(self, message: str, closest: list[Row]) -> None:
+        super().__init__(message)
+        self.closest = closest
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen trial and where its files went."""
+
+    row: Row
+    directory: Path
+    files: dict[str, str]
+
+
+def choose(study: Any, max_latency_ms: float, min_accuracy: float | None = None) -> Any:
+    """The completed trial with the best accuracy among those with latency <= budget.
+
+    Ties go to the lower latency, then the lower trial number. A latency exactly equal to the
+    budget meets it.
+
+    Args:
+        study: The Optuna study.
+        max_latency_ms: Latency budget (the study's latency statistic).
+        min_accuracy: Optional minimum validation accuracy (fraction).
+
+    Returns:
+        The ``FrozenTrial``.
+
+    Raises:
+        NoFeasibleTrial: when none qualifies (message lists the closest trials).
+    """
+    trials = [t for t in completed(study) if t.user_attrs.get("artifacts")]
+    ok = [t for t in trials if t.values[1] <= max_latency_ms and (min_accuracy is None or t.values[0] >= min_accuracy)]
+    if ok:
+        return min(ok, key=lambda t: (-t.values[0], t.values[1], t.number))
+    if not trials:
+        raise NoFeasibleTrial(f"study {study.study_name!r} has no completed trials yet", [])
+
+    def gap(t: Any) -> float:
+        lat = max(0.0, t.values[1] / max_latency_ms - 1.0)
+        acc = 0.0 if min_accuracy is None else max(0.0, min_accuracy - t.values[0])
+        return lat + acc
+
+    closest = [Row.from_trial(t) for t in sorted(trials, key=gap)[:5]]
+    want = f"latency <= {max_latency_ms} ms" + (f" and accuracy >= {min_accuracy}" if min_accuracy is not None else "")
+    fastest = min(trials, key=lambda t: t.values[1])
+    raise NoFeasibleTrial(
+        f"no completed trial of {len(trials)} meets {want}; the fastest is trial {fastest.number} at "
+        f"{fastest.values[1]:.3f} ms with accuracy {fastest.values[0]:.4f}", closest)
+
+
+def export_trial(study: Any, trial: Any, artifact_dir: str | Path, out: str | Path) -> Selection:
+    """Write the trial's checkpoint, ONNX file, record JSON and a short report into ``out``.
+
+    Args:
+        study: The study.
+        trial: A completed ``FrozenTrial`` with artifacts.
+        artifact_dir: The study's artifact store directory.
+        out: Destination directory (created).
+
+    Returns:
+        A :class:`Selection`.
+
+    Raises:
+        HybridPruneError: when an artifact is missing from the store.
+    """
+    from optuna.artifacts import download_artifact
+
+    from hybridprune.search.storage import get_artifact_store
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = get_artifact_store(artifact_dir)
+    ids = trial.user_attrs["artifacts"]
+    files = {"checkpoint": out / "model.pt", "onnx": out / "model.onnx"}
+    for key, dest in files.items():
+        with atomic_path(dest) as tmp:
+            tmp.unlink()
+            try:
+                download_artifact(artifact_store=store, artifact_id=ids[key], file_path=str(tmp))
+            except Exception as exc:
+                raise HybridPruneError(f"artifact {key} ({ids[key]}) of trial {trial.number} is missing from "
+                                       f"{artifact_dir}: {exc}") from None
+    row = Row.from_trial(trial)
+    record = {"study": study.study_name, "trial": trial.number, "values": dict(zip(study.metric_names or [], trial.values)),
+              "params": trial.params, "user_attrs": trial.user_attrs, "constraints": trial.constraints}
+    files["record"] = out / "record.json"
+    with atomic_path(files["record"]) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=str))
+    files["report"] = out / "REPORT.md"
+    lat = trial.user_attrs.get("latency", {})
+    report = "\n".join([
+        f"# {study.study_name}: trial {trial.number}",
+        "",
+        f"- validation accuracy: {100 * row.accuracy:.2f}% (before fine-tuning "
+        f"{100 * float(trial.user_attrs.get('accuracy_before', float('nan'))):.2f}%)",
+        f"- latency: {row.latency_ms:.3f} ms ({lat.get('backend', '?')} on {lat.get('device', '?')}, "
+        f"batch {lat.get('batch_size', '?')}, {lat.get('precision', '?')})",
+        f"- params: {row.params:,}  MACs: {row.macs:,}" if row.params is not None and row.macs is not None else "- params: -",
+        f"- pruning: channel ratio {row.channel_ratio}, {row.pruned_blocks} blocks removed "
+        f"({', '.join(trial.user_attrs.get('removed_blocks') or []) or 'none'}), criterion {row.criterion}, order {row.order}",
+        "",
+        "Files: model.pt (load with hybridprune.models.load_checkpoint), model.onnx, record.json.",
+        "",
+    ])
+    with atomic_path(files["report"]) as tmp:
+        tmp.write_text(report)
+    return Selection(row=row, directory=out, files={k: str(v) for k, v in files.items()})
+
+
+def selection_dict(sel: Selection) -> dict:
+    """JSON-able summary of a selection."""
+    return {"trial": asdict(sel.row), "directory": str(sel.directory), "files": sel.files}

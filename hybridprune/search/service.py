@@ -1,0 +1,84 @@
+"""The search service: prepare a study (pre-flight, references) and run it locally or on Ray."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from hybridprune.errors import ConfigError
+from hybridprune.search.config import StudyConfig, load_study_config
+
+log = logging.getLogger(__name__)
+
+
+def load(path: str, *, trials: int | None = None, workers: int | None = None, backend: str | None = None,
+         storage: str | None = None) -> StudyConfig:
+    """Read a study file and apply command-line overrides (validated like the file's values).
+
+    Raises:
+        ConfigError: for bad files or overrides.
+    """
+    cfg = load_study_config(path)
+    over: dict[str, Any] = {}
+    if trials is not None:
+        over["trials"] = trials
+    if workers is not None:
+        over["workers"] = workers
+    if backend is not None:
+        over["backend"] = backend
+    if storage is not None:
+        from hybridprune.search.config import _resolve_storage
+
+        over["storage"] = _resolve_storage(cfg.path.parent, storage)
+    return cfg.replace(**over) if over else cfg
+
+
+def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
+    """Pre-flight check and study set-up: load data and baseline (training it once if needed),
+    build the space and latency backend, open the study, enqueue the reference points.
+
+    Returns:
+        ``(study, context)``.
+
+    Raises:
+        HybridPruneError subclasses, before any trial runs.
+    """
+    from hybridprune.search.context import build_context
+    from hybridprune.search.study import enqueue_references, open_study
+
+    ctx = build_context(cfg)
+    study = open_study(cfg)
+    study.set_user_attr("space", ctx.space.describe())
+    study.set_user_attr("study_file", str(cfg.path))
+    study.set_user_attr("artifact_dir", str(cfg.artifact_dir))
+    study.set_user_attr("latency", {"backend": cfg.latency.backend, "statistic": cfg.latency.statistic,
+                                    "batch_size": cfg.latency.batch_size, "precision": cfg.latency.precision})
+    if ctx.baseline_metrics:
+        study.set_user_attr("baseline_metrics", {k: v for k, v in ctx.baseline_metrics.items() if k != "train"})
+    if cfg.study.references:
+        enqueue_references(study, ctx.space)
+    return study, ctx
+
+
+def run(cfg: StudyConfig, *, on_poll: Callable[[], None] | None = None) -> Any:
+    """Prepare and run the study to ``cfg.study.trials`` finished trials.
+
+    Args:
+        cfg: The study.
+        on_poll: Progress callback (called after trials / every second).
+
+    Returns:
+        The ``optuna.Study``.
+    """
+    study, ctx = prepare(cfg)
+    if cfg.study.backend == "ray":
+        from hybridprune.search.ray_runner import run_ray
+
+        run_ray(cfg, ctx=ctx)
+    elif cfg.study.backend == "local":
+        from hybridprune.search.local import run_local
+
+        run_local(cfg, workers=cfg.study.workers, on_poll=on_poll, ctx=ctx if cfg.study.workers == 1 else None)
+    else:  # validated in the config already
+        raise ConfigError(f"unknown backend {cfg.study.backend!r}")
+    return study

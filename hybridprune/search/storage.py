@@ -1,0 +1,152 @@
+"""Storage, artifact store and the cross-process latency lock.
+
+``get_storage`` is the one factory that normalises what users give:
+
+* ``None`` -> an in-memory storage (tests, benchmarks);
+* ``"sqlite:///..."``, ``"postgresql+psycopg2://..."`` or any SQLAlchemy URL -> ``RDBStorage``
+  with Optuna's heartbeat, so a trial whose worker died is failed after ``grace_period`` seconds
+  and re-queued by ``RetryHeartbeatStaleTrialCallback``;
+* a path ending in ``.log`` / ``.journal`` (or ``journal:///path``) -> ``JournalStorage`` on a
+  ``JournalFileBackend`` (no heartbeat: Optuna implements it for RDB storages only);
+* an Optuna storage object -> itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from hybridprune.errors import ConfigError, MissingDependencyError
+
+JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+
+
+def get_storage(
+    storage: Any = None,
+    *,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    max_retry: int | None = 2,
+):
+    """Normalise a storage spec into an Optuna storage.
+
+    Args:
+        storage: ``None``, a URL / journal path string, or an ``optuna.storages.BaseStorage``.
+        heartbeat_interval: Seconds between heartbeats of a running trial (RDB only).
+        grace_period: Seconds without heartbeat after which a running trial is failed.
+        max_retry: How often a trial failed that way is re-queued (``None``: forever).
+
+    Returns:
+        An ``optuna.storages.BaseStorage``.
+
+    Raises:
+        ConfigError: for a URL SQLAlchemy cannot use.
+        MissingDependencyError: when the database driver (e.g. psycopg2) is missing.
+    """
+    import optuna
+
+    if storage is None:
+        return optuna.storages.InMemoryStorage()
+    if isinstance(storage, optuna.storages.BaseStorage):
+        return storage
+    if not isinstance(storage, str) or not storage:
+        raise ConfigError(f"storage must be a database URL or a journal file path, got {storage!r}")
+    if storage.startswith("journal://") or ("://" not in storage and storage.endswith(JOURNAL_SUFFIXES)):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(storage.removeprefix("journal://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if "://" not in storage:
+        raise ConfigError(
+            f"storage {storage!r} is neither a SQLAlchemy URL (sqlite:///file.db, postgresql+psycopg2://...) "
+            f"nor a journal file ending in {JOURNAL_SUFFIXES}"
+        )
+    engine_kwargs: dict[str, Any] = {}
+    if storage.startswith("sqlite:///"):
+        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    callback = None
+    if heartbeat_interval:
+        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    try:
+        return optuna.storages.RDBStorage(
+            storage,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=callback,
+        )
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"storage {storage.split('://')[0]}:// needs a database driver ({exc.__cause__ or exc}); "
+            f"for PostgreSQL install it with: pip install 'hybridprune[postgres]'"
+        ) from None
+    except Exception as exc:  # sqlalchemy ArgumentError / OperationalError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot open storage {_redact(storage)}: {first[:200]}") from None
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a database URL."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}"
+    return url
+
+
+def get_artifact_store(directory: str | os.PathLike):
+    """The Optuna artifact store (a ``FileSystemArtifactStore``) the dashboard also reads.
+
+    Args:
+        directory: Where the artifacts live (created if missing).
+
+    Returns:
+        ``optuna.artifacts.FileSystemArtifactStore``.
+    """
+    from optuna.artifacts import FileSystemArtifactStore
+
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(path))
+
+
+@contextlib.contextmanager
+def device_lock(path: str | os.PathLike | None) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``path`` so that local workers measure one at a time.
+
+    Args:
+        path: The lock file (created if missing); ``None`` means no locking (remote agents queue
+            requests themselves).
+
+    Returns:
+        A context manager.
+    """
+    if path is None:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def require_ray():
+    """Import ``ray.tune`` or explain how to install it.
+
+    Raises:
+        MissingDependencyError: when ray[tune] is not importable.
+    """
+    from hybridprune.registry import lazy_import
+
+    lazy_import("ray.tune", "ray", "--backend ray")
+    return lazy_import("ray", "ray", "--backend ray")

@@ -1,0 +1,241 @@
+"""Search-space base class and the small parameter specs a study file can give.
+
+A space turns an Optuna trial into the frozen :class:`~hybridprune.pruning.HybridConfig` the pruner
+takes. Spaces are the only code in hybridprune that calls ``trial.suggest_*``. Every parameter of a
+space is one of:
+
+* a :class:`FloatRange` / :class:`IntRange` (``{low = 0.0, high = 0.8, step = 0.05}`` in TOML),
+* a :class:`Choice` (a TOML list of strings), or
+* a fixed value (a plain number or string), which is not searched.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+from hybridprune.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A float parameter searched in ``[low, high]`` on a grid of ``step`` (``None``: continuous)."""
+
+    low: float
+    high: float
+    step: float | None = None
+
+    def suggest(self, trial: Any, name: str) -> float:
+        return float(trial.suggest_float(name, self.low, self.high, step=self.step))
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, (int, float)) and self.low - 1e-12 <= float(value) <= self.high + 1e-12
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """An integer parameter searched in ``[low, high]``."""
+
+    low: int
+    high: int
+    step: int = 1
+
+    def suggest(self, trial: Any, name: str) -> int:
+        return int(trial.suggest_int(name, self.low, self.high, step=self.step))
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, int) and self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A categorical parameter."""
+
+    choices: tuple[Any, ...]
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.choices))
+
+    def contains(self, value: Any) -> bool:
+        return value in self.choices
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A parameter fixed by the study file (not searched)."""
+
+    value: Any
+
+    def contains(self, value: Any) -> bool:
+        return value == self.value
+
+
+Param = FloatRange | IntRange | Choice | Fixed
+
+
+def _number(value: Any, key: str, kind: type) -> float | int:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    if not ok or (isinstance(value, float) and not math.isfinite(value)):
+        raise ConfigError(f"{key} must be a {'whole number' if kind is int else 'number'}, got {value!r}")
+    return kind(value)
+
+
+def parse_param(
+    raw: Any,
+    key: str,
+    kind: type,
+    *,
+    bounds: tuple[float, float] | None = None,
+    choices: list[str] | None = None,
+) -> Param:
+    """Turn a study-file value into a parameter spec, validating it.
+
+    Args:
+        raw: ``{low, high, step}`` table, list of choices, or a fixed scalar.
+        key: Dotted study-file key, for messages (``space.channel_ratio``).
+        kind: ``float``, ``int`` or ``str``.
+        bounds: Inclusive limits every value must respect.
+        choices: Allowed values for string parameters.
+
+    Returns:
+        A :class:`FloatRange`, :class:`IntRange`, :class:`Choice` or :class:`Fixed`.
+
+    Raises:
+        ConfigError: naming ``key`` and what is allowed.
+    """
+
+    def check(value: Any, where: str) -> Any:
+        if kind is str:
+            if not isinstance(value, str) or (choices is not None and value not in choices):
+                raise ConfigError(f"{where} must be one of {choices}, got {value!r}")
+            return value
+        value = _number(value, where, kind)
+        if bounds is not None and not bounds[0] <= value <= bounds[1]:
+            raise ConfigError(f"{where} must lie in [{bounds[0]}, {bounds[1]}], got {value!r}")
+        return value
+
+    if isinstance(raw, Mapping):
+        if kind is str:
+            raise ConfigError(f"{key} takes a list of choices or one fixed value, not a table")
+        unknown = set(raw) - {"low", "high", "step"}
+        if unknown or "low" not in raw or "high" not in raw:
+            raise ConfigError(
+                f"{key} range needs keys low and high (optional step); got {sorted(raw)}"
+            )
+        low, high = check(raw["low"], f"{key}.low"), check(raw["high"], f"{key}.high")
+        if low > high:
+            raise ConfigError(f"{key}: low ({low}) must not exceed high ({high})")
+        step = raw.get("step")
+        if step is not None:
+            step = _number(step, f"{key}.step", kind)
+            if step <= 0:
+                raise ConfigError(f"{key}.step must be > 0, got {step}")
+        if kind is int:
+            return IntRange(int(low), int(high), int(step or 1))
+        return FloatRange(float(low), float(high), None if step is None else float(step))
+    if isinstance(raw, list):
+        if not raw:
+            raise ConfigError(f"{key} must list at least one choice")
+        values = tuple(check(v, f"{key}[{i}]") for i, v in enumerate(raw))
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{key} lists a choice twice: {list(values)}")
+        return Fixed(values[0]) if len(values) == 1 else Choice(values)
+    return Fixed(check(raw, key))
+
+
+class BaseSpace(ABC):
+    """A family of pruning configurations searched by a study.
+
+    Subclasses set ``name``, ``options`` (allowed study-file keys under ``[space]``) and
+    implement :meth:`suggest_params` and :meth:`to_config`.
+
+    Args:
+        options: The ``[space]`` table of the study file, without ``kind``.
+        removable_blocks: How many residual blocks the model can lose.
+        criteria: Names of the pruning criteria that exist.
+        fixed: HybridConfig fields the study fixes (scope, allocation, round_to, ...).
+
+    Raises:
+        ConfigError: for unknown keys or values out of range.
+    """
+
+    name: ClassVar[str]
+    options: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        options: Mapping[str, Any],
+        *,
+        removable_blocks: int,
+        criteria: list[str],
+        fixed: Mapping[str, Any] | None = None,
+    ) -> None:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ConfigError(
+                f"unknown key(s) {unknown} in [space] of kind {self.name!r}; allowed: {sorted(self.options)}"
+            )
+        self.removable_blocks = int(removable_blocks)
+        self.criteria = list(criteria)
+        self.fixed = dict(fixed or {})
+        self.params: dict[str, Param] = self._parse(dict(options))
+
+    @abstractmethod
+    def _parse(self, options: dict[str, Any]) -> dict[str, Param]:
+        """Validate the ``[space]`` options and return the parameter specs by name."""
+
+    @abstractmethod
+    def to_config(self, params: Mapping[str, Any]) -> Any:
+        """Map parameter values (searched and fixed) to a ``HybridConfig``."""
+
+    @abstractmethod
+    def reference_points(self) -> list[dict[str, Any]]:
+        """Parameter sets enqueued before sampling: the unpruned baseline and the paper's settings.
+
+        Points whose values fall outside the study's bounds are left out.
+        """
+
+    def searched(self) -> dict[str, Param]:
+        """The parameters that are searched (not fixed)."""
+        return {k: p for k, p in self.params.items() if not isinstance(p, Fixed)}
+
+    def suggest_params(self, trial: Any) -> dict[str, Any]:
+        """Ask ``trial`` for every searched parameter; fixed ones are added as they are.
+
+        Args:
+            trial: An ``optuna.trial.Trial`` (or anything with the ``suggest_*`` methods).
+
+        Returns:
+            All parameter values by name.
+        """
+        out: dict[str, Any] = {}
+        for name, param in self.params.items():
+            out[name] = param.value if isinstance(param, Fixed) else param.suggest(trial, name)
+        return out
+
+    def suggest(self, trial: Any) -> Any:
+        """Turn a trial into the frozen ``HybridConfig`` the pruner takes."""
+        return self.to_config(self.suggest_params(trial))
+
+    def _keep_reference(self, point: dict[str, Any]) -> dict[str, Any] | None:
+        """Drop fixed params from ``point``; ``None`` if a value is outside the space."""
+        for name, value in point.items():
+            if not self.params[name].contains(value):
+                return None
+        return {k: v for k, v in point.items() if k in self.searched()}
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description of the space (stored as a study user attribute)."""
+
+        def one(p: Param) -> Any:
+            if isinstance(p, Fixed):
+                return p.value
+            if isinstance(p, Choice):
+                return list(p.choices)
+            return {"low": p.low, "high": p.high, "step": p.step}
+
+        return {"kind": self.name, **{k: one(p) for k, p in self.params.items()}}

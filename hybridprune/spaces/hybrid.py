@@ -1,0 +1,88 @@
+"""The hybrid space: channel ratio x number of pruned blocks x criterion x order."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from hybridprune.errors import ConfigError
+from hybridprune.spaces.base import BaseSpace, Choice, Fixed, Param, parse_param
+from hybridprune.spaces.registry import SPACES
+
+ORDERS = ("channel_first", "layer_first")
+PAPER_CHANNEL_RATIO = 0.3
+PAPER_BLOCKS = (1, 2)
+
+
+def make_config(channel_ratio: float, pruned_blocks: int, criterion: str, order: str, fixed: Mapping[str, Any]):
+    """Build the pruner's frozen ``HybridConfig`` (the one place both spaces go through).
+
+    Raises:
+        ConfigError / UnknownNameError: from ``HybridConfig`` validation.
+    """
+    from hybridprune.pruning import HybridConfig
+
+    return HybridConfig(
+        channel_ratio=round(float(channel_ratio), 6),
+        pruned_blocks=int(pruned_blocks),
+        criterion=str(criterion),
+        order=str(order),
+        **dict(fixed),
+    )
+
+
+@SPACES.register()
+class HybridSpace(BaseSpace):
+    """Searches the paper's hybrid pruning directly.
+
+    Study-file keys under ``[space]`` (each a range table, a list of choices, or a fixed value):
+
+    * ``channel_ratio``: share of channels removed per layer, default ``{low=0, high=0.8, step=0.05}``.
+    * ``pruned_blocks``: residual blocks removed, default ``{low=0, high=<removable blocks>}``.
+    * ``criterion``: importance criteria, default every registered criterion.
+    * ``order``: ``channel_first`` / ``layer_first``, default both.
+    """
+
+    name = "hybrid"
+    options = ("channel_ratio", "pruned_blocks", "criterion", "order")
+
+    def _parse(self, options: dict[str, Any]) -> dict[str, Param]:
+        n = self.removable_blocks
+        return {
+            "channel_ratio": parse_param(
+                options.get("channel_ratio", {"low": 0.0, "high": 0.8, "step": 0.05}),
+                "space.channel_ratio", float, bounds=(0.0, 0.95),
+            ),
+            "pruned_blocks": parse_param(
+                options.get("pruned_blocks", {"low": 0, "high": n}),
+                "space.pruned_blocks", int, bounds=(0, n),
+            ),
+            "criterion": parse_param(
+                options.get("criterion", list(self.criteria)), "space.criterion", str, choices=self.criteria
+            ),
+            "order": parse_param(options.get("order", list(ORDERS)), "space.order", str, choices=list(ORDERS)),
+        }
+
+    def to_config(self, params: Mapping[str, Any]):
+        missing = [k for k in self.params if k not in params and not isinstance(self.params[k], Fixed)]
+        if missing:
+            raise ConfigError(f"hybrid space parameters missing: {missing}")
+        value = {k: params.get(k, getattr(p, "value", None)) for k, p in self.params.items()}
+        return make_config(value["channel_ratio"], value["pruned_blocks"], value["criterion"], value["order"], self.fixed)
+
+    def _first(self, name: str) -> Any:
+        p = self.params[name]
+        return p.choices[0] if isinstance(p, Choice) else getattr(p, "value", None)
+
+    def reference_points(self) -> list[dict[str, Any]]:
+        criterion = self._first("criterion")
+        orders = list(self.params["order"].choices) if isinstance(self.params["order"], Choice) else [self._first("order")]
+        raw = [{"channel_ratio": 0.0, "pruned_blocks": 0, "criterion": criterion, "order": orders[0]}]
+        for blocks in PAPER_BLOCKS:
+            for order in orders:
+                raw.append({"channel_ratio": PAPER_CHANNEL_RATIO, "pruned_blocks": blocks, "criterion": criterion, "order": order})
+        points = []
+        for point in raw:
+            kept = self._keep_reference(point)
+            if kept is not None and kept not in points:
+                points.append(kept)
+        return points
