@@ -207,6 +207,7 @@ def run_protocol(run_once, protocol):
     Returns:
         :func:`summarize`'s dict plus ``stable`` (bool) and ``protocol``.
     """
+    load_before = _loadavg()
     for _ in range(protocol.warmup_runs):
         run_once()
     times = []
@@ -228,7 +229,15 @@ def run_protocol(run_once, protocol):
     stats = summarize(times, protocol.confidence)
     stats["stable"] = stable
     stats["protocol"] = protocol.to_dict()
+    stats["loadavg"] = list(load_before) + list(_loadavg())  # 1-min load before and after
     return stats
+
+
+def _loadavg():
+    try:
+        return os.getloadavg()[:1]
+    except (OSError, AttributeError):
+        return [float("nan")]
 
 
 # ----------------------------------------------------------------------------------------------
