@@ -28,14 +28,14 @@ FAST = {"warmup_runs": 2, "min_runs": 5, "max_time_s": 0.3, "rel_ci": 0.05}
 
 
 def pruned_resnet56() -> torch.nn.Module:
-    """A pruned ResNet-56 (hybrid pruning where the pruning package exists, else a narrower one)."""
-    try:
-        from hybridprune.pruning import HybridConfig, prune_model
-    except ImportError:
-        return create_model("resnet56", width=8).eval()
+    """ResNet-56 hybrid-pruned by hybridprune.pruning (half the channels, 10 of 25 blocks removed)."""
+    from hybridprune.pruning import HybridConfig, prune_model
+
     model = create_model("resnet56").eval()
     config = HybridConfig(channel_ratio=0.5, pruned_blocks=10, criterion="weight_magnitude")
-    return prune_model(model, config, torch.randn(1, 3, 32, 32)).model.eval()
+    result = prune_model(model, config, torch.randn(1, 3, 32, 32))
+    assert len(result.removed_blocks) == 10
+    return result.model.eval()
 
 
 def start_agent(*extra: str) -> tuple[subprocess.Popen, str]:

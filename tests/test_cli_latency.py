@@ -78,3 +78,18 @@ def test_bad_flags_exit_2(onnx_file, capsys, args, message):
 def test_missing_model_exit_2(tmp_path, capsys):
     assert main(["latency", str(tmp_path / "none.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_latency_of_pruned_checkpoint(tmp_path, capsys):
+    import torch
+
+    from hybridprune.pruning import HybridConfig, prune_model
+
+    base = create_model("resnet20").eval()
+    pruned = prune_model(base, HybridConfig(channel_ratio=0.5, pruned_blocks=2, criterion="weight_magnitude"),
+                         torch.randn(1, 3, 32, 32))
+    path = save_checkpoint(tmp_path / "pruned.pt", pruned.model, get_model_spec("resnet20").normalization,
+                           model_name="resnet20", model_kwargs={}, record=pruned.record.to_dict())
+    out = tmp_path / "r.json"
+    assert main(["latency", str(path), "--json", str(out), *FAST]) == 0
+    assert json.loads(out.read_text())["extra"]["input_shapes"] == {"input": [1, 3, 32, 32]}
