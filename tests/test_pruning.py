@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import warnings
 
 import onnx
@@ -18,6 +19,7 @@ from hybridprune.pruning import (
     ORDERS,
     SCOPES,
     HybridConfig,
+    PruningRecord,
     apply_record,
     list_criteria,
     prune_model,
@@ -70,7 +72,9 @@ def test_hybrid_matrix(base, tmp_path, criterion, order, scope):
     assert after.params < before.params and after.macs < before.macs
     assert len(result.removed_blocks) == 3
     _export_ok(pruned)
-    path = save_checkpoint(tmp_path / "p.pt", pruned, Normalization(), record=result.record.to_dict())
+    record = json.loads(json.dumps(result.record.to_dict()))  # JSON-serialisable
+    assert PruningRecord.from_dict(record).to_dict() == result.record.to_dict()
+    path = save_checkpoint(tmp_path / "p.pt", pruned, Normalization(), record=record)
     loaded = load_checkpoint(path).model
     assert torch.allclose(loaded(X), y, atol=1e-5, rtol=0)
     assert [n for n, _ in loaded.named_parameters()] == [n for n, _ in pruned.named_parameters()]

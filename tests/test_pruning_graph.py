@@ -1,0 +1,73 @@
+"""The dependency graph layer: why the option-A shortcut pruner exists, and what records refuse."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from hybridprune.errors import ConfigError
+from hybridprune.models import create_model
+from hybridprune.models.resnet_cifar import ZeroPadShortcut
+from hybridprune.pruning import HybridConfig, prune_model
+from hybridprune.pruning.graph import RoutedZeroPadShortcut, ZeroPadPruner
+from hybridprune.pruning.record import shortcut_routing
+
+X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def _prune_quarter_of_every_group(model, graph):
+    for g in list(graph.get_all_groups(ignored_layers=[model.linear])):
+        n = len(g[0].idxs)
+        graph.get_pruning_group(g[0].dep.target.module, g[0].dep.handler, list(range(0, n, 4))).prune()
+
+
+def test_plain_torch_pruning_breaks_option_a_models():
+    """The known pitfall: without a custom pruner the zero-padding shortcut is mis-traced."""
+    model = create_model("resnet20")
+    graph = tp.DependencyGraph().build_dependency(model, X[:1], verbose=False)
+    _prune_quarter_of_every_group(model, graph)
+    with pytest.raises(RuntimeError):
+        model(X)
+
+
+def test_zero_pad_pruner_keeps_shapes_and_routing():
+    model = create_model("resnet20")
+    before = model.layer2[0].shortcut.positions.tolist()
+    RoutedZeroPadShortcut.convert(model.layer2[0].shortcut)
+    RoutedZeroPadShortcut.convert(model.layer3[0].shortcut)
+    graph = tp.DependencyGraph().build_dependency(
+        model, X[:1], customized_pruners={RoutedZeroPadShortcut: ZeroPadPruner()}, verbose=False
+    )
+    _prune_quarter_of_every_group(model, graph)
+    assert model(X).shape == (2, 10)
+    sc = model.layer2[0].shortcut
+    assert isinstance(sc, ZeroPadShortcut) and sc.in_channels == 12 and sc.out_channels == 24
+    kept_in = [i for i in range(16) if i % 4]
+    kept_out = [o for o in range(32) if o % 4]
+    route, positions = shortcut_routing(before, kept_in, kept_out)
+    assert sc.route.tolist() == route and sc.positions.tolist() == positions
+
+
+def test_routed_shortcut_matches_plain_when_unpruned():
+    plain = ZeroPadShortcut(16, 32, 2)
+    x = torch.randn(2, 16, 8, 8)
+    ref = plain(x)
+    assert torch.equal(RoutedZeroPadShortcut.convert(plain)(x), ref)
+
+
+class GroupNormNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.norm = nn.GroupNorm(2, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.norm(self.conv(x)).mean((2, 3)))
+
+
+def test_layers_a_record_cannot_describe_are_refused():
+    with pytest.raises(ConfigError, match="GroupNorm"):
+        prune_model(GroupNormNet(), HybridConfig(0.5, 0, "weight_magnitude", scope="all"), X[:1])
