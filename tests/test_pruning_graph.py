@@ -71,3 +71,49 @@ class GroupNormNet(nn.Module):
 def test_layers_a_record_cannot_describe_are_refused():
     with pytest.raises(ConfigError, match="GroupNorm"):
         prune_model(GroupNormNet(), HybridConfig(0.5, 0, "weight_magnitude", scope="all"), X[:1])
+
+
+class BasicBlock(nn.Module):
+    """Shaped like torchvision's BasicBlock (``downsample`` attribute, projection when shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        idt = x if self.downsample is None else self.downsample(x)
+        return torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))) + idt)
+
+
+class TinyTorchvisionLikeResNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.layer1 = nn.Sequential(BasicBlock(8, 8), BasicBlock(8, 8))
+        self.layer2 = nn.Sequential(BasicBlock(8, 16, 2), BasicBlock(16, 16))
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = self.layer2(self.layer1(torch.relu(self.bn1(self.conv1(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("order", ["channel_first", "layer_first"])
+def test_torchvision_style_blocks_scope_all(order):
+    from hybridprune.pruning import apply_record, removable_blocks
+
+    torch.manual_seed(0)
+    model = TinyTorchvisionLikeResNet().eval()
+    assert removable_blocks(model) == ["layer1.0", "layer1.1", "layer2.1"]
+    res = prune_model(model, HybridConfig(0.5, 2, "bn_scale", scope="all", order=order), X[:1])
+    assert len(res.removed_blocks) == 2 and res.model.fc.in_features == 8
+    rebuilt = apply_record(TinyTorchvisionLikeResNet().eval(), res.record.to_dict())
+    rebuilt.load_state_dict(res.model.state_dict(), strict=True)
+    assert torch.allclose(rebuilt(X), res.model(X), atol=1e-6)
