@@ -93,3 +93,8 @@ def test_latency_of_pruned_checkpoint(tmp_path, capsys):
     out = tmp_path / "r.json"
     assert main(["latency", str(path), "--json", str(out), *FAST]) == 0
     assert json.loads(out.read_text())["extra"]["input_shapes"] == {"input": [1, 3, 32, 32]}
+
+
+def test_agent_serve_rejects_bad_backend(capsys):
+    assert main(["agent", "serve", "--backend", "tflite", "--port", "0"]) == 2
+    assert "--backend must be auto, trtexec or onnxruntime" in capsys.readouterr().err
