@@ -107,7 +107,7 @@ def describe_architecture(model: nn.Module) -> dict[str, Any]:
         ``{"stages": {stage: {"blocks", "total", "stream", "internal"}}, "blocks": int,
         "convs": list[int]}``.
     """
-    from hybridprune.pruning.blocks import TORCHVISION_BLOCKS, residual_blocks
+    from hybridprune.pruning.blocks import residual_blocks
 
     stages: dict[str, dict[str, Any]] = {}
     containers = {}
@@ -120,8 +120,6 @@ def describe_architecture(model: nn.Module) -> dict[str, Any]:
         last = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)][-1]
         st["stream"] = int(last.num_features)
     for parent, container in containers.items():
-        stages[parent]["total"] = len(list(container.children()))
-        if type(container).__name__ in TORCHVISION_BLOCKS:  # defensive; containers are Sequentials
-            stages[parent]["total"] = 1
+        stages[parent]["total"] = len(list(container.children()))  # removed blocks are identities
     convs = [int(m.out_channels) for m in model.modules() if isinstance(m, nn.Conv2d)]
     return {"stages": stages, "blocks": sum(s["blocks"] for s in stages.values()), "convs": convs}
