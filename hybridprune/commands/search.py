@@ -17,6 +17,14 @@ def _open(study_file: str, storage: str | None):
     return cfg, open_study(cfg, create=False)
 
 
+def _console(stderr: bool = False):
+    """A rich console; wide when output is not a terminal (logs, CI) so tables do not wrap."""
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=150)
+
+
 def _summary(study, cfg, console) -> None:
     from hybridprune.search.pareto import pareto_rows, rich_table
     from hybridprune.search.study import counts
@@ -40,14 +48,13 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, help="Show a live progress view."),
     ) -> None:
         """Run (or resume) a multi-objective study and show its Pareto set."""
-        from rich.console import Console
         from rich.live import Live
 
         from hybridprune.search import service
         from hybridprune.search.pareto import pareto_rows, plot_html, plot_png, rich_table
         from hybridprune.search.study import counts, open_study
 
-        console = Console()
+        console = _console()
         cfg = service.load(study_file, trials=trials, workers=workers, backend=backend, storage=storage)
         console.print(f"study {cfg.name}: {cfg.study.trials} trials, sampler {cfg.sampler.name}, "
                       f"{cfg.study.workers} worker(s), backend {cfg.study.backend}, storage {cfg.storage_url}")
@@ -78,10 +85,9 @@ def register(app: typer.Typer) -> None:
         storage: Optional[str] = typer.Option(None, help="Storage URL (overrides the study file)."),
     ) -> None:
         """Show trial counts and the current Pareto set of a study."""
-        from rich.console import Console
 
         cfg, study = _open(study_file, storage)
-        _summary(study, cfg, Console())
+        _summary(study, cfg, _console())
 
     @app.command("pareto")
     def pareto_cmd(
@@ -93,7 +99,6 @@ def register(app: typer.Typer) -> None:
         """Table of the Pareto set plus PNG and HTML plots of accuracy vs latency."""
         from dataclasses import asdict
 
-        from rich.console import Console
 
         from hybridprune.search.pareto import pareto_rows, plot_html, plot_png, rich_table
 
@@ -102,7 +107,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
             return
-        console = Console()
+        console = _console()
         console.print(rich_table(rows, f"Pareto set of {cfg.name}"))
         directory = Path(out) if out else cfg.run_dir
         console.print(f"plots: {plot_png(study, directory / 'pareto.png')} {plot_html(study, directory / 'pareto.html')}")
@@ -116,7 +121,6 @@ def register(app: typer.Typer) -> None:
         storage: Optional[str] = typer.Option(None),
     ) -> None:
         """Export the most accurate trial that meets the latency budget."""
-        from rich.console import Console
 
         from hybridprune.errors import ConfigError
         from hybridprune.search.pareto import rich_table
@@ -127,14 +131,13 @@ def register(app: typer.Typer) -> None:
         if min_accuracy is not None and not 0 <= min_accuracy <= 1:
             raise ConfigError(f"--min-accuracy must be a fraction in [0, 1], got {min_accuracy}")
         cfg, study = _open(study_file, storage)
-        console = Console()
+        console = _console()
         try:
             trial = choose(study, max_latency_ms, min_accuracy)
         except NoFeasibleTrial as exc:
-            Console(stderr=True).print(f"[bold red]no model meets the budget:[/] {exc}", soft_wrap=True)
             if exc.closest:
-                Console(stderr=True).print(rich_table(exc.closest, "closest trials"))
-            raise typer.Exit(1)
+                _console(stderr=True).print(rich_table(exc.closest, "closest trials (none meets the budget)"))
+            raise  # cli.main prints "error: ..." and exits 2
         sel = export_trial(study, trial, cfg.artifact_dir, export)
         console.print(f"selected trial {trial.number}: accuracy {100 * sel.row.accuracy:.2f}%, "
                       f"latency {sel.row.latency_ms:.3f} ms; wrote {', '.join(sel.files.values())}")

@@ -21,11 +21,15 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def storage_for(cfg: StudyConfig, storage: Any = None) -> Any:
-    """The study's storage (``storage`` overrides the study file), with heartbeat settings."""
+def storage_for(cfg: StudyConfig, storage: Any = None, *, heartbeat: bool = True) -> Any:
+    """The study's storage (``storage`` overrides the study file), with heartbeat settings.
+
+    ``heartbeat=False`` for ask/tell users (Ray), for which Optuna's heartbeat does not work.
+    """
     s = cfg.study
-    return get_storage(storage if storage is not None else cfg.storage_url, heartbeat_interval=s.heartbeat_interval,
-                       grace_period=s.grace_period, max_retry=s.max_retry)
+    return get_storage(storage if storage is not None else cfg.storage_url,
+                       heartbeat_interval=s.heartbeat_interval if heartbeat else None,
+                       grace_period=s.grace_period if heartbeat else None, max_retry=s.max_retry)
 
 
 def open_study(cfg: StudyConfig, storage: Any = None, *, create: bool = True, sampler: Any = None):

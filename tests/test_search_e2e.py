@@ -1,0 +1,97 @@
+"""End to end: a tiny study runs through the CLI; Pareto set, plots, status, failures."""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from hybridprune.cli import main
+from test_search_support import FAST_LATENCY, load, tiny_study, write_study  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.slow
+
+ATTRS = {"config", "params", "macs", "architecture", "removed_blocks", "latency", "latency_ms", "latency_backend",
+         "accuracy_before", "accuracy", "time_s", "record", "constraints", "artifacts", "finetune"}
+
+
+def test_tiny_study_records_everything(tiny_study):
+    cfg, study = load(tiny_study)
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 3
+    for t in trials:
+        assert ATTRS <= set(t.user_attrs), ATTRS - set(t.user_attrs)
+        assert t.values[0] == t.user_attrs["accuracy"] and t.values[1] == t.user_attrs["latency_ms"]
+        assert set(t.user_attrs["time_s"]) >= {"prune", "export", "latency", "finetune", "total"}
+        assert t.constraints == {"latency": pytest.approx(t.values[1] - 1000.0)}
+        assert (cfg.artifact_dir / t.user_attrs["artifacts"]["checkpoint"]).is_file()
+        assert (cfg.artifact_dir / t.user_attrs["artifacts"]["onnx"]).is_file()
+    # the unpruned baseline and the paper's settings were enqueued first
+    refs = [t.user_attrs.get("reference") for t in sorted(trials, key=lambda t: t.number)]
+    assert refs == ["baseline", "paper", "paper"]
+    assert trials[0].params["channel_ratio"] == 0.0 and trials[0].user_attrs["record"] is None
+    pruned = next(t for t in trials if t.params["pruned_blocks"] == 1)
+    assert len(pruned.user_attrs["removed_blocks"]) == 1 and pruned.user_attrs["params"] < trials[0].user_attrs["params"]
+
+
+def test_rerun_resumes_without_redoing(tiny_study):
+    _, study = load(tiny_study)
+    before = {t.number: t.values for t in study.trials if t.state == TrialState.COMPLETE}
+    assert main(["run", str(tiny_study), "--no-progress"]) == 0
+    _, study = load(tiny_study)
+    after = {t.number: t.values for t in study.trials if t.state == TrialState.COMPLETE}
+    assert after == before
+
+
+def test_status_and_pareto(tiny_study, capsys):
+    cfg, study = load(tiny_study)
+    assert main(["status", str(tiny_study)]) == 0
+    out = capsys.readouterr().out
+    assert "3 complete" in out and "Pareto set" in out
+    assert main(["pareto", str(tiny_study), "--out", str(cfg.run_dir / "plots")]) == 0
+    png, html = cfg.run_dir / "plots" / "pareto.png", cfg.run_dir / "plots" / "pareto.html"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "plotly" in html.read_text()[:200000].lower()
+    capsys.readouterr()
+    assert main(["pareto", str(tiny_study), "--json"]) == 0
+    import json
+
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["number"] for r in rows} == {t.number for t in study.best_trials}
+
+
+def test_status_of_unrun_study_is_a_clear_error(tmp_path, capsys):
+    path = write_study(tmp_path, name="never")
+    assert main(["status", str(path)]) == 2
+    assert "has not been run yet" in capsys.readouterr().err
+
+
+def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path):
+    """An unreachable latency agent fails each trial (LatencyError); the study still finishes."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = write_study(tmp_path, name="unreachable", trials=2, backend="remote",
+                       latency_options=f'{{ url = "http://127.0.0.1:{port}", timeout = 2.0 }}')
+    assert main(["run", str(path), "--no-progress"]) == 0
+    _, study = load(path)
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 2 and not study.get_trials(states=(TrialState.COMPLETE,))
+    assert all(t.user_attrs["fail_reason"].startswith("LatencyError") for t in failed)
+
+
+def test_exported_onnx_matches_checkpoint(tiny_study, tmp_path):
+    from hybridprune.models import load_checkpoint
+
+    cfg, study = load(tiny_study)
+    out = tmp_path / "sel"
+    assert main(["select", str(tiny_study), "--max-latency-ms", "1e6", "--export", str(out)]) == 0
+    loaded = load_checkpoint(out / "model.pt")
+    x = torch.randn(1, 3, 32, 32)
+    ref = loaded.model(x).detach().numpy()
+    got = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {
+        ort.InferenceSession(str(out / "model.onnx")).get_inputs()[0].name: x.numpy()})[0]
+    assert abs(ref - got).max() < 1e-3
