@@ -30,12 +30,13 @@ def image_folder(tmp_path, monkeypatch):
 def test_prune_and_info(resnet20_th, tmp_path, capsys):
     out = tmp_path / "pruned.pt"
     code = main(["prune", "--model", "resnet20", "--checkpoint", str(resnet20_th), "--ratio", "0.3", "--blocks", "2",
-                 "--criterion", "weight_magnitude", "--scope", "all", "--round-to", "4", "--out", str(out)])
+                 "--criterion", "weight_magnitude", "--criterion-option", "p=2", "--scope", "all", "--round-to", "4", "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0, text
     assert "parameters" in text and "MACs" in text and "removed blocks: layer" in text
     ck = load_checkpoint(out)
     assert ck.record["removed_blocks"] and ck.normalization.mean == IMAGENET_MEAN
+    assert ck.record["config"]["criterion_options"] == {"p": 2}
     assert len(ck.record["removed_blocks"]) == 2 and all(b in text for b in ck.record["removed_blocks"])
     assert ck.metrics["params"] == sum(p.numel() for p in ck.model.parameters())
     assert ck.model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
@@ -64,6 +65,8 @@ def test_data_driven_with_calib_dir(resnet20_th, image_folder, tmp_path, capsys)
         (["--order", "both"], "order must be one of channel_first, layer_first"),
         (["--model", "resnet99"], "unknown model 'resnet99'"),
         (["--model", "resnet56"], "does not fit model resnet56"),
+        (["--criterion-option", "p=3"], "weight_magnitude option p must be 1 or 2"),
+        (["--criterion-option", "p"], "KEY=VALUE"),
     ],
 )
 def test_bad_input_exit_2_no_output(resnet20_th, tmp_path, capsys, args, message):

@@ -30,6 +30,24 @@ def _calibration(calib_dir: Optional[Path], dataset: str, n_batches: int, batch_
     return calibration_batches(splits.train, normalization, n_batches, batch_size=batch_size, seed=seed)
 
 
+def _options(items: list[str]) -> dict[str, Any]:
+    """Parse KEY=VALUE pairs; values are JSON when they parse as JSON (numbers), else strings."""
+    import json
+
+    from hybridprune.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--criterion-option must look like KEY=VALUE (e.g. p=2), got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
 def _widths(arch: dict[str, Any]) -> str:
     parts = []
     for stage, s in arch["stages"].items():
@@ -53,7 +71,8 @@ def prune(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry model name (inferred from classic files)."),
     ratio: float = typer.Option(0.0, "--ratio", help="Fraction of channels to remove, in [0, 1)."),
     blocks: int = typer.Option(0, "--blocks", help="Number of residual blocks to remove."),
-    criterion: str = typer.Option("weight_magnitude", "--criterion", help="Channel/block criterion (see docs)."),
+    criterion: str = typer.Option("weight_magnitude", "--criterion", help="Channel/block criterion, e.g. weight_magnitude, taylor_feature_map (an unknown name lists all)."),
+    criterion_option: list[str] = typer.Option([], "--criterion-option", help="KEY=VALUE criterion option, e.g. p=2 (L2)."),
     order: str = typer.Option("channel_first", "--order", help="channel_first or layer_first."),
     scope: str = typer.Option("internal", "--scope", help="internal (inside blocks) or all (residual stream too)."),
     allocation: str = typer.Option("uniform", "--allocation", help="uniform or global."),
@@ -79,6 +98,7 @@ def prune(
     config = HybridConfig(
         channel_ratio=ratio, pruned_blocks=blocks, criterion=criterion, order=order, scope=scope,
         allocation=allocation, round_to=round_to, calib_batches=calib_batches, seed=seed,
+        criterion_options=_options(criterion_option),
     )
     net, name, kwargs, norm, input_size, record, metrics = _load(model, checkpoint)
     if record:
