@@ -81,8 +81,10 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=True)
         with _progress(console) as (progress, task):
             def on_step(s) -> None:
-                progress.update(task, total=s.total_steps, completed=s.step,
-                                stats=f"loss {s.loss:.3f}  acc {s.accuracy:.1%}  {s.images_per_second:.0f} img/s")
+                stats = f"loss {s.loss:.3f}  acc {s.accuracy:.1%}  {s.images_per_second:.0f} img/s"
+                progress.update(task, total=s.total_steps, completed=s.step, stats=stats)
+                if not console.is_terminal and (s.step % max(1, s.total_steps // 20) == 0 or s.step == s.total_steps):
+                    console.print(f"step {s.step}/{s.total_steps}  {stats}")  # a log file gets lines, not a bar
 
             result = fit(net, data, budget, norm, batch_size=batch_size, seed=seed, device=device, compile=compile,
                          progress=on_step, **options)
