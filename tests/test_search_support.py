@@ -22,8 +22,8 @@ name = "{name}"
 trials = {trials}
 seed = 0
 run_dir = "{run_dir}"
-heartbeat_interval = 1
-grace_period = 3
+heartbeat_interval = {heartbeat}
+grace_period = {grace}
 {study_extra}
 
 [model]
@@ -69,13 +69,14 @@ def write_checkpoint(path: Path) -> Path:
 
 def write_study(directory: Path, name: str = "tiny", *, trials: int = 3, checkpoint: Path | None = None,
                 backend: str = "onnxruntime", latency_options: str = FAST_LATENCY, study_extra: str = "",
-                run_dir: str = "run") -> Path:
+                run_dir: str = "run", heartbeat: int = 1, grace: int = 3) -> Path:
     """Write a tiny study file into ``directory`` and return its path."""
     directory.mkdir(parents=True, exist_ok=True)
     checkpoint = checkpoint or write_checkpoint(directory / "base.pt")
     path = directory / f"{name}.toml"
     path.write_text(TINY.format(name=name, trials=trials, run_dir=run_dir, checkpoint=checkpoint.as_posix(),
-                                backend=backend, latency_options=latency_options, study_extra=study_extra))
+                                backend=backend, latency_options=latency_options, study_extra=study_extra,
+                                heartbeat=heartbeat, grace=grace))
     return path
 
 

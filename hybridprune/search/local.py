@@ -65,8 +65,13 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
         if heartbeat and c.waiting == 0 and c.done + c.running >= cfg.study.trials:
             time.sleep(POLL_S)  # others are finishing the last trials (or they go stale and are retried)
             continue
-        study.optimize(lambda trial: run_trial(ctx, trial, store), n_trials=1, catch=TRIAL_ERRORS,
-                       gc_after_trial=False)
+        try:
+            study.optimize(lambda trial: run_trial(ctx, trial, store), n_trials=1, catch=TRIAL_ERRORS,
+                           gc_after_trial=False)
+        except optuna.exceptions.UpdateFinishedTrialError as exc:
+            # another worker declared this trial dead (heartbeat older than grace_period) and queued
+            # it again; the retry runs it, so this worker just goes on
+            log.warning("trial was failed by the heartbeat while running (%s); raise study.grace_period", exc)
         ran += 1
         if on_trial is not None:
             on_trial(study)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -92,6 +94,7 @@ def _run(ctx: TrialContext, trial: Any, store: Any) -> list[float]:
     t0 = time.perf_counter()
     config = ctx.space.suggest(trial)
     trial.set_user_attr("config", config.to_dict())
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
 
     tick = time.perf_counter()
     model, record, removed = _prune(ctx, config)

@@ -1,0 +1,71 @@
+"""``hybridprune dashboard`` serves optuna-dashboard on loopback for the study, with artifacts."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from test_search_support import REPO, load, tiny_study  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return resp.read()
+
+
+def test_dashboard_lists_trials_with_our_attributes(tiny_study):
+    cfg, study = load(tiny_study)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "hybridprune.cli", "dashboard", str(tiny_study), "--port", str(port)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120  # guards against a hang only
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                studies = json.loads(_get(f"{base}/api/studies"))["study_summaries"]
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "dashboard did not answer"
+                time.sleep(0.3)
+        (entry,) = [s for s in studies if s["study_name"] == cfg.name]
+        detail = json.loads(_get(f"{base}/api/studies/{entry['study_id']}"))
+        assert len(detail["trials"]) == len(study.trials)
+        assert detail["objective_names"] == ["accuracy", "latency_ms"]
+        complete = [t for t in detail["trials"] if t["state"] == "Complete"]
+        assert len(complete) == 3
+        for t in complete:
+            attrs = {a["key"] for a in t["user_attrs"]}
+            assert {"latency_ms", "accuracy_before", "params", "macs", "record", "time_s"} <= attrs
+            names = {a["filename"] for a in t["artifacts"]}
+            assert names == {"checkpoint.pt", "model.onnx"}
+        t = complete[0]
+        onnx = next(a for a in t["artifacts"] if a["filename"] == "model.onnx")
+        blob = _get(f"{base}/artifacts/{entry['study_id']}/{t['trial_id']}/{onnx['artifact_id']}")
+        assert blob == (cfg.artifact_dir / onnx["artifact_id"]).read_bytes()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_dashboard_rejects_a_bad_port(tiny_study, capsys):
+    from hybridprune.cli import main
+
+    assert main(["dashboard", str(tiny_study), "--port", "70000"]) == 2
+    assert "--port must be in 1..65535" in capsys.readouterr().err
