@@ -7,6 +7,7 @@ latency option fails here, before any trial runs.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,10 +159,21 @@ def build_space(cfg: StudyConfig, model: torch.nn.Module) -> Any:
 
 
 def build_backend(cfg: StudyConfig) -> Any:
-    """The latency backend of ``[latency]`` (unknown names/options raise ConfigError)."""
+    """The latency backend of ``[latency]`` (unknown names/options raise ConfigError).
+
+    ``options.token_env`` names an environment variable holding the agent's token, so tokens stay
+    out of study files.
+    """
     from hybridprune.evaluators import get_latency_backend
 
-    return get_latency_backend(cfg.latency.backend, **cfg.latency.options)
+    options = dict(cfg.latency.options)
+    env = options.pop("token_env", None)
+    if env is not None:
+        if not isinstance(env, str) or not os.environ.get(env):
+            raise ConfigError(f"latency.options.token_env names the environment variable {env!r}, which is not set; "
+                              f"export it with the agent's token")
+        options["token"] = os.environ[env]
+    return get_latency_backend(cfg.latency.backend, **options)
 
 
 def build_context(cfg: StudyConfig, *, train_if_missing: bool = True, device: str | None = None) -> TrialContext:

@@ -1,0 +1,107 @@
+"""Search spaces: one contract test per registered space, plus each space's own rules."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from hybridprune.errors import ConfigError, UnknownNameError
+from hybridprune.pruning import HybridConfig, list_criteria
+from hybridprune.spaces import SPACES, get_space, list_spaces
+
+CRITERIA = list_criteria()
+
+
+def _space(kind, options=None, blocks=7):
+    return get_space(kind, options or {}, removable_blocks=blocks, criteria=CRITERIA, fixed={"seed": 3})
+
+
+@pytest.mark.parametrize("kind", list_spaces())
+def test_space_contract(kind):
+    """Every space: trials -> valid HybridConfigs within bounds; references fit the space."""
+    space = _space(kind)
+    assert space.name == kind and SPACES.get(kind) is type(space)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(25):
+        trial = study.ask()
+        config = space.suggest(trial)
+        assert isinstance(config, HybridConfig)
+        assert 0 <= config.pruned_blocks <= 7 and 0 <= config.channel_ratio < 1
+        assert config.criterion in CRITERIA and config.seed == 3
+        assert set(trial.params) == set(space.searched())
+        assert space.to_config(trial.params) == config  # params alone rebuild the config (select, Ray)
+        study.tell(trial, [0.5, 1.0])
+    refs = space.reference_points()
+    assert refs and all(set(r) <= set(space.searched()) for r in refs)
+    base = space.to_config(refs[0])
+    assert base.channel_ratio == 0 and base.pruned_blocks == 0  # the unpruned baseline comes first
+    for r in refs:  # enqueued points are suggested back unchanged
+        study.enqueue_trial(r)
+        trial = study.ask()
+        assert space.suggest_params(trial) == {**r, **{k: p.value for k, p in space.params.items() if k not in r}}
+        study.tell(trial, [0.5, 1.0])
+    desc = space.describe()
+    assert desc["kind"] == kind and set(desc) == {"kind", *space.params}
+
+
+@pytest.mark.parametrize("kind", list_spaces())
+def test_space_rejects_unknown_keys(kind):
+    with pytest.raises(ConfigError, match="unknown key.*allowed"):
+        _space(kind, {"bogus": 1})
+
+
+def test_unknown_space_kind_lists_the_kinds():
+    with pytest.raises(UnknownNameError, match="compound, hybrid"):
+        _space("grid")
+
+
+def test_hybrid_fixed_values_are_not_searched():
+    space = _space("hybrid", {"channel_ratio": 0.3, "order": ["layer_first"], "criterion": "bn_scale"})
+    assert set(space.searched()) == {"pruned_blocks"}
+    study = optuna.create_study()
+    config = space.suggest(study.ask())
+    assert (config.channel_ratio, config.order, config.criterion) == (0.3, "layer_first", "bn_scale")
+    # the unpruned baseline is outside this space: only the paper points remain
+    assert space.reference_points() == [{"pruned_blocks": 1}, {"pruned_blocks": 2}]
+
+
+def test_hybrid_paper_references_cover_both_orders():
+    refs = _space("hybrid").reference_points()
+    assert {(r["channel_ratio"], r["pruned_blocks"], r["order"]) for r in refs[1:]} == {
+        (0.3, 1, "channel_first"), (0.3, 1, "layer_first"), (0.3, 2, "channel_first"), (0.3, 2, "layer_first")}
+
+
+@pytest.mark.parametrize("options,key", [
+    ({"channel_ratio": {"low": 0.5, "high": 0.1}}, "space.channel_ratio"),
+    ({"channel_ratio": {"low": 0.0, "high": 0.5, "step": 0}}, "space.channel_ratio.step"),
+    ({"channel_ratio": {"low": 0.0}}, "space.channel_ratio"),
+    ({"pruned_blocks": {"low": 0, "high": 9}}, "space.pruned_blocks.high"),
+    ({"pruned_blocks": 1.5}, "space.pruned_blocks"),
+    ({"criterion": []}, "space.criterion"),
+    ({"criterion": ["bn_scale", "bn_scale"]}, "space.criterion"),
+    ({"order": "sideways"}, "space.order"),
+])
+def test_hybrid_bad_bounds_name_the_key(options, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        _space("hybrid", options)
+
+
+def test_compound_scaling_shrinks_depth_and_width_together():
+    space = _space("compound", {"alpha": 1.2, "beta": 1.1}, blocks=25)
+    scaled = [space.scale(phi) for phi in (0, 1, 2, 3, 4)]
+    assert scaled[0] == (0.0, 0)
+    ratios, blocks = zip(*scaled)
+    assert list(ratios) == sorted(ratios) and list(blocks) == sorted(blocks)
+    assert ratios[1] == pytest.approx(1 - 1.1 ** -1, abs=1e-4)
+    assert blocks[4] == round(25 * (1 - 1.2 ** -4))
+    refs = space.reference_points()
+    assert refs[0] == {"phi": 0.0, "criterion": CRITERIA[0]} or refs[0]["phi"] == 0.0
+    paper = space.to_config(refs[1])
+    assert abs(paper.channel_ratio - 0.3) < 0.03  # the paper's ~30% channels
+
+
+@pytest.mark.parametrize("options,key", [({"alpha": 1.0}, "space.alpha"), ({"beta": "big"}, "space.beta"),
+                                         ({"phi": {"low": 2, "high": 1}}, "space.phi")])
+def test_compound_bad_options(options, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        _space("compound", options)

@@ -1,0 +1,156 @@
+"""Study files: validation with clear errors before any trial runs; the shipped studies parse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hybridprune.cli import main
+from hybridprune.errors import ConfigError
+from hybridprune.search.config import load_study_config
+from test_search_support import REPO, write_checkpoint
+
+BASE = """
+[study]
+trials = 2
+run_dir = "run"
+[model]
+name = "resnet20"
+checkpoint = "base.pt"
+[data]
+dataset = "digits"
+train_subset = 64
+val_subset = 32
+[finetune]
+steps = 1
+[latency]
+options = { warmup_runs = 1, min_runs = 2, max_runs = 3, max_time_s = 0.1 }
+"""
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "base.pt")
+
+
+def _file(tmp_path: Path, ckpt: Path, text: str) -> Path:
+    (tmp_path / "base.pt").write_bytes(ckpt.read_bytes())
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    return path
+
+
+BAD = [
+    # (what, replacement in BASE or appended text, expected words in the message)
+    ("unknown key", ("[finetune]\nsteps = 1", "[finetune]\nsteps = 1\nepochz = 2"), ["epochz", "allowed", "epochs"]),
+    ("unknown table", ("[study]", "[stuff]\nx = 1\n[study]"), ["stuff", "allowed"]),
+    ("wrong type", ("trials = 2", 'trials = "two"'), ["study.trials", "whole number"]),
+    ("bool is no int", ("trials = 2", "trials = true"), ["study.trials"]),
+    ("non-positive", ("trials = 2", "trials = 0"), ["study.trials", "> 0"]),
+    ("unknown model", ('name = "resnet20"', 'name = "resnet21"'), ["resnet21", "resnet20"]),
+    ("unknown dataset", ('dataset = "digits"', 'dataset = "mnist"'), ["data.dataset", "digits"]),
+    ("unknown sampler", ("[finetune]", '[sampler]\nname = "cmaes"\n[finetune]'), ["sampler.name", "nsga2"]),
+    ("bad statistic", ("[latency]", '[latency]\nstatistic = "max_ms"'), ["latency.statistic", "median_ms"]),
+    ("low > high", ("[finetune]", "[space]\nchannel_ratio = { low = 0.6, high = 0.2 }\n[finetune]"),
+     ["space.channel_ratio", "low"]),
+    ("too many blocks", ("[finetune]", "[space]\npruned_blocks = { low = 0, high = 8 }\n[finetune]"),
+     ["space.pruned_blocks.high", "[0, 7]"]),
+    ("ratio out of range", ("[finetune]", "[space]\nchannel_ratio = 1.2\n[finetune]"), ["space.channel_ratio", "1.2"]),
+    ("unknown criterion", ("[finetune]", '[space]\ncriterion = ["l7"]\n[finetune]'), ["space.criterion", "weight_magnitude"]),
+    ("unknown space key", ("[finetune]", "[space]\nratio = 0.3\n[finetune]"), ["ratio", "allowed", "channel_ratio"]),
+    ("unknown space kind", ("[finetune]", '[space]\nkind = "grid"\n[finetune]'), ["space.kind", "hybrid"]),
+    ("missing checkpoint", ('checkpoint = "base.pt"', 'checkpoint = "nope.pt"'), ["model.checkpoint", "nope.pt", "does not exist"]),
+    ("missing data", ('dataset = "digits"', 'dataset = "cifar10"\nroot = "no-such-dir"'), ["data.root", "no-such-dir"]),
+    ("both budgets", ("steps = 1", "steps = 1\nepochs = 1"), ["epochs or steps"]),
+    ("bad latency option", ("max_time_s = 0.1 }", "max_time_s = 0.1, speed = 3 }"), ["speed", "allowed"]),
+    ("grace <= heartbeat", ("trials = 2", "trials = 2\nheartbeat_interval = 5\ngrace_period = 5"), ["grace_period"]),
+    ("accuracy is a fraction", ("[finetune]", "[constraints]\nmin_accuracy = 90\n[finetune]"), ["constraints.min_accuracy"]),
+    ("bad toml", ("[study]", "[study\n"), ["not valid TOML"]),
+]
+
+
+@pytest.mark.parametrize("what,change,words", BAD, ids=[b[0] for b in BAD])
+def test_bad_study_file_fails_before_any_trial(tmp_path, ckpt, capsys, what, change, words):
+    old, new = change
+    assert old in BASE
+    path = _file(tmp_path, ckpt, BASE.replace(old, new, 1))
+    assert main(["run", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert word in err, (word, err)
+    assert not (tmp_path / "run" / "study.db").exists()  # no study (and no trial) was created
+
+
+def test_relative_paths_resolve_against_the_study_file(tmp_path, ckpt):
+    path = _file(tmp_path, ckpt, BASE.replace("[study]", '[study]\nstorage = "sqlite:///db/s.db"'))
+    cfg = load_study_config(path)
+    assert cfg.model.checkpoint == str(tmp_path / "base.pt")
+    assert cfg.run_dir == tmp_path / "run"
+    assert cfg.storage_url == f"sqlite:///{tmp_path / 'db' / 's.db'}"
+    assert cfg.artifact_dir == tmp_path / "run" / "artifacts"
+    assert cfg.name == "s"
+
+
+def test_cli_overrides_are_validated(tmp_path, ckpt, capsys):
+    path = _file(tmp_path, ckpt, BASE)
+    assert main(["run", str(path), "--backend", "slurm"]) == 2
+    assert "study.backend" in capsys.readouterr().err
+    assert main(["run", str(path), "--workers", "0"]) == 2
+    assert "study.workers" in capsys.readouterr().err
+
+
+def test_missing_study_file(tmp_path, capsys):
+    assert main(["status", str(tmp_path / "none.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "studies").glob("*.toml")))
+def test_shipped_studies_are_valid(name, tmp_path):
+    path = REPO / "studies" / name
+    text = path.read_text()
+    if "../../shared" in text and not (REPO.parent / "shared").exists():
+        pytest.skip("../shared is not present")
+    if 'root = "../data"' in text:  # CIFAR-100 is not shipped: validate a copy pointing at a folder
+        (tmp_path / "data").mkdir()
+        path = tmp_path / "studies" / name
+        path.parent.mkdir()
+        path.write_text(text)
+    cfg = load_study_config(path)
+    assert cfg.study.trials >= 1 and cfg.objectives.names()[:2] == ["accuracy", "latency_ms"]
+    if cfg.model.checkpoint:  # the space fits the real model
+        from hybridprune.models import load_checkpoint
+        from hybridprune.search.context import build_space
+
+        space = build_space(cfg, load_checkpoint(cfg.model.checkpoint).model)
+        assert space.reference_points()[0]["pruned_blocks"] == 0
+
+
+def test_paper_study_needs_its_data_and_agent_token(tmp_path, monkeypatch):
+    from hybridprune.search.context import build_backend
+
+    text = (REPO / "studies" / "resnet56-cifar100-tx2.toml").read_text()
+    path = tmp_path / "studies" / "tx2.toml"
+    path.parent.mkdir()
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="data.root .* does not exist"):
+        load_study_config(path)
+    (tmp_path / "data").mkdir()
+    cfg = load_study_config(path)
+    assert cfg.latency.backend == "remote" and cfg.data.dataset == "cifar100"
+    monkeypatch.delenv("HYBRIDPRUNE_AGENT_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="HYBRIDPRUNE_AGENT_TOKEN"):
+        build_backend(cfg)
+    monkeypatch.setenv("HYBRIDPRUNE_AGENT_TOKEN", "s3cret")
+    assert build_backend(cfg).token == "s3cret"
+
+
+def test_study_with_other_objectives_in_the_same_storage_is_refused(tmp_path, ckpt):
+    from hybridprune.search.study import open_study
+
+    path = _file(tmp_path, ckpt, BASE)
+    open_study(load_study_config(path))
+    path.write_text(BASE + "[objectives]\nextra = [\"params\"]\n")
+    with pytest.raises(ConfigError, match="optimises"):
+        open_study(load_study_config(path))
