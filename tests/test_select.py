@@ -56,3 +56,16 @@ def test_unmet_budget_exits_nonzero_with_the_closest_trials(tiny_study, tmp_path
 def test_bad_budget_is_a_usage_error(tiny_study, tmp_path, capsys):
     assert main(["select", str(tiny_study), "--max-latency-ms", "-1", "--export", str(tmp_path / "x")]) == 2
     assert "--max-latency-ms must be > 0" in capsys.readouterr().err
+
+
+def test_budget_relative_to_the_baseline(tiny_study, tmp_path, capsys):
+    trials = _completed(tiny_study)
+    base = next(t for t in trials if t.user_attrs.get("reference") == "baseline")
+    out = tmp_path / "ratio"
+    assert main(["select", str(tiny_study), "--max-latency-ratio", "1.0", "--export", str(out)]) == 0
+    chosen = json.loads((out / "record.json").read_text())["trial"]
+    ok = [t for t in trials if t.values[1] <= base.values[1]]
+    assert chosen == min(ok, key=lambda t: (-t.values[0], t.values[1], t.number)).number
+    capsys.readouterr()
+    assert main(["select", str(tiny_study), "--export", str(out)]) == 2
+    assert "exactly one of --max-latency-ms and --max-latency-ratio" in capsys.readouterr().err

@@ -115,7 +115,9 @@ def register(app: typer.Typer) -> None:
     @app.command("select")
     def select_cmd(
         study_file: str = typer.Argument(..., metavar="STUDY"),
-        max_latency_ms: float = typer.Option(..., help="Latency budget in ms (the study's latency statistic)."),
+        max_latency_ms: Optional[float] = typer.Option(None, help="Latency budget in ms (the study's latency statistic)."),
+        max_latency_ratio: Optional[float] = typer.Option(
+            None, help="Latency budget as a fraction of the unpruned baseline trial's latency (e.g. 0.8)."),
         min_accuracy: Optional[float] = typer.Option(None, help="Minimum validation accuracy (fraction)."),
         export: Path = typer.Option(..., help="Directory for model.pt, model.onnx, record.json, REPORT.md."),
         storage: Optional[str] = typer.Option(None),
@@ -126,12 +128,22 @@ def register(app: typer.Typer) -> None:
         from hybridprune.search.pareto import rich_table
         from hybridprune.search.select import NoFeasibleTrial, choose, export_trial
 
-        if not max_latency_ms > 0:
+        from hybridprune.search.select import baseline_latency
+
+        if (max_latency_ms is None) == (max_latency_ratio is None):
+            raise ConfigError("give exactly one of --max-latency-ms and --max-latency-ratio")
+        if max_latency_ms is not None and not max_latency_ms > 0:
             raise ConfigError(f"--max-latency-ms must be > 0, got {max_latency_ms}")
+        if max_latency_ratio is not None and not max_latency_ratio > 0:
+            raise ConfigError(f"--max-latency-ratio must be > 0, got {max_latency_ratio}")
         if min_accuracy is not None and not 0 <= min_accuracy <= 1:
             raise ConfigError(f"--min-accuracy must be a fraction in [0, 1], got {min_accuracy}")
         cfg, study = _open(study_file, storage)
         console = _console()
+        if max_latency_ratio is not None:
+            base = baseline_latency(study)
+            max_latency_ms = max_latency_ratio * base
+            console.print(f"budget: {max_latency_ratio} x baseline latency {base:.3f} ms = {max_latency_ms:.3f} ms")
         try:
             trial = choose(study, max_latency_ms, min_accuracy)
         except NoFeasibleTrial as exc:

@@ -29,6 +29,19 @@ class Selection:
     files: dict[str, str]
 
 
+def baseline_latency(study: Any) -> float:
+    """Latency of the study's unpruned baseline trial (the enqueued reference).
+
+    Raises:
+        NoFeasibleTrial: when the baseline trial has not completed.
+    """
+    for t in completed(study):
+        if t.user_attrs.get("reference") == "baseline":
+            return float(t.values[1])
+    raise NoFeasibleTrial(f"study {study.study_name!r} has no completed unpruned baseline trial to scale "
+                          f"--max-latency-ratio by; give --max-latency-ms", [])
+
+
 def choose(study: Any, max_latency_ms: float, min_accuracy: float | None = None) -> Any:
     """The completed trial with the best accuracy among those with latency <= budget.
 
