@@ -35,6 +35,24 @@ def _summary(study, cfg, console) -> None:
     console.print(rich_table(pareto_rows(study), f"Pareto set of {cfg.name} (accuracy max, latency min)"))
 
 
+def _log_finished(study, seen: set, console) -> None:
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        if t.number in seen:
+            continue
+        seen.add(t.number)
+        c = t.user_attrs.get("config") or {}
+        what = (f"ratio {c.get('channel_ratio')}, blocks {c.get('pruned_blocks')}, {c.get('criterion')}, "
+                f"{c.get('order')}") if c else ""
+        if t.state == TrialState.COMPLETE:
+            console.print(f"trial {t.number} done: accuracy {100 * t.values[0]:.2f}%, latency {t.values[1]:.3f} ms "
+                          f"({what})", soft_wrap=True)
+        else:
+            console.print(f"trial {t.number} failed: {t.user_attrs.get('fail_reason', 'worker died')} ({what})",
+                          soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
 
@@ -58,13 +76,19 @@ def register(app: typer.Typer) -> None:
         cfg = service.load(study_file, trials=trials, workers=workers, backend=backend, storage=storage)
         console.print(f"study {cfg.name}: {cfg.study.trials} trials, sampler {cfg.sampler.name}, "
                       f"{cfg.study.workers} worker(s), backend {cfg.study.backend}, storage {cfg.storage_url}")
+        if not cfg.model.checkpoint and not cfg.baseline_path.is_file():
+            console.print(f"training the unpruned baseline first ({cfg.baseline.epochs:g} epochs); "
+                          f"cached at {cfg.baseline_path} for re-runs")
         live = Live(console=console, refresh_per_second=2, transient=False) if progress and console.is_terminal else None
-        watcher = {}
+        watcher: dict = {"seen": set()}
 
         def poll() -> None:
-            if live is None:
+            if not progress:
                 return
             study = watcher.get("study") or watcher.setdefault("study", open_study(cfg, create=False))
+            if live is None:  # logs / CI: one line per finished trial
+                _log_finished(study, watcher["seen"], console)
+                return
             c = counts(study)
             live.update(rich_table(pareto_rows(study)[:8], f"{cfg.name}: {c.complete} done, {c.failed} failed, "
                                    f"{c.running} running / {cfg.study.trials} - current front"))
@@ -73,7 +97,7 @@ def register(app: typer.Typer) -> None:
             with live:
                 study = service.run(cfg, on_poll=poll)
         else:
-            study = service.run(cfg, on_poll=None)
+            study = service.run(cfg, on_poll=poll)
         _summary(study, cfg, console)
         png = plot_png(study, cfg.run_dir / "pareto.png")
         html = plot_html(study, cfg.run_dir / "pareto.html")
@@ -118,7 +142,8 @@ def register(app: typer.Typer) -> None:
         max_latency_ms: Optional[float] = typer.Option(None, help="Latency budget in ms (the study's latency statistic)."),
         max_latency_ratio: Optional[float] = typer.Option(
             None, help="Latency budget as a fraction of the unpruned baseline trial's latency (e.g. 0.8)."),
-        min_accuracy: Optional[float] = typer.Option(None, help="Minimum validation accuracy (fraction)."),
+        min_accuracy: Optional[float] = typer.Option(
+            None, help="Minimum validation accuracy (fraction); default the study's constraints.min_accuracy."),
         export: Path = typer.Option(..., help="Directory for model.pt, model.onnx, record.json, REPORT.md."),
         storage: Optional[str] = typer.Option(None),
     ) -> None:
@@ -140,6 +165,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--min-accuracy must be a fraction in [0, 1], got {min_accuracy}")
         cfg, study = _open(study_file, storage)
         console = _console()
+        if min_accuracy is None:
+            min_accuracy = cfg.constraints.min_accuracy  # the study's own constraint, if any
         if max_latency_ratio is not None:
             base = baseline_latency(study)
             max_latency_ms = max_latency_ratio * base

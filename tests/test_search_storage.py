@@ -1,0 +1,73 @@
+"""Factories: get_storage, get_sampler; the cross-process latency lock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+from hybridprune.errors import ConfigError
+from hybridprune.pruning import list_criteria
+from hybridprune.search.samplers import get_sampler
+from hybridprune.search.storage import device_lock, get_storage
+from hybridprune.spaces import get_space
+
+
+def test_get_storage_normalises_user_input(tmp_path):
+    assert isinstance(get_storage(None), optuna.storages.InMemoryStorage)
+    rdb = get_storage(f"sqlite:///{tmp_path / 'a' / 's.db'}", heartbeat_interval=2, grace_period=5)
+    assert isinstance(rdb, optuna.storages.RDBStorage) and rdb.heartbeat_interval == 2 and rdb.grace_period == 5
+    assert (tmp_path / "a" / "s.db").is_file()
+    journal = get_storage(str(tmp_path / "j" / "study.log"))
+    assert isinstance(journal, optuna.storages.JournalStorage)
+    assert get_storage(journal) is journal
+    study = optuna.create_study(storage=journal, study_name="x")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert len(optuna.load_study(study_name="x", storage=get_storage(str(tmp_path / "j" / "study.log"))).trials) == 2
+
+
+@pytest.mark.parametrize("bad", ["", "study.db", "nosuchdialect://x/y", 42])
+def test_get_storage_rejects_bad_specs(bad):
+    with pytest.raises(ConfigError):
+        get_storage(bad)
+
+
+@pytest.mark.parametrize("name,cls", [("nsga2", optuna.samplers.NSGAIISampler), ("tpe", optuna.samplers.TPESampler),
+                                      ("gp", optuna.samplers.GPSampler), ("random", optuna.samplers.RandomSampler)])
+def test_every_sampler_searches_the_space_with_constraints(name, cls):
+    """Past their start-up phase, the samplers keep producing valid configs and honour constraints."""
+    sampler = get_sampler(name, seed=0, n_trials=12, n_startup_trials=4, population_size=4)
+    assert isinstance(sampler, cls)
+    space = get_space("hybrid", {}, removable_blocks=7, criteria=list_criteria())
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+
+    def objective(trial):
+        c = space.suggest(trial)
+        acc = 1.0 - c.channel_ratio * 0.5 - c.pruned_blocks * 0.03
+        lat = 1.0 - c.channel_ratio * 0.6 - c.pruned_blocks * 0.05
+        trial.set_constraint("latency", lat - 0.8)
+        return acc, lat
+
+    study.optimize(objective, n_trials=12)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 12
+    assert all(t.constraints["latency"] <= 0 for t in study.best_trials)
+
+
+def test_unknown_sampler():
+    with pytest.raises(ConfigError, match="nsga2, tpe, gp, random"):
+        get_sampler("cmaes")
+
+
+def test_device_lock_excludes_other_processes(tmp_path):
+    lock = tmp_path / "latency.lock"
+    probe = ("import fcntl, sys\nf = open(sys.argv[1], 'a+')\n"
+             "try:\n    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n    print('got')\n"
+             "except BlockingIOError:\n    print('busy')\n")
+    with device_lock(lock):
+        held = subprocess.run([sys.executable, "-c", probe, str(lock)], capture_output=True, text=True).stdout.strip()
+    free = subprocess.run([sys.executable, "-c", probe, str(lock)], capture_output=True, text=True).stdout.strip()
+    assert (held, free) == ("busy", "got")
+    with device_lock(None):  # remote agents queue themselves: no lock
+        pass
