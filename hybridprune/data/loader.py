@@ -29,14 +29,15 @@ def augment_batch(images: torch.Tensor, pad: int = 4, generator: torch.Generator
     shift = torch.randint(0, 2 * pad + 1, (2, n), device=dev, generator=generator)
     flip = torch.randint(0, 2, (n,), device=dev, generator=generator).bool()
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad)) if pad else images
+    hp, wp = h + 2 * pad, w + 2 * pad
     ar_h = torch.arange(h, device=dev)
     ar_w = torch.arange(w, device=dev)
     rows = ar_h[None, :] + shift[0, :, None]
-    # Crop and flip are one gather: a flipped image reads its crop's columns right to left.
+    # Crop and flip are one gather: a flipped image reads its crop's columns right to left. A flat
+    # gather is several times faster than 4-D advanced indexing on CPU.
     cols = torch.where(flip[:, None], ar_w.flip(0)[None, :], ar_w[None, :]) + shift[1, :, None]
-    idx_n = torch.arange(n, device=dev)[:, None, None, None]
-    idx_c = torch.arange(c, device=dev)[None, :, None, None]
-    return padded[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]]
+    flat = torch.arange(c, device=dev)[None, :, None, None] * (hp * wp) + rows[:, None, :, None] * wp + cols[:, None, None, :]
+    return padded.reshape(n, -1).gather(1, flat.view(n, -1)).view(n, c, h, w)
 
 
 class _Normalizer:
