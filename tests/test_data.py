@@ -263,3 +263,26 @@ def test_mixed_sizes_need_image_size(tmp_path):
         load_dataset("image_folder", tmp_path / "imgs", cache_dir=tmp_path / "c")
     d = load_dataset("image_folder", tmp_path / "imgs", cache_dir=tmp_path / "c", image_size=8, val_size=0)
     assert d.train.images.shape == (7, 3, 8, 8)
+
+
+WRITERS = {
+    "cifar10": lambda root: write_cifar10(root / "cifar-10-batches-py", per_batch=10),
+    "cifar100": lambda root: write_cifar100(root / "cifar-100-python", n=600),
+    "image_folder": lambda root: write_image_folder(root, per_class=4, size=32),
+    "digits": lambda root: None,
+}
+
+
+@pytest.mark.parametrize("name", list_datasets())
+def test_dataset_contract(tmp_path, name):
+    """Every registered dataset: uint8 [N,3,H,W] splits, labels in range, cached on second load."""
+    assert name in WRITERS, f"dataset {name!r} needs a writer of small genuine files in WRITERS"
+    WRITERS[name](tmp_path / "data")
+    kwargs = dict(val_size=0.2, seed=0, cache_dir=tmp_path / "cache")
+    d = load_dataset(name, tmp_path / "data", **kwargs)
+    for split in (d.train, d.val, d.test):
+        assert split.images.dtype == torch.uint8 and split.images.shape[1:] == (3, 32, 32) and len(split) > 0
+        assert 0 <= int(split.labels.min()) and int(split.labels.max()) < d.num_classes == len(d.class_names)
+    _, _, hit = load_raw(name, tmp_path / "data", cache_dir=tmp_path / "cache")
+    again = load_dataset(name, tmp_path / "data", **kwargs)
+    assert hit and torch.equal(again.val.images, d.val.images) and torch.equal(again.train.labels, d.train.labels)
