@@ -95,3 +95,13 @@ def test_exported_onnx_matches_checkpoint(tiny_study, tmp_path):
     got = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {
         ort.InferenceSession(str(out / "model.onnx")).get_inputs()[0].name: x.numpy()})[0]
     assert abs(ref - got).max() < 1e-3
+
+
+def test_params_as_a_third_objective(tmp_path):
+    path = write_study(tmp_path, name="three", trials=1)
+    path.write_text(path.read_text() + '\n[objectives]\nextra = ["params"]\n')
+    assert main(["run", str(path), "--no-progress"]) == 0
+    _, study = load(path)
+    (t,) = study.get_trials(states=(TrialState.COMPLETE,))
+    assert study.metric_names == ["accuracy", "latency_ms", "params"]
+    assert t.values[2] == t.user_attrs["params"]
