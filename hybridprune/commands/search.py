@@ -116,7 +116,7 @@ def register(app: typer.Typer) -> None:
     @app.command("pareto")
     def pareto_cmd(
         study_file: str = typer.Argument(..., metavar="STUDY"),
-        storage: Optional[str] = typer.Option(None),
+        storage: Optional[str] = typer.Option(None, help="Storage URL (overrides the study file)."),
         out: Optional[Path] = typer.Option(None, help="Directory for pareto.png / pareto.html (default: run dir)."),
         as_json: bool = typer.Option(False, "--json", help="Print the Pareto set as JSON."),
     ) -> None:
@@ -145,7 +145,7 @@ def register(app: typer.Typer) -> None:
         min_accuracy: Optional[float] = typer.Option(
             None, help="Minimum validation accuracy (fraction); default the study's constraints.min_accuracy."),
         export: Path = typer.Option(..., help="Directory for model.pt, model.onnx, record.json, REPORT.md."),
-        storage: Optional[str] = typer.Option(None),
+        storage: Optional[str] = typer.Option(None, help="Storage URL (overrides the study file)."),
     ) -> None:
         """Export the most accurate trial that meets the latency budget."""
 
@@ -186,7 +186,7 @@ def register(app: typer.Typer) -> None:
         study_file: str = typer.Argument(..., metavar="STUDY"),
         host: str = typer.Option("127.0.0.1", help="Bind address (loopback by default)."),
         port: int = typer.Option(8080, help="TCP port."),
-        storage: Optional[str] = typer.Option(None),
+        storage: Optional[str] = typer.Option(None, help="Storage URL (overrides the study file)."),
     ) -> None:
         """Serve optuna-dashboard on the study's storage and artifacts."""
         from hybridprune.search.dashboard import serve_dashboard
