@@ -46,9 +46,7 @@ def _prune(ctx: TrialContext, config: Any) -> tuple[torch.nn.Module, dict | None
         return copy.deepcopy(ctx.model), None, []
     from hybridprune.pruning import prune_model
 
-    calib = None
-    if config.criterion not in ("weight_magnitude", "bn_scale", "random"):
-        calib = ctx.calibration(config.calib_batches)
+    calib = ctx.calibration(config.calib_batches) if config.make_criterion().data_driven else None
     result = prune_model(ctx.model, config, ctx.example_inputs(), calib)
     return result.model, result.record.to_dict(), list(result.removed_blocks)
 
