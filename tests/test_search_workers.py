@@ -80,3 +80,20 @@ def test_two_workers_share_one_storage(tmp_path):
     workers = {t.user_attrs["worker"] for t in complete}
     assert all(w.split(":")[-1] != str(os.getpid()) for w in workers)  # trials ran in the worker processes
     assert all((cfg.artifact_dir / t.user_attrs["artifacts"]["onnx"]).is_file() for t in complete)
+
+
+def test_orphaned_running_trial_without_heartbeat_does_not_hang_the_study(tmp_path):
+    """A trial left RUNNING with no heartbeat (e.g. by a killed Ray driver) never goes stale."""
+    import optuna
+
+    from hybridprune.search.local import worker
+    from hybridprune.search.service import load as load_cfg
+    from hybridprune.search.service import prepare
+
+    path = write_study(tmp_path, name="orphan", trials=1, heartbeat=1, grace=2, study_extra="references = false")
+    cfg = load_cfg(str(path))
+    _, ctx = prepare(cfg)
+    optuna.load_study(study_name="orphan", storage=cfg.storage_url).ask()  # RUNNING, never heartbeats
+    assert worker(cfg, ctx=ctx) == 1
+    _, study = load(path)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 1

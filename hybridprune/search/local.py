@@ -56,14 +56,21 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
     store = get_artifact_store(cfg.artifact_dir)
     heartbeat = _heartbeat(study)
     ran = 0
+    last, since = None, time.monotonic()
     while True:
         if heartbeat:
             optuna.storages.fail_stale_trials(study)
         c = counts(study)
         if c.done >= cfg.study.trials:
             break
-        if heartbeat and c.waiting == 0 and c.done + c.running >= cfg.study.trials:
-            time.sleep(POLL_S)  # others are finishing the last trials (or they go stale and are retried)
+        if c != last:
+            last, since = c, time.monotonic()
+        stuck = time.monotonic() - since > 2 * cfg.study.grace_period
+        if heartbeat and c.waiting == 0 and c.done + c.running >= cfg.study.trials and not stuck:
+            # others are finishing the last trials (or they go stale and are retried); trials
+            # without a heartbeat (e.g. left RUNNING by a killed Ray driver) never go stale, so
+            # after 2 x grace_period without change this worker runs a trial itself
+            time.sleep(POLL_S)
             continue
         try:
             study.optimize(lambda trial: run_trial(ctx, trial, store), n_trials=1, catch=TRIAL_ERRORS,
