@@ -202,6 +202,7 @@ class PruningSection:
     criterion_options: dict | None = None
 
     def fixed(self, seed: int) -> dict[str, Any]:
+        """The HybridConfig fields this table fixes, plus the study seed."""
         out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
         return {**out, "seed": seed}
 
@@ -255,9 +256,11 @@ class ObjectivesSection:
             raise ConfigError(f"objectives.extra lists an objective twice: {list(self.extra)}")
 
     def names(self) -> list[str]:
+        """Objective names in order (the study's metric names)."""
         return ["accuracy", "latency_ms", *self.extra]
 
     def directions(self) -> list[str]:
+        """Optuna directions of :meth:`names`."""
         return ["maximize", "minimize", *["minimize"] * len(self.extra)]
 
 
@@ -333,14 +336,17 @@ class StudyConfig:
 
     @property
     def name(self) -> str:
+        """The study name (default: the file's stem)."""
         return self.study.name
 
     @property
     def run_dir(self) -> Path:
+        """Folder of the SQLite storage, cached baseline, artifacts and plots."""
         return Path(self.study.run_dir)
 
     @property
     def artifact_dir(self) -> Path:
+        """Folder of the Optuna FileSystemArtifactStore."""
         return Path(self.study.artifact_dir) if self.study.artifact_dir else self.run_dir / "artifacts"
 
     @property
@@ -350,6 +356,7 @@ class StudyConfig:
 
     @property
     def baseline_path(self) -> Path:
+        """Where the trained baseline is cached."""
         return self.run_dir / "baseline.pt"
 
     def replace(self, **sections: Any) -> "StudyConfig":

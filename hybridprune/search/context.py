@@ -61,6 +61,7 @@ class TrialContext:
         return self._calib[:n_batches]
 
     def example_inputs(self) -> torch.Tensor:
+        """A zero batch of one input, on the context's device (for tracing the pruner's graph)."""
         return torch.zeros(1, *self.input_size, device=self.device)
 
     def measure_lock(self):

@@ -27,6 +27,7 @@ class Row:
 
     @classmethod
     def from_trial(cls, t: Any) -> "Row":
+        """The row of a completed ``FrozenTrial``."""
         c = t.user_attrs.get("config") or {}
         return cls(
             number=t.number, accuracy=float(t.values[0]), latency_ms=float(t.values[1]),

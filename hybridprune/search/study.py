@@ -95,6 +95,7 @@ class Counts:
 
     @property
     def done(self) -> int:
+        """Trials that count towards the study's target."""
         return self.complete + self.failed
 
 

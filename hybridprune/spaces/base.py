@@ -28,9 +28,11 @@ class FloatRange:
     step: float | None = None
 
     def suggest(self, trial: Any, name: str) -> float:
+        """Ask ``trial`` for the value of parameter ``name``."""
         return float(trial.suggest_float(name, self.low, self.high, step=self.step))
 
     def contains(self, value: Any) -> bool:
+        """Whether ``value`` lies in this parameter's domain."""
         return isinstance(value, (int, float)) and self.low - 1e-12 <= float(value) <= self.high + 1e-12
 
 
@@ -43,9 +45,11 @@ class IntRange:
     step: int = 1
 
     def suggest(self, trial: Any, name: str) -> int:
+        """Ask ``trial`` for the value of parameter ``name``."""
         return int(trial.suggest_int(name, self.low, self.high, step=self.step))
 
     def contains(self, value: Any) -> bool:
+        """Whether ``value`` lies in this parameter's domain."""
         return isinstance(value, int) and self.low <= value <= self.high
 
 
@@ -56,9 +60,11 @@ class Choice:
     choices: tuple[Any, ...]
 
     def suggest(self, trial: Any, name: str) -> Any:
+        """Ask ``trial`` for the value of parameter ``name``."""
         return trial.suggest_categorical(name, list(self.choices))
 
     def contains(self, value: Any) -> bool:
+        """Whether ``value`` lies in this parameter's domain."""
         return value in self.choices
 
 
@@ -69,6 +75,7 @@ class Fixed:
     value: Any
 
     def contains(self, value: Any) -> bool:
+        """Whether ``value`` lies in this parameter's domain."""
         return value == self.value
 
 

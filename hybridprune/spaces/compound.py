@@ -49,6 +49,7 @@ class CompoundSpace(BaseSpace):
         return round(ratio, 4), min(self.removable_blocks, blocks)
 
     def to_config(self, params: Mapping[str, Any]):
+        """See :meth:`BaseSpace.to_config`."""
         value = {k: params.get(k, getattr(p, "value", None)) for k, p in self.params.items()}
         if value["phi"] is None:
             raise ConfigError("compound space parameter 'phi' missing")
@@ -56,6 +57,7 @@ class CompoundSpace(BaseSpace):
         return make_config(ratio, blocks, value["criterion"], value["order"], self.fixed)
 
     def reference_points(self) -> list[dict[str, Any]]:
+        """See :meth:`BaseSpace.reference_points`."""
         phi = self.params["phi"]
         crit = self.params["criterion"]
         criterion = crit.choices[0] if isinstance(crit, Choice) else crit.value

@@ -63,6 +63,7 @@ class HybridSpace(BaseSpace):
         }
 
     def to_config(self, params: Mapping[str, Any]):
+        """See :meth:`BaseSpace.to_config`."""
         missing = [k for k in self.params if k not in params and not isinstance(self.params[k], Fixed)]
         if missing:
             raise ConfigError(f"hybrid space parameters missing: {missing}")
@@ -74,6 +75,7 @@ class HybridSpace(BaseSpace):
         return p.choices[0] if isinstance(p, Choice) else getattr(p, "value", None)
 
     def reference_points(self) -> list[dict[str, Any]]:
+        """See :meth:`BaseSpace.reference_points`."""
         criterion = self._first("criterion")
         orders = list(self.params["order"].choices) if isinstance(self.params["order"], Choice) else [self._first("order")]
         raw = [{"channel_ratio": 0.0, "pruned_blocks": 0, "criterion": criterion, "order": orders[0]}]
