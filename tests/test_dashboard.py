@@ -64,6 +64,50 @@ def test_dashboard_lists_trials_with_our_attributes(tiny_study):
         proc.wait(timeout=30)
 
 
+def test_dashboard_token(tiny_study):
+    import os
+
+    port = _free_port()
+    env = {**os.environ, "HYBRIDPRUNE_DASHBOARD_TOKEN": "s3cret"}
+    proc = subprocess.Popen([sys.executable, "-m", "hybridprune.cli", "dashboard", str(tiny_study), "--port", str(port)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    base = f"http://127.0.0.1:{port}"
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+
+    def status(path, headers=None):
+        try:
+            with opener.open(urllib.request.Request(base + path, headers=headers or {}), timeout=30) as r:
+                return r.status, dict(r.headers)
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers)
+
+    try:
+        deadline = time.monotonic() + 120  # guards against a hang only
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                code, _ = status("/api/studies")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "dashboard did not answer"
+                time.sleep(0.3)
+        assert code == 401
+        assert status("/api/studies", {"Authorization": "Bearer wrong"})[0] == 401
+        assert status("/api/studies", {"Authorization": "Bearer s3cret"})[0] == 200
+        code, headers = status("/dashboard?token=s3cret")
+        assert code == 303 and headers["Location"] == "/dashboard"
+        cookie = headers["Set-Cookie"].split(";")[0]
+        assert status("/api/studies", {"Cookie": cookie})[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_dashboard_rejects_a_bad_port(tiny_study, capsys):
     from hybridprune.cli import main
 

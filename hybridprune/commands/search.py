@@ -187,6 +187,8 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", help="Bind address (loopback by default)."),
         port: int = typer.Option(8080, help="TCP port."),
         storage: Optional[str] = typer.Option(None, help="Storage URL (overrides the study file)."),
+        token: Optional[str] = typer.Option(
+            None, help="Require this token (default $HYBRIDPRUNE_DASHBOARD_TOKEN); open the URL with ?token=..."),
     ) -> None:
         """Serve optuna-dashboard on the study's storage and artifacts."""
         from hybridprune.search.dashboard import serve_dashboard
@@ -194,4 +196,4 @@ def register(app: typer.Typer) -> None:
 
         cfg = load(study_file, storage=storage)
         typer.echo(f"optuna-dashboard for {cfg.name} on http://{host}:{port} (Ctrl+C stops)")
-        serve_dashboard(cfg, host=host, port=port)
+        serve_dashboard(cfg, host=host, port=port, token=token)
