@@ -18,17 +18,25 @@ pytestmark = pytest.mark.slow
 
 
 def _wait_for_complete(path, proc, n=1, limit=300):
-    """Poll the study until ``n`` trials are complete (the limit only guards against hangs)."""
+    """Poll the study's SQLite file read-only until ``n`` trials are complete.
+
+    Read-only so that the test never races the worker at creating the schema; the limit only
+    guards against hangs.
+    """
+    import sqlite3
+
+    db = path.parent / "run" / "study.db"
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"worker exited early: {proc.stdout.read()}"
-        try:
-            _, study = load(path)
-            done = study.get_trials(states=(TrialState.COMPLETE,))
-            if len(done) >= n:
-                return done
-        except Exception:  # the study may not exist yet
-            pass
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
+                    done = con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+                if done >= n:
+                    return
+            except sqlite3.OperationalError:  # schema not there yet
+                pass
         time.sleep(0.2)
     raise AssertionError("no trial completed")
 
@@ -38,11 +46,14 @@ def test_kill_9_mid_study_then_resume(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "hybridprune.cli", "run", str(path), "--no-progress"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        first = _wait_for_complete(path, proc)
+        _wait_for_complete(path, proc)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    _, study = load(path)
+    first = study.get_trials(states=(TrialState.COMPLETE,))
+    assert first
     before = {t.number: (t.values, t.user_attrs["artifacts"]) for t in first}
 
     assert main(["run", str(path), "--no-progress"]) == 0
