@@ -96,11 +96,20 @@ def load(path: Path):
     return cfg, open_study(cfg, create=False)
 
 
+_RUN: dict[Path, Path] = {}
+
+
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory) -> Path:
-    """A tiny study (3 trials) run to the end once per test session through the CLI."""
+    """A tiny study (3 trials) run to the end once per test session through the CLI.
+
+    Modules import this fixture, which makes one fixture per module; the memo keeps it one run.
+    """
     from hybridprune.cli import main
 
-    path = write_study(tmp_path_factory.mktemp("tiny-study"), trials=3)
-    assert main(["run", str(path), "--no-progress"]) == 0
-    return path
+    base = tmp_path_factory.getbasetemp()
+    if base not in _RUN:
+        path = write_study(tmp_path_factory.mktemp("tiny-study"), trials=3)
+        assert main(["run", str(path), "--no-progress"]) == 0
+        _RUN[base] = path
+    return _RUN[base]
