@@ -1,7 +1,8 @@
 """Local runner: one or several worker processes on one study (any storage).
 
 Each worker loops ``study.optimize(n_trials=1)`` until the study holds ``trials`` finished trials
-(complete or failed by the objective), so re-running resumes and nothing completed is redone.
+(complete or failed by the objective) and no trial is left RUNNING, so re-running resumes and
+nothing completed is redone.
 With an RDB storage (SQLite, PostgreSQL) Optuna's heartbeat marks a trial whose worker died as
 FAIL after ``grace_period`` seconds and ``RetryHeartbeatStaleTrialCallback`` queues it again;
 workers wait for such trials instead of over-running the study.
@@ -61,11 +62,17 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
         if heartbeat:
             optuna.storages.fail_stale_trials(study)
         c = counts(study)
-        if c.done >= cfg.study.trials:
-            break
         if c != last:
             last, since = c, time.monotonic()
         stuck = time.monotonic() - since > 2 * cfg.study.grace_period
+        if c.done >= cfg.study.trials:
+            if not heartbeat or c.running == 0 or stuck:
+                break
+            # the target is reached but trials are still RUNNING: wait until they finish or their
+            # heartbeat goes stale (then they are failed and re-queued), so no run ends with a
+            # dead worker's trial left RUNNING
+            time.sleep(POLL_S)
+            continue
         if heartbeat and c.waiting == 0 and c.done + c.running >= cfg.study.trials and not stuck:
             # others are finishing the last trials (or they go stale and are retried); trials
             # without a heartbeat (e.g. left RUNNING by a killed Ray driver) never go stale, so
