@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         The exit code: 0 on success, 2 for bad input, 1 for an unexpected failure.
     """
     try:
-        app(args=argv, standalone_mode=False)
+        # In non-standalone mode click returns typer.Exit's code instead of raising it.
+        rc = app(args=argv, standalone_mode=False)
     except HybridPruneError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return code
         raise
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 def entrypoint() -> None:
