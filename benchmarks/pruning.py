@@ -27,7 +27,8 @@ from hybridprune.data import Split, calibration_batches
 from hybridprune.evaluators.complexity import complexity
 from hybridprune.models import load_checkpoint
 from hybridprune.pruning import HybridConfig, list_criteria, prune_model
-from hybridprune.pruning.graph import RoutedZeroPadShortcut, ZeroPadPruner, prepare_shortcuts
+from hybridprune.models.resnet_cifar import ZeroPadShortcut
+from hybridprune.pruning.graph import ZeroPadPruner
 from hybridprune.training import evaluate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -74,10 +75,9 @@ def main() -> None:
 
     t = time.perf_counter()
     ref = __import__("copy").deepcopy(model)
-    prepare_shortcuts(ref)
     pruner = tp.pruner.BasePruner(
         ref, example, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=args.ratio,
-        ignored_layers=[ref.linear], customized_pruners={RoutedZeroPadShortcut: ZeroPadPruner()},
+        ignored_layers=[ref.linear], customized_pruners={ZeroPadShortcut: ZeroPadPruner()},
     )
     pruner.step()
     rows.append(_row(f"Torch-Pruning BasePruner: L1, ratio {args.ratio}", ref, base, norm, test, time.perf_counter() - t))

@@ -20,10 +20,12 @@ from hybridprune.errors import ConfigError
 class ZeroPadShortcut(nn.Module):
     """Option-A shortcut: subsample spatially, then place input channels into a zero tensor.
 
-    ``positions[i]`` is the output channel that input channel ``i`` lands in; every other output
-    channel is zero. The classic layout pads ``out // 4`` zero channels on each side. Keeping the
-    mapping explicit (rather than two pad widths) lets channel pruning remove any input or output
-    channel and stay exact; :mod:`hybridprune.pruning` registers a Torch-Pruning pruner for it.
+    ``route[j]`` is the j-th input channel that is carried and ``positions[j]`` the output channel
+    it lands in; every other output channel is zero, and input channels not in ``route`` are
+    ignored. Unpruned, ``route`` is every input and the classic layout pads ``out // 4`` zero
+    channels on each side. Keeping the mapping explicit (rather than two pad widths) lets channel
+    pruning remove any input or output channel and stay exact; :mod:`hybridprune.pruning`
+    registers a Torch-Pruning pruner for it.
 
     Args:
         in_channels: Channels entering the shortcut.
@@ -36,16 +38,20 @@ class ZeroPadShortcut(nn.Module):
         if out_channels < in_channels:
             raise ConfigError(f"option-A shortcut needs out_channels >= in_channels, got {in_channels}->{out_channels}")
         front = (out_channels - in_channels) // 2
+        self.n_in = in_channels
         self.out_channels = out_channels
         self.stride = stride
-        # Not persistent: classic checkpoints have no such key; pruning records rebuild it.
+        # Not persistent: classic checkpoints have no such keys; pruning records rebuild them.
+        self.register_buffer("route", torch.arange(in_channels), persistent=False)
         self.register_buffer("positions", torch.arange(in_channels) + front, persistent=False)
 
     @property
     def in_channels(self) -> int:
-        return int(self.positions.numel())
+        return int(self.n_in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.route.numel() != x.shape[1]:
+            x = x.index_select(1, self.route)
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         pos = self.positions.tolist()
@@ -56,7 +62,8 @@ class ZeroPadShortcut(nn.Module):
         return out.index_copy(1, self.positions, x)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}->{self.out_channels}, stride={self.stride}"
+        routed = f" (routed {self.route.numel()})" if self.route.numel() != self.n_in else ""
+        return f"{self.n_in}->{self.out_channels}{routed}, stride={self.stride}"
 
 
 class BasicBlock(nn.Module):

@@ -16,7 +16,8 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from hybridprune.pruning.criteria.base import BaseCriterion, ScoredLayer
-from hybridprune.pruning.graph import ChannelTracker, RoutedZeroPadShortcut, all_groups, build_graph, is_depthwise
+from hybridprune.models.resnet_cifar import ZeroPadShortcut
+from hybridprune.pruning.graph import ChannelTracker, all_groups, build_graph, is_depthwise
 
 
 @dataclass
@@ -75,7 +76,7 @@ def channel_groups(model: nn.Module, graph: tp.DependencyGraph, ignored: list[nn
                     (o.module for o in node.outputs if isinstance(o.module, nn.modules.batchnorm._BatchNorm)), None
                 )
                 producers.append(ScoredLayer(names[m], m, norm))
-        independent = [m for m in outs if isinstance(m, (nn.Conv2d, nn.Linear, RoutedZeroPadShortcut)) and not is_depthwise(m)]
+        independent = [m for m in outs if isinstance(m, (nn.Conv2d, nn.Linear, ZeroPadShortcut)) and not is_depthwise(m)]
         internal = len(independent) == 1
         if not producers or (scope == "internal" and not internal):
             continue

@@ -8,10 +8,7 @@ input to a 32-channel output and breaks shapes. :class:`ZeroPadPruner` is the cu
 makes it a proper graph node with independent input and output channels.
 
 When an output channel of the shortcut that carries an input channel is pruned, that input
-channel must be dropped from the shortcut while the layers upstream still produce it, which the
-base module cannot express. Before tracing, every shortcut therefore becomes a
-:class:`RoutedZeroPadShortcut` (same class hierarchy, same output when nothing is pruned) whose
-``route`` buffer lists the input channels that land somewhere.
+channel is dropped from the shortcut's ``route`` while the layers upstream still produce it.
 
 :class:`ChannelTracker` follows every pruning operation so that the kept channels of each layer
 are known by their original indices; that is what the pruning record stores.
@@ -29,53 +26,17 @@ from hybridprune.errors import ConfigError
 from hybridprune.models.resnet_cifar import ZeroPadShortcut
 
 
-class RoutedZeroPadShortcut(ZeroPadShortcut):
-    """A :class:`ZeroPadShortcut` whose input channels may be partly dropped.
-
-    ``route[j]`` is the j-th input channel that is kept and ``positions[j]`` the output channel it
-    lands in; input channels not in ``route`` are ignored.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        super().__init__(in_channels, out_channels, stride)
-        self.n_in = in_channels
-        self.register_buffer("route", torch.arange(in_channels), persistent=False)
-
-    @classmethod
-    def convert(cls, module: ZeroPadShortcut) -> "RoutedZeroPadShortcut":
-        """Turn a plain shortcut into a routed one, in place (the object stays the same)."""
-        if isinstance(module, cls):
-            return module
-        n_in = module.in_channels
-        module.__class__ = cls
-        module.n_in = n_in
-        module.register_buffer("route", torch.arange(n_in, device=module.positions.device), persistent=False)
-        return module
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.n_in)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.route.numel() != x.shape[1]:
-            x = x.index_select(1, self.route)
-        return super().forward(x)
-
-    def extra_repr(self) -> str:
-        return f"{self.n_in}->{self.out_channels} (routed {self.route.numel()}), stride={self.stride}"
-
-
 def _keep(n: int, idxs: Sequence[int]) -> list[int]:
     drop = set(int(i) for i in idxs)
     return [i for i in range(n) if i not in drop]
 
 
 class ZeroPadPruner(tp.pruner.BasePruningFunc):
-    """Torch-Pruning pruner for :class:`RoutedZeroPadShortcut` (no intra-layer coupling)."""
+    """Torch-Pruning pruner for :class:`ZeroPadShortcut` (no intra-layer coupling)."""
 
     TARGET_MODULES = None
 
-    def prune_out_channels(self, layer: RoutedZeroPadShortcut, idxs: Sequence[int]) -> nn.Module:
+    def prune_out_channels(self, layer: ZeroPadShortcut, idxs: Sequence[int]) -> nn.Module:
         removed = sorted(set(int(i) for i in idxs))
         pos = layer.positions.tolist()
         keep_j = [j for j, p in enumerate(pos) if p not in set(removed)]
@@ -86,7 +47,7 @@ class ZeroPadPruner(tp.pruner.BasePruningFunc):
         layer.out_channels = layer.out_channels - len(removed)
         return layer
 
-    def prune_in_channels(self, layer: RoutedZeroPadShortcut, idxs: Sequence[int]) -> nn.Module:
+    def prune_in_channels(self, layer: ZeroPadShortcut, idxs: Sequence[int]) -> nn.Module:
         removed = sorted(set(int(i) for i in idxs))
         route = layer.route.tolist()
         keep_j = [j for j, r in enumerate(route) if r not in set(removed)]
@@ -97,36 +58,28 @@ class ZeroPadPruner(tp.pruner.BasePruningFunc):
         layer.n_in = layer.n_in - len(removed)
         return layer
 
-    def get_out_channels(self, layer: RoutedZeroPadShortcut) -> int:
+    def get_out_channels(self, layer: ZeroPadShortcut) -> int:
         return int(layer.out_channels)
 
-    def get_in_channels(self, layer: RoutedZeroPadShortcut) -> int:
+    def get_in_channels(self, layer: ZeroPadShortcut) -> int:
         return int(layer.n_in)
-
-
-def prepare_shortcuts(model: nn.Module) -> None:
-    """Convert every :class:`ZeroPadShortcut` of ``model`` into a routed one, in place."""
-    for m in model.modules():
-        if isinstance(m, ZeroPadShortcut):
-            RoutedZeroPadShortcut.convert(m)
 
 
 def build_graph(model: nn.Module, example_inputs: torch.Tensor) -> tp.DependencyGraph:
     """Trace ``model`` into a Torch-Pruning dependency graph with our custom pruners.
 
     Args:
-        model: The model (its shortcuts are converted to routed ones in place).
+        model: The model.
         example_inputs: A batch of inputs of the right shape.
 
     Returns:
         The dependency graph.
     """
-    prepare_shortcuts(model)
     with torch.enable_grad():
         return tp.DependencyGraph().build_dependency(
             model,
             example_inputs=example_inputs,
-            customized_pruners={RoutedZeroPadShortcut: ZeroPadPruner()},
+            customized_pruners={ZeroPadShortcut: ZeroPadPruner()},
             verbose=False,
         )
 
@@ -220,6 +173,6 @@ def all_groups(graph: tp.DependencyGraph, ignored: Iterable[nn.Module] = ()) -> 
     return list(
         graph.get_all_groups(
             ignored_layers=list(ignored),
-            root_module_types=(nn.Conv2d, nn.Linear, RoutedZeroPadShortcut),
+            root_module_types=(nn.Conv2d, nn.Linear, ZeroPadShortcut),
         )
     )

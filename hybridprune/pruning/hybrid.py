@@ -13,7 +13,7 @@ from hybridprune.errors import ConfigError
 from hybridprune.pruning.blocks import block_layers, check_block_count, choose_blocks, remove_blocks
 from hybridprune.pruning.channel import prune_channels
 from hybridprune.pruning.config import HybridConfig
-from hybridprune.pruning.graph import ChannelTracker, channel_counts, prepare_shortcuts
+from hybridprune.pruning.graph import ChannelTracker, channel_counts
 from hybridprune.pruning.record import PruningRecord, record_channels
 
 
@@ -80,7 +80,6 @@ def prune_model(
     check_block_count(model, config.pruned_blocks)
     was_training = model.training
     new = copy.deepcopy(model)
-    prepare_shortcuts(new)
     tracker = ChannelTracker(new)
     original = {n: channel_counts(m) for n, m in new.named_modules() if channel_counts(m) is not None}
     result = PruneResult(model=new, record=PruningRecord())

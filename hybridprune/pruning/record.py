@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from hybridprune.errors import CheckpointError, ConfigError
 from hybridprune.models.resnet_cifar import ZeroPadShortcut
-from hybridprune.pruning.graph import RoutedZeroPadShortcut, channel_counts, is_depthwise, prepare_shortcuts
+from hybridprune.pruning.graph import channel_counts, is_depthwise
 
 RECORD_VERSION = 1
 
@@ -142,7 +142,6 @@ def _apply_layer(name: str, m: nn.Module, dims: dict[str, list[int]]) -> None:
     out = _index(dims["out"], counts["out"], name, "out") if "out" in dims else None
     inp = _index(dims["in"], counts["in"], name, "in") if "in" in dims else None
     if isinstance(m, ZeroPadShortcut):
-        m = RoutedZeroPadShortcut.convert(m)
         kept_in = dims.get("in", list(range(m.n_in)))
         kept_out = dims.get("out", list(range(m.out_channels)))
         route, positions = shortcut_routing(m.positions.tolist(), kept_in, kept_out)
@@ -192,7 +191,6 @@ def apply_record(model: nn.Module, record: dict[str, Any] | PruningRecord) -> nn
         remove_blocks(model, rec.removed_blocks)
     except ConfigError as exc:
         raise CheckpointError(f"pruning record does not fit the model: {exc}") from None
-    prepare_shortcuts(model)
     modules = dict(model.named_modules())
     for name, dims in rec.channels.items():
         if name not in modules:
@@ -211,7 +209,7 @@ def record_channels(model: nn.Module, kept: dict[str, dict[str, list[int]]], rem
             continue
         entry = {d: list(v) for d, v in dims.items()}
         m = modules.get(name)
-        if isinstance(m, RoutedZeroPadShortcut):
+        if isinstance(m, ZeroPadShortcut):
             entry["route"] = m.route.tolist()
             entry["positions"] = m.positions.tolist()
         out[name] = entry
