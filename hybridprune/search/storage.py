@@ -75,13 +75,16 @@ def get_storage(
     if heartbeat_interval:
         callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
     try:
-        return optuna.storages.RDBStorage(
+        rdb = optuna.storages.RDBStorage(
             storage,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             heartbeat_stale_trial_callback=callback,
         )
+        if storage.startswith("sqlite:"):
+            _serialize_sqlite(rdb.engine)
+        return rdb
     except ImportError as exc:
         raise MissingDependencyError(
             f"storage {storage.split('://')[0]}:// needs a database driver ({exc.__cause__ or exc}); "
@@ -90,6 +93,28 @@ def get_storage(
     except Exception as exc:  # sqlalchemy ArgumentError / OperationalError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot open storage {_redact(storage)}: {first[:200]}") from None
+
+
+def _serialize_sqlite(engine: Any) -> None:
+    """Make every SQLite transaction ``BEGIN IMMEDIATE``.
+
+    Optuna pops a queued trial by reading it as WAITING and then writing RUNNING in one
+    transaction, relying on ``SELECT ... FOR UPDATE``, which SQLite ignores: with pysqlite's deferred
+    transactions two worker processes can both read WAITING and both run the same trial (seen with
+    two workers on the enqueued reference points). Taking the write lock at BEGIN serialises those
+    read-then-write transactions, as the row lock does on PostgreSQL.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners existed
 
 
 def _redact(url: str) -> str:
