@@ -52,7 +52,7 @@ def test_dashboard_lists_trials_with_our_attributes(tiny_study):
         assert len(complete) == 3
         for t in complete:
             attrs = {a["key"] for a in t["user_attrs"]}
-            assert {"latency_ms", "accuracy_before", "params", "macs", "record", "time_s"} <= attrs
+            assert {"latency_ms", "finetune_steps", "params", "macs", "record", "time_s"} <= attrs
             names = {a["filename"] for a in t["artifacts"]}
             assert names == {"checkpoint.pt", "model.onnx"}
         t = complete[0]

@@ -13,7 +13,8 @@ from test_search_support import FAST_LATENCY, load, tiny_study, write_study  # n
 pytestmark = pytest.mark.slow
 
 ATTRS = {"config", "params", "macs", "architecture", "removed_blocks", "latency", "latency_ms", "latency_backend",
-         "accuracy_before", "accuracy", "time_s", "record", "constraints", "artifacts", "finetune"}
+         "latency_cached", "latency_key", "accuracy", "finetune_steps", "time_s", "record", "constraints", "artifacts",
+         "finetune"}
 
 
 def test_tiny_study_records_everything(tiny_study):
@@ -23,7 +24,8 @@ def test_tiny_study_records_everything(tiny_study):
     for t in trials:
         assert ATTRS <= set(t.user_attrs), ATTRS - set(t.user_attrs)
         assert t.values[0] == t.user_attrs["accuracy"] and t.values[1] == t.user_attrs["latency_ms"]
-        assert set(t.user_attrs["time_s"]) >= {"prune", "export", "latency", "finetune", "total"}
+        assert set(t.user_attrs["time_s"]) >= {"prune", "export", "latency", "finetune", "eval", "total"}
+        assert "accuracy_before" not in t.user_attrs  # only with [finetune] eval_before = true
         assert t.constraints == {"latency": pytest.approx(t.values[1] - 1000.0)}
         assert (cfg.artifact_dir / t.user_attrs["artifacts"]["checkpoint"]).is_file()
         assert (cfg.artifact_dir / t.user_attrs["artifacts"]["onnx"]).is_file()

@@ -17,6 +17,11 @@ from test_search_support import REPO, load, write_study
 pytestmark = pytest.mark.slow
 
 
+def _unique_params(trials) -> bool:
+    keys = [tuple(sorted(t.params.items())) for t in trials]
+    return len(keys) == len(set(keys))
+
+
 def _wait_for_complete(path, proc, n=1, limit=300):
     """Poll the study's SQLite file read-only until ``n`` trials are complete.
 
@@ -60,7 +65,9 @@ def test_kill_9_mid_study_then_resume(tmp_path):
     cfg, study = load(path)
     trials = study.get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 4
+    evaluated = [t for t in complete if "duplicate_of" not in t.user_attrs]
+    assert len(evaluated) == 4
+    assert _unique_params(evaluated)  # the resumed run fine-tuned no finished configuration again
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     for number, (values, artifacts) in before.items():  # nothing completed was lost or redone
         t = trials[number]
@@ -85,8 +92,10 @@ def test_two_workers_share_one_storage(tmp_path):
     assert main(["run", str(path), "--workers", "2", "--no-progress"]) == 0
     cfg, study = load(path)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
-    # each worker stops once the study holds 4 finished trials; a race can add at most one more
-    assert 4 <= len(complete) <= 5
+    evaluated = [t for t in complete if "duplicate_of" not in t.user_attrs]
+    # each worker stops once the study holds 4 evaluated trials; a race can add at most one more
+    assert 4 <= len(evaluated) <= 5
+    assert _unique_params(evaluated)  # no configuration was fine-tuned twice
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.FAIL))
     workers = {t.user_attrs["worker"] for t in complete}
     assert all(w.split(":")[-1] != str(os.getpid()) for w in workers)  # trials ran in the worker processes

@@ -27,30 +27,43 @@ def _console(stderr: bool = False):
 
 def _summary(study, cfg, console) -> None:
     from hybridprune.search.pareto import pareto_rows, rich_table
-    from hybridprune.search.study import counts
+    from hybridprune.search.study import counts, savings
 
     c = counts(study)
-    console.print(f"study {cfg.name}: {c.complete} complete, {c.failed} failed, {c.running} running, "
-                  f"{c.waiting} waiting (target {cfg.study.trials} finished); storage {cfg.storage_url}")
+    console.print(f"study {cfg.name}: {c.complete} complete ({c.duplicates} reused duplicates), {c.failed} failed, "
+                  f"{c.running} running, {c.waiting} waiting (target {cfg.study.trials} evaluated); "
+                  f"storage {cfg.storage_url}", soft_wrap=True)
+    console.print(savings(study, cfg.fidelity.max_steps).line(), soft_wrap=True, markup=False)
     console.print(rich_table(pareto_rows(study), f"Pareto set of {cfg.name} (accuracy max, latency min)"))
 
 
 def _log_finished(study, seen: set, console) -> None:
     from optuna.trial import TrialState
 
+    from hybridprune.search import trials as T
+
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         if t.number in seen:
             continue
         seen.add(t.number)
-        c = t.user_attrs.get("config") or {}
+        c = t.user_attrs.get(T.CONFIG) or {}
         what = (f"ratio {c.get('channel_ratio')}, blocks {c.get('pruned_blocks')}, {c.get('criterion')}, "
                 f"{c.get('order')}") if c else ""
         if t.state == TrialState.COMPLETE:
-            console.print(f"trial {t.number} done: accuracy {100 * t.values[0]:.2f}%, latency {t.values[1]:.3f} ms "
-                          f"({what})", soft_wrap=True)
+            how = [f"{t.user_attrs.get(T.FIDELITY_STEPS)} steps"] if t.user_attrs.get(T.FIDELITY_STEPS) else []
+            if T.DUPLICATE_OF in t.user_attrs:
+                how = [f"reused trial {t.user_attrs[T.DUPLICATE_OF]}"]
+            elif T.GATED in t.user_attrs:
+                how = ["over the latency budget, not fine-tuned"]
+            elif t.user_attrs.get(T.RUNGS):
+                how.append(f"rung decision {t.user_attrs[T.RUNGS][-1]['decision']}")
+            if t.user_attrs.get(T.LATENCY_CACHED):
+                how.append("latency cached")
+            console.print(f"trial {t.number} done: accuracy {100 * T.accuracy(t):.2f}%, latency {T.latency_ms(t):.3f} ms "
+                          f"({what}{'; ' if how else ''}{', '.join(how)})", soft_wrap=True, markup=False)
         else:
-            console.print(f"trial {t.number} failed: {t.user_attrs.get('fail_reason', 'worker died')} ({what})",
-                          soft_wrap=True)
+            console.print(f"trial {t.number} failed: {t.user_attrs.get(T.FAIL_REASON, 'worker died')} ({what})",
+                          soft_wrap=True, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -21,6 +21,7 @@ from hybridprune.errors import ConfigError, MissingDependencyError
 LATENCY_STATISTICS = ("median_ms", "mean_ms", "p90_ms", "p99_ms")
 EXTRA_OBJECTIVES = ("params", "macs")
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
+PRECISIONS = ("auto", "bf16", "fp32")
 BACKENDS = ("local", "ray")
 
 
@@ -209,15 +210,23 @@ class PruningSection:
 
 @dataclass(frozen=True)
 class FinetuneSection:
-    """``[finetune]``: the brief fine-tune budget of every trial (``epochs`` or ``steps``)."""
+    """``[finetune]``: the brief fine-tune of every trial.
+
+    ``epochs`` or ``steps`` is the budget (a ``[fidelity]`` table replaces it); ``precision``
+    ``auto`` uses bf16 autocast + channels_last where the hardware runs bf16 natively, ``fp32``
+    forces full precision; ``eval_before`` also scores each pruned model before fine-tuning.
+    """
 
     epochs: float | None = None
     steps: int | None = None
     lr: float = 0.01
     batch_size: int = 128
     distill: bool = False
+    precision: str = "auto"
+    eval_before: bool = False
 
     def __post_init__(self) -> None:
+        _choice(self.precision, "finetune.precision", PRECISIONS)
         if self.epochs is None and self.steps is None:
             object.__setattr__(self, "epochs", 1.0)
         if self.epochs is not None and self.steps is not None:
@@ -229,14 +238,60 @@ class FinetuneSection:
 
 
 @dataclass(frozen=True)
+class FidelitySection:
+    """``[fidelity]``: multi-objective asynchronous successive halving over the fine-tune steps.
+
+    Rungs are ``min_steps * eta**k`` fine-tune steps, capped by ``max_steps`` (the last rung). At
+    each rung a trial goes on only if it ranks in the top ``1/eta`` of the trials that reached
+    that rung, by non-dominated sorting of (accuracy at the rung, latency). Without the table
+    every trial fine-tunes for the ``[finetune]`` budget.
+    """
+
+    min_steps: int | None = None
+    max_steps: int | None = None
+    eta: float = 3.0
+
+    def __post_init__(self) -> None:
+        if (self.min_steps is None) != (self.max_steps is None):
+            raise ConfigError("[fidelity] needs both min_steps and max_steps (fine-tune steps of the first and last rung)")
+        _positive(self.min_steps, "fidelity.min_steps")
+        _positive(self.max_steps, "fidelity.max_steps")
+        if self.min_steps is not None and self.min_steps > self.max_steps:
+            raise ConfigError(f"fidelity.min_steps ({self.min_steps}) must not exceed fidelity.max_steps ({self.max_steps})")
+        if not self.eta >= 2:
+            raise ConfigError(f"fidelity.eta must be >= 2 (keep the top 1/eta at each rung), got {self.eta}")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the study uses multi-fidelity (the table was given)."""
+        return self.min_steps is not None
+
+    def rungs(self) -> list[int]:
+        """Cumulative fine-tune steps at each rung, increasing, the last one ``max_steps``."""
+        if not self.enabled:
+            return []
+        out, steps = [], float(self.min_steps)
+        while round(steps) < self.max_steps:
+            out.append(int(round(steps)))
+            steps *= self.eta
+        return [*out, int(self.max_steps)]
+
+
+@dataclass(frozen=True)
 class LatencySection:
-    """``[latency]``: backend (``onnxruntime``, ``torch``, ``tensorrt``, ``remote``) and options."""
+    """``[latency]``: backend (``onnxruntime``, ``torch``, ``tensorrt``, ``remote``) and options.
+
+    ``cache`` measures each architecture once per study (kept in the storage); ``isolate`` times
+    local ONNX Runtime in a child process of its own, away from the worker's PyTorch threads.
+    """
 
     backend: str = "onnxruntime"
     statistic: str = "median_ms"
     batch_size: int = 1
     precision: str = "fp32"
     options: dict = field(default_factory=dict)
+    cache: bool = True
+    isolate: bool = True
 
     def __post_init__(self) -> None:
         _choice(self.statistic, "latency.statistic", LATENCY_STATISTICS)
@@ -300,6 +355,7 @@ SECTIONS = {
     "space": None,
     "pruning": PruningSection,
     "finetune": FinetuneSection,
+    "fidelity": FidelitySection,
     "latency": LatencySection,
     "objectives": ObjectivesSection,
     "constraints": ConstraintsSection,
@@ -319,6 +375,7 @@ class StudyConfig:
     space: dict
     pruning: PruningSection
     finetune: FinetuneSection
+    fidelity: FidelitySection
     latency: LatencySection
     objectives: ObjectivesSection
     constraints: ConstraintsSection
@@ -409,6 +466,10 @@ def load_study_config(path: str | Path) -> StudyConfig:
         if cls is None:
             continue
         sections[name] = _build(cls, raw.get(name), name)
+    given = raw.get("finetune") or {}
+    if sections["fidelity"].enabled and ("epochs" in given or "steps" in given):
+        raise ConfigError("give the fine-tune budget once: [fidelity] min_steps/max_steps replace "
+                          "[finetune] epochs/steps; remove those from [finetune]")
     st = sections["study"]
     name = st.name or path.stem
     run_dir = _resolve(base, st.run_dir or f"runs/{name}")

@@ -16,6 +16,7 @@ import torch
 
 from hybridprune.errors import ConfigError, DataError
 from hybridprune.search.config import StudyConfig
+from hybridprune.search.latency_cache import ISOLATED_BACKENDS, IsolatedTimer
 from hybridprune.search.storage import device_lock
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ class TrialContext:
         backend: The latency backend.
         lock_path: File locked while measuring locally (``None`` for remote agents, which queue).
         device: Torch device for fine-tuning and evaluation.
+        baseline_metrics: Metrics stored with the baseline checkpoint.
+        timer: An :class:`IsolatedTimer` when latency is timed in a child process, else ``None``.
+        heartbeat: Whether the study's storage runs Optuna heartbeats.
     """
 
     cfg: StudyConfig
@@ -48,6 +52,8 @@ class TrialContext:
     lock_path: Path | None
     device: str = "cpu"
     baseline_metrics: dict = field(default_factory=dict)
+    timer: Any = None
+    heartbeat: bool = False  # set by the worker from its storage
     _calib: list | None = None
 
     def calibration(self, n_batches: int) -> list:
@@ -67,6 +73,40 @@ class TrialContext:
     def measure_lock(self):
         """Context manager serialising local latency measurements across workers."""
         return device_lock(self.lock_path)
+
+    def precision_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments selecting the fine-tune/evaluation precision of ``[finetune]``."""
+        return {}
+
+    def measure(self, study: Any, model: torch.nn.Module, onnx_path: Path) -> tuple[Any, bool, str]:
+        """Latency of a trial's model: from the study's cache, or measured (and cached).
+
+        The cache is checked and filled under the measurement lock, so local workers never time
+        one architecture twice.
+
+        Returns:
+            ``(LatencyResult, from_cache, cache_key)``.
+        """
+        from hybridprune.evaluators import LatencyResult
+        from hybridprune.search.latency_cache import LatencyCache, architecture_key, settings_key
+
+        lat_cfg = self.cfg.latency
+        key = settings_key(architecture_key(onnx_path), lat_cfg.backend, lat_cfg.options, lat_cfg.batch_size,
+                           lat_cfg.precision, self.input_size)
+        cache = LatencyCache(study) if lat_cfg.cache else None
+        shape = dict(input_shape=self.input_size, batch_size=lat_cfg.batch_size, precision=lat_cfg.precision)
+        with self.measure_lock():
+            hit = cache.get(key) if cache is not None else None
+            if hit is not None:
+                return LatencyResult.from_dict(hit), True, key
+            if self.timer is not None:
+                result = self.timer.measure(onnx_path, **shape)
+            else:
+                takes_module = getattr(self.backend, "takes", "module" if self.backend.name == "torch" else "onnx") == "module"
+                result = self.backend.measure(model if takes_module else onnx_path, **shape)
+            if cache is not None:
+                cache.put(key, result.to_dict())
+        return result, False, key
 
 
 def _subset(split: Any, n: int | None, seed: int) -> Any:
@@ -198,5 +238,9 @@ def build_context(cfg: StudyConfig, *, train_if_missing: bool = True, device: st
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     size = tuple(int(s) for s in data.image_size)
     lock = None if cfg.latency.backend in REMOTE_BACKENDS else cfg.run_dir / "latency.lock"
+    timer = None
+    if cfg.latency.isolate and cfg.latency.backend in ISOLATED_BACKENDS:
+        timer = IsolatedTimer(cfg.latency.backend, cfg.latency.options)
     return TrialContext(cfg=cfg, data=data, model=model.to(device).eval(), normalization=norm, input_size=size,
-                        space=space, backend=backend, lock_path=lock, device=device, baseline_metrics=metrics)
+                        space=space, backend=backend, lock_path=lock, device=device, baseline_metrics=metrics,
+                        timer=timer)

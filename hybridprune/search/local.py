@@ -22,14 +22,8 @@ log = logging.getLogger(__name__)
 POLL_S = 1.0
 
 
-def _heartbeat(study: Any) -> bool:
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    return is_heartbeat_enabled(study._storage)
-
-
 def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
-           on_trial: Callable[[Any], None] | None = None, ctx: Any = None) -> int:
+           on_trial: Callable[[Any], None] | None = None, ctx: Any = None, index: int = 0) -> int:
     """Run trials of the study until it has ``cfg.study.trials`` finished ones.
 
     Args:
@@ -38,24 +32,38 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
         threads: Torch intra-op threads of this worker.
         on_trial: Called with the study after each trial (progress).
         ctx: A prepared :class:`TrialContext` (built here when ``None``).
+        index: This worker's index (its sampler draws from a stream of its own).
 
     Returns:
         Number of trials this worker ran.
     """
-    import optuna
     import torch
 
     from hybridprune.search.context import build_context
-    from hybridprune.search.objective import TRIAL_ERRORS, run_trial
     from hybridprune.search.storage import get_artifact_store
-    from hybridprune.search.study import counts, open_study
+    from hybridprune.search.study import has_heartbeat, open_study
 
     if threads:
         torch.set_num_threads(threads)
     ctx = ctx or build_context(cfg)
-    study = open_study(cfg, storage)
+    study = open_study(cfg, storage, worker=index)
     store = get_artifact_store(cfg.artifact_dir)
-    heartbeat = _heartbeat(study)
+    heartbeat = has_heartbeat(study)
+    ctx.heartbeat = heartbeat
+    try:
+        return _loop(cfg, study, ctx, store, heartbeat, on_trial)
+    finally:
+        if ctx.timer is not None:
+            ctx.timer.close()  # a child process left running would keep this one alive
+
+
+def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
+          on_trial: Callable[[Any], None] | None) -> int:
+    import optuna
+
+    from hybridprune.search.objective import TRIAL_ERRORS, run_trial
+    from hybridprune.search.study import counts
+
     ran = 0
     last, since = None, time.monotonic()
     while True:
@@ -65,6 +73,10 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
         if c != last:
             last, since = c, time.monotonic()
         stuck = time.monotonic() - since > 2 * cfg.study.grace_period
+        if c.exhausted(cfg.study.trials) and c.running == 0:
+            log.warning("stopping: the sampler proposed %d configurations that were already evaluated "
+                        "(the space is used up or the sampler has converged)", c.duplicates)
+            break
         if c.done >= cfg.study.trials:
             if not heartbeat or c.running == 0 or stuck:
                 break
@@ -92,11 +104,11 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
     return ran
 
 
-def _worker_main(cfg: StudyConfig, storage: Any, threads: int) -> None:
+def _worker_main(cfg: StudyConfig, storage: Any, threads: int, index: int) -> None:
     from hybridprune.search.study import quiet_optuna
 
     quiet_optuna()
-    worker(cfg, storage, threads=threads)
+    worker(cfg, storage, threads=threads, index=index)
 
 
 def run_local(cfg: StudyConfig, storage: Any = None, *, workers: int = 1,
@@ -118,7 +130,7 @@ def run_local(cfg: StudyConfig, storage: Any = None, *, workers: int = 1,
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     mpctx = mp.get_context("spawn")
-    procs = [mpctx.Process(target=_worker_main, args=(cfg, storage, threads), daemon=False) for _ in range(workers)]
+    procs = [mpctx.Process(target=_worker_main, args=(cfg, storage, threads, i), daemon=False) for i in range(workers)]
     for p in procs:
         p.start()
     try:

@@ -1,11 +1,15 @@
 """One trial: prune -> export and measure latency (cheap, first) -> fine-tune -> validation accuracy.
 
-Every trial stores user attributes (``config``, ``params``, ``macs``, ``architecture``,
-``removed_blocks``, ``latency``, ``latency_ms``, ``accuracy_before``, ``accuracy``,
-``time_s`` per phase, ``record``, ``constraints``, ``artifacts``) and uploads its fine-tuned
-checkpoint and ONNX file to the Optuna artifact store. Constraints are set with
-``trial.set_constraint`` (feasible when <= 0). A trial that diverges, runs out of memory or
-cannot be measured raises; it is recorded as FAIL with user attribute ``fail_reason``.
+Before any work a trial looks for a completed twin (same space parameters) and reuses its results
+(:mod:`~hybridprune.search.reuse`). Latency comes from the study's cache when the same
+architecture was measured before (:mod:`~hybridprune.search.latency_cache`). A trial whose latency
+breaks ``constraints.max_latency_ms`` is not fine-tuned: it reports its accuracy before
+fine-tuning and is infeasible (the latency gate). With a ``[fidelity]`` table the fine-tune runs
+rung by rung and stops where MO-ASHA says so (:mod:`~hybridprune.search.fidelity`).
+
+Every key a trial stores is defined in :mod:`~hybridprune.search.trials`. Constraints are set with
+``trial.set_constraint`` (feasible when <= 0). A trial that diverges, runs out of memory or cannot
+be measured raises; it is recorded as FAIL with ``fail_reason``.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import math
 import os
 import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hybridprune.errors import HybridPruneError
+from hybridprune.errors import HybridPruneError, TrainingDiverged
+from hybridprune.search import fidelity as F
+from hybridprune.search import trials as T
 from hybridprune.search.context import TrialContext
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,12 @@ def constraint_values(cfg: Any, accuracy: float, latency_ms: float) -> dict[str,
     return out
 
 
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 500 characters)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:500]
+
+
 def _prune(ctx: TrialContext, config: Any) -> tuple[torch.nn.Module, dict | None, list[str]]:
     if config.channel_ratio == 0 and config.pruned_blocks == 0:
         return copy.deepcopy(ctx.model), None, []
@@ -51,10 +62,10 @@ def _prune(ctx: TrialContext, config: Any) -> tuple[torch.nn.Module, dict | None
     return result.model, result.record.to_dict(), list(result.removed_blocks)
 
 
-def _upload(trial: Any, store: Any, path: Path, storage: Any = None) -> str:
+def _upload(trial: Any, store: Any, path: Path) -> str:
     from optuna.artifacts import upload_artifact
 
-    return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial, storage=storage)
+    return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
 
 
 def run_trial(ctx: TrialContext, trial: Any, artifact_store: Any) -> list[float]:
@@ -75,94 +86,130 @@ def run_trial(ctx: TrialContext, trial: Any, artifact_store: Any) -> list[float]
     try:
         return _run(ctx, trial, artifact_store)
     except TRIAL_ERRORS as exc:
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
-        trial.set_user_attr("fail_reason", reason)
+        reason = first_line(exc)
+        trial.set_user_attr(T.FAIL_REASON, reason)
         log.warning("trial %s failed: %s", trial.number, reason)
         raise
+
+
+def _values(cfg: Any, accuracy: float, latency_ms: float, cx: Any) -> list[float]:
+    by_name = {T.ACCURACY: accuracy, T.LATENCY: latency_ms, "params": float(cx.params), "macs": float(cx.macs)}
+    return [by_name[name] for name in cfg.objectives.names()]
+
+
+def _finish(trial: Any, cfg: Any, timer: T.PhaseTimer, accuracy: float, latency_ms: float, cx: Any) -> list[float]:
+    constraints = constraint_values(cfg, accuracy, latency_ms)
+    trial.set_user_attr(T.CONSTRAINTS, constraints)
+    for key, value in constraints.items():
+        trial.set_constraint(key, value)
+    trial.set_user_attr(T.TIME_S, timer.as_dict())
+    return _values(cfg, accuracy, latency_ms, cx)
+
+
+def _finetune(ctx: TrialContext, trial: Any, model: torch.nn.Module, latency_ms: float, timer: T.PhaseTimer) -> float:
+    """Fine-tune (rung by rung with ``[fidelity]``) and return the validation accuracy reached."""
+    from hybridprune.training import Budget, evaluate, finetune
+
+    cfg, f = ctx.cfg, ctx.cfg.finetune
+    train_kw = dict(teacher=ctx.model if f.distill else None, lr=f.lr, batch_size=f.batch_size,
+                    device=ctx.device, evaluate_val=False, **ctx.precision_kwargs())
+
+    def score() -> float:
+        with timer.phase("eval"):
+            res = evaluate(model, ctx.data.val, ctx.normalization, device=ctx.device, **ctx.precision_kwargs())
+        if not math.isfinite(res.loss):
+            raise TrainingDiverged(f"validation loss is {res.loss} after fine-tuning")
+        return float(res.top1)
+
+    seed = cfg.study.seed + trial.number
+    if not cfg.fidelity.enabled:
+        with timer.phase("finetune"):
+            ft = finetune(model, ctx.data, Budget(epochs=f.epochs, steps=f.steps), ctx.normalization, seed=seed, **train_kw)
+        trial.set_user_attr(T.FINETUNE, ft.to_dict())
+        trial.set_user_attr(T.FIDELITY_STEPS, ft.steps)
+        return score()
+    rungs = cfg.fidelity.rungs()
+    reference = trial.user_attrs.get(T.REFERENCE) is not None
+    done, history, accuracy = 0, [], float("nan")
+    for k, steps in enumerate(rungs):
+        with timer.phase("finetune"):
+            ft = finetune(model, ctx.data, Budget(steps=steps - done), ctx.normalization, seed=seed + 1000 * k, **train_kw)
+        done = steps
+        accuracy = score()
+        decision = F.decide(trial.study, trial.number, k, len(rungs), accuracy, latency_ms, cfg.fidelity.eta, reference)
+        history.append(F.RungResult(k, steps, accuracy, latency_ms, decision).to_dict())
+        trial.set_user_attr(T.RUNGS, history)
+        trial.set_user_attr(T.FINETUNE, ft.to_dict())
+        trial.set_user_attr(T.FIDELITY_STEPS, steps)
+        if decision != F.CONTINUE:
+            break
+    return accuracy
 
 
 def _run(ctx: TrialContext, trial: Any, store: Any) -> list[float]:
     from hybridprune.evaluators import export_onnx
     from hybridprune.evaluators.complexity import complexity, describe_architecture
     from hybridprune.models import save_checkpoint
-    from hybridprune.training import Budget, evaluate, finetune
+    from hybridprune.search.reuse import find_twin, reuse
+    from hybridprune.training import evaluate
 
     cfg = ctx.cfg
-    times: dict[str, float] = {}
-    t0 = time.perf_counter()
+    timer = T.PhaseTimer()
     config = ctx.space.suggest(trial)
-    trial.set_user_attr("config", config.to_dict())
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    trial.set_user_attr(T.CONFIG, config.to_dict())
+    trial.set_user_attr(T.WORKER, f"{socket.gethostname()}:{os.getpid()}")
+    twin = find_twin(trial.study, trial.number, trial.params, heartbeat=ctx.heartbeat)
+    if twin is not None:
+        log.info("trial %s repeats trial %s: its results are reused", trial.number, twin.number)
+        return reuse(trial, twin)
 
-    tick = time.perf_counter()
-    model, record, removed = _prune(ctx, config)
-    model = model.to(ctx.device).eval()
-    times["prune"] = time.perf_counter() - tick
-    cx = complexity(model.cpu(), input_size=ctx.input_size)
+    with timer.phase("prune"):
+        model, record, removed = _prune(ctx, config)
+        model = model.cpu().eval()
+    with timer.phase("complexity"):
+        cx = complexity(model, input_size=ctx.input_size)
     model.to(ctx.device)
-    trial.set_user_attr("params", int(cx.params))
-    trial.set_user_attr("macs", int(cx.macs))
-    trial.set_user_attr("architecture", describe_architecture(model))
-    trial.set_user_attr("removed_blocks", removed)
+    trial.set_user_attr(T.PARAMS, int(cx.params))
+    trial.set_user_attr(T.MACS, int(cx.macs))
+    trial.set_user_attr(T.ARCHITECTURE, describe_architecture(model))
+    trial.set_user_attr(T.REMOVED_BLOCKS, removed)
+    trial.set_user_attr(T.RECORD, record)
 
     with tempfile.TemporaryDirectory(prefix=f"trial{trial.number}-", dir=cfg.run_dir) as tmp:
         tmp = Path(tmp)
-        tick = time.perf_counter()
-        onnx_path = export_onnx(model, tmp / "measure.onnx", (cfg.latency.batch_size, *ctx.input_size), check=False)
-        times["export"] = time.perf_counter() - tick
-        tick = time.perf_counter()
-        target = model if ctx.backend.name == "torch" else onnx_path
-        with ctx.measure_lock():
-            lat = ctx.backend.measure(target, input_shape=ctx.input_size, batch_size=cfg.latency.batch_size,
-                                      precision=cfg.latency.precision)
-        times["latency"] = time.perf_counter() - tick
+        with timer.phase("export"):
+            onnx_path = export_onnx(model, tmp / "measure.onnx", (cfg.latency.batch_size, *ctx.input_size), check=False)
+        with timer.phase("latency"):
+            lat, cached, key = ctx.measure(trial.study, model, onnx_path)
         latency_ms = float(getattr(lat, cfg.latency.statistic))
-        trial.set_user_attr("latency", lat.to_dict())
-        trial.set_user_attr("latency_ms", latency_ms)
-        trial.set_user_attr("latency_backend", lat.backend)
+        trial.set_user_attr(T.LATENCY_RESULT, lat.to_dict())
+        trial.set_user_attr(T.LATENCY_MS, latency_ms)
+        trial.set_user_attr(T.LATENCY_BACKEND, lat.backend)
+        trial.set_user_attr(T.LATENCY_CACHED, cached)
+        trial.set_user_attr(T.LATENCY_KEY, key)
 
-        tick = time.perf_counter()
-        before = evaluate(model, ctx.data.val, ctx.normalization, device=ctx.device)
-        times["eval_before"] = time.perf_counter() - tick
-        trial.set_user_attr("accuracy_before", before.top1)
+        budget = cfg.constraints.max_latency_ms
+        gated = budget is not None and latency_ms > budget
+        if gated or cfg.finetune.eval_before:
+            with timer.phase("eval_before"):
+                before = evaluate(model, ctx.data.val, ctx.normalization, device=ctx.device, **ctx.precision_kwargs())
+            trial.set_user_attr(T.ACCURACY_BEFORE, float(before.top1))
+        if gated:
+            trial.set_user_attr(T.GATED, f"latency {latency_ms:.4g} ms is over the budget "
+                                         f"constraints.max_latency_ms = {budget:g} ms: not fine-tuned")
+            trial.set_user_attr(T.ACCURACY_ATTR, float(before.top1))
+            return _finish(trial, cfg, timer, float(before.top1), latency_ms, cx)
 
-        f = cfg.finetune
-        tick = time.perf_counter()
-        ft = finetune(model, ctx.data, Budget(epochs=f.epochs, steps=f.steps), ctx.normalization,
-                      teacher=ctx.model if f.distill else None, lr=f.lr, batch_size=f.batch_size,
-                      seed=cfg.study.seed + trial.number, device=ctx.device, evaluate_val=False)
-        times["finetune"] = time.perf_counter() - tick
-        tick = time.perf_counter()
-        after = evaluate(model, ctx.data.val, ctx.normalization, device=ctx.device)
-        times["eval_after"] = time.perf_counter() - tick
-        if not math.isfinite(after.loss):
-            from hybridprune.errors import TrainingDiverged
-
-            raise TrainingDiverged(f"validation loss is {after.loss} after fine-tuning")
-        accuracy = float(after.top1)
-        trial.set_user_attr("accuracy", accuracy)
-        trial.set_user_attr("finetune", ft.to_dict())
-
-        tick = time.perf_counter()
-        model = model.cpu().eval()
-        metrics = {"val_top1": accuracy, "val_top1_before_finetune": before.top1, "latency_ms": latency_ms,
-                   "latency": lat.to_dict(), "params": int(cx.params), "macs": int(cx.macs),
-                   "study": cfg.name, "trial": trial.number}
-        ckpt = save_checkpoint(tmp / "checkpoint.pt", model, ctx.normalization, record=record,
-                               input_size=ctx.input_size, metrics=metrics)
-        onnx_final = export_onnx(model, tmp / "model.onnx", (cfg.latency.batch_size, *ctx.input_size))
-        artifacts = {"checkpoint": _upload(trial, store, ckpt), "onnx": _upload(trial, store, onnx_final)}
-        times["save"] = time.perf_counter() - tick
-    trial.set_user_attr("artifacts", artifacts)
-    trial.set_user_attr("record", record)
-
-    constraints = constraint_values(cfg, accuracy, latency_ms)
-    trial.set_user_attr("constraints", constraints)
-    for key, value in constraints.items():
-        trial.set_constraint(key, value)
-    times["total"] = time.perf_counter() - t0
-    trial.set_user_attr("time_s", {k: round(v, 4) for k, v in times.items()})
-    values = [accuracy, latency_ms]
-    for name in cfg.objectives.extra:
-        values.append(float(cx.params if name == "params" else cx.macs))
-    return values
+        accuracy = _finetune(ctx, trial, model, latency_ms, timer)
+        trial.set_user_attr(T.ACCURACY_ATTR, accuracy)
+        with timer.phase("save"):
+            model = model.cpu().eval()
+            metrics = {"val_top1": accuracy, "latency_ms": latency_ms, "latency": lat.to_dict(),
+                       "params": int(cx.params), "macs": int(cx.macs), "study": cfg.name, "trial": trial.number,
+                       "finetune_steps": trial.user_attrs.get(T.FIDELITY_STEPS)}
+            ckpt = save_checkpoint(tmp / "checkpoint.pt", model, ctx.normalization, record=record,
+                                   input_size=ctx.input_size, metrics=metrics)
+            onnx_final = export_onnx(model, tmp / "model.onnx", (cfg.latency.batch_size, *ctx.input_size))
+            trial.set_user_attr(T.ARTIFACTS, {"checkpoint": _upload(trial, store, ckpt),
+                                              "onnx": _upload(trial, store, onnx_final)})
+    return _finish(trial, cfg, timer, accuracy, latency_ms, cx)

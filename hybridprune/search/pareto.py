@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridprune.io import atomic_path
+from hybridprune.search import trials as T
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,13 @@ class Row:
     @classmethod
     def from_trial(cls, t: Any) -> "Row":
         """The row of a completed ``FrozenTrial``."""
-        c = t.user_attrs.get("config") or {}
+        c = t.user_attrs.get(T.CONFIG) or {}
         return cls(
-            number=t.number, accuracy=float(t.values[0]), latency_ms=float(t.values[1]),
-            params=t.user_attrs.get("params"), macs=t.user_attrs.get("macs"),
+            number=t.number, accuracy=T.accuracy(t), latency_ms=T.latency_ms(t),
+            params=t.user_attrs.get(T.PARAMS), macs=t.user_attrs.get(T.MACS),
             channel_ratio=c.get("channel_ratio"), pruned_blocks=c.get("pruned_blocks"),
             criterion=c.get("criterion"), order=c.get("order"),
-            feasible=all(v <= 0 for v in t.constraints.values()), reference=t.user_attrs.get("reference"),
+            feasible=T.feasible(t), reference=t.user_attrs.get(T.REFERENCE),
         )
 
 
@@ -46,8 +47,9 @@ def completed(study: Any) -> list[Any]:
 
 
 def pareto_rows(study: Any) -> list[Row]:
-    """Feasible Pareto-optimal trials by increasing latency."""
-    return sorted((Row.from_trial(t) for t in study.best_trials), key=lambda r: (r.latency_ms, -r.accuracy))
+    """Feasible Pareto-optimal trials by increasing latency (a reused duplicate shows as its twin)."""
+    best = [t for t in study.best_trials if T.counts_towards_target(t)]
+    return sorted((Row.from_trial(t) for t in best), key=lambda r: (r.latency_ms, -r.accuracy))
 
 
 def rich_table(rows: list[Row], title: str):

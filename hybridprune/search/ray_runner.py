@@ -57,7 +57,11 @@ def _trainable(config: dict, cfg: StudyConfig) -> None:
     study = optuna.load_study(study_name=cfg.name, storage=storage_for(cfg, heartbeat=False),
                               sampler=optuna.samplers.RandomSampler())
     trial = optuna.trial.Trial(study, int(config[TRIAL_ID_KEY]))
-    values = run_trial(ctx, trial, get_artifact_store(cfg.artifact_dir))
+    try:
+        values = run_trial(ctx, trial, get_artifact_store(cfg.artifact_dir))
+    finally:
+        if ctx.timer is not None:
+            ctx.timer.close()
     tune.report(dict(zip(cfg.objectives.names(), values)))
 
 
@@ -76,7 +80,7 @@ def run_ray(cfg: StudyConfig, *, ctx: Any) -> Any:
     """
     from hybridprune.search.samplers import get_sampler
     from hybridprune.search.storage import require_ray
-    from hybridprune.search.study import counts, open_study, storage_for
+    from hybridprune.search.study import counts, open_study, storage_for, worker_seed
 
     ray = require_ray()
     import torch
@@ -84,6 +88,7 @@ def run_ray(cfg: StudyConfig, *, ctx: Any) -> Any:
     from ray.tune.search.optuna import OptunaSearch
 
     study = open_study(cfg)
+    start = len(study.get_trials(deepcopy=False))
     remaining = cfg.study.trials - counts(study).done
     if remaining <= 0:
         return None
@@ -93,7 +98,7 @@ def run_ray(cfg: StudyConfig, *, ctx: Any) -> Any:
     modes = ["max" if d == "maximize" else "min" for d in cfg.objectives.directions()]
     search = OptunaSearch(
         space=define_by_run, metric=names, mode=modes, study_name=cfg.name, storage=storage_for(cfg, heartbeat=False),
-        sampler=get_sampler(cfg.sampler, seed=cfg.study.seed, n_trials=cfg.study.trials),
+        sampler=get_sampler(cfg.sampler, seed=worker_seed(cfg.study.seed, 0, start), n_trials=cfg.study.trials),
     )
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")

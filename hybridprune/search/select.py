@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hybridprune.errors import HybridPruneError
 from hybridprune.io import atomic_path
+from hybridprune.search import trials as T
 from hybridprune.search.pareto import Row, completed
 
 
@@ -36,8 +37,8 @@ def baseline_latency(study: Any) -> float:
         NoFeasibleTrial: when the baseline trial has not completed.
     """
     for t in completed(study):
-        if t.user_attrs.get("reference") == "baseline":
-            return float(t.values[1])
+        if t.user_attrs.get(T.REFERENCE) == "baseline":
+            return T.latency_ms(t)
     raise NoFeasibleTrial(f"study {study.study_name!r} has no completed unpruned baseline trial to scale "
                           f"--max-latency-ratio by; give --max-latency-ms", [])
 
@@ -59,24 +60,24 @@ def choose(study: Any, max_latency_ms: float, min_accuracy: float | None = None)
     Raises:
         NoFeasibleTrial: when none qualifies (message lists the closest trials).
     """
-    trials = [t for t in completed(study) if t.user_attrs.get("artifacts")]
-    ok = [t for t in trials if t.values[1] <= max_latency_ms and (min_accuracy is None or t.values[0] >= min_accuracy)]
+    trials = [t for t in completed(study) if t.user_attrs.get(T.ARTIFACTS) and T.counts_towards_target(t)]
+    ok = [t for t in trials if T.latency_ms(t) <= max_latency_ms and (min_accuracy is None or T.accuracy(t) >= min_accuracy)]
     if ok:
-        return min(ok, key=lambda t: (-t.values[0], t.values[1], t.number))
+        return min(ok, key=lambda t: (-T.accuracy(t), T.latency_ms(t), t.number))
     if not trials:
         raise NoFeasibleTrial(f"study {study.study_name!r} has no completed trials yet", [])
 
     def gap(t: Any) -> float:
-        lat = max(0.0, t.values[1] / max_latency_ms - 1.0)
-        acc = 0.0 if min_accuracy is None else max(0.0, min_accuracy - t.values[0])
+        lat = max(0.0, T.latency_ms(t) / max_latency_ms - 1.0)
+        acc = 0.0 if min_accuracy is None else max(0.0, min_accuracy - T.accuracy(t))
         return lat + acc
 
     closest = [Row.from_trial(t) for t in sorted(trials, key=gap)[:5]]
     want = f"latency <= {max_latency_ms} ms" + (f" and accuracy >= {min_accuracy}" if min_accuracy is not None else "")
-    fastest = min(trials, key=lambda t: t.values[1])
+    fastest = min(trials, key=T.latency_ms)
     raise NoFeasibleTrial(
         f"no completed trial of {len(trials)} meets {want}; the fastest is trial {fastest.number} at "
-        f"{fastest.values[1]:.3f} ms with accuracy {fastest.values[0]:.4f}", closest)
+        f"{T.latency_ms(fastest):.3f} ms with accuracy {T.accuracy(fastest):.4f}", closest)
 
 
 def export_trial(study: Any, trial: Any, artifact_dir: str | Path, out: str | Path) -> Selection:
@@ -101,7 +102,7 @@ def export_trial(study: Any, trial: Any, artifact_dir: str | Path, out: str | Pa
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     store = get_artifact_store(artifact_dir)
-    ids = trial.user_attrs["artifacts"]
+    ids = trial.user_attrs[T.ARTIFACTS]
     files = {"checkpoint": out / "model.pt", "onnx": out / "model.onnx"}
     for key, dest in files.items():
         with atomic_path(dest) as tmp:
@@ -118,17 +119,18 @@ def export_trial(study: Any, trial: Any, artifact_dir: str | Path, out: str | Pa
     with atomic_path(files["record"]) as tmp:
         tmp.write_text(json.dumps(record, indent=2, default=str))
     files["report"] = out / "REPORT.md"
-    lat = trial.user_attrs.get("latency", {})
+    lat = trial.user_attrs.get(T.LATENCY_RESULT, {})
     report = "\n".join([
         f"# {study.study_name}: trial {trial.number}",
         "",
         f"- validation accuracy: {100 * row.accuracy:.2f}% (before fine-tuning "
-        f"{100 * float(trial.user_attrs.get('accuracy_before', float('nan'))):.2f}%)",
+        f"{100 * float(trial.user_attrs.get(T.ACCURACY_BEFORE, float('nan'))):.2f}%, "
+        f"{trial.user_attrs.get(T.FIDELITY_STEPS, '?')} fine-tune steps)",
         f"- latency: {row.latency_ms:.3f} ms ({lat.get('backend', '?')} on {lat.get('device', '?')}, "
         f"batch {lat.get('batch_size', '?')}, {lat.get('precision', '?')})",
         f"- params: {row.params:,}  MACs: {row.macs:,}" if row.params is not None and row.macs is not None else "- params: -",
         f"- pruning: channel ratio {row.channel_ratio}, {row.pruned_blocks} blocks removed "
-        f"({', '.join(trial.user_attrs.get('removed_blocks') or []) or 'none'}), criterion {row.criterion}, order {row.order}",
+        f"({', '.join(trial.user_attrs.get(T.REMOVED_BLOCKS) or []) or 'none'}), criterion {row.criterion}, order {row.order}",
         "",
         "Files: model.pt (load with hybridprune.models.load_checkpoint), model.onnx, record.json.",
         "",
@@ -136,8 +138,3 @@ def export_trial(study: Any, trial: Any, artifact_dir: str | Path, out: str | Pa
     with atomic_path(files["report"]) as tmp:
         tmp.write_text(report)
     return Selection(row=row, directory=out, files={k: str(v) for k, v in files.items()})
-
-
-def selection_dict(sel: Selection) -> dict:
-    """JSON-able summary of a selection."""
-    return {"trial": asdict(sel.row), "directory": str(sel.directory), "files": sel.files}

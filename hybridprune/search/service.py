@@ -6,6 +6,7 @@ import logging
 from typing import Any, Callable
 
 from hybridprune.errors import ConfigError
+from hybridprune.search import trials as T
 from hybridprune.search.config import StudyConfig, load_study_config
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,15 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
 
     ctx = build_context(cfg)
     study = open_study(cfg)
-    study.set_user_attr("space", ctx.space.describe())
-    study.set_user_attr("study_file", str(cfg.path))
-    study.set_user_attr("artifact_dir", str(cfg.artifact_dir))
-    study.set_user_attr("latency", {"backend": cfg.latency.backend, "statistic": cfg.latency.statistic,
-                                    "batch_size": cfg.latency.batch_size, "precision": cfg.latency.precision})
+    study.set_user_attr(T.STUDY_SPACE, ctx.space.describe())
+    study.set_user_attr(T.STUDY_FILE, str(cfg.path))
+    study.set_user_attr(T.STUDY_ARTIFACT_DIR, str(cfg.artifact_dir))
+    study.set_user_attr(T.STUDY_LATENCY, {"backend": cfg.latency.backend, "statistic": cfg.latency.statistic,
+                                          "batch_size": cfg.latency.batch_size, "precision": cfg.latency.precision})
+    if cfg.fidelity.enabled:
+        study.set_user_attr(T.STUDY_FIDELITY, {"rungs": cfg.fidelity.rungs(), "eta": cfg.fidelity.eta})
     if ctx.baseline_metrics:
-        study.set_user_attr("baseline_metrics", {k: v for k, v in ctx.baseline_metrics.items() if k != "train"})
+        study.set_user_attr(T.STUDY_BASELINE_METRICS, {k: v for k, v in ctx.baseline_metrics.items() if k != "train"})
     if cfg.study.references:
         enqueue_references(study, ctx.space)
     return study, ctx

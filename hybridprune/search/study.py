@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from hybridprune.errors import ConfigError
+from hybridprune.search import trials as T
 from hybridprune.search.config import StudyConfig
 from hybridprune.search.samplers import get_sampler
 from hybridprune.search.storage import get_storage
@@ -32,7 +34,16 @@ def storage_for(cfg: StudyConfig, storage: Any = None, *, heartbeat: bool = True
                        grace_period=s.grace_period if heartbeat else None, max_retry=s.max_retry)
 
 
-def open_study(cfg: StudyConfig, storage: Any = None, *, create: bool = True, sampler: Any = None):
+def worker_seed(seed: int, worker: int, start: int) -> int:
+    """The sampler seed of one worker: the study seed, the worker's index and the number of trials
+    the study held when the worker started, hashed. Workers of one run, and a resumed run, draw
+    from streams of their own; a one-worker run started afresh is reproducible."""
+    digest = hashlib.sha256(f"{seed}:{worker}:{start}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def open_study(cfg: StudyConfig, storage: Any = None, *, create: bool = True, sampler: Any = None,
+               worker: int | None = None):
     """Create the study (or load it: re-running resumes) with the study file's sampler.
 
     Args:
@@ -40,6 +51,8 @@ def open_study(cfg: StudyConfig, storage: Any = None, *, create: bool = True, sa
         storage: Storage object or URL; default the study file's.
         create: Create it when missing (``False``: ConfigError if it does not exist).
         sampler: Override the sampler.
+        worker: Index of the worker that will sample from it: its sampler is seeded with
+            :func:`worker_seed` (``None``: the study seed, for read-only use).
 
     Returns:
         ``optuna.Study``.
@@ -67,7 +80,17 @@ def open_study(cfg: StudyConfig, storage: Any = None, *, create: bool = True, sa
     elif list(study.metric_names) != names:
         raise ConfigError(f"study {cfg.name!r} in the storage optimises {study.metric_names}, the study file "
                           f"{names}; use another study.name or storage")
+    if worker is not None:
+        start = len(study.get_trials(deepcopy=False))
+        study.sampler = get_sampler(cfg.sampler, seed=worker_seed(cfg.study.seed, worker, start), n_trials=cfg.study.trials)
     return study
+
+
+def has_heartbeat(study: Any) -> bool:
+    """Whether the study's storage runs Optuna heartbeats (RDB storages with an interval)."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return is_heartbeat_enabled(study._storage)
 
 
 def enqueue_references(study: Any, space: Any) -> int:
@@ -77,38 +100,45 @@ def enqueue_references(study: Any, space: Any) -> int:
         How many points were newly enqueued.
     """
     before = len(study.get_trials(deepcopy=False))
-    for i, params in enumerate(space.reference_points()):
-        kind = "baseline" if i == 0 and all(not v for k, v in params.items() if k in ("channel_ratio", "pruned_blocks", "phi")) else "paper"
-        study.enqueue_trial(params, user_attrs={"reference": kind}, skip_if_exists=True)
+    for label, params in space.labelled_references():
+        study.enqueue_trial(params, user_attrs={T.REFERENCE: label}, skip_if_exists=True)
     return len(study.get_trials(deepcopy=False)) - before
 
 
 @dataclass(frozen=True)
 class Counts:
-    """Trial counts of a study. ``done`` = complete + failed by the objective (not stale)."""
+    """Trial counts of a study. ``done`` = complete + failed by the objective (not stale), less
+    the duplicates (completed by reusing an earlier trial's results)."""
 
     complete: int
     failed: int
     running: int
     waiting: int
     stale: int
+    duplicates: int = 0
 
     @property
     def done(self) -> int:
         """Trials that count towards the study's target."""
-        return self.complete + self.failed
+        return self.complete - self.duplicates + self.failed
+
+    def exhausted(self, target: int) -> bool:
+        """Whether the sampler keeps proposing evaluated configurations (more duplicates than
+        ``max(20, 2 * target)``: the space is used up or the sampler has converged)."""
+        return self.duplicates > max(20, 2 * target)
 
 
 def counts(study: Any) -> Counts:
     """Count a study's trials by what they mean for "run until N finished"."""
     from optuna.trial import TrialState
 
-    c = {"complete": 0, "failed": 0, "running": 0, "waiting": 0, "stale": 0}
+    c = {"complete": 0, "failed": 0, "running": 0, "waiting": 0, "stale": 0, "duplicates": 0}
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.COMPLETE:
             c["complete"] += 1
+            c["duplicates"] += not T.counts_towards_target(t)
         elif t.state == TrialState.FAIL:
-            c["failed" if "fail_reason" in t.user_attrs else "stale"] += 1
+            c["failed" if T.FAIL_REASON in t.user_attrs else "stale"] += 1
         elif t.state == TrialState.RUNNING:
             c["running"] += 1
         elif t.state == TrialState.WAITING:
@@ -116,6 +146,49 @@ def counts(study: Any) -> Counts:
     return Counts(**c)
 
 
-def pareto_trials(study: Any) -> list:
-    """The feasible Pareto-optimal completed trials, by increasing latency."""
-    return sorted(study.best_trials, key=lambda t: (t.values[1], -t.values[0]))
+@dataclass(frozen=True)
+class Savings:
+    """What the study did not have to do: reused duplicates, cached latencies, gated and stopped
+    fine-tunes (seconds estimated at the mean fine-tune time of the trials that fully ran)."""
+
+    duplicates: int
+    latency_cached: int
+    latency_measured: int
+    gated: int
+    stopped: int
+    finetune_steps_saved: int
+    finetune_s_saved: float
+
+    def line(self) -> str:
+        """One line for ``status`` and ``run``."""
+        return (f"saved: {self.duplicates} duplicate trial(s) reused, {self.latency_cached} of "
+                f"{self.latency_cached + self.latency_measured} latencies from the cache, {self.gated} trial(s) over "
+                f"the latency budget not fine-tuned, {self.stopped} stopped early by multi-fidelity; "
+                f"~{self.finetune_s_saved:.0f} s of fine-tuning ({self.finetune_steps_saved} steps) not spent")
+
+
+def savings(study: Any, full_steps: int | None) -> Savings:
+    """Tally what deduplication, the latency cache and gate, and multi-fidelity saved.
+
+    Args:
+        study: The study.
+        full_steps: Fine-tune steps of a trial that runs its whole budget (``None``: the most any
+            trial of the study ran).
+    """
+    from hybridprune.search.pareto import completed
+
+    done = completed(study)
+    own = [t for t in done if T.counts_towards_target(t)]
+    rate = [t.user_attrs[T.TIME_S]["finetune"] / t.user_attrs[T.FIDELITY_STEPS] for t in own
+            if t.user_attrs.get(T.FIDELITY_STEPS) and "finetune" in t.user_attrs.get(T.TIME_S, {})]
+    per_step = sum(rate) / len(rate) if rate else 0.0
+    gated = [t for t in own if T.GATED in t.user_attrs]
+    stopped = [t for t in own if (t.user_attrs.get(T.RUNGS) or [{}])[-1].get("decision") == "stop"]
+    full = full_steps or max((int(t.user_attrs.get(T.FIDELITY_STEPS) or 0) for t in own), default=0)
+    steps = full * len(gated) + sum(max(0, full - int(t.user_attrs.get(T.FIDELITY_STEPS) or 0)) for t in stopped)
+    dup = [t for t in done if not T.counts_towards_target(t)]
+    steps += sum(int(t.user_attrs.get(T.FIDELITY_STEPS) or 0) for t in dup)
+    cached = sum(1 for t in own if t.user_attrs.get(T.LATENCY_CACHED))
+    measured = sum(1 for t in own if t.user_attrs.get(T.LATENCY_CACHED) is False)
+    return Savings(duplicates=len(dup), latency_cached=cached, latency_measured=measured, gated=len(gated),
+                   stopped=len(stopped), finetune_steps_saved=steps, finetune_s_saved=steps * per_step)

@@ -200,11 +200,23 @@ class BaseSpace(ABC):
         """Map parameter values (searched and fixed) to a ``HybridConfig``."""
 
     @abstractmethod
-    def reference_points(self) -> list[dict[str, Any]]:
-        """Parameter sets enqueued before sampling: the unpruned baseline and the paper's settings.
-
-        Points whose values fall outside the study's bounds are left out.
+    def labelled_references(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(label, parameters)`` enqueued before sampling: ``baseline`` (unpruned) and ``paper``
+        (the paper's settings). Points whose values fall outside the study's bounds are left out.
         """
+
+    def reference_points(self) -> list[dict[str, Any]]:
+        """The parameters of :meth:`labelled_references`, without their labels."""
+        return [params for _, params in self.labelled_references()]
+
+    def _labelled(self, raw: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+        """Keep the points inside the space (fixed params dropped), each once."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        for label, point in raw:
+            kept = self._keep_reference(point)
+            if kept is not None and kept not in [p for _, p in out]:
+                out.append((label, kept))
+        return out
 
     def searched(self) -> dict[str, Param]:
         """The parameters that are searched (not fixed)."""

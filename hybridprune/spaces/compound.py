@@ -56,8 +56,8 @@ class CompoundSpace(BaseSpace):
         ratio, blocks = self.scale(value["phi"])
         return make_config(ratio, blocks, value["criterion"], value["order"], self.fixed)
 
-    def reference_points(self) -> list[dict[str, Any]]:
-        """See :meth:`BaseSpace.reference_points`."""
+    def labelled_references(self) -> list[tuple[str, dict[str, Any]]]:
+        """See :meth:`BaseSpace.labelled_references`."""
         phi = self.params["phi"]
         crit = self.params["criterion"]
         criterion = crit.choices[0] if isinstance(crit, Choice) else crit.value
@@ -66,11 +66,9 @@ class CompoundSpace(BaseSpace):
         paper = math.log(1.0 / (1.0 - PAPER_CHANNEL_RATIO)) / math.log(self.beta)
         if isinstance(phi, FloatRange) and phi.step:
             paper = phi.low + round((paper - phi.low) / phi.step) * phi.step
-        points = []
-        for value in (0.0, round(paper, 6)):
+        raw = []
+        for label, value in (("baseline", 0.0), ("paper", round(paper, 6))):
             if isinstance(phi, Fixed):
                 value = phi.value
-            kept = self._keep_reference({"phi": value, "criterion": criterion, "order": order})
-            if kept is not None and kept not in points:
-                points.append(kept)
-        return points
+            raw.append((label, {"phi": value, "criterion": criterion, "order": order}))
+        return self._labelled(raw)

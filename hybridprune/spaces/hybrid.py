@@ -74,17 +74,13 @@ class HybridSpace(BaseSpace):
         p = self.params[name]
         return p.choices[0] if isinstance(p, Choice) else getattr(p, "value", None)
 
-    def reference_points(self) -> list[dict[str, Any]]:
-        """See :meth:`BaseSpace.reference_points`."""
+    def labelled_references(self) -> list[tuple[str, dict[str, Any]]]:
+        """See :meth:`BaseSpace.labelled_references`."""
         criterion = self._first("criterion")
         orders = list(self.params["order"].choices) if isinstance(self.params["order"], Choice) else [self._first("order")]
-        raw = [{"channel_ratio": 0.0, "pruned_blocks": 0, "criterion": criterion, "order": orders[0]}]
+        raw = [("baseline", {"channel_ratio": 0.0, "pruned_blocks": 0, "criterion": criterion, "order": orders[0]})]
         for blocks in PAPER_BLOCKS:
             for order in orders:
-                raw.append({"channel_ratio": PAPER_CHANNEL_RATIO, "pruned_blocks": blocks, "criterion": criterion, "order": order})
-        points = []
-        for point in raw:
-            kept = self._keep_reference(point)
-            if kept is not None and kept not in points:
-                points.append(kept)
-        return points
+                raw.append(("paper", {"channel_ratio": PAPER_CHANNEL_RATIO, "pruned_blocks": blocks,
+                                      "criterion": criterion, "order": order}))
+        return self._labelled(raw)

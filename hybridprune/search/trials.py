@@ -1,0 +1,112 @@
+"""One schema for what a trial records: user-attribute keys, objective values by name, phase times.
+
+Every key a trial (or the study) stores is named here once, the way Optuna keeps its own
+``_CONSTRAINTS_KEY``; the rest of ``search/`` and ``commands/`` read them through these names, and
+objective values by metric name (:func:`objective`), never by position.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+#: Objectives every study has, in this order (``[objectives] extra`` may append more).
+ACCURACY = "accuracy"
+LATENCY = "latency_ms"
+BASE_OBJECTIVES = (ACCURACY, LATENCY)
+
+# Trial user attributes.
+CONFIG = "config"                    # the HybridConfig as a dict
+WORKER = "worker"                    # host:pid that ran the trial
+PARAMS = "params"                    # parameter count
+MACS = "macs"                        # multiply-accumulates at the study's input size
+ARCHITECTURE = "architecture"        # blocks kept and widths per stage
+REMOVED_BLOCKS = "removed_blocks"
+RECORD = "record"                    # the pruning record that rebuilds the model
+LATENCY_RESULT = "latency"           # the full LatencyResult dict
+LATENCY_MS = "latency_ms"            # the study's latency statistic
+LATENCY_BACKEND = "latency_backend"
+LATENCY_CACHED = "latency_cached"    # True when the latency came from the study's cache
+LATENCY_KEY = "latency_key"          # architecture fingerprint the cache is keyed by
+ACCURACY_BEFORE = "accuracy_before"  # before fine-tuning (evaluated only where needed)
+ACCURACY_ATTR = "accuracy"           # validation accuracy the trial reports
+FINETUNE = "finetune"                # TrainResult of the (last) fine-tune
+RUNGS = "rungs"                      # multi-fidelity: one entry per rung reached, with the decision
+FIDELITY_STEPS = "finetune_steps"    # fine-tune steps the reported accuracy was reached with
+GATED = "latency_gate"               # why the trial was not fine-tuned (over the latency budget)
+DUPLICATE_OF = "duplicate_of"        # number of the completed trial whose values were reused
+CONSTRAINTS = "constraints"          # constraint values by name (<= 0 feasible)
+ARTIFACTS = "artifacts"              # artifact ids of the checkpoint and the ONNX file
+TIME_S = "time_s"                    # wall seconds per phase
+REFERENCE = "reference"              # "baseline" / "paper" for enqueued reference points
+FAIL_REASON = "fail_reason"
+
+# Study user / system attributes.
+STUDY_SPACE = "space"
+STUDY_FILE = "study_file"
+STUDY_ARTIFACT_DIR = "artifact_dir"
+STUDY_LATENCY = "latency"
+STUDY_BASELINE_METRICS = "baseline_metrics"
+STUDY_FIDELITY = "fidelity"
+LATENCY_CACHE_PREFIX = "latency_cache:"  # study system attribute per (backend settings, architecture)
+
+
+def objective(trial: Any, name: str, names: Sequence[str] | None = None) -> float:
+    """The objective value called ``name`` of a completed ``FrozenTrial``.
+
+    Args:
+        trial: A trial with ``values``.
+        name: Metric name (``accuracy``, ``latency_ms``, ``params``, ``macs``).
+        names: The study's metric names (default: the two every study starts with).
+
+    Raises:
+        KeyError: when the study has no such objective.
+    """
+    names = list(names) if names is not None else list(BASE_OBJECTIVES)
+    if name not in names:
+        raise KeyError(f"no objective {name!r}; the study has {names}")
+    return float(trial.values[names.index(name)])
+
+
+def accuracy(trial: Any) -> float:
+    """Validation accuracy (the first objective of every study)."""
+    return objective(trial, ACCURACY)
+
+
+def latency_ms(trial: Any) -> float:
+    """Latency in ms (the second objective of every study)."""
+    return objective(trial, LATENCY)
+
+
+def feasible(trial: Any) -> bool:
+    """Whether every constraint of the trial is satisfied (values <= 0)."""
+    return all(v <= 0 for v in trial.constraints.values())
+
+
+def counts_towards_target(trial: Any) -> bool:
+    """Whether a finished trial counts towards ``study.trials`` (a reused duplicate does not)."""
+    return DUPLICATE_OF not in trial.user_attrs
+
+
+class PhaseTimer:
+    """Wall time per named phase of a trial (``with timer.phase("prune"): ...``); phases may repeat."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.times: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Add the block's wall time to phase ``name``."""
+        tick = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - tick
+
+    def as_dict(self) -> dict[str, float]:
+        """Seconds per phase plus ``total`` since the timer started, rounded to 0.1 ms."""
+        out = {k: round(v, 4) for k, v in self.times.items()}
+        out["total"] = round(time.perf_counter() - self.start, 4)
+        return out

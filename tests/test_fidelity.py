@@ -1,0 +1,115 @@
+"""Multi-fidelity (MO-ASHA): rungs, the ranking rule, study-file checks, and a study run to the end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from optuna.trial import TrialState
+
+from hybridprune.cli import main
+from test_search_support import load, write_study
+
+FIDELITY = "\n[fidelity]\nmin_steps = 1\nmax_steps = 4\neta = 2\n"
+
+
+def _with_fidelity(path, table=FIDELITY):
+    text = path.read_text().replace("[finetune]\nsteps = 2\n", "[finetune]\n")
+    path.write_text(text + table)
+    return path
+
+
+def test_rungs_grow_by_eta_and_end_at_max():
+    from hybridprune.search.config import FidelitySection
+
+    assert FidelitySection(min_steps=50, max_steps=450, eta=3).rungs() == [50, 150, 450]
+    assert FidelitySection(min_steps=100, max_steps=800, eta=3).rungs() == [100, 300, 800]
+    assert FidelitySection(min_steps=10, max_steps=10, eta=2).rungs() == [10]
+    assert FidelitySection().rungs() == [] and not FidelitySection().enabled
+
+
+def test_nondominated_fronts_and_priorities():
+    from hybridprune.search.fidelity import nondominated_fronts, priorities
+
+    # minimise both: (1, 1) dominates everything; (0, 5) and (5, 0) are not dominated by it
+    pts = np.array([[1.0, 1.0], [2.0, 2.0], [0.0, 5.0], [5.0, 0.0], [3.0, 3.0]])
+    fronts = nondominated_fronts(pts)
+    assert sorted(fronts[0]) == [0, 2, 3] and fronts[1] == [1] and fronts[2] == [4]
+    prio = priorities(pts)
+    assert sorted(prio.tolist()) == list(range(5))
+    assert prio[1] == 3 and prio[4] == 4  # second and third fronts come after the first
+    assert prio[2] == 0  # the first front starts from the best in the first objective
+
+
+def test_continues_follows_moasha():
+    from hybridprune.search.fidelity import continues
+
+    assert continues([9.0, 9.0], [], eta=3)  # the first result at a rung always goes on
+    better = [[0.0, 0.0], [0.5, 0.5], [0.2, 0.1]]
+    assert not continues([1.0, 1.0], better, eta=2)  # dominated by all: bottom of 4
+    assert continues([-1.0, -1.0], better, eta=2)  # dominates all: top
+    # a trade-off point on the first front ranks in the top half of four
+    assert continues([-1.0, 5.0], [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]], eta=2)
+
+
+@pytest.mark.parametrize("table, message", [
+    ("min_steps = 10\nmax_steps = 5", "must not exceed"),
+    ("min_steps = 1\nmax_steps = 4\neta = 1.5", "eta must be >= 2"),
+    ("min_steps = 0\nmax_steps = 4", "fidelity.min_steps must be > 0"),
+    ("min_steps = 2", "needs both min_steps and max_steps"),
+    ("min_steps = 1\nmax_steps = 4\nrungs = 3", "unknown key"),
+])
+def test_bad_fidelity_tables_are_refused_before_training(tmp_path, capsys, table, message):
+    path = _with_fidelity(write_study(tmp_path, name="bad"), f"\n[fidelity]\n{table}\n")
+    assert main(["run", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+def test_fidelity_and_finetune_budget_together_is_refused(tmp_path, capsys):
+    path = write_study(tmp_path, name="both")
+    path.write_text(path.read_text() + FIDELITY)  # [finetune] steps = 2 is still there
+    assert main(["run", str(path), "--no-progress"]) == 2
+    assert "give the fine-tune budget once" in capsys.readouterr().err
+
+
+def _check_rungs(study):
+    complete = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "duplicate_of" not in t.user_attrs]
+    assert complete
+    for t in complete:
+        rungs = t.user_attrs["rungs"]
+        assert [r["rung"] for r in rungs] == list(range(len(rungs)))
+        assert [r["steps"] for r in rungs] == [1, 2, 4][: len(rungs)]
+        assert all(r["decision"] == "continue" for r in rungs[:-1])
+        assert rungs[-1]["decision"] in ("stop", "final")
+        assert (rungs[-1]["decision"] == "final") == (len(rungs) == 3)
+        # a stopped trial is a finished trial with the values of its last rung
+        assert t.values[0] == rungs[-1]["accuracy"] and t.user_attrs["finetune_steps"] == rungs[-1]["steps"]
+        if t.user_attrs.get("reference"):
+            assert rungs[-1]["decision"] == "final"
+    return complete
+
+
+def test_multi_fidelity_study_one_worker(tmp_path):
+    from hybridprune.search.fidelity import continues
+
+    path = _with_fidelity(write_study(tmp_path, name="mf", trials=7))
+    assert main(["run", str(path), "--no-progress"]) == 0
+    complete = sorted(_check_rungs(load(path)[1]), key=lambda t: t.number)
+    # one worker runs trials in number order: each decision is MO-ASHA's rule applied to the
+    # results the earlier trials recorded at that rung
+    for i, t in enumerate(complete):
+        for r in t.user_attrs["rungs"]:
+            if r["decision"] == "final" or t.user_attrs.get("reference"):
+                continue
+            others = [[-e["accuracy"], e["latency_ms"]] for u in complete[:i] for e in u.user_attrs["rungs"]
+                      if e["rung"] == r["rung"]]
+            expected = continues([-r["accuracy"], r["latency_ms"]], others, eta=2)
+            assert r["decision"] == ("continue" if expected else "stop"), (t.number, r)
+
+
+@pytest.mark.slow
+def test_multi_fidelity_study_two_workers(tmp_path):
+    path = _with_fidelity(write_study(tmp_path, name="mf2", trials=5, heartbeat=2, grace=60))
+    assert main(["run", str(path), "--workers", "2", "--no-progress"]) == 0
+    _check_rungs(load(path)[1])

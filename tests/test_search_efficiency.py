@@ -1,0 +1,150 @@
+"""Search efficiency: sampler streams per worker, reused duplicates, the latency gate and cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from hybridprune.cli import main
+from test_search_support import load, tiny_study, write_study  # noqa: F401  (fixture)
+
+SMALL_SPACE = """
+[space]
+channel_ratio = {{ low = 0.0, high = 0.1, step = 0.1 }}
+pruned_blocks = 0
+criterion = "weight_magnitude"
+order = "channel_first"
+"""
+
+
+def _study(tmp_path, name, *, trials=3, extra="", study_extra="", max_latency="1000.0"):
+    path = write_study(tmp_path, name=name, trials=trials, study_extra=study_extra)
+    text = path.read_text().replace("max_latency_ms = 1000.0", f"max_latency_ms = {max_latency}")
+    path.write_text(text + extra)
+    return path
+
+
+def test_worker_seeds_differ_by_worker_and_start_and_repeat():
+    from hybridprune.search.study import worker_seed
+
+    seeds = {worker_seed(0, w, s) for w in range(4) for s in range(4)}
+    assert len(seeds) == 16
+    assert worker_seed(7, 1, 3) == worker_seed(7, 1, 3)
+    assert worker_seed(0, 0, 0) != worker_seed(1, 0, 0)
+
+
+def test_same_params_compares_floats_and_keys():
+    from hybridprune.search.reuse import same_params
+
+    assert same_params({"a": 0.30000000000000004, "b": 2}, {"a": 0.3, "b": 2})
+    assert not same_params({"a": 0.3}, {"a": 0.35})
+    assert not same_params({"a": 0.3}, {"a": 0.3, "b": 1})
+    assert not same_params({"c": "x"}, {"c": "y"})
+
+
+def test_duplicate_configurations_are_reused_not_fine_tuned(tmp_path):
+    # two configurations exist; the random sampler proposes them again and again
+    path = write_study(tmp_path, name="dups", trials=2, study_extra="references = false")
+    text = path.read_text()
+    start, end = text.index("[space]"), text.index("[finetune]")
+    path.write_text(text[:start] + SMALL_SPACE.format() + "\n" + text[end:])
+    assert main(["run", str(path), "--no-progress"]) == 0
+    _, study = load(path)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    evaluated = [t for t in complete if "duplicate_of" not in t.user_attrs]
+    assert sorted(t.params["channel_ratio"] for t in evaluated) == [0.0, 0.1]
+    by_number = {t.number: t for t in complete}
+    for t in complete:
+        if "duplicate_of" in t.user_attrs:
+            twin = by_number[t.user_attrs["duplicate_of"]]
+            assert twin.params == t.params and t.values == twin.values and t.constraints == twin.constraints
+            assert "time_s" not in t.user_attrs  # nothing was pruned, measured or fine-tuned
+            assert t.user_attrs["artifacts"] == twin.user_attrs["artifacts"]
+
+
+def test_latency_gate_skips_fine_tuning_and_marks_infeasible(tmp_path, capsys):
+    path = _study(tmp_path, "gate", trials=3, max_latency="0.000001")
+    assert main(["run", str(path), "--no-progress"]) == 0
+    _, study = load(path)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 3
+    for t in complete:
+        assert "not fine-tuned" in t.user_attrs["latency_gate"]
+        assert "finetune" not in t.user_attrs["time_s"] and "artifacts" not in t.user_attrs
+        assert t.values[0] == t.user_attrs["accuracy_before"] == t.user_attrs["accuracy"]
+        assert t.constraints["latency"] > 0  # infeasible for samplers, pareto and dashboard
+    assert study.best_trials == []
+    capsys.readouterr()
+    assert main(["status", str(path)]) == 0
+    assert "3 trial(s) over the latency budget not fine-tuned" in capsys.readouterr().out
+
+
+def test_identical_architectures_share_one_measurement(tiny_study):
+    _, study = load(tiny_study)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    by_key: dict[str, list] = {}
+    for t in complete:
+        by_key.setdefault(t.user_attrs["latency_key"], []).append(t)
+    for group in by_key.values():
+        assert [t.user_attrs["latency_cached"] for t in group].count(False) == 1
+        assert len({t.user_attrs["latency_ms"] for t in group}) == 1
+    # 30% of channels and 1 block in either order prune to the same graph: one measurement for both
+    paper = [t for t in complete if t.user_attrs.get("reference") == "paper"]
+    assert len({t.user_attrs["latency_key"] for t in paper}) == 1
+
+
+def test_architecture_key_ignores_weights_and_which_block(tmp_path):
+    from hybridprune.evaluators import export_onnx
+    from hybridprune.models import create_model
+    from hybridprune.pruning import HybridConfig, prune_model
+    from hybridprune.search.latency_cache import architecture_key
+
+    def key(model, name):
+        return architecture_key(export_onnx(model, tmp_path / f"{name}.onnx", (1, 3, 32, 32), check=False))
+
+    torch.manual_seed(0)
+    a = create_model("resnet20", num_classes=10)
+    torch.manual_seed(1)
+    b = create_model("resnet20", num_classes=10)
+    assert key(a, "a") == key(b, "b")
+    x = torch.zeros(1, 3, 32, 32)
+    narrow = prune_model(a, HybridConfig(channel_ratio=0.5, pruned_blocks=0, criterion="weight_magnitude"), x).model
+    assert key(narrow, "narrow") != key(a, "a2")
+    # different blocks of the same stage removed: the same network, the same key
+    by_l1 = prune_model(a, HybridConfig(channel_ratio=0.0, pruned_blocks=1, criterion="weight_magnitude"), x)
+    by_rand = prune_model(b, HybridConfig(channel_ratio=0.0, pruned_blocks=1, criterion="random", seed=3), x)
+    same_stage = by_l1.removed_blocks[0].split(".")[0] == by_rand.removed_blocks[0].split(".")[0]
+    assert (key(by_l1.model, "l1") == key(by_rand.model, "rand")) == same_stage
+
+
+def test_latency_cache_lives_in_the_storage(tmp_path):
+    import optuna
+
+    from hybridprune.search.latency_cache import LatencyCache
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    cache = LatencyCache(optuna.create_study(study_name="c", storage=url))
+    assert cache.get("k") is None
+    cache.put("k", {"median_ms": 1.5})
+    assert LatencyCache(optuna.load_study(study_name="c", storage=url)).get("k") == {"median_ms": 1.5}
+
+
+def test_isolated_timer_measures_in_another_process(tmp_path):
+    import os
+
+    from hybridprune.errors import LatencyError
+    from hybridprune.evaluators import export_onnx
+    from hybridprune.models import create_model
+    from hybridprune.search.latency_cache import IsolatedTimer
+
+    onnx = export_onnx(create_model("resnet20", num_classes=10), tmp_path / "m.onnx", (1, 3, 32, 32), check=False)
+    timer = IsolatedTimer("onnxruntime", {"threads": 1, "warmup_runs": 1, "min_runs": 3, "max_runs": 5})
+    try:
+        result = timer.measure(onnx, input_shape=(3, 32, 32), batch_size=1, precision="fp32")
+        assert result.median_ms > 0 and result.backend == "onnxruntime"
+        assert result.extra["measured_in_pid"] != os.getpid()
+        with pytest.raises(LatencyError):
+            timer.measure(tmp_path / "missing.onnx", input_shape=(3, 32, 32), batch_size=1, precision="fp32")
+    finally:
+        timer.close()
