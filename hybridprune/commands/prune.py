@@ -231,8 +231,9 @@ def info(
         table.add_row("pruning config", _cell(", ".join(f"{k}={v}" for k, v in record["config"].items())))
     table.add_row("parameters", f"{size.params:,}")
     table.add_row("MACs", f"{size.macs / 1e6:.2f}M")
-    table.add_row("residual blocks", _cell(_blocks(arch)))
-    table.add_row("widths (stream / internal)", _cell(_widths(arch)))
+    if arch["stages"]:  # ResNet stage summary; every model gets the removable-block table below
+        table.add_row("residual blocks", _cell(_blocks(arch)))
+        table.add_row("widths (stream / internal)", _cell(_widths(arch)))
     for k, v in sorted(metrics.items()):
         table.add_row(_cell(f"metric {k}"), _metric_cell(v))
     console = Console(highlight=False)
