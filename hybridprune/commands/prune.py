@@ -133,8 +133,15 @@ def prune(
     table.add_column("change", justify="right")
     table.add_row("parameters", f"{before.params:,}", f"{after.params:,}", f"{after.params / before.params - 1:+.1%}")
     table.add_row("MACs", f"{before.macs / 1e6:.2f}M", f"{after.macs / 1e6:.2f}M", f"{after.macs / before.macs - 1:+.1%}")
-    table.add_row("residual blocks", _blocks(arch0), _blocks(arch1), f"{-len(result.removed_blocks):+d}" if result.removed_blocks else "0")
-    table.add_row("widths (stream / internal)", _cell(_widths(arch0)), _cell(_widths(arch1)), "")
+    change = f"{-len(result.removed_blocks):+d}" if result.removed_blocks else "0"
+    if arch0["stages"]:  # ResNets: per-stage summary
+        table.add_row("residual blocks", _blocks(arch0), _blocks(arch1), change)
+        table.add_row("widths (stream / internal)", _cell(_widths(arch0)), _cell(_widths(arch1)), "")
+    else:
+        from hybridprune.pruning import removable_blocks
+
+        table.add_row("removable residual blocks", str(len(removable_blocks(net, example))),
+                      str(len(removable_blocks(result.model, example))), change)
     console = Console(highlight=False)
     console.print(table)
     console.print(Text(printable(f"removed blocks: {', '.join(result.removed_blocks) or 'none'}")))
@@ -220,7 +227,7 @@ def info(
     arch = describe_architecture(net)
     table = Table(title=_cell(title), show_header=False)
     table.add_column("key")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")  # long paths wrap, never end in an ellipsis
     table.add_row("model", _cell(f"{name} {kwargs}"))
     table.add_row("format", _cell(fmt))
     table.add_row("classes", _cell(kwargs.get("num_classes")))
