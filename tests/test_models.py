@@ -169,3 +169,13 @@ def test_malformed_checkpoint_is_one_clear_error(tmp_path, payload, message):
     with pytest.raises(CheckpointError, match=message) as info:
         load_checkpoint(path)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("version", ["2.5.1+cpu", "2.1.0", "1.13.1"])
+def test_torch_below_2_6_refuses_to_unpickle(tmp_path, monkeypatch, version):
+    path = save_checkpoint(tmp_path / "m.pt", create_model("resnet20"), Normalization())
+    monkeypatch.setattr(torch, "__version__", version)  # the old torch itself cannot be installed here
+    with pytest.raises(CheckpointError, match=r"CVE-2025-32434.*pip install 'torch>=2.6'"):
+        load_checkpoint(path)
+    monkeypatch.setattr(torch, "__version__", "2.6.0")
+    assert load_checkpoint(path).model_name == "resnet20"

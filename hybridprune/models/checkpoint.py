@@ -121,7 +121,21 @@ def save_checkpoint(
     return Path(path)
 
 
+MIN_TORCH = (2, 6)  # below 2.6, torch.load(weights_only=True) can be bypassed (CVE-2025-32434)
+
+
+def _check_torch() -> None:
+    """Refuse to unpickle files with a torch whose ``weights_only`` loader is not safe."""
+    m = re.match(r"(\d+)\.(\d+)", str(torch.__version__))
+    if m is None or (int(m[1]), int(m[2])) < MIN_TORCH:
+        raise CheckpointError(
+            f"torch {torch.__version__} cannot load checkpoints safely (weights_only=True is bypassable below "
+            f"2.6, CVE-2025-32434); upgrade with: pip install 'torch>=2.6'"
+        )
+
+
 def _read(path: Path) -> Any:
+    _check_torch()
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
     try:
