@@ -196,3 +196,58 @@ def test_study_file_resolves_a_relative_reference_against_its_folder(user_file, 
     study.write_text('[model]\nname = "user_net.py:nope"\n')
     with pytest.raises(ConfigError, match="has no callable 'nope'"):
         load_study_config(study)
+
+
+STUDY = """
+[study]
+trials = 2
+seed = 0
+run_dir = "run"
+
+[model]
+name = "user_net.py:make"          # relative to this file's folder
+checkpoint = "plain.pt"            # torch.save(model.state_dict())
+kwargs = {{ width = 8 }}
+
+[data]
+dataset = "digits"
+train_subset = 128
+val_subset = 64
+
+[space]
+channel_ratio = {{ low = 0.1, high = 0.5, step = 0.1 }}
+pruned_blocks = {{ low = 1, high = 4 }}
+criterion = ["weight_magnitude"]
+
+[finetune]
+steps = 2
+batch_size = 32
+
+[latency]
+backend = "onnxruntime"
+options = {{ warmup_runs = 1, min_runs = 3, max_runs = 5, max_time_s = 0.2 }}
+
+[sampler]
+name = "random"
+"""
+
+
+@pytest.mark.slow
+def test_study_on_a_user_model_from_a_plain_state_dict(user_file, tmp_path, monkeypatch, capsys):
+    import optuna
+
+    from hybridprune.search.config import load_study_config
+
+    torch.manual_seed(0)
+    torch.save(create_model(f"{user_file}:make", num_classes=10).state_dict(), user_file.parent / "plain.pt")
+    study = user_file.parent / "study.toml"
+    study.write_text(STUDY.format())
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(study), "--no-progress"]) == 0, capsys.readouterr().err
+    cfg = load_study_config(study)
+    trials = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url).get_trials(
+        states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 2
+    for t in trials:  # every trial removed 1..4 of the user net's structurally found blocks
+        assert 1 <= len(t.user_attrs["removed_blocks"]) <= 4
+        assert set(t.user_attrs["removed_blocks"]) <= {"body.0", "body.1", "body.4", "body.5"}
