@@ -251,3 +251,13 @@ def test_study_on_a_user_model_from_a_plain_state_dict(user_file, tmp_path, monk
     for t in trials:  # every trial removed 1..4 of the user net's structurally found blocks
         assert 1 <= len(t.user_attrs["removed_blocks"]) <= 4
         assert set(t.user_attrs["removed_blocks"]) <= {"body.0", "body.1", "body.4", "body.5"}
+
+
+def test_model_file_may_import_modules_beside_it(tmp_path, capsys):
+    (tmp_path / "my_blocks_xyz.py").write_text(textwrap.dedent(USER_NET))
+    (tmp_path / "entry.py").write_text("from my_blocks_xyz import make\n\n\ndef build(num_classes=10):\n    return make(num_classes, width=4)\n")
+    (tmp_path / "broken_import.py").write_text("import not_installed_pkg_xyz\n")
+    assert create_model(f"{tmp_path}/entry.py:build", num_classes=3).fc.out_features == 3
+    assert main(["info", "--model", f"{tmp_path}/broken_import.py:build"]) == 2
+    err = capsys.readouterr().err
+    assert "importing model file" in err and "ModuleNotFoundError: No module named 'not_installed_pkg_xyz'" in err

@@ -10,11 +10,13 @@ model, as a registry entry would::
     make.normalization = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))     # default: CIFAR statistics
 
 File references are canonicalised to an absolute path, which is what checkpoints record; a file
-is imported once per process (as module ``hybridprune_user_<hash>``).
+is imported once per process (as module ``hybridprune_user_<hash>``), with its folder on
+``sys.path`` while it imports, so it may import modules beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -83,11 +85,15 @@ def _import_file(path: Path) -> Any:
         raise ModelReferenceError(f"model file {path} cannot be imported as Python")
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module  # dataclasses and pickling look the module up
+    sys.path.insert(0, str(path.parent))  # like running the file: its sibling modules import
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(mod_name, None)
         raise ModelReferenceError(f"importing model file {path} failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(path.parent))
     _LOADED[key] = module
     return module
 
