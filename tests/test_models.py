@@ -141,6 +141,7 @@ MALFORMED = [
     (_payload(model={"name": "resnet20", "kwargs": {"num_classes": "10"}}), "num_classes must be an integer"),
     (_payload(model={"name": "resnet20", "kwargs": {"num_classes": 10, "depth": "x"}}), "cannot rebuild model resnet20"),
     (_payload(model={"name": "resnet99", "kwargs": {"num_classes": 10}}), "unknown model 'resnet99'"),
+    (_payload(model={"name": "resnet20", "kwargs": {"num_classes": 10, "width": 10**6}}), "would hold .* values"),
     (_payload(input_size=32), r"input_size must be \[C, H, W\]"),
     (_payload(input_size=[3, 32]), r"input_size must be \[C, H, W\]"),
     (_payload(input_size=[3, 10**6, 10**6]), r"input_size must be \[C, H, W\]"),

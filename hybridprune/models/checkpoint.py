@@ -35,6 +35,7 @@ from hybridprune.models.registry import IMAGENET_MEAN, IMAGENET_STD, Normalizati
 
 FORMAT = "hybridprune/1"
 MAX_CLASSES = 100_000
+MAX_ELEMENTS = 1_000_000_000  # 4 GB of float32: no model this tool prunes comes close
 MAX_CHANNELS, MAX_SIDE = 64, 2048  # input_size bounds: info/prune run a forward pass at this size
 
 
@@ -223,8 +224,28 @@ def _validate(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     }
 
 
+def _size_on_meta(name: str, kwargs: dict[str, Any]) -> int | None:
+    """Elements the model would allocate, counted without allocating (meta device); None if unknown."""
+    try:
+        with torch.device("meta"):
+            model = create_model(name, **kwargs)
+        return sum(t.numel() for t in model.state_dict().values())
+    except Exception:  # the real build below reports the failure
+        return None
+
+
 def _build(name: str, kwargs: dict[str, Any], path: Path) -> nn.Module:
-    """``create_model`` with every failure as a CheckpointError naming the file."""
+    """``create_model`` with every failure as a CheckpointError naming the file.
+
+    The model is first built on the meta device, so options from a tampered file (a width of a
+    billion) are refused before anything is allocated.
+    """
+    size = _size_on_meta(name, kwargs)
+    if size is not None and size > MAX_ELEMENTS:
+        raise CheckpointError(
+            f"{path}: model {name} with {_short(kwargs)} would hold {size:,} values (more than {MAX_ELEMENTS:,}); "
+            f"the file is malformed"
+        )
     try:
         return create_model(name, **kwargs)
     except ModelReferenceError as exc:
