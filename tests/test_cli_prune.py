@@ -141,3 +141,17 @@ def test_info_prints_file_text_literally(tmp_path, capsys):
     # the latency record is a table of fields, not a Python dict
     assert "{'median_ms'" not in out and "median_ms" in out and "versions.onnxruntime" in out
     assert "removable residual blocks: 7" in out and "layer3.2" in out
+
+
+def test_info_needs_a_file_or_a_model(capsys):
+    assert main(["info"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: give a checkpoint FILE and/or --model NAME (or --model path/to/file.py:callable)"
+
+
+def test_info_of_a_registry_model_lists_its_removable_blocks(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["info", "--model", "resnet56"]) == 0
+    out = capsys.readouterr().out
+    assert "fresh model (no weights)" in out and "removable residual blocks: 25" in out
+    assert "layer2.0 " not in out and "layer2.1 " in out and "853,018" in out
