@@ -40,3 +40,7 @@ class LatencyError(HybridPruneError):
 
 class MissingDependencyError(HybridPruneError, ImportError):
     """An optional dependency (ray, tensorrt, torchvision) is needed but not importable."""
+
+
+class ModelReferenceError(ConfigError):
+    """A ``path/to/file.py:callable`` or ``package.module:callable`` model reference is unusable."""

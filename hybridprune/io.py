@@ -1,17 +1,61 @@
-"""File helpers shared by every writer: nothing is ever left half-written."""
+"""File helpers shared by every writer: nothing is ever left half-written.
+
+- :func:`atomic_path`: write one file beside its destination, ``fsync`` it, rename it into place.
+- :func:`atomic_dir`: build a whole folder beside its destination and swap it into place at once.
+
+Outputs get ordinary permissions (``0666``/``0777`` minus the umask), not the ``0600``/``0700``
+of :mod:`tempfile`.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from hybridprune.errors import ConfigError
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # not thread-safe, hence only the fallback
+    os.umask(mask)
+    return mask
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    """``fsync`` a file (or, best effort, a directory entry list)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        if directory:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:  # some filesystems refuse fsync on directories
+            raise
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
+
+    The file is flushed to disk (``fsync``) before the rename and the directory after it, so a
+    crash leaves either the old file or the complete new one. The result gets mode
+    ``0666 & ~umask`` like any file the process creates.
 
     Args:
         path: Final destination.
@@ -30,7 +74,79 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
+        _fsync_path(tmp_path)
         os.replace(tmp_path, dest)
+        _fsync_path(dest.parent, directory=True)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux ``renameat2(RENAME_EXCHANGE)``; False if unsupported."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the filesystem/kernel cannot exchange
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; swap it into place as a whole if the block succeeds.
+
+    Readers see either the complete old folder or the complete new one, never a mix of old and
+    new files. On Linux the swap is one ``renameat2(RENAME_EXCHANGE)``; elsewhere the old folder
+    is renamed aside and the new one renamed in (two renames; the old one is restored if the
+    second fails). Every file is ``fsync``-ed first; the folder gets mode ``0777 & ~umask``.
+
+    Args:
+        path: Final destination folder (replaced entirely if it exists).
+
+    Returns:
+        A context manager yielding the temporary folder :class:`Path` to fill.
+
+    Raises:
+        ConfigError: if ``path`` exists and is not a folder.
+        Whatever the block raises; the temporary folder is removed and ``path`` is untouched.
+    """
+    dest = Path(path)
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"{dest} exists and is not a folder; refusing to replace it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        for root, _dirs, files in os.walk(tmp):
+            for f in files:
+                if not os.path.islink(os.path.join(root, f)):
+                    _fsync_path(Path(root) / f)
+            _fsync_path(Path(root), directory=True)
+        if not dest.exists():
+            os.rename(tmp, dest)
+        elif not _exchange(tmp, dest):
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+            os.rmdir(old)
+            os.rename(dest, old)
+            try:
+                os.rename(tmp, dest)
+            except BaseException:
+                os.rename(old, dest)
+                raise
+            tmp = old  # removed below
+        _fsync_path(dest.parent, directory=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -96,3 +96,62 @@ def test_already_pruned_checkpoint_is_refused(resnet20_th, tmp_path, capsys):
     assert main(["prune", "-c", str(first), "--ratio", "0.2", "--out", str(tmp_path / "b.pt")]) == 2
     assert "already pruned" in capsys.readouterr().err
     assert not (tmp_path / "b.pt").exists()
+
+
+MALFORMED_CLI = [
+    ({"model": {"name": "resnet20", "kwargs": {"num_classes": 10**9}}}, "num_classes must be an integer"),
+    ({"input_size": "3x32x32"}, "input_size must be [C, H, W]"),
+    ({"metrics": ["acc"]}, "metrics must be a dict"),
+    ({"normalization": None}, "normalization must be"),
+    ({"model": None}, "'model' must be a dict"),
+]
+
+
+@pytest.mark.parametrize("change, message", MALFORMED_CLI)
+@pytest.mark.parametrize("command", ["info", "prune", "evaluate"])
+def test_malformed_checkpoint_is_one_line_exit_2(tmp_path, capsys, command, change, message):
+    from hybridprune.models import create_model
+
+    model = create_model("resnet20")
+    payload = {"format": "hybridprune/1", "model": {"name": "resnet20", "kwargs": dict(model.hp_model_kwargs)},
+               "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "input_size": [3, 32, 32], "record": None,
+               "state_dict": model.state_dict(), "metrics": {}, **change}
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    argv = {"info": ["info", str(bad)], "evaluate": ["evaluate", str(bad), "--dataset", "digits"],
+            "prune": ["prune", "-c", str(bad), "--ratio", "0.2", "--out", str(tmp_path / "o.pt")]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in " ".join(err.split()) and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt"]
+
+
+def test_info_prints_file_text_literally(tmp_path, capsys):
+    from hybridprune.models import Normalization, create_model, save_checkpoint
+
+    path = save_checkpoint(
+        tmp_path / "m.pt", create_model("resnet20"), Normalization(),
+        metrics={"[/oops]": "[bold red]PWNED[/] [link=http://evil]x[/link]", "osc": "\x1b]8;;http://evil\x07click\x1b[2J",
+                 "latency": {"median_ms": 1.25, "backend": "onnxruntime", "versions": {"onnxruntime": "1.17"}}},
+    )
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "[/oops]" in out and "[bold red]PWNED[/]" in out and "[link=http://evil]x[/link]" in out
+    assert "\x1b" not in out and "\x07" not in out and "\\x1b]8;;http://evil\\x07click\\x1b[2J" in out
+    # the latency record is a table of fields, not a Python dict
+    assert "{'median_ms'" not in out and "median_ms" in out and "versions.onnxruntime" in out
+    assert "removable residual blocks: 7" in out and "layer3.2" in out
+
+
+def test_info_needs_a_file_or_a_model(capsys):
+    assert main(["info"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: give a checkpoint FILE and/or --model NAME (or --model path/to/file.py:callable)"
+
+
+def test_info_of_a_registry_model_lists_its_removable_blocks(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["info", "--model", "resnet56"]) == 0
+    out = capsys.readouterr().out
+    assert "fresh model (no weights)" in out and "removable residual blocks: 25" in out
+    assert "layer2.0 " not in out and "layer2.1 " in out and "853,018" in out

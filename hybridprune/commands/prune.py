@@ -1,4 +1,8 @@
-"""CLI: ``hybridprune prune`` (hybrid channel + block pruning) and ``hybridprune info FILE``."""
+"""CLI: ``hybridprune prune`` (hybrid channel + block pruning) and ``hybridprune info [FILE] [--model REF]``.
+
+Everything that comes from a file (names, kwargs, metrics, record entries) is printed literally,
+through :func:`hybridprune.cli.printable` and :class:`rich.text.Text`, never as Rich markup.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ def _load(model: Optional[str], checkpoint: Optional[Path]):
         raise ConfigError("give --checkpoint FILE (a hybridprune or classic checkpoint) and/or --model NAME")
     spec = get_model_spec(model)
     m = create_model(model)
-    return m, model, m.hp_model_kwargs, spec.normalization, spec.input_size, None, {}
+    return m, spec.name, m.hp_model_kwargs, spec.normalization, spec.input_size, None, {}
 
 
 def _calibration(calib_dir: Optional[Path], dataset: str, n_batches: int, batch_size: int, normalization, seed: int):
@@ -68,7 +72,7 @@ def _blocks(arch: dict[str, Any]) -> str:
 
 def prune(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint to prune (hybridprune or classic .th)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry model name (inferred from classic files)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name, path/to/file.py:callable or package.module:callable (inferred from classic files; needed for a plain state_dict)."),
     ratio: float = typer.Option(0.0, "--ratio", help="Fraction of channels to remove, in [0, 1)."),
     blocks: int = typer.Option(0, "--blocks", help="Number of residual blocks to remove."),
     criterion: str = typer.Option("weight_magnitude", "--criterion", help="Channel/block criterion, e.g. weight_magnitude, taylor_feature_map (an unknown name lists all)."),
@@ -88,7 +92,9 @@ def prune(
     import torch
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
+    from hybridprune.cli import printable
     from hybridprune.errors import ConfigError
     from hybridprune.evaluators.complexity import complexity, describe_architecture
     from hybridprune.models import save_checkpoint
@@ -120,51 +126,126 @@ def prune(
         input_size=input_size, metrics={"params": after.params, "macs": after.macs},
     )
 
-    table = Table(title=f"{name}: ratio {ratio}, {blocks} blocks, {criterion}, {order}, scope {scope}")
+    table = Table(title=_cell(f"{name}: ratio {ratio}, {blocks} blocks, {criterion}, {order}, scope {scope}"))
     table.add_column("")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
     table.add_column("change", justify="right")
     table.add_row("parameters", f"{before.params:,}", f"{after.params:,}", f"{after.params / before.params - 1:+.1%}")
     table.add_row("MACs", f"{before.macs / 1e6:.2f}M", f"{after.macs / 1e6:.2f}M", f"{after.macs / before.macs - 1:+.1%}")
-    table.add_row("residual blocks", _blocks(arch0), _blocks(arch1), f"{-len(result.removed_blocks):+d}" if result.removed_blocks else "0")
-    table.add_row("widths (stream / internal)", _widths(arch0), _widths(arch1), "")
+    change = f"{-len(result.removed_blocks):+d}" if result.removed_blocks else "0"
+    if arch0["stages"]:  # ResNets: per-stage summary
+        table.add_row("residual blocks", _blocks(arch0), _blocks(arch1), change)
+        table.add_row("widths (stream / internal)", _cell(_widths(arch0)), _cell(_widths(arch1)), "")
+    else:
+        from hybridprune.pruning import removable_blocks
+
+        table.add_row("removable residual blocks", str(len(removable_blocks(net, example))),
+                      str(len(removable_blocks(result.model, example))), change)
     console = Console(highlight=False)
     console.print(table)
-    console.print(f"removed blocks: {', '.join(result.removed_blocks) or 'none'}")
-    console.print(f"wrote {out}")
+    console.print(Text(printable(f"removed blocks: {', '.join(result.removed_blocks) or 'none'}")))
+    console.print(Text(printable(f"wrote {out}")))
 
 
-def info(file: Path = typer.Argument(..., help="A hybridprune or classic checkpoint.")) -> None:
-    """Describe a checkpoint: model, classes, normalisation, pruning record, size, widths, metrics."""
+def _cell(value: Any):
+    """A table cell showing ``value`` literally (no Rich markup, control characters escaped)."""
+    from rich.text import Text
+
+    from hybridprune.cli import printable
+
+    if isinstance(value, float):
+        return Text(f"{value:.6g}")
+    return Text(printable(value))
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out += _flatten(v, f"{prefix}{k}.")
+        else:
+            out.append((f"{prefix}{k}", v))
+    return out
+
+
+def _metric_cell(value: Any):
+    """A metric: scalars as text, dicts (a latency record, train stats) as a key/value table."""
+    from rich.table import Table
+
+    if not isinstance(value, dict) or not value:
+        return _cell(value)
+    grid = Table(show_header=False, box=None, pad_edge=False)
+    grid.add_column("key", style="dim")
+    grid.add_column("value")
+    for k, v in _flatten(value):
+        grid.add_row(_cell(k), _cell(v))
+    return grid
+
+
+def _blocks_table(model, input_size) -> Any:
+    """Removable residual blocks (found by structure) with their widths."""
+    import torch
+    from rich.table import Table
+
+    from hybridprune.pruning.blocks import find_blocks
+
+    blocks = find_blocks(model, torch.zeros(1, *input_size))
+    table = Table(title=f"removable residual blocks: {len(blocks)}")
+    for col, justify in (("block", "left"), ("channels in/out", "right"), ("conv widths inside", "left")):
+        table.add_column(col, justify=justify)
+    for b in blocks:
+        table.add_row(_cell(b.name), str(b.channels), _cell(" -> ".join(str(c) for _, c in b.convs) or "-"))
+    return table
+
+
+def info(
+    file: Optional[Path] = typer.Argument(None, help="A hybridprune checkpoint, classic .th or plain state_dict."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name or path/to/file.py:callable / package.module:callable (describes a fresh model without FILE; names the model of a plain state_dict)."),
+) -> None:
+    """Describe a checkpoint or model: classes, normalisation, pruning record, size, removable blocks, metrics."""
     from rich.console import Console
     from rich.table import Table
 
+    from hybridprune.errors import ConfigError
     from hybridprune.evaluators.complexity import complexity, describe_architecture
-    from hybridprune.models import load_checkpoint
+    from hybridprune.models import create_model, get_model_spec, load_checkpoint
     from hybridprune.pruning import PruningRecord
 
-    ck = load_checkpoint(file)
-    size = complexity(ck.model, ck.input_size)
-    arch = describe_architecture(ck.model)
-    table = Table(title=str(file), show_header=False)
+    if file is None and model is None:
+        raise ConfigError("give a checkpoint FILE and/or --model NAME (or --model path/to/file.py:callable)")
+    if file is not None:
+        ck = load_checkpoint(file, model_name=model)
+        net, name, kwargs, norm, input_size = ck.model, ck.model_name, ck.model_kwargs, ck.normalization, ck.input_size
+        fmt, record, metrics, title = ck.source_format, ck.record, ck.metrics, str(file)
+    else:
+        spec = get_model_spec(model)
+        net = create_model(model)
+        name, kwargs, norm, input_size = spec.name, net.hp_model_kwargs, spec.normalization, spec.input_size
+        fmt, record, metrics, title = "fresh model (no weights)", None, {}, name
+    size = complexity(net, input_size)
+    arch = describe_architecture(net)
+    table = Table(title=_cell(title), show_header=False)
     table.add_column("key")
-    table.add_column("value")
-    table.add_row("model", f"{ck.model_name} {ck.model_kwargs}")
-    table.add_row("format", ck.source_format)
-    table.add_row("classes", str(ck.num_classes))
-    table.add_row("input size", "x".join(str(v) for v in ck.input_size))
-    table.add_row("normalization", f"mean {ck.normalization.mean}, std {ck.normalization.std}")
-    table.add_row("pruning", PruningRecord.from_dict(ck.record).summary() if ck.record else "not pruned")
-    if ck.record and ck.record.get("config"):
-        table.add_row("pruning config", ", ".join(f"{k}={v}" for k, v in ck.record["config"].items()))
+    table.add_column("value", overflow="fold")  # long paths wrap, never end in an ellipsis
+    table.add_row("model", _cell(f"{name} {kwargs}"))
+    table.add_row("format", _cell(fmt))
+    table.add_row("classes", _cell(kwargs.get("num_classes")))
+    table.add_row("input size", _cell("x".join(str(v) for v in input_size)))
+    table.add_row("normalization", _cell(f"mean {norm.mean}, std {norm.std}"))
+    table.add_row("pruning", _cell(PruningRecord.from_dict(record).summary() if record else "not pruned"))
+    if record and isinstance(record.get("config"), dict):
+        table.add_row("pruning config", _cell(", ".join(f"{k}={v}" for k, v in record["config"].items())))
     table.add_row("parameters", f"{size.params:,}")
     table.add_row("MACs", f"{size.macs / 1e6:.2f}M")
-    table.add_row("residual blocks", _blocks(arch))
-    table.add_row("widths (stream / internal)", _widths(arch))
-    for k, v in sorted(ck.metrics.items()):
-        table.add_row(f"metric {k}", str(v))
-    Console(highlight=False).print(table)
+    if arch["stages"]:  # ResNet stage summary; every model gets the removable-block table below
+        table.add_row("residual blocks", _cell(_blocks(arch)))
+        table.add_row("widths (stream / internal)", _cell(_widths(arch)))
+    for k, v in sorted(metrics.items()):
+        table.add_row(_cell(f"metric {k}"), _metric_cell(v))
+    console = Console(highlight=False)
+    console.print(table)
+    console.print(_blocks_table(net, input_size))
 
 
 def register(app: typer.Typer) -> None:

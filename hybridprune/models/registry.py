@@ -1,17 +1,21 @@
 """Model registry: ``register_model`` / ``create_model`` / ``list_models``, as in timm.
 
 Every entry is a factory ``fn(num_classes, **kwargs) -> nn.Module`` plus the facts the rest of the
-system needs about it: input size, default input normalisation, and family.
+system needs about it: input size, default input normalisation, and family. Wherever a name is
+accepted, a reference ``path/to/file.py:callable`` or ``package.module:callable`` works too
+(family ``custom``; see :mod:`hybridprune.models.reference`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import torch.nn as nn
 
-from hybridprune.errors import ConfigError
+from hybridprune.errors import ConfigError, ModelReferenceError, UnknownNameError
+from hybridprune.models import reference as _ref
 from hybridprune.registry import Registry
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -52,9 +56,9 @@ class ModelSpec:
     """A registered architecture.
 
     Attributes:
-        name: Registry name (``resnet56``).
+        name: Registry name (``resnet56``) or canonical reference (``/abs/net.py:make``).
         factory: ``factory(num_classes=..., **kwargs)`` building the module.
-        family: ``cifar_resnet`` or ``torchvision``.
+        family: ``cifar_resnet``, ``torchvision`` or ``custom`` (a reference).
         input_size: (C, H, W) the model is made for.
         normalization: Default input normalisation for training from scratch.
         defaults: Default keyword arguments of the factory (recorded in checkpoints).
@@ -99,28 +103,75 @@ def list_models(family: str | None = None) -> list[str]:
     return [n for n in MODELS.names() if family is None or MODELS.get(n).family == family]
 
 
+def _reference_spec(name: str) -> ModelSpec:
+    """A spec for a ``file.py:callable`` / ``module:callable`` reference (see module docstring)."""
+    canonical = _ref.canonical_reference(name)
+    fn = _ref.load_factory(canonical)
+    size = getattr(fn, "input_size", (3, 32, 32))
+    if (not isinstance(size, (tuple, list)) or len(size) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 8192 for v in size)):
+        raise ModelReferenceError(f"{canonical}: input_size must be (C, H, W) positive integers, got {size!r}")
+    norm = getattr(fn, "normalization", None)
+    if norm is None:
+        norm = Normalization()
+    elif not isinstance(norm, Normalization):
+        try:
+            mean, std = (norm.get("mean"), norm.get("std")) if isinstance(norm, dict) else norm
+            norm = Normalization(tuple(mean), tuple(std))
+        except (TypeError, ValueError) as exc:
+            raise ModelReferenceError(
+                f"{canonical}: normalization must be ((mean...), (std...)), got {norm!r} ({exc})"
+            ) from None
+    return ModelSpec(
+        name=canonical,
+        factory=partial(_ref.build_from_reference, canonical, fn),
+        family="custom",
+        input_size=tuple(size),
+        normalization=norm,
+    )
+
+
 def get_model_spec(name: str) -> ModelSpec:
-    """Look up a spec by name.
+    """Look up a spec by registry name or by factory reference.
+
+    Args:
+        name: A registry name (``resnet56``), ``path/to/file.py:callable`` (relative to the
+            working directory) or ``package.module:callable``.
+
+    Returns:
+        The spec; for a reference, one built from the callable (family ``custom``, input size and
+        normalisation from its optional ``input_size``/``normalization`` attributes, else
+        (3, 32, 32) and the CIFAR statistics).
 
     Raises:
         UnknownNameError: listing the valid names.
+        ModelReferenceError: for a reference whose file, module or callable cannot be loaded.
     """
-    return MODELS.get(name)
+    if _ref.is_reference(name):
+        return _reference_spec(name)
+    try:
+        return MODELS.get(name)
+    except UnknownNameError as exc:
+        raise UnknownNameError(f"{exc}; or a factory reference path/to/file.py:callable or package.module:callable") from None
 
 
 def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
     """Build a registered architecture with fresh weights.
 
     Args:
-        name: Registry name, e.g. ``resnet56`` or ``mobilenet_v2``.
+        name: Registry name, e.g. ``resnet56`` or ``mobilenet_v2``, or a factory reference
+            ``path/to/file.py:callable`` / ``package.module:callable``.
         num_classes: Classifier size.
         **kwargs: Architecture options (``shortcut="B"`` for CIFAR ResNets).
 
     Returns:
-        The model, in eval mode, with ``hp_model_name`` and ``hp_model_kwargs`` attributes.
+        The model, in eval mode, with ``hp_model_name`` (the canonical name or reference),
+        ``hp_model_kwargs`` and ``hp_input_size`` attributes.
 
     Raises:
         UnknownNameError: for an unregistered name.
+        ModelReferenceError: for a reference that cannot be loaded, whose factory raises or returns
+            something other than a module.
         ConfigError: for bad options.
         MissingDependencyError: if a torchvision model is asked for and torchvision cannot import.
     """
@@ -130,6 +181,7 @@ def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
         model = spec.factory(num_classes=num_classes, **options)
     except TypeError as exc:
         raise ConfigError(f"bad options for model {name!r}: {exc}") from None
-    model.hp_model_name = name
+    model.hp_model_name = spec.name
     model.hp_model_kwargs = {"num_classes": num_classes, **options}
+    model.hp_input_size = tuple(spec.input_size)
     return model.eval()

@@ -111,6 +111,7 @@ class ChannelTracker:
 
     def __init__(self, model: nn.Module) -> None:
         self.names = {m: n for n, m in model.named_modules()}
+        self.params = {p: n for n, p in model.named_parameters()}
         self.kept: dict[str, dict[str, list[int]]] = {}
         for name, m in model.named_modules():
             counts = channel_counts(m)
@@ -131,6 +132,12 @@ class ChannelTracker:
             module = dep.target.module
             name = self.names.get(module)
             if name is None:
+                if isinstance(module, nn.Parameter) and module in self.params:
+                    raise ConfigError(
+                        f"parameter {self.params[module]} (a bare nn.Parameter used in forward) would be pruned, but "
+                        f"pruning records support Conv2d, Linear, BatchNorm and option-A shortcut layers only; "
+                        f"use scope='internal' or wrap it in a layer"
+                    )
                 continue  # traced functional ops (add, slicing) own no tensors
             if name not in self.kept:
                 if isinstance(module, nn.Module) and any(True for _ in module.parameters(recurse=False)):

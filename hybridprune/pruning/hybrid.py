@@ -77,7 +77,7 @@ def prune_model(
         raise ConfigError(
             f"criterion {config.criterion!r} is data-driven and needs calibration batches (calib=...)"
         )
-    check_block_count(model, config.pruned_blocks)
+    check_block_count(model, config.pruned_blocks, example_inputs)
     was_training = model.training
     new = copy.deepcopy(model)
     tracker = ChannelTracker(new)
@@ -100,11 +100,11 @@ def prune_model(
 
     def blocks() -> None:
         if config.pruned_blocks > 0:
-            names = check_block_count(new, config.pruned_blocks)
+            names = check_block_count(new, config.pruned_blocks, example_inputs)
             scores = criterion.score(new, block_layers(new, names), batches)
             result.block_scores = {n: float(s.mean()) for n, s in scores.items()}
             result.removed_blocks = choose_blocks(scores, config.pruned_blocks)
-            remove_blocks(new, result.removed_blocks)
+            remove_blocks(new, result.removed_blocks, example_inputs)
 
     steps = (channels, blocks) if config.order == "channel_first" else (blocks, channels)
     for step in steps:

@@ -145,7 +145,12 @@ class StudySection:
 
 @dataclass(frozen=True)
 class ModelSection:
-    """``[model]``: the architecture and its trained weights (or none: train the baseline first)."""
+    """``[model]``: the architecture and its trained weights (or none: train the baseline first).
+
+    ``name`` is a registry name or a factory reference, ``path/to/file.py:callable`` (relative to
+    the study file's folder) or ``package.module:callable``; ``checkpoint`` may then be a plain
+    ``torch.save(model.state_dict())`` file.
+    """
 
     name: str = "resnet20"
     checkpoint: str | None = None
@@ -153,8 +158,19 @@ class ModelSection:
 
     def __post_init__(self) -> None:
         from hybridprune.models import get_model_spec
+        from hybridprune.models.reference import is_file_reference, is_reference, split_reference
 
-        get_model_spec(self.name)  # UnknownNameError lists the models
+        if is_reference(self.name) and is_file_reference(self.name):
+            target, _ = split_reference(self.name)
+            if not Path(target).expanduser().is_absolute():
+                return  # checked once resolve_paths() has made it absolute
+        get_model_spec(self.name)  # UnknownNameError lists the models; references are imported
+
+    def resolve_paths(self, base: Path, resolve: Any) -> "ModelSection":
+        """A copy with ``checkpoint`` (through ``resolve``) and a file reference made absolute against ``base``."""
+        from hybridprune.models.reference import canonical_reference
+
+        return dataclasses.replace(self, name=canonical_reference(self.name, base), checkpoint=resolve(base, self.checkpoint))
 
 
 @dataclass(frozen=True)
@@ -478,7 +494,7 @@ def load_study_config(path: str | Path) -> StudyConfig:
         artifact_dir=_resolve(base, st.artifact_dir),
         storage=_resolve_storage(base, st.storage),
     )
-    sections["model"] = dataclasses.replace(sections["model"], checkpoint=_resolve(base, sections["model"].checkpoint))
+    sections["model"] = sections["model"].resolve_paths(base, _resolve)
     d = sections["data"]
     sections["data"] = dataclasses.replace(d, root=_resolve(base, d.root), cache_dir=_resolve(base, d.cache_dir))
     space = raw.get("space") or {}
