@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures
+import functools
 import http.client
 import json
 import math
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,6 +61,13 @@ def agent_url():
 @pytest.fixture(scope="module")
 def small_onnx(tmp_path_factory) -> Path:
     return export_onnx(create_model("resnet20", width=4), tmp_path_factory.mktemp("m") / "r20.onnx")
+
+
+@functools.lru_cache(maxsize=1)
+def small_model_bytes() -> bytes:
+    """ONNX bytes of a narrow ResNet-20 (exported once per test process)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return export_onnx(create_model("resnet20", width=4), Path(tmp) / "r20.onnx").read_bytes()
 
 
 def raw(url: str, method: str, path: str, body: bytes | None = None, token: str | None = TOKEN,
