@@ -21,6 +21,7 @@ import pytest
 from hybridprune.errors import LatencyError
 from hybridprune.evaluators import agent as agent_mod
 from hybridprune.evaluators import get_latency_backend
+from hybridprune.evaluators.timing import Protocol
 from tests.test_agent import AGENT, TOKEN, raw
 
 FAST = {"warmup_runs": 1, "min_runs": 5, "max_time_s": 0.3, "rel_ci": 0.05}
@@ -153,7 +154,7 @@ def test_protocol_values_are_bounded(agent, query, message):
 def test_protocol_limits_are_published(agent):
     limits = raw(agent, "GET", "/info")[1]["limits"]
     assert limits["min_runs"] == [1, 1000] and limits["batch"] == [1, 4096]
-    assert {k: tuple(v) for k, v in limits.items() if k != "batch"} == agent_mod.Protocol.LIMITS
+    assert {k: tuple(v) for k, v in limits.items() if k != "batch"} == Protocol.LIMITS
 
 
 def test_errors_do_not_leak_private_paths(tmp_path):

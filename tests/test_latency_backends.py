@@ -13,7 +13,7 @@ import torch
 from hybridprune.errors import ConfigError, LatencyError, MissingDependencyError, UnknownNameError
 from hybridprune.evaluators import (BaseLatencyBackend, LatencyResult, Protocol, get_latency_backend,
                                     list_latency_backends, run_protocol, summarize)
-from hybridprune.evaluators.agent import median_ci_indices, percentile
+from hybridprune.evaluators.timing import median_ci_indices, percentile
 from hybridprune.models import create_model
 
 FAST = {"warmup_runs": 2, "min_runs": 5, "max_time_s": 0.3, "rel_ci": 0.05}

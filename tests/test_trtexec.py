@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hybridprune.evaluators.agent import (Protocol, TrtexecBackend, TrtexecParseError, parse_trtexec_output,
+from hybridprune.evaluators.agent import (TrtexecBackend, TrtexecParseError, parse_trtexec_output,
                                           trt_version_string)
+from hybridprune.evaluators.timing import Protocol
 
 EXPECTED = {
     "trt8201_jetson_best.txt": {

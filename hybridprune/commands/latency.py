@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-agent_app = typer.Typer(help="The device latency agent (stdlib-only; copy agent.py to a Jetson).",
+agent_app = typer.Typer(help="The device latency agent (stdlib-only; copy agent.pyz to a Jetson).",
                         no_args_is_help=True)
 
 
@@ -120,8 +120,19 @@ def serve(
         raise typer.Exit(code)
 
 
+def bundle(
+    output: Path = typer.Option(Path("agent.pyz"), "--output", "-o", help="The .pyz file to write."),
+) -> None:
+    """Pack the agent (agent.py + timing.py) into one zipapp for the device (python3 agent.pyz)."""
+    from hybridprune.evaluators.bundle import build_agent_bundle
+
+    path = build_agent_bundle(output)
+    typer.echo(f"wrote {path} ({path.stat().st_size} bytes); on the device: python3 {path.name} --help")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``latency`` and the ``agent`` sub-app (``agent serve``) to ``app``."""
+    """Add ``latency`` and the ``agent`` sub-app (``agent serve``, ``agent bundle``) to ``app``."""
     app.command("latency")(latency)
     agent_app.command("serve")(serve)
+    agent_app.command("bundle")(bundle)
     app.add_typer(agent_app, name="agent")

@@ -1,8 +1,8 @@
 """The latency backend interface, its result type, registry and factory.
 
-Every backend follows the same protocol (:func:`hybridprune.evaluators.agent.run_protocol`: warm-up,
+Every backend follows the same protocol (:func:`hybridprune.evaluators.timing.run_protocol`: warm-up,
 then timed runs until the median's distribution-free confidence interval is narrow enough or a
-time cap is hit); the statistics code lives in the stdlib-only agent module so the host and the
+time cap is hit); the statistics code lives in the stdlib-only ``timing`` module so the host and the
 device agent share it.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators.agent import PRECISIONS, Protocol
+from hybridprune.evaluators.timing import PRECISIONS, Protocol
 from hybridprune.registry import Registry
 
 LATENCY_BACKENDS: Registry[type["BaseLatencyBackend"]] = Registry("latency backend")
@@ -67,7 +67,7 @@ class LatencyResult:
     @classmethod
     def from_stats(cls, stats: Mapping[str, Any], *, backend: str, device: str, precision: str,
                    batch_size: int, versions: Mapping[str, str], **extra: Any) -> "LatencyResult":
-        """Build from :func:`~hybridprune.evaluators.agent.run_protocol`'s dict (or the agent's reply).
+        """Build from :func:`~hybridprune.evaluators.timing.run_protocol`'s dict (or the agent's reply).
 
         Raises:
             LatencyError: if required statistics are missing or malformed.
@@ -103,7 +103,7 @@ class BaseLatencyBackend(abc.ABC):
 
     Args:
         warmup_runs, min_runs, max_runs, max_time_s, rel_ci, confidence: the measurement
-            protocol (see :class:`hybridprune.evaluators.agent.Protocol`).
+            protocol (see :class:`hybridprune.evaluators.timing.Protocol`).
 
     Raises:
         ConfigError: if a protocol option is invalid.

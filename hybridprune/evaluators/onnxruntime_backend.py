@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators.agent import AgentError, OnnxRuntimeBackend, device_description
+from hybridprune.evaluators.timing import AgentError, OnnxRuntimeBackend, device_description
 from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult, check_batch
 
 

@@ -11,7 +11,7 @@ import urllib.request
 from typing import Any
 
 from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators.agent import PRECISIONS
+from hybridprune.evaluators.timing import PRECISIONS
 from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult, check_batch
 
 

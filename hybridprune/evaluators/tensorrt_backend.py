@@ -11,7 +11,7 @@ import platform
 from typing import Any
 
 from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators.agent import run_protocol
+from hybridprune.evaluators.timing import run_protocol
 from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult, check_batch
 from hybridprune.registry import lazy_import
 

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators.agent import device_description, run_protocol
+from hybridprune.evaluators.timing import device_description, run_protocol
 from hybridprune.evaluators.base import (LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult, check_batch,
                                          is_onnx_path)
 
