@@ -280,7 +280,7 @@ def test_bundled_agent_measures_under_python36(tmp_path, trtexec_fixtures):
     version = subprocess.run([python36, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
                              text=True, timeout=60)
     if version.stdout.strip() != "(3, 6)":
-        pytest.skip(f"python3.6 on PATH does not run: {version.stderr.strip()[:200]}")
+        pytest.skip("python3.6 on PATH does not run (" + (version.stderr.strip().splitlines() or ["?"])[0][:100] + ")")
     pyz = build_agent_bundle(tmp_path / "agent.pyz")
     exe, log = fake_trtexec(tmp_path, trtexec_fixtures, "ok")
     server = subprocess.Popen([python36, "-I", "-S", str(pyz), "--port", "0", "--trtexec", str(exe)],
