@@ -288,3 +288,15 @@ def test_measurement_stops_when_the_client_goes_away(tmp_path, trtexec_fixtures)
     fp16 = [c for c in calls if "fp16" in c]
     assert 2 <= len(fp16) < 20 and any("fp32" in c for c in calls)
     assert "measurement stopped: the client went away" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("token", ["ümlaut-秘密", "with space;and\"quote"])
+def test_tokens_beyond_ascii_work_end_to_end(token):
+    proc, url = launch("--backend", "onnxruntime", "--token", token)
+    try:
+        assert get_latency_backend("remote", url=url, token=token).info()["backend"] == "onnxruntime"
+        with pytest.raises(LatencyError, match="401"):
+            get_latency_backend("remote", url=url, token=token + "x").info()
+        assert raw(url, "GET", "/info", token=None)[0] == 401
+    finally:
+        stop(proc)

@@ -638,9 +638,11 @@ class Handler(BaseHTTPRequestHandler):
                                        "rebinding protection); use a loopback or IP address, "
                                        "or start the agent with --token" % host}, close=True)
             return False
-        header = self.headers.get("Authorization", "")
-        given = header[7:] if header.startswith("Bearer ") else ""
-        if hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8")):
+        # http.server decodes headers as latin-1: encoding back gives the bytes the client sent,
+        # compared with the token's UTF-8 bytes (so non-ASCII tokens work)
+        header = self.headers.get("Authorization", "").encode("latin-1", "replace")
+        given = header[7:] if header.startswith(b"Bearer ") else b""
+        if hmac.compare_digest(given, token.encode("utf-8", "surrogateescape")):  # argv under a C locale
             return True
         self._reply(401, {"error": "missing or wrong token (send 'Authorization: Bearer <token>')"},
                     close=True)

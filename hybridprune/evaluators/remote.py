@@ -60,9 +60,9 @@ class RemoteLatency(BaseLatencyBackend):
                        "backoff"])
 
     def _request(self, method: str, path: str, body: bytes | None, timeout: float) -> dict[str, Any]:
-        headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        headers: dict[str, Any] = {"Content-Type": "application/octet-stream"} if body is not None else {}
+        if self.token:  # bytes: http.client would encode a str as latin-1 and fail on other characters
+            headers["Authorization"] = b"Bearer " + self.token.encode("utf-8")
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
