@@ -216,6 +216,17 @@ def test_warns_when_exposed_without_token():
     assert agent_mod.exposure_warning("0.0.0.0", "tok") is None
 
 
+def test_client_gone_detects_only_a_closed_peer():
+    left, right = socket.socketpair()
+    with left, right:
+        assert not agent_mod.client_gone(left)  # connected and quiet
+        right.sendall(b"GET /next HTTP/1.1\r\n")  # pipelined bytes are not a goodbye ...
+        assert not agent_mod.client_gone(left)
+        assert left.recv(100).startswith(b"GET")  # ... and were only peeked at
+        right.close()
+        assert agent_mod.client_gone(left)
+
+
 def test_client_disconnects_are_logged_in_one_line():
     proc, url = launch("--backend", "onnxruntime")
     with send_raw(url, b"POST /measure HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 500\r\n\r\nabc"):

@@ -243,6 +243,18 @@ def test_protocol_stops_when_stable_and_honours_limits():
     assert len(calls) == 4 + 3
 
 
+def test_protocol_stops_when_cancelled(monkeypatch):
+    from hybridprune.evaluators import timing
+
+    monkeypatch.setattr(timing, "POLL_S", 0.0)  # ask after every run
+    runs, asked = [], []
+    with pytest.raises(timing.Cancelled, match="client went away"):
+        run_protocol(lambda: runs.append(1) or 1.0 + len(runs) % 7, Protocol(warmup_runs=2, min_runs=5, rel_ci=1e-6),
+                     cancelled=lambda: asked.append(1) or len(asked) >= 4)
+    assert len(runs) == len(asked) == 4  # stopped right after the fourth question
+    assert run_protocol(lambda: 1.0, Protocol(min_runs=3), cancelled=lambda: False)["runs"] == 3
+
+
 @pytest.mark.parametrize("kwargs, word", [({"min_runs": 0}, "min_runs"), ({"max_time_s": 0}, "max_time_s"),
                                           ({"rel_ci": 0}, "rel_ci"), ({"confidence": 1.0}, "confidence"),
                                           ({"warmup_runs": -1}, "warmup_runs")])

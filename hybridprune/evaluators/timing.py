@@ -166,6 +166,7 @@ class Protocol(object):
         return cls(**kwargs)
 
     def to_dict(self):
+        """The protocol's fields as a plain dict (what a client sends as query parameters)."""
         return dict((key, getattr(self, key)) for key, _ in self.FIELDS)
 
     def is_stable(self, times_ms):
