@@ -185,7 +185,8 @@ class BaseLatencyBackend(abc.ABC):
         shape = tuple(input_shape)
         if self.takes == "module":
             if is_onnx_path(model):
-                onnx_backends = ", ".join(n for n in LATENCY_BACKENDS.names() if LATENCY_BACKENDS.get(n).takes == "onnx")
+                onnx_backends = ", ".join(n for n in LATENCY_BACKENDS.names()
+                                          if LATENCY_BACKENDS.get(n).takes == "onnx")
                 raise ConfigError(f"the {self.name} latency backend measures a PyTorch model, not an ONNX file; "
                                   f"use a backend that takes ONNX ({onnx_backends}) for .onnx files")
             return self._measure(model, input_shape=shape, batch_size=batch_size, precision=precision)

@@ -17,7 +17,8 @@ from hybridprune.io import atomic_path
 
 AGENT_FILES = ("agent.py", "timing.py")
 INTERPRETER = "/usr/bin/env python3"
-_MAIN = '"""Entry point of agent.pyz: the hybridprune device agent."""\nimport sys\n\nimport agent\n\nsys.exit(agent.main())\n'
+_MAIN = ('"""Entry point of agent.pyz: the hybridprune device agent."""\n'
+         "import sys\n\nimport agent\n\nsys.exit(agent.main())\n")
 
 
 def build_agent_bundle(dest: str | os.PathLike, interpreter: str = INTERPRETER) -> Path:
