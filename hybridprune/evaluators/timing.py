@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The measurement core shared by the host backends and the device agent.
 
 Statistics of per-run latencies, the measurement protocol (warm-up, then timed runs until the
