@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures
+import functools
 import http.client
 import json
 import math
+import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,6 +62,13 @@ def agent_url():
 @pytest.fixture(scope="module")
 def small_onnx(tmp_path_factory) -> Path:
     return export_onnx(create_model("resnet20", width=4), tmp_path_factory.mktemp("m") / "r20.onnx")
+
+
+@functools.lru_cache(maxsize=1)
+def small_model_bytes() -> bytes:
+    """ONNX bytes of a narrow ResNet-20 (exported once per test process)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return export_onnx(create_model("resnet20", width=4), Path(tmp) / "r20.onnx").read_bytes()
 
 
 def raw(url: str, method: str, path: str, body: bytes | None = None, token: str | None = TOKEN,
@@ -182,9 +192,12 @@ def test_agent_cli_rejects_unavailable_backend():
 
 # --- the agent must run on a Jetson TX2: Python 3.6, standard library only -------------------
 
+AGENT_FILES = [AGENT, AGENT.with_name("timing.py")]  # what `hybridprune agent bundle` packs
 
-def test_agent_is_python36_syntax():
-    source = AGENT.read_text()
+
+@pytest.mark.parametrize("path", AGENT_FILES, ids=lambda p: p.name)
+def test_agent_is_python36_syntax(path):
+    source = path.read_text()
     tree = ast.parse(source, feature_version=(3, 6))  # rejects walrus, f"{x=}", positional-only, ...
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -194,19 +207,25 @@ def test_agent_is_python36_syntax():
         ast.parse('x = 1\nprint(f"{x=}")', feature_version=(3, 6))
 
 
-def test_agent_imports_only_stdlib():
-    tree = ast.parse(AGENT.read_text())
+@pytest.mark.parametrize("path", AGENT_FILES, ids=lambda p: p.name)
+def test_agent_imports_only_stdlib(path):
+    tree = ast.parse(path.read_text())
     modules = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             modules.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            modules.add(node.module.split(".")[0])
-    assert modules and modules <= set(sys.stdlib_module_names), modules - set(sys.stdlib_module_names)
+            if node.level:  # relative: only the other agent file
+                assert [a.name for a in node.names] == ["timing"] and node.module is None, ast.dump(node)
+            else:
+                modules.add(node.module.split(".")[0])
+    own = {p.stem for p in AGENT_FILES}
+    assert modules and modules <= set(sys.stdlib_module_names) | own, modules - set(sys.stdlib_module_names)
     # stdlib modules or functions added after 3.6 that are easy to reach for
-    source = AGENT.read_text()
+    source = path.read_text()
     for newer in ("ThreadingHTTPServer", "capture_output", "text=True", "statistics.quantiles",
-                  "math.comb", "math.prod", "NormalDist", "removeprefix", "importlib.metadata"):
+                  "math.comb", "math.prod", "NormalDist", "removeprefix", "importlib.metadata",
+                  "asyncio.run", "contextlib.nullcontext", "time.monotonic_ns", "dict[", "list["):
         assert newer not in source, newer
 
 
@@ -214,6 +233,80 @@ def test_agent_starts_without_site_packages():
     proc = subprocess.run([sys.executable, "-I", "-S", str(AGENT), "--help"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0 and "--token" in proc.stdout
+
+
+def test_bundled_agent_runs_alone_and_serves(tmp_path):
+    from hybridprune.cli import main
+
+    pyz = tmp_path / "deploy" / "agent.pyz"
+    assert main(["agent", "bundle", "-o", str(pyz)]) == 0
+    import zipfile
+
+    with zipfile.ZipFile(pyz) as archive:
+        assert sorted(archive.namelist()) == ["__main__.py", "agent.py", "timing.py"]
+    assert pyz.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    alone = tmp_path / "elsewhere"  # nothing of hybridprune reachable: isolated, no site, other cwd
+    alone.mkdir()
+    proc = subprocess.run([sys.executable, "-I", "-S", str(pyz), "--help"], capture_output=True, text=True,
+                          timeout=60, cwd=alone)
+    assert proc.returncode == 0 and "--token" in proc.stdout and "agent.pyz" in proc.stdout
+    trtexec = tmp_path / "trtexec"  # /info never runs it; without site-packages only trtexec can serve
+    trtexec.write_text("#!/bin/sh\nexit 1\n")
+    trtexec.chmod(0o755)
+    server = subprocess.Popen([sys.executable, "-I", "-S", str(pyz), "--port", "0", "--backend", "trtexec",
+                               "--trtexec", str(trtexec), "--token", TOKEN], cwd=alone, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        assert "listening on" in line, server.stderr.read()
+        status, info = raw(line.strip().rsplit(" ", 1)[-1], "GET", "/info")
+        assert status == 200 and info["backend"] == "trtexec" and info["limits"]["min_runs"] == [1, 1000]
+        assert info["device"] and info["python"] == platform.python_version()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_bundled_agent_measures_under_python36(tmp_path, trtexec_fixtures):
+    """The Jetson's interpreter: skipped where no python3.6 is on PATH."""
+    import shutil
+
+    from hybridprune.evaluators.bundle import build_agent_bundle
+    from tests.test_agent_hardening import fake_trtexec
+
+    python36 = shutil.which("python3.6")
+    if python36 is None:
+        pytest.skip("no python3.6 on PATH")
+    version = subprocess.run([python36, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                             text=True, timeout=60)
+    if version.stdout.strip() != "(3, 6)":
+        pytest.skip("python3.6 on PATH does not run (" + (version.stderr.strip().splitlines() or ["?"])[0][:100] + ")")
+    pyz = build_agent_bundle(tmp_path / "agent.pyz")
+    exe, log = fake_trtexec(tmp_path, trtexec_fixtures, "ok")
+    server = subprocess.Popen([python36, "-I", "-S", str(pyz), "--port", "0", "--trtexec", str(exe)],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        assert "backend trtexec" in line, server.stderr.read()
+        url = line.strip().rsplit(" ", 1)[-1]
+        status, stats = raw(url, "POST", "/measure?precision=fp16&min_runs=30&max_time_s=1&rel_ci=0.05",
+                            small_model_bytes(), token=None)
+        assert status == 200, stats
+        assert stats["versions"]["python"].startswith("3.6.") and stats["versions"]["tensorrt"] == "8.2.1"
+        assert stats["runs"] >= 30 and stats["median_ms"] == pytest.approx(1.001) and stats["stable"]
+        assert raw(url, "POST", "/measure?min_runs=5000", small_model_bytes(), token=None)[0] == 400
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert "--fp16" in log.read_text()
+
+
+def test_bundle_refuses_a_folder(tmp_path, capsys):
+    from hybridprune.cli import main
+
+    assert main(["agent", "bundle", "-o", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_remote_client_reports_oversized_model(agent_url):

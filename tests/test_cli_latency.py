@@ -61,13 +61,16 @@ def test_latency_remote_via_agent_serve(onnx_file, capsys):
     "args, message",
     [
         (["--backend", "nope"], "unknown latency backend 'nope'"),
-        (["--backend", "remote"], "needs --url"),
+        (["--backend", "remote"], "--backend remote needs --url"),
         (["--url", "http://x:1"], "only used with --backend remote"),
         (["--backend", "tensorrt"], "latency backend needs tensorrt"),
         (["--batch", "0"], "batch size"),
         (["--precision", "fp16"], "precision"),
         (["--input-size", "3,32"], "--input-size"),
-        (["--device", "cuda"], "--device applies"),
+        (["--device", "cuda"], "--device is only used with --backend torch"),
+        (["--threads", "2", "--backend", "remote", "--url", "http://127.0.0.1:1"],
+         "--threads is only used with --backend onnxruntime or torch"),
+        (["--backend", "torch"], "measures a PyTorch model, not an ONNX file"),
     ],
 )
 def test_bad_flags_exit_2(onnx_file, capsys, args, message):

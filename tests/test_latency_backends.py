@@ -13,7 +13,7 @@ import torch
 from hybridprune.errors import ConfigError, LatencyError, MissingDependencyError, UnknownNameError
 from hybridprune.evaluators import (BaseLatencyBackend, LatencyResult, Protocol, get_latency_backend,
                                     list_latency_backends, run_protocol, summarize)
-from hybridprune.evaluators.agent import median_ci_indices, percentile
+from hybridprune.evaluators.timing import median_ci_indices, percentile
 from hybridprune.models import create_model
 
 FAST = {"warmup_runs": 2, "min_runs": 5, "max_time_s": 0.3, "rel_ci": 0.05}
@@ -68,6 +68,99 @@ def test_backend_contract(name, request):
         backend.measure(model, batch_size=0)
     with pytest.raises(ConfigError, match="unknown option"):
         get_latency_backend(name, **options, warmup=3)
+
+
+# what each registered backend declares; a new backend must be added here (and to the README)
+CAPABILITIES = {"onnxruntime": ("onnx", False), "torch": ("module", False), "tensorrt": ("onnx", False),
+                "remote": ("onnx", True)}
+
+
+@pytest.mark.parametrize("name", list_latency_backends())
+def test_backend_capabilities(name):
+    from hybridprune.evaluators.base import LATENCY_BACKENDS
+    from hybridprune.evaluators.export import DEFAULT_OPSET
+
+    cls = LATENCY_BACKENDS.get(name)
+    assert (cls.takes, cls.queues_itself) == CAPABILITIES[name]
+    assert cls.takes in ("onnx", "module") and isinstance(cls.queues_itself, bool)
+    assert set(cls.precisions) >= {"fp32"}
+    # the shared preamble (checks, export) is the base class's; backends implement only _measure
+    assert cls.measure is BaseLatencyBackend.measure and not cls.__abstractmethods__
+    assert ("opset" in cls.option_names()) == (cls.takes == "onnx")
+    if name != "tensorrt" or _tensorrt_installed():
+        backend = get_latency_backend(name)
+        assert backend.opset == (DEFAULT_OPSET if cls.takes == "onnx" else None)
+    if cls.takes == "onnx":
+        with pytest.raises(ConfigError, match="opset must be an integer between 7 and 20"):
+            cls(opset=30)
+    else:
+        with pytest.raises(ConfigError, match="unknown option.*opset"):
+            cls(opset=13)
+
+
+def _tensorrt_installed() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Recorder(BaseLatencyBackend):
+    """A backend that records what the base class hands to _measure (not registered)."""
+
+    name = "recorder"
+    precisions = ("fp32", "fp16")
+
+    def _measure(self, model, *, input_shape, batch_size, precision):
+        import onnx
+
+        self.seen = model
+        if self.takes == "onnx":
+            proto = onnx.load(str(model))
+            self.dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+            self.opsets = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+        return LatencyResult(median_ms=1.0, mean_ms=1.0, p90_ms=1.0, p99_ms=1.0, std_ms=0.0, runs=1,
+                             batch_size=batch_size, precision=precision, backend=self.name, device="-")
+
+
+class _ModuleRecorder(_Recorder):
+    takes = "module"
+
+
+def test_base_measure_converts_models_for_the_backend(tmp_path):
+    from pathlib import Path
+
+    from hybridprune.evaluators.export import export_onnx
+
+    model = create_model("resnet20", width=4)
+    onnx_backend = _Recorder(opset=11)
+    result = onnx_backend.measure(model, input_shape=(3, 16, 16), batch_size=2, precision="fp16")
+    assert isinstance(onnx_backend.seen, Path) and onnx_backend.seen.suffix == ".onnx"
+    assert onnx_backend.dims == [2, 3, 16, 16] and onnx_backend.opsets == [11]
+    assert not onnx_backend.seen.exists()  # the temporary export is gone
+    assert result.precision == "fp16" and result.batch_size == 2
+    path = export_onnx(model, tmp_path / "m.onnx", (1, 3, 8, 8))
+    onnx_backend.measure(path)
+    assert onnx_backend.seen == path and path.exists()  # a file is passed through, not deleted
+
+    module_backend = _ModuleRecorder()
+    module_backend.measure(model, batch_size=3)
+    assert module_backend.seen is model
+    with pytest.raises(ConfigError, match="measures a PyTorch model.*onnxruntime, remote, tensorrt"):
+        module_backend.measure(path)
+    for backend in (onnx_backend, module_backend):
+        with pytest.raises(ConfigError, match="precision"):
+            backend.measure(model, precision="int8")
+        with pytest.raises(ConfigError, match="batch size"):
+            backend.measure(model, batch_size=0)
+
+
+def test_capabilities_are_checked_when_a_backend_is_defined():
+    with pytest.raises(TypeError, match="takes must be one of"):
+        type("Bad", (BaseLatencyBackend,), {"takes": "tflite", "_measure": lambda self, m, **k: None})
+    with pytest.raises(TypeError, match="queues_itself must be a bool"):
+        type("Bad", (BaseLatencyBackend,), {"queues_itself": "yes", "_measure": lambda self, m, **k: None})
 
 
 def test_factory_normalises_input():
@@ -148,6 +241,18 @@ def test_protocol_stops_when_stable_and_honours_limits():
     calls = []
     run_protocol(lambda: calls.append(1) or 1.0, Protocol(warmup_runs=4, min_runs=3, max_time_s=60))
     assert len(calls) == 4 + 3
+
+
+def test_protocol_stops_when_cancelled(monkeypatch):
+    from hybridprune.evaluators import timing
+
+    monkeypatch.setattr(timing, "POLL_S", 0.0)  # ask after every run
+    runs, asked = [], []
+    with pytest.raises(timing.Cancelled, match="client went away"):
+        run_protocol(lambda: runs.append(1) or 1.0 + len(runs) % 7, Protocol(warmup_runs=2, min_runs=5, rel_ci=1e-6),
+                     cancelled=lambda: asked.append(1) or len(asked) >= 4)
+    assert len(runs) == len(asked) == 4  # stopped right after the fourth question
+    assert run_protocol(lambda: 1.0, Protocol(min_runs=3), cancelled=lambda: False)["runs"] == 3
 
 
 @pytest.mark.parametrize("kwargs, word", [({"min_runs": 0}, "min_runs"), ({"max_time_s": 0}, "max_time_s"),

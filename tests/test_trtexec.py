@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hybridprune.evaluators.agent import (Protocol, TrtexecBackend, TrtexecParseError, parse_trtexec_output,
+from hybridprune.evaluators.agent import (TrtexecBackend, TrtexecParseError, parse_trtexec_output,
                                           trt_version_string)
+from hybridprune.evaluators.timing import Protocol
 
 EXPECTED = {
     "trt8201_jetson_best.txt": {
@@ -136,3 +137,62 @@ def test_trtexec_backend_reports_failure(tmp_path):
 
     with pytest.raises(BadRequest, match="trtexec failed \\(exit 1\\).*no inputs"):
         backend.measure(str(tmp_path / "m.onnx"), Protocol(min_runs=2, max_time_s=1), "fp32", 1)
+
+
+def test_crashed_build_leaves_no_engine_and_is_retryable(tmp_path, trtexec_fixtures):
+    from hybridprune.evaluators.agent import TrtexecCrashed
+    from tests.test_agent_hardening import fake_trtexec
+
+    exe, log = fake_trtexec(tmp_path, trtexec_fixtures, "crash")  # dies after writing half an engine
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    backend = TrtexecBackend(str(workdir), trtexec=str(exe))
+    with pytest.raises(TrtexecCrashed, match="killed by signal 11") as info:
+        backend.measure(str(tmp_path / "m.onnx"), Protocol(min_runs=5, max_time_s=1), "fp32", 1, model_hash="abc")
+    assert info.value.status == 503
+    assert list(workdir.iterdir()) == []  # no partial engine to be loaded next time
+    assert len(log.read_text().splitlines()) == 1
+
+
+def test_cached_engine_that_fails_to_load_is_rebuilt_once(tmp_path, trtexec_fixtures):
+    from tests.test_agent_hardening import fake_trtexec
+
+    exe, log = fake_trtexec(tmp_path, trtexec_fixtures, "ok")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "abc-fp16.engine").write_bytes(b"eng")  # left half-written by an older agent
+    backend = TrtexecBackend(str(workdir), trtexec=str(exe))
+    stats = backend.measure(str(tmp_path / "m.onnx"), Protocol(min_runs=30, max_time_s=1, rel_ci=0.05), "fp16", 1,
+                            model_hash="abc")
+    calls = log.read_text().splitlines()
+    assert "--loadEngine=" in calls[0]  # tried the cache, it failed ...
+    assert "--onnx=" in calls[1] and "--fp16" in calls[1]  # ... so rebuilt
+    assert stats["engine_rebuilt"] and stats["stable"] and stats["median_ms"] == pytest.approx(1.001)
+    assert (workdir / "abc-fp16.engine").read_bytes() == b"engine"
+    assert sorted(p.name for p in workdir.iterdir()) == ["abc-fp16.engine", "times.json"]
+
+
+def test_engine_that_never_loads_fails_after_one_rebuild(tmp_path, trtexec_fixtures):
+    from hybridprune.evaluators.agent import BadRequest
+
+    exe = tmp_path / "trtexec"
+    log = tmp_path / "calls.log"
+    exe.write_text(f"#!{sys.executable}\nimport json, random, sys\n"
+                   f"open({str(log)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+                   "args = dict(a[2:].split('=', 1) for a in sys.argv[1:] if '=' in a)\n"
+                   "if 'loadEngine' in args:\n"
+                   "    print('[E] engine deserialization failed'); sys.exit(1)\n"
+                   "open(args['saveEngine'], 'wb').write(b'engine')\n"
+                   "times = [{'latencyMs': random.uniform(1, 100)} for _ in range(5)]\n"
+                   "json.dump(times, open(args['exportTimes'], 'w'))\n"
+                   f"sys.stdout.write(open({str(trtexec_fixtures / 'trt8201_jetson_best.txt')!r}).read())\n")
+    exe.chmod(0o755)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "abc-fp32.engine").write_bytes(b"bad")
+    backend = TrtexecBackend(str(workdir), trtexec=str(exe))
+    with pytest.raises(BadRequest, match="deserialization failed"):  # never stable: loads again, fails again
+        backend.measure(str(tmp_path / "m.onnx"), Protocol(min_runs=5, max_time_s=60, rel_ci=1e-6), "fp32", 1,
+                        model_hash="abc")
+    calls = log.read_text().splitlines()
+    assert ["loadEngine" in c for c in calls] == [True, False, True]  # one rebuild, not a loop

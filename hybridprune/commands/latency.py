@@ -8,19 +8,49 @@ from typing import Optional
 
 import typer
 
-agent_app = typer.Typer(help="The device latency agent (stdlib-only; copy agent.py to a Jetson).",
+from hybridprune.evaluators.base import DEFAULT_BACKEND
+
+agent_app = typer.Typer(help="The device latency agent (stdlib-only; copy agent.pyz to a Jetson).",
                         no_args_is_help=True)
+
+
+# CLI flag -> the backend option it sets; a flag applies to the backends whose option_names() list it
+FLAG_OPTIONS = {"--url": "url", "--token": "token", "--threads": "threads", "--device": "device"}
+
+
+def _backends_with(option: str) -> list[str]:
+    """Registered latency backends accepting constructor option ``option``."""
+    from hybridprune.evaluators.base import LATENCY_BACKENDS
+    from hybridprune.evaluators.registry import list_latency_backends
+
+    return [n for n in list_latency_backends() if option in LATENCY_BACKENDS.get(n).option_names()]
+
+
+def _flag_help(text: str, option: str) -> str:
+    return f"{text} (--backend {', '.join(_backends_with(option))})."
+
+
+def _backend_help() -> str:
+    from hybridprune.evaluators.base import LATENCY_BACKENDS
+    from hybridprune.evaluators.registry import list_latency_backends
+
+    parts = []
+    for name in list_latency_backends():
+        cls = LATENCY_BACKENDS.get(name)
+        parts.append(f"{name} ({'/'.join(cls.precisions)}{', default' if name == DEFAULT_BACKEND else ''})")
+    return "Latency backend: " + ", ".join(parts) + "."
 
 
 def latency(
     model: Path = typer.Argument(..., help="An .onnx file or a hybridprune/classic checkpoint (.pt/.th)."),
-    backend: str = typer.Option("onnxruntime", "--backend", "-b", help="onnxruntime, torch, tensorrt or remote."),
-    url: Optional[str] = typer.Option(None, "--url", help="Agent URL for --backend remote."),
-    token: Optional[str] = typer.Option(None, "--token", envvar="HYBRIDPRUNE_AGENT_TOKEN", help="Agent token."),
+    backend: str = typer.Option(DEFAULT_BACKEND, "--backend", "-b", help=_backend_help()),
+    url: Optional[str] = typer.Option(None, "--url", help=_flag_help("Agent URL", "url")),
+    token: Optional[str] = typer.Option(None, "--token", envvar="HYBRIDPRUNE_AGENT_TOKEN",
+                                        help=_flag_help("Agent token", "token")),
     batch: int = typer.Option(1, "--batch", help="Batch size."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, or fp16 where supported."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (onnxruntime default 1)."),
-    device: Optional[str] = typer.Option(None, "--device", help="torch backend: cpu or cuda."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or what --backend lists (fp16, ...)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help=_flag_help("CPU threads", "threads")),
+    device: Optional[str] = typer.Option(None, "--device", help=_flag_help("cpu or cuda", "device")),
     max_time: float = typer.Option(10.0, "--max-time", help="Time cap of the timed runs (seconds)."),
     rel_ci: float = typer.Option(0.01, "--rel-ci", help="Stop when the median's CI half-width/median <= this."),
     input_size: Optional[str] = typer.Option(None, "--input-size", help="C,H,W (default: from the checkpoint)."),
@@ -32,22 +62,21 @@ def latency(
 
     from hybridprune.errors import ConfigError
     from hybridprune.evaluators import get_latency_backend
+    from hybridprune.evaluators.base import LATENCY_BACKENDS
 
+    accepted = LATENCY_BACKENDS.get(backend).option_names()  # unknown name: error listing the valid ones
     options: dict = {"max_time_s": max_time, "rel_ci": rel_ci}
-    if backend == "remote":
-        if not url:
-            raise ConfigError("--backend remote needs --url http://HOST:PORT of a running agent")
-        options.update(url=url, token=token)
-    elif url:
-        raise ConfigError("--url is only used with --backend remote")
-    if threads is not None:
-        if backend not in ("onnxruntime", "torch"):
-            raise ConfigError("--threads applies to --backend onnxruntime or torch")
-        options["threads"] = threads
-    if device is not None:
-        if backend != "torch":
-            raise ConfigError("--device applies to --backend torch")
-        options["device"] = device
+    given = {"--url": url, "--token": token, "--threads": threads, "--device": device}
+    for flag, value in given.items():
+        option = FLAG_OPTIONS[flag]
+        if value is None:
+            continue
+        if option in accepted:
+            options[option] = value
+        elif flag != "--token":  # a token may come from $HYBRIDPRUNE_AGENT_TOKEN: ignored where unused
+            raise ConfigError(f"{flag} is only used with --backend {' or '.join(_backends_with(option))}")
+    if "url" in accepted and not url:
+        raise ConfigError(f"--backend {backend} needs --url http://HOST:PORT of a running agent")
     evaluator = get_latency_backend(backend, **options)
     target, shape = _load(model, input_size)
     result = evaluator.measure(target, input_shape=shape, batch_size=batch, precision=precision)
@@ -103,7 +132,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
     port: int = typer.Option(8470, "--port", help="Port (0 = any free port)."),
     token: Optional[str] = typer.Option(None, "--token", envvar="HYBRIDPRUNE_AGENT_TOKEN", help="Require this token."),
-    backend: str = typer.Option("auto", "--backend", help="auto, trtexec or onnxruntime."),
+    backend: str = typer.Option("auto", "--backend", help="auto (trtexec where installed), trtexec or onnxruntime."),
     max_bytes: int = typer.Option(256 * 1024 * 1024, "--max-bytes", help="Largest model upload (bytes)."),
     threads: int = typer.Option(1, "--threads", help="onnxruntime intra-op threads."),
 ) -> None:
@@ -113,15 +142,27 @@ def serve(
 
     argv = ["--host", host, "--port", str(port), "--backend", backend, "--max-bytes", str(max_bytes),
             "--threads", str(threads)] + (["--token", token] if token else [])
-    if backend not in ("auto", "trtexec", "onnxruntime"):
-        raise ConfigError(f"--backend must be auto, trtexec or onnxruntime, got {backend!r}")
+    if backend not in agent.AGENT_BACKENDS:
+        choices = ", ".join(agent.AGENT_BACKENDS[:-1]) + " or " + agent.AGENT_BACKENDS[-1]
+        raise ConfigError(f"--backend must be {choices}, got {backend!r}")
     code = agent.main(argv)
     if code:
         raise typer.Exit(code)
 
 
+def bundle(
+    output: Path = typer.Option(Path("agent.pyz"), "--output", "-o", help="The .pyz file to write."),
+) -> None:
+    """Pack the agent (agent.py + timing.py) into one zipapp for the device (python3 agent.pyz)."""
+    from hybridprune.evaluators.bundle import build_agent_bundle
+
+    path = build_agent_bundle(output)
+    typer.echo(f"wrote {path} ({path.stat().st_size} bytes); on the device: python3 {path.name} --help")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``latency`` and the ``agent`` sub-app (``agent serve``) to ``app``."""
+    """Add ``latency`` and the ``agent`` sub-app (``agent serve``, ``agent bundle``) to ``app``."""
     app.command("latency")(latency)
     agent_app.command("serve")(serve)
+    agent_app.command("bundle")(bundle)
     app.add_typer(agent_app, name="agent")

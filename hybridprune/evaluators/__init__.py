@@ -1,7 +1,8 @@
 """Latency evaluators: ONNX export, latency backends (onnxruntime, torch, tensorrt, remote agent).
 
 Names are imported lazily on first use so ``import hybridprune.evaluators`` stays cheap (no torch,
-no onnxruntime); ``agent.py`` is the stdlib-only device agent.
+no onnxruntime); ``agent.py`` (server, trtexec) and ``timing.py`` (protocol, statistics) are the
+stdlib-only device agent.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ _EXPORTS = {
     "get_latency_backend": "registry",
     "list_latency_backends": "registry",
     "export_onnx": "export",
-    "Protocol": "agent",
-    "summarize": "agent",
-    "run_protocol": "agent",
+    "Protocol": "timing",
+    "summarize": "timing",
+    "run_protocol": "timing",
     "parse_trtexec_output": "agent",
 }
 

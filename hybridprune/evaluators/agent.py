@@ -1,243 +1,89 @@
 #!/usr/bin/env python3
 """hybridprune device agent: measures ONNX model latency on the device it runs on.
 
-Runs with Python 3.6 and only the standard library (a Jetson TX2 on JetPack 4.6 has Python 3.6.9),
-so copy this one file to the device and start it::
+Runs with Python 3.6 and only the standard library (a Jetson TX2 on JetPack 4.6 has Python 3.6.9).
+It needs ``timing.py`` beside it; ``hybridprune agent bundle -o agent.pyz`` packs both into one
+zipapp, so copy that one file to the device and start it::
 
-    python3 agent.py --port 8470 --token SECRET
+    python3 agent.pyz --port 8470 --token SECRET
 
 HTTP API (every request needs ``Authorization: Bearer SECRET`` when a token is set):
 
-* ``GET /info``: device, L4T release, TensorRT version, power mode, clocks, backend.
+* ``GET /info``: device, L4T release, TensorRT version, power mode, clocks, backend, limits.
 * ``POST /measure?precision=fp16&batch=1&warmup_runs=10&max_time_s=10``: body is the ONNX model
-  (raw bytes); the reply is the latency statistics as JSON.
+  (raw bytes); the reply is the latency statistics as JSON. Protocol values must lie within
+  ``Protocol.LIMITS`` (e.g. min_runs <= 1000, max_time_s <= 600, batch <= 4096; ``/info`` lists
+  them), else 400 names the allowed range.
 
-This module also holds the measurement protocol (warm-up, timed runs until the median's
-distribution-free confidence interval is narrow enough or a time cap is hit) and its statistics;
-the host-side evaluators import them from here so both sides measure the same way.
-Optional runtimes (onnxruntime, numpy) are loaded with importlib only when that backend is used.
+Errors: 4xx when the request is wrong (retrying will not help), 5xx when the device failed
+(trtexec crashed or ran out of memory: retry). A measurement stops when its client disconnects.
+Without a token, only requests whose ``Host`` is a loopback name, an IP address or the bound name
+are served (DNS rebinding); binding a non-loopback address without a token prints a warning.
+SIGTERM/SIGINT delete the private work folder with every uploaded model and engine.
+
+The measurement protocol, its statistics and the onnxruntime timer live in ``timing.py``, which
+the host-side backends import too, so both sides measure the same way. This module holds the
+server, ONNX validation and the trtexec backend.
 """
 
 import argparse
-import glob
 import hashlib
 import hmac
-import importlib
+import ipaddress
 import json
-import math
 import os
 import platform
 import re
+import select
 import shutil
+import signal
+import socket
 import socketserver
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import traceback
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, urlparse
+
+if __package__:  # imported as hybridprune.evaluators.agent
+    from . import timing
+else:  # run as a script, or from agent.pyz: timing.py lies beside this file
+    _HERE = os.path.dirname(os.path.abspath(__file__))
+    if _HERE not in sys.path:  # python -I leaves the script's folder out
+        sys.path.insert(0, _HERE)
+    import timing
+
+AgentError = timing.AgentError
+BadRequest = timing.BadRequest
+BackendUnavailable = timing.BackendUnavailable
+Cancelled = timing.Cancelled
+OnnxRuntimeBackend = timing.OnnxRuntimeBackend
+PRECISIONS = timing.PRECISIONS
+POLL_S = timing.POLL_S
+Protocol = timing.Protocol
+device_description = timing.device_description
+power_info = timing.power_info
+summarize = timing.summarize
+tensorrt_version = timing.tensorrt_version
 
 AGENT_VERSION = "1"
 DEFAULT_PORT = 8470
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DRAIN_LIMIT = 64 * 1024 * 1024  # an oversized body is read and discarded up to this much
-PRECISIONS = ("fp32", "fp16", "int8", "best")
+AGENT_BACKENDS = ("auto", "trtexec", "onnxruntime")
 
 
-class AgentError(Exception):
-    """Base of the agent's errors; ``status`` is the HTTP status the server answers with."""
+class TrtexecCrashed(AgentError):
+    """trtexec died from a signal or a device fault: HTTP 503, a retry may succeed."""
 
-    status = 500
-
-
-class BadRequest(AgentError):
-    """The request (options or model bytes) is invalid: HTTP 400."""
-
-    status = 400
-
-
-class BackendUnavailable(AgentError):
-    """The chosen backend cannot run on this machine."""
-
-    status = 400
+    status = 503
 
 
 class TrtexecParseError(AgentError, ValueError):
     """trtexec printed text without a recognisable performance summary."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Statistics and the measurement protocol (shared with the host side)
-# ----------------------------------------------------------------------------------------------
-
-
-def percentile(sorted_values, q):
-    """Linear-interpolation percentile (numpy's default) of an ascending list; ``q`` in [0, 100]."""
-    if not sorted_values:
-        raise ValueError("percentile of an empty sample")
-    pos = (len(sorted_values) - 1) * (q / 100.0)
-    lo = int(math.floor(pos))
-    hi = min(lo + 1, len(sorted_values) - 1)
-    frac = pos - lo
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
-
-
-def median_ci_indices(n, confidence=0.95):
-    """0-based order-statistic indices (lo, hi) of a distribution-free CI of the median.
-
-    The interval [x_(j), x_(n-j+1)] covers the median with probability 1 - 2 P(B < j), B ~
-    Binomial(n, 1/2); ``j`` is the largest with 2 P(B < j) <= 1 - confidence. When even j = 1 is
-    too wide a bet (n <= 5 at 95%), the whole range is returned.
-    """
-    if n < 1:
-        raise ValueError("need at least one sample")
-    alpha_half = (1.0 - confidence) / 2.0
-    log_half_n = -n * math.log(2.0)
-    cdf = 0.0
-    j = 0  # number of order statistics cut from each tail
-    for k in range(0, n // 2 + 1):
-        log_pmf = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + log_half_n
-        cdf += math.exp(log_pmf)  # P(B <= k)
-        if cdf > alpha_half:
-            break
-        j = k + 1
-    j = max(1, j)
-    return j - 1, n - j
-
-
-def summarize(times_ms, confidence=0.95):
-    """Statistics of per-run latencies in milliseconds.
-
-    Returns:
-        dict with median_ms, mean_ms, p90_ms, p99_ms, std_ms (sample), min_ms, max_ms, runs,
-        ci_low_ms, ci_high_ms (distribution-free CI of the median) and rel_ci (its half-width
-        relative to the median).
-    """
-    values = sorted(float(t) for t in times_ms)
-    n = len(values)
-    if n == 0:
-        raise ValueError("no timed runs")
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    median = percentile(values, 50)
-    lo, hi = median_ci_indices(n, confidence)
-    ci_low, ci_high = values[lo], values[hi]
-    rel = (ci_high - ci_low) / 2.0 / median if median > 0 else float("inf")
-    return {
-        "median_ms": median,
-        "mean_ms": mean,
-        "p90_ms": percentile(values, 90),
-        "p99_ms": percentile(values, 99),
-        "std_ms": std,
-        "min_ms": values[0],
-        "max_ms": values[-1],
-        "runs": n,
-        "ci_low_ms": ci_low,
-        "ci_high_ms": ci_high,
-        "rel_ci": rel,
-        "confidence": confidence,
-    }
-
-
-class Protocol(object):
-    """Parameters of the measurement protocol, validated on construction.
-
-    Args:
-        warmup_runs: Untimed runs first (engine/JIT/cache warm-up).
-        min_runs: Timed runs always made, even past the time cap.
-        max_runs: Hard cap on timed runs.
-        max_time_s: Stop after this long (once ``min_runs`` are done) even if not stable.
-        rel_ci: Stop when the CI half-width of the median, relative to it, is at most this.
-        confidence: Confidence level of that interval.
-    """
-
-    FIELDS = (("warmup_runs", int), ("min_runs", int), ("max_runs", int),
-              ("max_time_s", float), ("rel_ci", float), ("confidence", float))
-
-    def __init__(self, warmup_runs=10, min_runs=20, max_runs=100000, max_time_s=10.0,
-                 rel_ci=0.01, confidence=0.95):
-        self.warmup_runs = int(warmup_runs)
-        self.min_runs = int(min_runs)
-        self.max_runs = int(max_runs)
-        self.max_time_s = float(max_time_s)
-        self.rel_ci = float(rel_ci)
-        self.confidence = float(confidence)
-        if self.warmup_runs < 0:
-            raise ValueError("warmup_runs must be >= 0, got %d" % self.warmup_runs)
-        if not 1 <= self.min_runs <= self.max_runs:
-            raise ValueError("need 1 <= min_runs <= max_runs, got min_runs=%d max_runs=%d"
-                             % (self.min_runs, self.max_runs))
-        if not self.max_time_s > 0:
-            raise ValueError("max_time_s must be > 0, got %r" % self.max_time_s)
-        if not self.rel_ci > 0:
-            raise ValueError("rel_ci must be > 0, got %r" % self.rel_ci)
-        if not 0.5 <= self.confidence < 1:
-            raise ValueError("confidence must be in [0.5, 1), got %r" % self.confidence)
-
-    @classmethod
-    def from_mapping(cls, mapping):
-        """Build from a dict of (possibly string) values; unknown keys are ignored."""
-        kwargs = {}
-        for key, typ in cls.FIELDS:
-            if key in mapping and mapping[key] is not None:
-                try:
-                    kwargs[key] = typ(mapping[key])
-                except (TypeError, ValueError):
-                    raise ValueError("%s must be a number, got %r" % (key, mapping[key]))
-        return cls(**kwargs)
-
-    def to_dict(self):
-        return dict((key, getattr(self, key)) for key, _ in self.FIELDS)
-
-    def is_stable(self, times_ms):
-        """Whether ``times_ms`` has at least min_runs and a narrow enough CI of the median."""
-        if len(times_ms) < self.min_runs:
-            return False
-        return summarize(times_ms, self.confidence)["rel_ci"] <= self.rel_ci
-
-
-def run_protocol(run_once, protocol):
-    """Warm up, then time ``run_once`` until the median is stable or the time cap is hit.
-
-    Args:
-        run_once: Callable making one inference and returning its latency in milliseconds.
-        protocol: A :class:`Protocol`.
-
-    Returns:
-        :func:`summarize`'s dict plus ``stable`` (bool) and ``protocol``.
-    """
-    load_before = _loadavg()
-    for _ in range(protocol.warmup_runs):
-        run_once()
-    times = []
-    start = time.monotonic()
-    next_check = protocol.min_runs
-    stable = False
-    while True:
-        times.append(float(run_once()))
-        n = len(times)
-        if n >= next_check:
-            if protocol.is_stable(times):
-                stable = True
-                break
-            next_check = n + max(1, n // 10)
-        if n >= protocol.max_runs:
-            break
-        if n >= protocol.min_runs and time.monotonic() - start >= protocol.max_time_s:
-            break
-    stats = summarize(times, protocol.confidence)
-    stats["stable"] = stable
-    stats["protocol"] = protocol.to_dict()
-    stats["loadavg"] = list(load_before) + list(_loadavg())  # 1-min load before and after
-    return stats
-
-
-def _loadavg():
-    try:
-        return os.getloadavg()[:1]
-    except (OSError, AttributeError):
-        return [float("nan")]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,136 +256,81 @@ def inspect_onnx(data):
 
 
 # ----------------------------------------------------------------------------------------------
-# Backends
+# trtexec backend
 # ----------------------------------------------------------------------------------------------
 
 
-def _read_first_line(path):
-    try:
-        with open(path) as handle:
-            return handle.readline().strip().strip("\x00") or None
-    except (OSError, IOError):
-        return None
-
-
-def device_description():
-    """A one-line description of this machine (Jetson model or CPU model)."""
-    model = _read_first_line("/proc/device-tree/model")
-    if model:
-        return model
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.lower().startswith("model name"):
-                    return "%s (%d CPUs)" % (line.split(":", 1)[1].strip(), os.cpu_count() or 0)
-    except (OSError, IOError):
-        pass
-    return "%s %s" % (platform.machine(), platform.processor() or platform.system())
-
-
-class OnnxRuntimeBackend(object):
-    """onnxruntime CPU execution provider with a fixed intra-op thread count."""
-
-    name = "onnxruntime"
-
-    def __init__(self, threads=1):
-        self.threads = int(threads)
-        if self.threads < 1:
-            raise ValueError("threads must be >= 1, got %d" % self.threads)
-
-    def available(self):
-        try:
-            importlib.import_module("onnxruntime")
-            importlib.import_module("numpy")
-            return True
-        except Exception:
-            return False
-
-    def versions(self):
-        ort = importlib.import_module("onnxruntime")
-        return {"onnxruntime": ort.__version__, "python": platform.python_version()}
-
-    def measure(self, model_path, protocol, precision="fp32", batch=1):
-        """Time ``model_path`` with the protocol; returns run_protocol's dict plus details."""
-        if precision != "fp32":
-            raise BadRequest("the onnxruntime CPU backend measures fp32 only, got %r" % precision)
-        try:
-            ort = importlib.import_module("onnxruntime")
-            np = importlib.import_module("numpy")
-        except Exception as exc:
-            raise BackendUnavailable("onnxruntime backend needs onnxruntime and numpy (%s)" % exc)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise BadRequest("onnxruntime cannot load the model: %s" % str(exc).splitlines()[0])
-        feed = {}
-        rng = np.random.RandomState(0)
-        for inp in session.get_inputs():
-            shape = [d if isinstance(d, int) and d > 0 else int(batch) for d in inp.shape]
-            dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
-            if inp.type not in ("tensor(float)", "tensor(float16)"):
-                raise BadRequest("input %r has type %s; only float inputs are supported"
-                                 % (inp.name, inp.type))
-            feed[inp.name] = rng.standard_normal(shape).astype(dtype)
-
-        def run_once():
-            start = time.perf_counter()
-            session.run(None, feed)
-            return (time.perf_counter() - start) * 1000.0
-
-        stats = run_protocol(run_once, protocol)
-        stats["threads"] = self.threads
-        stats["input_shapes"] = dict((k, list(v.shape)) for k, v in feed.items())
-        return stats
-
-
 class TrtexecBackend(object):
-    """NVIDIA trtexec: builds the engine on this device (cached by model hash) and times it."""
+    """NVIDIA trtexec: builds the engine on this device (cached by model hash) and times it.
+
+    An engine is built under a temporary name and renamed into the cache only after trtexec
+    succeeded, so a crash never leaves a partial engine behind; a cached engine that fails to
+    load is deleted and rebuilt once.
+    """
 
     name = "trtexec"
     CANDIDATES = ("/usr/src/tensorrt/bin/trtexec",)
     FLAGS = {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8"], "best": ["--best"]}
+    # trtexec output that means the device, not the model, failed: worth a retry (HTTP 503)
+    TRANSIENT = ("out of memory", "cuda failure", "cuda error", "cudaerrormemoryallocation")
 
     def __init__(self, workdir, trtexec=None):
         self.workdir = workdir
         self.trtexec = trtexec or self.find()
         self.tensorrt_version = None
+        self.proc = None  # the running trtexec, killed on shutdown
 
     @classmethod
     def find(cls):
+        """trtexec's path (JetPack's location first, then PATH), or None."""
         for path in cls.CANDIDATES:
             if os.access(path, os.X_OK):
                 return path
         return shutil.which("trtexec")
 
     def available(self):
+        """Whether the trtexec executable exists."""
         return bool(self.trtexec) and os.access(self.trtexec, os.X_OK)
 
     def versions(self):
+        """TensorRT and Python versions."""
         return {"tensorrt": self.tensorrt_version or tensorrt_version(), "python": platform.python_version()}
+
+    def kill(self):
+        """Kill a running trtexec (on shutdown)."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
 
     def _run(self, args, timeout):
         proc = subprocess.Popen([self.trtexec] + args, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, universal_newlines=True)
+        self.proc = proc
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            raise AgentError("trtexec did not finish within %d s" % timeout)
+            raise TrtexecCrashed("trtexec did not finish within %d s" % timeout)
+        finally:
+            self.proc = None
         version = _VERSION_RE.search(out)
         if version:
             self.tensorrt_version = trt_version_string(version.group(1))
+        tail = " | ".join(line.strip() for line in out.strip().splitlines()[-3:])
+        if proc.returncode < 0:
+            raise TrtexecCrashed("trtexec was killed by signal %d: %s" % (-proc.returncode, tail))
         if proc.returncode != 0:
-            tail = " | ".join(line.strip() for line in out.strip().splitlines()[-3:])
-            raise BadRequest("trtexec failed (exit %d): %s" % (proc.returncode, tail))
+            lowered = out.lower()
+            error = TrtexecCrashed if any(m in lowered for m in self.TRANSIENT) else BadRequest
+            raise error("trtexec failed (exit %d): %s" % (proc.returncode, tail))
         return out
 
-    def measure(self, model_path, protocol, precision="fp32", batch=1, model_hash=""):
+    def measure(self, model_path, protocol, precision="fp32", batch=1, model_hash="", cancelled=None):
+        """Build (or load the cached) engine and time it in chunks until stable or the cap.
+
+        ``cancelled`` is polled between chunks; see :func:`run_protocol`.
+        """
         if precision not in self.FLAGS:
             raise BadRequest("precision must be one of %s, got %r" % (", ".join(PRECISIONS), precision))
         if not self.available():
@@ -548,12 +339,14 @@ class TrtexecBackend(object):
         times_path = os.path.join(self.workdir, "times.json")
         deadline = time.monotonic() + protocol.max_time_s
         chunk_s = max(1, int(round(protocol.max_time_s / 3.0)))
-        times, summary, stable, first = [], None, False, True
+        times, summary, stable, first, rebuilt = [], None, False, True, False
         while True:
-            if os.path.exists(engine):
+            loading = os.path.exists(engine)
+            partial = engine + ".partial"
+            if loading:
                 source = ["--loadEngine=%s" % engine]
             else:
-                source = ["--onnx=%s" % model_path, "--saveEngine=%s" % engine] + self.FLAGS[precision]
+                source = ["--onnx=%s" % model_path, "--saveEngine=%s" % partial] + self.FLAGS[precision]
             warm_ms = 200 if first else 50
             if first and protocol.warmup_runs == 0:
                 warm_ms = 0
@@ -562,9 +355,21 @@ class TrtexecBackend(object):
                              "--exportTimes=%s" % times_path]
             if os.path.exists(times_path):
                 os.remove(times_path)
-            out = self._run(args, timeout=3600 if first else 600)
+            try:
+                out = self._run(args, timeout=3600 if not loading else 600)
+                summary = parse_trtexec_output(out)
+            except AgentError:
+                _remove(partial)
+                if not loading or rebuilt:
+                    raise
+                _remove(engine)  # a cached engine that does not load: rebuild it once
+                rebuilt = True
+                continue
+            if not loading:
+                if not os.path.exists(partial):
+                    raise TrtexecCrashed("trtexec exited without writing the engine")
+                os.rename(partial, engine)
             first = False
-            summary = parse_trtexec_output(out)
             chunk = _exported_latencies(times_path)
             if chunk is None:  # no per-query file: fall back to the printed summary
                 break
@@ -574,6 +379,8 @@ class TrtexecBackend(object):
                 break
             if time.monotonic() >= deadline or len(times) >= protocol.max_runs:
                 break
+            if cancelled is not None and cancelled():
+                raise Cancelled("measurement stopped: the client went away")
         if times:
             stats = summarize(times, protocol.confidence)
         else:
@@ -587,7 +394,15 @@ class TrtexecBackend(object):
         stats["stable"] = stable
         stats["protocol"] = protocol.to_dict()
         stats["trtexec_summary"] = summary
+        stats["engine_rebuilt"] = rebuilt
         return stats
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _exported_latencies(path):
@@ -601,47 +416,76 @@ def _exported_latencies(path):
     return values or None
 
 
-def tensorrt_version():
-    """TensorRT version from NvInferVersion.h where installed (JetPack), else None."""
-    for path in ("/usr/include/aarch64-linux-gnu/NvInferVersion.h",
-                 "/usr/include/x86_64-linux-gnu/NvInferVersion.h", "/usr/include/NvInferVersion.h"):
-        try:
-            with open(path) as handle:
-                text = handle.read()
-        except (OSError, IOError):
-            continue
-        parts = [re.search(r"#define NV_TENSORRT_%s\s+(\d+)" % key, text)
-                 for key in ("MAJOR", "MINOR", "PATCH")]
-        if all(parts):
-            return ".".join(p.group(1) for p in parts)
-    return None
-
-
-def power_info():
-    """nvpmodel mode and current clocks where readable (Jetson), else empty values."""
-    info = {"power_mode": None, "clocks_hz": {}}
-    nvpmodel = shutil.which("nvpmodel")
-    if nvpmodel:
-        try:
-            out = subprocess.check_output([nvpmodel, "-q"], stderr=subprocess.STDOUT,
-                                          universal_newlines=True, timeout=5)
-            info["power_mode"] = " ".join(line.strip() for line in out.strip().splitlines()
-                                          if line.strip())
-        except (OSError, subprocess.SubprocessError):
-            pass
-    paths = sorted(glob.glob("/sys/devices/gpu.0/devfreq/*/cur_freq"))[:1]
-    paths += sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"))
-    for path in paths:
-        value = _read_first_line(path)
-        if value and value.isdigit():
-            name = "gpu" if "/gpu" in path else path.split("/")[5]
-            info["clocks_hz"][name] = int(value) * (1 if name == "gpu" else 1000)
-    return info
-
-
 # ----------------------------------------------------------------------------------------------
 # HTTP server
 # ----------------------------------------------------------------------------------------------
+
+
+MAX_BATCH = 4096  # largest batch the agent feeds to a dynamic input
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+
+
+def is_loopback(host):
+    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is loopback."""
+    host = (host or "").strip().strip("[]").lower()
+    if host in LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_allowed(host_header, bound_host):
+    """Whether a request's ``Host`` header is safe to serve without a token (DNS rebinding).
+
+    A page on an attacker's domain that re-resolves to 127.0.0.1 sends ``Host: evil.example``;
+    only loopback names, IP literals (which DNS cannot rebind) and the name the server was bound
+    to are accepted.
+
+    Args:
+        host_header: The ``Host`` header (``name``, ``name:port``, ``[v6]:port``), or None.
+        bound_host: The ``--host`` the server was started with.
+    """
+    if not host_header:
+        return False
+    value = host_header.strip()
+    if value.startswith("["):
+        name = value[1:value.find("]")] if "]" in value else value
+    elif value.count(":") == 1:
+        name = value.split(":", 1)[0]
+    else:
+        name = value
+    name = name.rstrip(".").lower()
+    if not name:
+        return False
+    if is_loopback(name) or name == (bound_host or "").strip("[]").lower():
+        return True
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+def exposure_warning(host, token):
+    """The warning to print when binding a non-loopback ``host`` without a token, else None."""
+    if token or is_loopback(host):
+        return None
+    return ("warning: the agent listens on %s without a token: anyone who can reach this port can "
+            "upload models and hold the device; start it with --token" % host)
+
+
+def client_gone(sock):
+    """Whether the peer of ``sock`` closed its side or reset the connection (non-blocking)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        flags = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)
+        return sock.recv(1, flags) == b""
+    except (OSError, ValueError):  # reset, or already closed
+        return True
 
 
 class Agent(object):
@@ -656,20 +500,37 @@ class Agent(object):
         self.measurements = 0
         backends = {"onnxruntime": OnnxRuntimeBackend(threads),
                     "trtexec": TrtexecBackend(self.workdir, trtexec)}
-        if backend == "auto":
-            backend = "trtexec" if backends["trtexec"].available() else "onnxruntime"
-        if backend not in backends:
-            raise ValueError("unknown backend %r; choose one of: auto, %s"
-                             % (backend, ", ".join(sorted(backends))))
-        if not backends[backend].available():
-            raise ValueError("backend %r is not available on this machine" % backend)
+        try:
+            if backend == "auto":
+                backend = "trtexec" if backends["trtexec"].available() else "onnxruntime"
+            if backend not in backends:
+                raise ValueError("unknown backend %r; choose one of: auto, %s"
+                                 % (backend, ", ".join(sorted(backends))))
+            if not backends[backend].available():
+                raise ValueError("backend %r is not available on this machine" % backend)
+        except ValueError:
+            self.close()
+            raise
         self.backend = backends[backend]
 
+    def close(self):
+        """Stop a running trtexec and delete the work folder with every uploaded model."""
+        backend = getattr(self, "backend", None)
+        if isinstance(backend, TrtexecBackend):
+            backend.kill()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def public(self, message):
+        """``message`` without the agent's private work folder path."""
+        return message.replace(self.workdir + os.sep, "").replace(self.workdir, "<workdir>")
+
     def info(self):
+        """The ``GET /info`` reply: device, L4T, TensorRT, power mode, clocks, backend, limits."""
         data = {"agent_version": AGENT_VERSION, "device": device_description(),
-                "l4t_release": _read_first_line("/etc/nv_tegra_release"),
+                "l4t_release": timing.read_first_line("/etc/nv_tegra_release"),
                 "tensorrt_version": tensorrt_version(), "backend": self.backend.name,
-                "python": platform.python_version(), "max_bytes": self.max_bytes}
+                "python": platform.python_version(), "max_bytes": self.max_bytes,
+                "limits": dict(Protocol.LIMITS, batch=(1, MAX_BATCH))}
         data.update(power_info())
         try:
             data["versions"] = self.backend.versions()
@@ -677,8 +538,12 @@ class Agent(object):
             data["versions"] = {}
         return data
 
-    def measure(self, body, query):
-        """Validate the model and options, then measure under the lock (one at a time)."""
+    def measure(self, body, query, cancelled=None):
+        """Validate the model and options, then measure under the lock (one at a time).
+
+        ``cancelled`` (a callable) is polled while queued and between timed batches; when it
+        returns True the measurement stops with :class:`Cancelled`.
+        """
         options = dict((k, v[-1]) for k, v in query.items())
         precision = options.get("precision", "fp32")
         if precision not in PRECISIONS:
@@ -688,25 +553,32 @@ class Agent(object):
             protocol = Protocol.from_mapping(options)
         except ValueError as exc:
             raise BadRequest(str(exc))
-        if batch < 1:
-            raise BadRequest("batch must be >= 1, got %d" % batch)
+        if not 1 <= batch <= MAX_BATCH:
+            raise BadRequest("batch must be in [1, %d], got %d" % (MAX_BATCH, batch))
         model_info = inspect_onnx(body)
         digest = hashlib.sha256(body).hexdigest()[:32]
         path = os.path.join(self.workdir, digest + ".onnx")
-        with self.lock:
+        while not self.lock.acquire(timeout=POLL_S):  # queued: give up if the client left
+            if cancelled is not None and cancelled():
+                raise Cancelled("request dropped while queued: the client went away")
+        try:
             self.measurements += 1
             began = time.monotonic()
             if not os.path.exists(path):
-                with open(path, "wb") as handle:
+                with open(path + ".partial", "wb") as handle:
                     handle.write(body)
+                os.rename(path + ".partial", path)
             if isinstance(self.backend, TrtexecBackend):
-                stats = self.backend.measure(path, protocol, precision, batch, model_hash=digest)
+                stats = self.backend.measure(path, protocol, precision, batch, model_hash=digest,
+                                             cancelled=cancelled)
             else:
-                stats = self.backend.measure(path, protocol, precision, batch)
+                stats = self.backend.measure(path, protocol, precision, batch, cancelled=cancelled)
             versions = self.backend.versions()
             # agent-clock interval of this measurement: lets a client verify that none overlap
             stats["agent_interval"] = [began, time.monotonic()]
             stats["agent_sequence"] = self.measurements
+        finally:
+            self.lock.release()
         stats.update({"backend": self.backend.name, "precision": precision, "batch_size": batch,
                       "device": device_description(), "versions": versions,
                       "model_sha256": digest, "onnx": model_info})
@@ -714,11 +586,28 @@ class Agent(object):
 
 
 class AgentServer(socketserver.ThreadingMixIn, HTTPServer):
+    """Threaded HTTP server: one thread per connection; errors are logged as one line."""
+
     daemon_threads = True
     allow_reuse_address = True
+    verbose = False
+
+    def handle_error(self, request, client_address):
+        """Log a failed connection (usually a client that went away) as one line."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, socket.timeout)):
+            what = "client %s went away (%s)" % (client_address[0], type(exc).__name__)
+        else:
+            what = "error serving %s: %s: %s" % (client_address[0], type(exc).__name__,
+                                                 self.agent.public(str(exc)))
+        sys.stderr.write("hybridprune agent: %s\n" % what)
+        if self.verbose:
+            traceback.print_exc()
 
 
 class Handler(BaseHTTPRequestHandler):
+    """``GET /info`` and ``POST /measure`` (see the module docstring)."""
+
     server_version = "hybridprune-agent/" + AGENT_VERSION
     timeout = 120  # seconds a client may stall while sending
 
@@ -727,6 +616,8 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.write("%s %s\n" % (self.address_string(), fmt % args))
 
     def _reply(self, status, payload, close=False):
+        if "error" in payload:
+            payload = dict(payload, error=self.server.agent.public(payload["error"]))
         body = json.dumps(payload, allow_nan=True).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -740,10 +631,18 @@ class Handler(BaseHTTPRequestHandler):
     def _authorized(self):
         token = self.server.agent.token
         if token is None:
-            return True
-        header = self.headers.get("Authorization", "")
-        given = header[7:] if header.startswith("Bearer ") else ""
-        if hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8")):
+            host = self.headers.get("Host")
+            if host_allowed(host, self.server.bound_host):
+                return True
+            self._reply(403, {"error": "Host header %r is not allowed without a token (DNS "
+                                       "rebinding protection); use a loopback or IP address, "
+                                       "or start the agent with --token" % host}, close=True)
+            return False
+        # http.server decodes headers as latin-1: encoding back gives the bytes the client sent,
+        # compared with the token's UTF-8 bytes (so non-ASCII tokens work)
+        header = self.headers.get("Authorization", "").encode("latin-1", "replace")
+        given = header[7:] if header.startswith(b"Bearer ") else b""
+        if hmac.compare_digest(given, token.encode("utf-8", "surrogateescape")):  # argv under a C locale
             return True
         self._reply(401, {"error": "missing or wrong token (send 'Authorization: Bearer <token>')"},
                     close=True)
@@ -775,11 +674,15 @@ class Handler(BaseHTTPRequestHandler):
         if url.path != "/measure":
             self._reply(404, {"error": "unknown path; use GET /info or POST /measure"}, close=True)
             return
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
+        header = self.headers.get("Content-Length")
+        if header is None:
             self._reply(411, {"error": "Content-Length header is required"}, close=True)
             return
+        if not re.match(r"^[0-9]{1,15}$", header.strip()):
+            self._reply(400, {"error": "Content-Length must be a non-negative integer, got %r"
+                                       % header[:40]}, close=True)
+            return
+        length = int(header)
         agent = self.server.agent
         if length > agent.max_bytes:
             self._discard(min(length, DRAIN_LIMIT))  # so ordinary clients read the 413, not a reset
@@ -791,7 +694,11 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(400, {"error": "body shorter than Content-Length"}, close=True)
             return
         try:
-            stats = agent.measure(body, parse_qs(url.query))
+            stats = agent.measure(body, parse_qs(url.query),
+                                  cancelled=lambda: client_gone(self.connection))
+        except Cancelled as exc:
+            sys.stderr.write("hybridprune agent: %s (%s)\n" % (exc, self.client_address[0]))
+            self.close_connection = True
         except AgentError as exc:
             self._reply(exc.status, {"error": str(exc)})
         except Exception as exc:  # a backend crash must still answer
@@ -802,12 +709,31 @@ class Handler(BaseHTTPRequestHandler):
 
 def serve(host="127.0.0.1", port=DEFAULT_PORT, token=None, backend="auto",
           max_bytes=DEFAULT_MAX_BYTES, threads=1, trtexec=None, verbose=False):
-    """Start the agent and serve until interrupted; prints the URL it listens on."""
+    """Start the agent and serve until SIGINT/SIGTERM; prints the URL it listens on.
+
+    On exit the work folder (uploaded models, engines) is deleted and a running trtexec killed.
+    """
     agent = Agent(backend=backend, token=token, max_bytes=max_bytes, threads=threads, trtexec=trtexec)
-    server = AgentServer((host, port), Handler)
+    try:
+        server = AgentServer((host, port), Handler)
+    except Exception:
+        agent.close()
+        raise
     server.agent = agent
     server.verbose = verbose
+    server.bound_host = host
     bound_host, bound_port = server.server_address[:2]
+    warning = exposure_warning(host, token)
+    if warning:
+        sys.stderr.write(warning + "\n")
+    previous = {}
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt  # unwinds serve_forever in the main thread
+
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            previous[name] = signal.signal(getattr(signal, name), stop)
     print("hybridprune agent (backend %s) listening on http://%s:%d"
           % (agent.backend.name, bound_host, bound_port))
     sys.stdout.flush()
@@ -816,17 +742,20 @@ def serve(host="127.0.0.1", port=DEFAULT_PORT, token=None, backend="auto",
     except KeyboardInterrupt:
         pass
     finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
         server.server_close()
-        shutil.rmtree(agent.workdir, ignore_errors=True)
+        agent.close()
 
 
 def main(argv=None):
+    """Command line of the agent (``python3 agent.py --help``); returns the exit code."""
     parser = argparse.ArgumentParser(description="hybridprune latency agent (stdlib only)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0 = any free port)")
     parser.add_argument("--token", default=os.environ.get("HYBRIDPRUNE_AGENT_TOKEN"),
                         help="require 'Authorization: Bearer TOKEN' (or $HYBRIDPRUNE_AGENT_TOKEN)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "trtexec", "onnxruntime"))
+    parser.add_argument("--backend", default="auto", choices=AGENT_BACKENDS)
     parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
                         help="largest model upload accepted (bytes)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")

@@ -1,8 +1,8 @@
 """The latency backend interface, its result type, registry and factory.
 
-Every backend follows the same protocol (:func:`hybridprune.evaluators.agent.run_protocol`: warm-up,
+Every backend follows the same protocol (:func:`hybridprune.evaluators.timing.run_protocol`: warm-up,
 then timed runs until the median's distribution-free confidence interval is narrow enough or a
-time cap is hit); the statistics code lives in the stdlib-only agent module so the host and the
+time cap is hit); the statistics code lives in the stdlib-only ``timing`` module so the host and the
 device agent share it.
 """
 
@@ -14,15 +14,17 @@ import math
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators.agent import PRECISIONS, Protocol
+from hybridprune.evaluators.export import DEFAULT_OPSET, check_opset
+from hybridprune.evaluators.timing import PRECISIONS, Protocol
 from hybridprune.registry import Registry
 
 LATENCY_BACKENDS: Registry[type["BaseLatencyBackend"]] = Registry("latency backend")
 DEFAULT_BACKEND = "onnxruntime"
 PROTOCOL_OPTIONS = tuple(name for name, _ in Protocol.FIELDS)
+TAKES = ("onnx", "module")  # what a backend's _measure receives
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class LatencyResult:
     @classmethod
     def from_stats(cls, stats: Mapping[str, Any], *, backend: str, device: str, precision: str,
                    batch_size: int, versions: Mapping[str, str], **extra: Any) -> "LatencyResult":
-        """Build from :func:`~hybridprune.evaluators.agent.run_protocol`'s dict (or the agent's reply).
+        """Build from :func:`~hybridprune.evaluators.timing.run_protocol`'s dict (or the agent's reply).
 
         Raises:
             LatencyError: if required statistics are missing or malformed.
@@ -101,31 +103,58 @@ class LatencyResult:
 class BaseLatencyBackend(abc.ABC):
     """Measures the latency of a model (``nn.Module``) or an ONNX file on one runtime.
 
+    :meth:`measure` checks the precision and batch size and turns the model into what the backend
+    takes (class attribute ``takes``): ONNX-taking backends get a path (a module is exported to a
+    temporary static-batch ONNX file at ``opset``, deleted afterwards), module-taking backends
+    get the ``nn.Module`` (an ONNX path is refused). Subclasses implement :meth:`_measure`.
+
+    Class attributes (capabilities):
+        name: Registry name.
+        precisions: Precisions the backend measures.
+        takes: ``"onnx"`` or ``"module"``: what :meth:`_measure` receives.
+        queues_itself: True when the backend serialises measurements itself (the remote device
+            agent does), so callers need no lock around :meth:`measure`.
+
     Args:
+        opset: ONNX opset of the export (ONNX-taking backends only; default
+            :data:`hybridprune.evaluators.export.DEFAULT_OPSET`).
         warmup_runs, min_runs, max_runs, max_time_s, rel_ci, confidence: the measurement
-            protocol (see :class:`hybridprune.evaluators.agent.Protocol`).
+            protocol (see :class:`hybridprune.evaluators.timing.Protocol`).
 
     Raises:
-        ConfigError: if a protocol option is invalid.
+        ConfigError: if an option is unknown or invalid.
     """
 
-    name: str = ""
-    precisions: tuple[str, ...] = ("fp32",)
+    name: ClassVar[str] = ""
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    takes: ClassVar[str] = "onnx"
+    queues_itself: ClassVar[bool] = False
 
-    def __init__(self, **protocol: Any) -> None:
-        unknown = set(protocol) - set(PROTOCOL_OPTIONS)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.takes not in TAKES:
+            raise TypeError(f"{cls.__name__}.takes must be one of {TAKES}, got {cls.takes!r}")
+        if not isinstance(cls.queues_itself, bool):
+            raise TypeError(f"{cls.__name__}.queues_itself must be a bool, got {cls.queues_itself!r}")
+
+    def __init__(self, **options: Any) -> None:
+        opset = options.pop("opset", None) if self.takes == "onnx" else None
+        unknown = set(options) - set(PROTOCOL_OPTIONS)
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} for latency backend "
                               f"{self.name!r}; allowed: {', '.join(self.option_names())}")
         try:
-            self.protocol = Protocol.from_mapping(protocol)
+            self.protocol = Protocol.from_mapping(options)
         except ValueError as exc:
             raise ConfigError(f"latency protocol: {exc}") from None
+        self.opset: int | None = None
+        if self.takes == "onnx":
+            self.opset = check_opset(DEFAULT_OPSET if opset is None else opset)
 
     @classmethod
     def option_names(cls) -> list[str]:
         """Options the constructor accepts."""
-        return sorted(PROTOCOL_OPTIONS)
+        return sorted([*PROTOCOL_OPTIONS, *(["opset"] if cls.takes == "onnx" else [])])
 
     def check_precision(self, precision: str) -> None:
         """Raise ConfigError unless this backend supports ``precision``."""
@@ -133,7 +162,6 @@ class BaseLatencyBackend(abc.ABC):
             raise ConfigError(f"latency backend {self.name!r} supports precision "
                               f"{', '.join(self.precisions)}; got {precision!r}")
 
-    @abc.abstractmethod
     def measure(self, model: Any, *, input_shape: tuple[int, ...] = (3, 32, 32), batch_size: int = 1,
                 precision: str = "fp32") -> LatencyResult:
         """Measure ``model`` (an ``nn.Module`` or a path to an ``.onnx`` file).
@@ -148,8 +176,40 @@ class BaseLatencyBackend(abc.ABC):
             A :class:`LatencyResult`.
 
         Raises:
+            LatencyError: if the export or the measurement fails.
+            ConfigError: for an unsupported precision or batch size, or an ONNX file given to a
+                backend that takes a module.
+        """
+        self.check_precision(precision)
+        check_batch(batch_size)
+        shape = tuple(input_shape)
+        if self.takes == "module":
+            if is_onnx_path(model):
+                onnx_backends = ", ".join(n for n in LATENCY_BACKENDS.names()
+                                          if LATENCY_BACKENDS.get(n).takes == "onnx")
+                raise ConfigError(f"the {self.name} latency backend measures a PyTorch model, not an ONNX file; "
+                                  f"use a backend that takes ONNX ({onnx_backends}) for .onnx files")
+            return self._measure(model, input_shape=shape, batch_size=batch_size, precision=precision)
+        from hybridprune.evaluators.export import onnx_for
+
+        with onnx_for(model, shape, batch_size, self.opset) as path:
+            return self._measure(path, input_shape=shape, batch_size=batch_size, precision=precision)
+
+    @abc.abstractmethod
+    def _measure(self, model: Any, *, input_shape: tuple[int, ...], batch_size: int,
+                 precision: str) -> LatencyResult:
+        """Measure an already checked and converted model.
+
+        Args:
+            model: A :class:`~pathlib.Path` of an ONNX file (``takes == "onnx"``) or an
+                ``nn.Module`` (``takes == "module"``).
+            input_shape, batch_size, precision: As given to :meth:`measure` (validated).
+
+        Returns:
+            A :class:`LatencyResult`.
+
+        Raises:
             LatencyError: if the measurement fails.
-            ConfigError: for an unsupported precision or batch size.
         """
 
 

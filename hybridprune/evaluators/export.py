@@ -1,4 +1,8 @@
-"""Export a (pruned) PyTorch model to ONNX, checked and compared numerically with ONNX Runtime."""
+"""Export a (pruned) PyTorch model to ONNX, checked and compared numerically with ONNX Runtime.
+
+The opset defaults live here, in one place (every ONNX-taking latency backend uses them);
+torch, numpy and onnx are imported only when a model is exported.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,33 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator
-
-import numpy as np
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Iterator
 
 from hybridprune.errors import ConfigError, LatencyError
 from hybridprune.io import atomic_path
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 DEFAULT_OPSET = 13  # the newest opset TensorRT 8.2 (JetPack 4.6, Jetson TX2) reads
+MIN_OPSET, MAX_OPSET = 7, 20  # what the TorchScript exporter writes
+
+
+def check_opset(opset: Any) -> int:
+    """Validate an ONNX opset; return it as an int.
+
+    Raises:
+        ConfigError: unless an integer in [MIN_OPSET, MAX_OPSET].
+    """
+    value = None
+    if isinstance(opset, (int, str)) and not isinstance(opset, bool):
+        with contextlib.suppress(ValueError):
+            value = int(opset)
+    if value is None or not MIN_OPSET <= value <= MAX_OPSET:
+        raise ConfigError(f"opset must be an integer between {MIN_OPSET} and {MAX_OPSET} (TensorRT 8.2 "
+                          f"reads <= {DEFAULT_OPSET}), got {opset!r}")
+    return value
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[int, ...] = (1, 3, 32, 32),
@@ -32,7 +53,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[in
         model: The model.
         path: Destination ``.onnx`` file (written atomically).
         input_shape: Full input shape including the batch, e.g. ``(1, 3, 32, 32)``.
-        opset: ONNX opset version (7..20; TensorRT 8.2 reads <= 13).
+        opset: ONNX opset version (MIN_OPSET..MAX_OPSET; TensorRT 8.2 reads <= 13).
         check: Run the checker and the numeric comparison.
         rtol, atol: Tolerances of the comparison.
 
@@ -45,9 +66,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[in
     """
     if len(input_shape) < 2 or any(not isinstance(d, int) or d < 1 for d in input_shape):
         raise ConfigError(f"input_shape must be positive ints (batch, C, H, W), got {tuple(input_shape)}")
-    if not 7 <= int(opset) <= 20:
-        raise ConfigError(f"opset must be between 7 and 20 (TensorRT 8.2 reads <= 13), got {opset}")
+    opset = check_opset(opset)
     import copy
+
+    import torch
 
     net = copy.deepcopy(model).cpu().float().eval()
     example = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
@@ -56,7 +78,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[in
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer notes about constant buffers (shortcut positions)
-                torch.onnx.export(net, (example,), str(tmp), dynamo=False, opset_version=int(opset),
+                torch.onnx.export(net, (example,), str(tmp), dynamo=False, opset_version=opset,
                                   input_names=["input"], output_names=["output"],
                                   do_constant_folding=True)
         except Exception as exc:
@@ -67,8 +89,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[in
 
 
 def _check(net: nn.Module, path: Path, example: torch.Tensor, rtol: float, atol: float) -> None:
+    import numpy as np
     import onnx
     import onnxruntime as ort
+    import torch
 
     try:
         onnx.checker.check_model(str(path), full_check=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators.agent import AgentError, OnnxRuntimeBackend, device_description
-from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult, check_batch
+from hybridprune.evaluators.timing import AgentError, OnnxRuntimeBackend, device_description
+from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult
 
 
 @LATENCY_BACKENDS.register()
@@ -15,36 +15,31 @@ class OnnxRuntimeLatency(BaseLatencyBackend):
 
     Args:
         threads: Intra-op threads (default 1).
-        opset: Opset used when exporting a module.
-        **protocol: Measurement protocol options.
+        **options: ``opset`` and the measurement protocol options (see :class:`BaseLatencyBackend`).
     """
 
     name = "onnxruntime"
+    takes = "onnx"
+    queues_itself = False
 
-    def __init__(self, threads: int = 1, opset: int = 13, **protocol: Any) -> None:
-        super().__init__(**protocol)
+    def __init__(self, threads: int = 1, **options: Any) -> None:
+        super().__init__(**options)
         if not isinstance(threads, int) or threads < 1:
             raise ConfigError(f"onnxruntime threads must be a positive integer, got {threads!r}")
         self.threads = threads
-        self.opset = opset
         self._timer = OnnxRuntimeBackend(threads)
 
     @classmethod
     def option_names(cls) -> list[str]:
-        return sorted([*super().option_names(), "threads", "opset"])
+        """Options the constructor accepts."""
+        return sorted([*super().option_names(), "threads"])
 
-    def measure(self, model: Any, *, input_shape: tuple[int, ...] = (3, 32, 32), batch_size: int = 1,
-                precision: str = "fp32") -> LatencyResult:
-        """See :meth:`BaseLatencyBackend.measure`."""
-        self.check_precision(precision)
-        check_batch(batch_size)
-        from hybridprune.evaluators.export import onnx_for
-
-        with onnx_for(model, tuple(input_shape), batch_size, self.opset) as path:
-            try:
-                stats = self._timer.measure(path, self.protocol, precision, batch_size)
-            except AgentError as exc:
-                raise LatencyError(f"onnxruntime: {exc}") from exc
+    def _measure(self, model: Any, *, input_shape: tuple[int, ...], batch_size: int,
+                 precision: str) -> LatencyResult:
+        try:
+            stats = self._timer.measure(model, self.protocol, precision, batch_size)
+        except AgentError as exc:
+            raise LatencyError(f"onnxruntime: {exc}") from exc
         return LatencyResult.from_stats(stats, backend=self.name, device=device_description(),
                                         precision=precision, batch_size=batch_size,
                                         versions=self._timer.versions())

@@ -11,8 +11,8 @@ import urllib.request
 from typing import Any
 
 from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators.agent import PRECISIONS
-from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult, check_batch
+from hybridprune.evaluators.timing import PRECISIONS
+from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult
 
 
 @LATENCY_BACKENDS.register()
@@ -27,8 +27,8 @@ class RemoteLatency(BaseLatencyBackend):
         connect_timeout: Seconds for ``GET /info`` and connection attempts.
         retries: Extra attempts after a connection failure or a 5xx answer (bounded).
         backoff: Seconds before the first retry, doubling after each.
-        opset: Opset used when exporting a module (TensorRT 8.2 reads <= 13).
-        **protocol: Measurement protocol options, forwarded to the agent.
+        **options: ``opset`` (TensorRT 8.2 reads <= 13, the default) and the measurement protocol
+            options, forwarded to the agent (which bounds them: see ``/info``'s ``limits``).
 
     Raises:
         ConfigError: if the URL is not http(s).
@@ -36,11 +36,12 @@ class RemoteLatency(BaseLatencyBackend):
 
     name = "remote"
     precisions = PRECISIONS
+    takes = "onnx"
+    queues_itself = True  # the agent measures one model at a time and queues the rest
 
     def __init__(self, url: str = "http://127.0.0.1:8470", token: str | None = None, timeout: float = 900.0,
-                 connect_timeout: float = 10.0, retries: int = 2, backoff: float = 0.5, opset: int = 13,
-                 **protocol: Any) -> None:
-        super().__init__(**protocol)
+                 connect_timeout: float = 10.0, retries: int = 2, backoff: float = 0.5, **options: Any) -> None:
+        super().__init__(**options)
         parsed = urllib.parse.urlparse(str(url))
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ConfigError(f"agent url must look like http://HOST:PORT, got {url!r}")
@@ -50,17 +51,18 @@ class RemoteLatency(BaseLatencyBackend):
             raise ConfigError("timeouts must be positive")
         self.url = str(url).rstrip("/")
         self.token, self.timeout, self.connect_timeout = token or None, float(timeout), float(connect_timeout)
-        self.retries, self.backoff, self.opset = retries, float(backoff), opset
+        self.retries, self.backoff = retries, float(backoff)
 
     @classmethod
     def option_names(cls) -> list[str]:
+        """Options the constructor accepts."""
         return sorted([*super().option_names(), "url", "token", "timeout", "connect_timeout", "retries",
-                       "backoff", "opset"])
+                       "backoff"])
 
     def _request(self, method: str, path: str, body: bytes | None, timeout: float) -> dict[str, Any]:
-        headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        headers: dict[str, Any] = {"Content-Type": "application/octet-stream"} if body is not None else {}
+        if self.token:  # bytes: http.client would encode a str as latin-1 and fail on other characters
+            headers["Authorization"] = b"Bearer " + self.token.encode("utf-8")
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
@@ -88,15 +90,9 @@ class RemoteLatency(BaseLatencyBackend):
         """
         return self._request("GET", "/info", None, self.connect_timeout)
 
-    def measure(self, model: Any, *, input_shape: tuple[int, ...] = (3, 32, 32), batch_size: int = 1,
-                precision: str = "fp32") -> LatencyResult:
-        """See :meth:`BaseLatencyBackend.measure`; the measurement runs on the agent's device."""
-        self.check_precision(precision)
-        check_batch(batch_size)
-        from hybridprune.evaluators.export import onnx_for
-
-        with onnx_for(model, tuple(input_shape), batch_size, self.opset) as path:
-            data = path.read_bytes()
+    def _measure(self, model: Any, *, input_shape: tuple[int, ...], batch_size: int,
+                 precision: str) -> LatencyResult:
+        data = model.read_bytes()
         query = urllib.parse.urlencode({"precision": precision, "batch": batch_size, **self.protocol.to_dict()})
         stats = self._request("POST", f"/measure?{query}", data, self.timeout)
         return LatencyResult.from_stats(

@@ -11,8 +11,8 @@ import platform
 from typing import Any
 
 from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators.agent import run_protocol
-from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult, check_batch
+from hybridprune.evaluators.timing import run_protocol
+from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult
 from hybridprune.registry import lazy_import
 
 
@@ -27,8 +27,7 @@ class TensorRTLatency(BaseLatencyBackend):
 
     Args:
         workspace_mib: Builder workspace limit.
-        opset: Opset used when exporting a module.
-        **protocol: Measurement protocol options.
+        **options: ``opset`` and the measurement protocol options (see :class:`BaseLatencyBackend`).
 
     Raises:
         MissingDependencyError: if tensorrt is not installed.
@@ -36,17 +35,20 @@ class TensorRTLatency(BaseLatencyBackend):
 
     name = "tensorrt"
     precisions = ("fp32", "fp16")
+    takes = "onnx"
+    queues_itself = False
 
-    def __init__(self, workspace_mib: int = 1024, opset: int = 13, **protocol: Any) -> None:
-        super().__init__(**protocol)
+    def __init__(self, workspace_mib: int = 1024, **options: Any) -> None:
+        super().__init__(**options)
         self.trt = load_tensorrt()
         if not isinstance(workspace_mib, int) or workspace_mib < 1:
             raise ConfigError(f"workspace_mib must be a positive integer, got {workspace_mib!r}")
-        self.workspace_mib, self.opset = workspace_mib, opset
+        self.workspace_mib = workspace_mib
 
     @classmethod
     def option_names(cls) -> list[str]:
-        return sorted([*super().option_names(), "workspace_mib", "opset"])
+        """Options the constructor accepts."""
+        return sorted([*super().option_names(), "workspace_mib"])
 
     def _build(self, onnx_path: Any, precision: str) -> Any:
         trt = self.trt
@@ -74,19 +76,13 @@ class TensorRTLatency(BaseLatencyBackend):
             raise LatencyError("TensorRT engine build failed (see the TensorRT log above)")
         return trt.Runtime(logger).deserialize_cuda_engine(serialized)
 
-    def measure(self, model: Any, *, input_shape: tuple[int, ...] = (3, 32, 32), batch_size: int = 1,
-                precision: str = "fp32") -> LatencyResult:
-        """See :meth:`BaseLatencyBackend.measure`."""
+    def _measure(self, model: Any, *, input_shape: tuple[int, ...], batch_size: int,
+                 precision: str) -> LatencyResult:
         import torch
 
-        from hybridprune.evaluators.export import onnx_for
-
-        self.check_precision(precision)
-        check_batch(batch_size)
         if not torch.cuda.is_available():
             raise LatencyError("the tensorrt latency backend needs a CUDA GPU visible to torch")
-        with onnx_for(model, tuple(input_shape), batch_size, self.opset) as path:
-            engine = self._build(path, precision)
+        engine = self._build(model, precision)
         context = engine.create_execution_context()
         stream = torch.cuda.Stream()
         buffers, run = self._bind(engine, context, stream)

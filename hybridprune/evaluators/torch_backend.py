@@ -8,9 +8,8 @@ import time
 from typing import Any
 
 from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators.agent import device_description, run_protocol
-from hybridprune.evaluators.base import (LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult, check_batch,
-                                         is_onnx_path)
+from hybridprune.evaluators.timing import device_description, run_protocol
+from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult
 
 
 @LATENCY_BACKENDS.register()
@@ -28,6 +27,8 @@ class TorchLatency(BaseLatencyBackend):
 
     name = "torch"
     precisions = ("fp32", "fp16")
+    takes = "module"
+    queues_itself = False
 
     def __init__(self, device: str = "cpu", compile: bool = False, threads: int | None = None,
                  channels_last: bool = False, **protocol: Any) -> None:
@@ -40,18 +41,13 @@ class TorchLatency(BaseLatencyBackend):
 
     @classmethod
     def option_names(cls) -> list[str]:
+        """Options the constructor accepts."""
         return sorted([*super().option_names(), "device", "compile", "threads", "channels_last"])
 
-    def measure(self, model: Any, *, input_shape: tuple[int, ...] = (3, 32, 32), batch_size: int = 1,
-                precision: str = "fp32") -> LatencyResult:
-        """See :meth:`BaseLatencyBackend.measure` (``model`` must be an ``nn.Module``)."""
+    def _measure(self, model: Any, *, input_shape: tuple[int, ...], batch_size: int,
+                 precision: str) -> LatencyResult:
         import torch
 
-        self.check_precision(precision)
-        check_batch(batch_size)
-        if is_onnx_path(model):
-            raise ConfigError("the torch latency backend measures a PyTorch model, not an ONNX file; "
-                              "use --backend onnxruntime (or tensorrt/remote) for .onnx files")
         cuda = self.device.startswith("cuda")
         if cuda and not torch.cuda.is_available():
             raise LatencyError(f"torch latency device {self.device!r} requested but CUDA is not available")
