@@ -18,17 +18,17 @@ def _common(tmp_path: Path) -> list[str]:
 def test_train_then_evaluate(tmp_path, capsys):
     out = tmp_path / "models" / "base.pt"
     code = main(["train", "--model", "resnet20", *_common(tmp_path), "--steps", "3", "--batch-size", "32",
-                 "--val-size", "100", "--lr", "0.05", "--out", str(out)])
+                 "--val-size", "100", "--lr", "0.05", "--precision", "fp32", "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0, text
-    assert "trained resnet20 for 3 steps" in text and "val:  top-1" in text and "test: top-1" in text
+    assert "trained resnet20 for 3 steps" in text and ", fp32" in text and "val:  top-1" in text and "test: top-1" in text
     ck = load_checkpoint(out)
     assert ck.model_name == "resnet20" and ck.num_classes == 10
-    assert ck.metrics["train"]["steps"] == 3 and ck.metrics["val"]["n"] == 100 and ck.metrics["test"]["n"] == 360
+    assert ck.metrics["train"]["steps"] == 3 and ck.metrics["train"]["precision"] == "fp32" and ck.metrics["val"]["n"] == 100 and ck.metrics["test"]["n"] == 360
 
-    code = main(["evaluate", str(out), *_common(tmp_path), "--split", "val", "--val-size", "100"])
+    code = main(["evaluate", str(out), *_common(tmp_path), "--split", "val", "--val-size", "100", "--precision", "fp32"])
     text = capsys.readouterr().out
-    assert code == 0 and f"top-1 {ck.metrics['val']['top1']:.2%}" in text and "on 100 images" in text
+    assert code == 0 and "digits val (fp32)" in text and f"top-1 {ck.metrics['val']['top1']:.2%}" in text and "on 100 images" in text
 
     # Fine-tune from the checkpoint keeps its normalisation.
     out2 = tmp_path / "ft.pt"
@@ -45,6 +45,7 @@ def test_train_then_evaluate(tmp_path, capsys):
         (["--dataset", "digits", "--val-size", "2.5"], "val_size must be a fraction"),
         (["--dataset", "digits", "--epochs", "1", "--steps", "2"], "exactly one of epochs or steps"),
         (["--dataset", "digits", "--lr", "-1"], "lr > 0"),
+        (["--dataset", "digits", "--precision", "fp16"], "unknown precision 'fp16'; choose one of: auto, bf16, fp32"),
     ],
 )
 def test_train_bad_input_exit_2_and_no_file(tmp_path, capsys, args, message):
@@ -78,6 +79,8 @@ def test_evaluate_bad_input(tmp_path, capsys):
     save_checkpoint(ck, create_model("resnet20"), Normalization())
     assert main(["evaluate", str(ck), *_common(tmp_path), "--split", "train"]) == 2
     assert "--split must be test or val" in capsys.readouterr().err
+    assert main(["evaluate", str(ck), *_common(tmp_path), "--precision", "int8"]) == 2
+    assert "unknown precision 'int8'" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nope.pt"), *_common(tmp_path)]) == 2
     assert "nope.pt does not exist" in capsys.readouterr().err.replace("\n", "")
 

@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         image_size: Optional[int] = typer.Option(None, help="Resize images to this square size."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... [default: cuda if available]."),
         compile: bool = typer.Option(False, "--compile", help="Use torch.compile."),
+        precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it natively), bf16 or fp32."),
     ) -> None:
         """Train a model from scratch, or fine-tune a checkpoint, and save it with its metrics."""
         import torch
@@ -60,8 +61,9 @@ def register(app: typer.Typer) -> None:
 
         from hybridprune.errors import ConfigError
         from hybridprune.models import create_model, get_model_spec, load_checkpoint, save_checkpoint
-        from hybridprune.training import Budget, evaluate, finetune, train
+        from hybridprune.training import Budget, evaluate, finetune, resolve_precision, train
 
+        prec = resolve_precision(precision, device)
         if (model is None) == (checkpoint is None):
             raise ConfigError("pass exactly one of --model (train from scratch) or --checkpoint (start from it)")
         budget = Budget(epochs=epochs, steps=steps)
@@ -87,14 +89,14 @@ def register(app: typer.Typer) -> None:
                     console.print(f"step {s.step}/{s.total_steps}  {stats}")  # a log file gets lines, not a bar
 
             result = fit(net, data, budget, norm, batch_size=batch_size, seed=seed, device=device, compile=compile,
-                         progress=on_step, **options)
-        test = evaluate(net, data.test, norm, device=device)
+                         precision=prec, progress=on_step, **options)
+        test = evaluate(net, data.test, norm, device=device, precision=prec)
         metrics = {"dataset": dataset, "train": result.to_dict(), "test": test.to_dict(),
                    "val": result.val.to_dict() if result.val else None}
         net.to("cpu", memory_format=torch.contiguous_format)
         save_checkpoint(out, net, norm, model_name=name, model_kwargs=kwargs, record=record, metrics=metrics)
         typer.echo(f"trained {name} for {result.steps} steps ({result.epochs:.2f} epochs) in {result.seconds:.1f}s, "
-                   f"{result.images_per_second:.0f} images/s")
+                   f"{result.images_per_second:.0f} images/s, {result.precision}")
         if result.val:
             typer.echo(f"val:  {_fmt(result.val)}")
         typer.echo(f"test: {_fmt(test)}")
@@ -112,12 +114,14 @@ def register(app: typer.Typer) -> None:
         cache_dir: Optional[Path] = typer.Option(None, help="Decoded-dataset cache directory."),
         image_size: Optional[int] = typer.Option(None, help="Resize images to this square size."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda ... [default: cuda if available]."),
+        precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it natively), bf16 or fp32."),
     ) -> None:
         """Report top-1 (and top-5) accuracy of a checkpoint on a dataset split."""
         from hybridprune.errors import ConfigError
         from hybridprune.models import load_checkpoint
-        from hybridprune.training import evaluate
+        from hybridprune.training import evaluate, resolve_precision
 
+        prec = resolve_precision(precision, device)
         if split not in ("test", "val"):
             raise ConfigError(f"--split must be test or val, got {split!r}")
         ck = load_checkpoint(checkpoint)
@@ -126,8 +130,8 @@ def register(app: typer.Typer) -> None:
         part = getattr(data, split)
         if len(part) == 0:
             raise ConfigError(f"the {split} split is empty (--val-size 0?)")
-        result = evaluate(ck.model, part, ck.normalization, batch_size=batch_size, device=device)
-        typer.echo(f"{ck.model_name} on {dataset} {split}: {_fmt(result)}")
+        result = evaluate(ck.model, part, ck.normalization, batch_size=batch_size, device=device, precision=prec)
+        typer.echo(f"{ck.model_name} on {dataset} {split} ({prec}): {_fmt(result)}")
 
 
 class _progress:
