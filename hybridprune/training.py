@@ -110,10 +110,20 @@ class TrainResult:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` or CUDA when available, else CPU."""
+    """``device`` or CUDA when available, else CPU.
+
+    Raises:
+        ConfigError: a malformed device string, or CUDA asked for where there is none.
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"bad device {device!r} ({str(exc).splitlines()[0][:120]}); use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but this torch build or machine has no CUDA; use --device cpu")
+    return dev
 
 
 def seed_everything(seed: int) -> None:
@@ -207,7 +217,7 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
     """Train ``model`` in place with SGD (Nesterov) on ``data``.
 
     Args:
-        model: The network; moved to ``device`` and left in eval mode there.
+        model: The network; moved to ``device`` and left in eval mode there, with contiguous weights.
         data: A :class:`DataSplits` (trains on ``train``, evaluates ``val`` at the end) or a :class:`Split`.
         budget: Epochs or steps.
         normalization: Mean/std the model expects.
@@ -234,7 +244,8 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
         :class:`TrainResult`.
 
     Raises:
-        TrainingDiverged: as soon as the loss is NaN or infinite.
+        TrainingDiverged: as soon as the loss is NaN or infinite (on CPU before that step's update; on a
+            GPU, where checking means waiting, within 25 steps, naming the first bad step).
         ConfigError: bad hyper-parameters or precision. DataError: dataset classes do not match the model.
     """
     if schedule not in SCHEDULES:
@@ -331,6 +342,10 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
         check_finite(done)
     finally:
         model.eval()
+        if channels_last:  # callers (pruning, export, copies) expect ordinary contiguous weights back
+            model.to(memory_format=torch.contiguous_format)
+            if teacher is not None:
+                teacher.to(memory_format=torch.contiguous_format)
     loop_end = time.perf_counter()
     val = None
     if evaluate_val and splits is not None and len(splits.val):
@@ -380,7 +395,7 @@ def evaluate(model: nn.Module, split: Split, normalization: Normalization, *, ba
     """Top-1 (and top-5 for > 10 classes) accuracy and mean cross-entropy of ``model`` on ``split``.
 
     Args:
-        model: The network (evaluated in eval mode; its previous mode is restored).
+        model: The network (evaluated in eval mode; its previous mode and contiguous weights are restored).
         split: The data.
         normalization: Mean/std the model expects.
         batch_size: Batch size.
@@ -417,5 +432,7 @@ def evaluate(model: nn.Module, split: Split, normalization: Normalization, *, ba
                 top5 += (logits.topk(5, dim=1).indices == y[:, None]).any(1).sum()
     finally:
         model.train(was_training)
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
     n = len(split)
     return EvalResult(top1=top1.item() / n, top5=top5.item() / n if logits.shape[1] > 10 else None, loss=loss.item() / n, n=n)

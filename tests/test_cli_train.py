@@ -46,6 +46,7 @@ def test_train_then_evaluate(tmp_path, capsys):
         (["--dataset", "digits", "--epochs", "1", "--steps", "2"], "exactly one of epochs or steps"),
         (["--dataset", "digits", "--lr", "-1"], "lr > 0"),
         (["--dataset", "digits", "--precision", "fp16"], "unknown precision 'fp16'; choose one of: auto, bf16, fp32"),
+        (["--dataset", "digits", "--device", "gpu0"], "bad device 'gpu0'"),
     ],
 )
 def test_train_bad_input_exit_2_and_no_file(tmp_path, capsys, args, message):

@@ -157,3 +157,17 @@ def test_train_leaves_teacher_untouched(digits):
     snapshot = copy.deepcopy(teacher.state_dict())
     finetune(_model(seed=2), digits.train.subset(64), Budget(steps=2), NORM, teacher=teacher, batch_size=32)
     assert all(torch.equal(v, snapshot[k]) for k, v in teacher.state_dict().items())
+
+
+def test_weights_come_back_contiguous(digits):
+    """bf16 runs channels_last inside; pruning and export get ordinary tensors back."""
+    model, teacher = _model(), _model(seed=3)
+    finetune(model, digits.train.subset(64), Budget(steps=1), NORM, teacher=teacher, batch_size=32, channels_last=True)
+    evaluate(model, digits.val, NORM, channels_last=True)
+    assert all(p.is_contiguous() for p in [*model.parameters(), *teacher.parameters()])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_where_there_is_none(digits):
+    with pytest.raises(ConfigError, match="device 'cuda' asked for, but this torch build or machine has no CUDA"):
+        evaluate(_model(), digits.val, NORM, device="cuda")
