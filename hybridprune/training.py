@@ -136,27 +136,19 @@ def seed_everything(seed: int) -> None:
 def bf16_supported(device: str | torch.device | None = None) -> bool:
     """Whether ``device`` (default as :func:`resolve_device`) computes bf16 natively.
 
-    CUDA: ``torch.cuda.is_bf16_supported()``. CPU: oneDNN's own check (AVX512-BF16 or AMX), which
-    is what makes bf16 convolutions fast; without it bf16 is emulated and slower than fp32.
+    CUDA: ``torch.cuda.is_bf16_supported()``. An x86 CPU: oneDNN plus the AVX512-BF16 or AMX-BF16
+    instructions (oneDNN also runs bf16 on plain AVX512 by emulation, slower than fp32). Other CPUs:
+    oneDNN's own check, which there means native bf16 (e.g. Arm BF16).
     """
     dev = resolve_device(device)
     if dev.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported()
     if dev.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return _cpuinfo_has_bf16()
-
-
-def _cpuinfo_has_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    if "avx512_bf16" in caps:
+        return bool(caps["avx512_bf16"] or caps.get("amx_bf16"))
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def resolve_precision(precision: str, device: str | torch.device | None = None) -> str:

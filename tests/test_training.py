@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
+import platform
+from pathlib import Path
 
 import pytest
 import torch
@@ -63,6 +65,14 @@ def test_resolve_precision():
         resolve_precision("bf16", "meta")
     with pytest.raises(ConfigError, match="unknown precision 'fp16'; choose one of: auto, bf16, fp32"):
         resolve_precision("fp16", "cpu")
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not Path("/proc/cpuinfo").is_file(),
+                    reason="checks against the x86 CPU flags Linux reports")
+def test_bf16_means_native_bf16_instructions():
+    flags = next(line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("flags"))
+    assert bf16_supported("cpu") == ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 @pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU has no native bf16")
