@@ -1,17 +1,20 @@
 """Training, fine-tuning (optionally distilled) and evaluation: one flat, fast loop.
 
-The data never leaves the device (:class:`~hybridprune.data.DeviceLoader`); on CUDA the loop runs
-channels_last under bf16 autocast with cudnn.benchmark. SGD with Nesterov momentum, label
+The data never leaves the device (:class:`~hybridprune.data.DeviceLoader`). Where the hardware
+computes bf16 natively (CUDA, CPUs with AVX512-BF16 or AMX) the loop runs channels_last under bf16
+autocast (``precision="auto"``); cudnn.benchmark on CUDA. SGD with Nesterov momentum, label
 smoothing, and a warmup + cosine (or one-cycle) schedule stepped per batch.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -21,6 +24,7 @@ from hybridprune.errors import ConfigError, DataError, TrainingDiverged
 from hybridprune.models import Normalization
 
 SCHEDULES = ("cosine", "onecycle", "constant")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -56,16 +60,34 @@ class EvalResult:
         return {"top1": self.top1, "top5": self.top5, "loss": self.loss, "n": self.n}
 
 
-@dataclass(frozen=True)
 class StepInfo:
-    """Progress of one training step, handed to the ``progress`` callback."""
+    """Progress of one training step, handed to the ``progress`` callback.
 
-    step: int
-    total_steps: int
-    loss: float
-    accuracy: float
-    images_per_second: float
-    lr: float
+    Making one costs no device sync: ``loss`` (mean over the batch) and ``accuracy`` (fraction of
+    the batch) are read from the device only when asked for, so a callback that looks at them every
+    few steps does not stall a GPU on the others.
+    """
+
+    __slots__ = ("step", "total_steps", "images_per_second", "lr", "_loss", "_accuracy")
+
+    def __init__(self, step: int, total_steps: int, loss: float | torch.Tensor, accuracy: float | torch.Tensor,
+                 images_per_second: float, lr: float) -> None:
+        self.step, self.total_steps, self.images_per_second, self.lr = step, total_steps, images_per_second, lr
+        self._loss, self._accuracy = loss, accuracy
+
+    @property
+    def loss(self) -> float:
+        """Training loss of this step's batch."""
+        return float(self._loss)
+
+    @property
+    def accuracy(self) -> float:
+        """Training accuracy of this step's batch."""
+        return float(self._accuracy)
+
+    def __repr__(self) -> str:
+        return (f"StepInfo(step={self.step}, total_steps={self.total_steps}, loss={self.loss:.4g}, "
+                f"accuracy={self.accuracy:.4g}, images_per_second={self.images_per_second:.4g}, lr={self.lr:.4g})")
 
 
 @dataclass(frozen=True)
@@ -79,22 +101,82 @@ class TrainResult:
     images_per_second: float
     seconds: float
     val: EvalResult | None = None
+    precision: str = "fp32"
 
     def to_dict(self) -> dict:
         return {"steps": self.steps, "epochs": self.epochs, "train_loss": self.train_loss,
                 "train_accuracy": self.train_accuracy, "images_per_second": self.images_per_second,
-                "seconds": self.seconds, "val": self.val.to_dict() if self.val else None}
+                "seconds": self.seconds, "precision": self.precision, "val": self.val.to_dict() if self.val else None}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` or CUDA when available, else CPU."""
+    """``device`` or CUDA when available, else CPU.
+
+    Raises:
+        ConfigError: a malformed device string, or CUDA asked for where there is none.
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"bad device {device!r} ({str(exc).splitlines()[0][:120]}); use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but this torch build or machine has no CUDA; use --device cpu")
+    return dev
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy and torch (CPU and CUDA): call it before building a model."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def bf16_supported(device: str | torch.device | None = None) -> bool:
+    """Whether ``device`` (default as :func:`resolve_device`) computes bf16 natively.
+
+    CUDA: ``torch.cuda.is_bf16_supported()``. An x86 CPU: oneDNN plus the AVX512-BF16 or AMX-BF16
+    instructions (oneDNN also runs bf16 on plain AVX512 by emulation, slower than fp32). Other CPUs:
+    oneDNN's own check, which there means native bf16 (e.g. Arm BF16).
+    """
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if dev.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    if "avx512_bf16" in caps:
+        return bool(caps["avx512_bf16"] or caps.get("amx_bf16"))
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: str, device: str | torch.device | None = None) -> str:
+    """The compute precision ``precision`` means on ``device``: ``"bf16"`` or ``"fp32"``.
+
+    Args:
+        precision: ``auto`` (bf16 where the hardware has it natively, else fp32), ``bf16`` or ``fp32``.
+        device: The training/evaluation device (default as :func:`resolve_device`).
+
+    Returns:
+        ``"bf16"`` (autocast + channels_last) or ``"fp32"``.
+
+    Raises:
+        ConfigError: unknown value, or ``bf16`` on hardware without native bf16.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return "fp32"
+    native = bf16_supported(device)
+    if precision == "bf16" and not native:
+        raise ConfigError(f"precision bf16 needs native bf16 on {resolve_device(device)} (CUDA with bf16, or a CPU "
+                          f"with AVX512-BF16/AMX); use --precision fp32 or auto")
+    return "bf16" if native else "fp32"
+
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def _lr_factor(schedule: str, warmup_steps: int, total: int) -> Callable[[int], float]:
@@ -122,12 +204,12 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
           momentum: float = 0.9, weight_decay: float = 5e-4, label_smoothing: float = 0.1,
           schedule: str = "onecycle", warmup: float = 0.1, teacher: nn.Module | None = None,
           temperature: float = 4.0, distill_weight: float = 0.5, compile: bool = False,
-          channels_last: bool | None = None, evaluate_val: bool = True,
+          precision: str = "auto", channels_last: bool | None = None, evaluate_val: bool = True,
           progress: Callable[[StepInfo], None] | None = None) -> TrainResult:
     """Train ``model`` in place with SGD (Nesterov) on ``data``.
 
     Args:
-        model: The network; moved to ``device`` and left in eval mode there.
+        model: The network; moved to ``device`` and left in eval mode there, with contiguous weights.
         data: A :class:`DataSplits` (trains on ``train``, evaluates ``val`` at the end) or a :class:`Split`.
         budget: Epochs or steps.
         normalization: Mean/std the model expects.
@@ -144,7 +226,9 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
         temperature: Distillation temperature.
         distill_weight: Weight of the distillation loss; the hard-label loss gets ``1 - distill_weight``.
         compile: Run the step through ``torch.compile``.
-        channels_last: Use channels_last tensors (default: on CUDA only).
+        precision: ``auto`` (bf16 autocast where the hardware has native bf16, else fp32), ``bf16`` or
+            ``fp32``; see :func:`resolve_precision`. Weights and optimiser state stay fp32.
+        channels_last: Use channels_last tensors (default: on CUDA, and whenever bf16 is on).
         evaluate_val: Evaluate the validation split at the end (when ``data`` has one).
         progress: Called after every step with a :class:`StepInfo`.
 
@@ -152,8 +236,9 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
         :class:`TrainResult`.
 
     Raises:
-        TrainingDiverged: as soon as the loss is NaN or infinite.
-        ConfigError: bad hyper-parameters. DataError: dataset classes do not match the model.
+        TrainingDiverged: as soon as the loss is NaN or infinite (on CPU before that step's update; on a
+            GPU, where checking means waiting, within 25 steps, naming the first bad step).
+        ConfigError: bad hyper-parameters or precision. DataError: dataset classes do not match the model.
     """
     if schedule not in SCHEDULES:
         raise ConfigError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
@@ -162,7 +247,8 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
     splits = data if isinstance(data, DataSplits) else None
     train_split = splits.train if splits else data
     dev = resolve_device(device)
-    channels_last = dev.type == "cuda" if channels_last is None else channels_last
+    prec = resolve_precision(precision, dev)
+    channels_last = (dev.type == "cuda" or prec == "bf16") if channels_last is None else channels_last
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -176,28 +262,44 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
         teacher.to(dev, memory_format=fmt).eval()
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    # foreach: one fused update over all tensors instead of a Python loop per parameter (not the CPU default).
     optimizer = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                lr=lr, momentum=momentum, nesterov=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(schedule, round(warmup * total), total))
+                                lr=lr, momentum=momentum, nesterov=True, foreach=True)
+    lr_at = _lr_factor(schedule, round(warmup * total), total)
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
     def step_fn(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with _autocast(dev):
-            logits = model(x)
+        with _autocast(dev, prec):
+            logits = model(x).float()  # loss, softmax and argmax in fp32 whatever the compute precision
             loss = criterion(logits, y)
             if teacher is not None:
                 with torch.no_grad():
                     soft = F.log_softmax(teacher(x).float() / temperature, dim=1)
-                kd = F.kl_div(F.log_softmax(logits.float() / temperature, dim=1), soft, reduction="batchmean", log_target=True)
+                kd = F.kl_div(F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean", log_target=True)
                 loss = (1 - distill_weight) * loss + distill_weight * temperature**2 * kd
         return loss, logits
 
     step = torch.compile(step_fn) if compile else step_fn
+    # Per-step loss and hits stay on the device; reading them back every step would stall a GPU.
+    # The CPU computes synchronously, so there checking every step costs nothing.
+    losses = torch.zeros(total, device=dev)
+    hits = torch.zeros(total, device=dev)
+    sizes: list[int] = []
+    check_every = 1 if dev.type == "cpu" else 25
+    checked_to = 0
+
+    def check_finite(upto: int) -> None:
+        nonlocal checked_to
+        bad = (~torch.isfinite(losses[checked_to:upto])).nonzero()
+        if len(bad):
+            at = checked_to + int(bad[0])
+            raise TrainingDiverged(f"training loss became {float(losses[at])} at step {at + 1} of {total} "
+                                   f"(lr {lr * lr_at(at):.4g}); lower the learning rate")
+        checked_to = upto
+
     checked = False
-    done = 0
-    loss_sum = correct = seen = 0.0
+    done = seen = 0
     start = timed_from = time.perf_counter()
-    timed_images = 0
     model.train()
     try:
         while done < total:
@@ -207,38 +309,44 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
                     _check_classes(model, x, splits.num_classes if splits else None, train_split.labels)
                     model.train()
                     checked = True
+                step_lr = lr * lr_at(done)
+                for group in optimizer.param_groups:
+                    group["lr"] = step_lr
                 loss, logits = step(x, y)
-                loss_val = loss.item()
-                if not math.isfinite(loss_val):
-                    raise TrainingDiverged(f"training loss became {loss_val} at step {done + 1} of {total} (lr {scheduler.get_last_lr()[0]:.4g}); lower the learning rate")
+                losses[done] = loss.detach()
+                hits[done] = (logits.argmax(1) == y).sum()
+                sizes.append(len(y))
+                seen += len(y)
+                done += 1
+                if done - checked_to >= check_every:
+                    check_finite(done)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                scheduler.step()
-                done += 1
-                hits = (logits.argmax(1) == y).sum().item()
-                loss_sum += loss_val * len(y)
-                correct += hits
-                seen += len(y)
                 now = time.perf_counter()
                 if done == 1:
                     timed_from = now  # the first step pays for warm-up (allocations, cudnn search, compile)
-                else:
-                    timed_images += len(y)
                 if progress is not None:
-                    progress(StepInfo(done, total, loss_val, hits / len(y), timed_images / max(now - timed_from, 1e-9),
-                                      scheduler.get_last_lr()[0]))
+                    ips = (seen - sizes[0]) / (now - timed_from) if done > 1 else 0.0
+                    progress(StepInfo(done, total, losses[done - 1], hits[done - 1] / len(y), ips, step_lr))
                 if done >= total:
                     break
+        check_finite(done)
     finally:
         model.eval()
+        if channels_last:  # callers (pruning, export, copies) expect ordinary contiguous weights back
+            model.to(memory_format=torch.contiguous_format)
+            if teacher is not None:
+                teacher.to(memory_format=torch.contiguous_format)
     loop_end = time.perf_counter()
     val = None
     if evaluate_val and splits is not None and len(splits.val):
-        val = evaluate(model, splits.val, normalization, device=dev)
-    ips = timed_images / max(loop_end - timed_from, 1e-9) if timed_images else seen / max(loop_end - start, 1e-9)
-    return TrainResult(steps=done, epochs=done / len(loader), train_loss=loss_sum / max(seen, 1),
-                       train_accuracy=correct / max(seen, 1), images_per_second=ips, seconds=loop_end - start, val=val)
+        val = evaluate(model, splits.val, normalization, device=dev, precision=prec, channels_last=channels_last)
+    ips = (seen - sizes[0]) / max(loop_end - timed_from, 1e-9) if done > 1 else seen / max(loop_end - start, 1e-9)
+    train_loss = (losses.cpu() @ torch.tensor(sizes, dtype=torch.float)).item() / seen
+    return TrainResult(steps=done, epochs=done / len(loader), train_loss=train_loss,
+                       train_accuracy=hits.sum().item() / seen, images_per_second=ips, seconds=loop_end - start,
+                       val=val, precision=prec)
 
 
 def finetune(model: nn.Module, data: DataSplits | Split, budget: Budget, normalization: Normalization, *,
@@ -274,41 +382,49 @@ def finetune(model: nn.Module, data: DataSplits | Split, budget: Budget, normali
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, normalization: Normalization, *, batch_size: int = 256,
-             device: str | torch.device | None = None, channels_last: bool | None = None) -> EvalResult:
+             device: str | torch.device | None = None, precision: str = "auto",
+             channels_last: bool | None = None) -> EvalResult:
     """Top-1 (and top-5 for > 10 classes) accuracy and mean cross-entropy of ``model`` on ``split``.
 
     Args:
-        model: The network (evaluated in eval mode; its previous mode is restored).
+        model: The network (evaluated in eval mode; its previous mode and contiguous weights are restored).
         split: The data.
         normalization: Mean/std the model expects.
         batch_size: Batch size.
         device: Device (default CUDA if available).
-        channels_last: channels_last tensors (default: on CUDA only).
+        precision: ``auto``, ``bf16`` or ``fp32`` as for :func:`train`; loss and argmax are computed
+            on fp32 logits either way.
+        channels_last: channels_last tensors (default: on CUDA, and whenever bf16 is on).
 
     Returns:
         :class:`EvalResult`.
 
     Raises:
-        DataError: empty split, or labels beyond the model's outputs.
+        DataError: empty split, or labels beyond the model's outputs. ConfigError: bad precision.
     """
     dev = resolve_device(device)
-    channels_last = dev.type == "cuda" if channels_last is None else channels_last
+    prec = resolve_precision(precision, dev)
+    channels_last = (dev.type == "cuda" or prec == "bf16") if channels_last is None else channels_last
     was_training = model.training
     model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format).eval()
     loader = DeviceLoader(split, batch_size, normalization, device=dev, channels_last=channels_last)
-    top1 = top5 = 0
-    loss = 0.0
+    top1 = torch.zeros((), dtype=torch.long, device=dev)
+    top5 = torch.zeros((), dtype=torch.long, device=dev)
+    loss = torch.zeros((), device=dev)
+    label_max = int(split.labels.max())
     try:
         for x, y in loader:
-            with _autocast(dev):
+            with _autocast(dev, prec):
                 logits = model(x).float()
-            if int(y.max()) >= logits.shape[1]:
-                raise DataError(f"the split has label {int(y.max())} but the model outputs only {logits.shape[1]} classes")
-            loss += F.cross_entropy(logits, y, reduction="sum").item()
-            top1 += (logits.argmax(1) == y).sum().item()
+            if label_max >= logits.shape[1]:
+                raise DataError(f"the split has label {label_max} but the model outputs only {logits.shape[1]} classes")
+            loss += F.cross_entropy(logits, y, reduction="sum")
+            top1 += (logits.argmax(1) == y).sum()
             if logits.shape[1] > 10:
-                top5 += (logits.topk(5, dim=1).indices == y[:, None]).any(1).sum().item()
+                top5 += (logits.topk(5, dim=1).indices == y[:, None]).any(1).sum()
     finally:
         model.train(was_training)
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
     n = len(split)
-    return EvalResult(top1=top1 / n, top5=top5 / n if logits.shape[1] > 10 else None, loss=loss / n, n=n)
+    return EvalResult(top1=top1.item() / n, top5=top5.item() / n if logits.shape[1] > 10 else None, loss=loss.item() / n, n=n)

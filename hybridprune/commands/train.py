@@ -1,4 +1,10 @@
-"""CLI commands ``hybridprune train`` and ``hybridprune evaluate``."""
+"""CLI commands ``hybridprune train`` and ``hybridprune evaluate``.
+
+A checkpoint written by ``train`` records the data split it was trained with in
+``metrics["split"] = {"dataset", "val_size", "seed"}``; ``train --checkpoint`` and ``evaluate``
+reuse it unless ``--val-size``/``--seed`` are given, so fine-tuning never trains on the images a
+study (or an earlier run) held out for validation.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,48 @@ from typing import Optional
 import typer
 
 
+DEFAULT_VAL_SIZE = 0.1
+DEFAULT_SEED = 0
+
+
 def _val_size(value: float) -> float | int:
     return int(value) if value >= 1 and float(value).is_integer() else value
 
 
-def _load_data(dataset: str, data_dir: Optional[Path], val_size: float, seed: int, cache_dir: Optional[Path],
+def _split_of(ck, path: Path, dataset: str) -> dict | None:
+    """The split recorded in a checkpoint's metrics, if it is for ``dataset``."""
+    from hybridprune.errors import CheckpointError
+
+    split = ck.metrics.get("split")
+    if split is None:
+        return None
+    ok = (isinstance(split, dict) and isinstance(split.get("dataset"), str)
+          and isinstance(split.get("val_size"), (int, float)) and not isinstance(split.get("val_size"), bool)
+          and split["val_size"] >= 0 and isinstance(split.get("seed"), int) and not isinstance(split.get("seed"), bool))
+    if not ok:
+        raise CheckpointError(f"checkpoint {path} has a malformed metrics['split'] {split!r}; expected "
+                              f"{{'dataset': str, 'val_size': number >= 0, 'seed': int}}")
+    return split if split["dataset"] == dataset else None
+
+
+def _resolve_split(saved: dict | None, path: Optional[Path], val_size: Optional[float],
+                   seed: Optional[int]) -> tuple[float | int, int]:
+    """``--val-size``/``--seed`` if given (warning when they differ from ``saved``), else ``saved``'s, else defaults."""
+    if saved is None:
+        return (_val_size(DEFAULT_VAL_SIZE if val_size is None else val_size),
+                DEFAULT_SEED if seed is None else seed)
+    for flag, given, key in (("--val-size", val_size, "val_size"), ("--seed", seed, "seed")):
+        if given is not None and given != saved[key]:
+            typer.echo(f"warning: {flag} {_val_size(given)} differs from the {key} {saved[key]} of the split checkpoint "
+                       f"{path} was trained with; the validation images may overlap its training images", err=True)
+    return (_val_size(saved["val_size"] if val_size is None else val_size), saved["seed"] if seed is None else seed)
+
+
+def _load_data(dataset: str, data_dir: Optional[Path], val_size: float | int, seed: int, cache_dir: Optional[Path],
                image_size: Optional[int]):
     from hybridprune.data import load_dataset
 
-    return load_dataset(dataset, data_dir, val_size=_val_size(val_size), seed=seed, cache_dir=cache_dir,
-                        image_size=image_size)
+    return load_dataset(dataset, data_dir, val_size=val_size, seed=seed, cache_dir=cache_dir, image_size=image_size)
 
 
 def _check_classes(data, num_classes: int, source: str) -> None:
@@ -26,6 +64,42 @@ def _check_classes(data, num_classes: int, source: str) -> None:
     if data.num_classes != num_classes:
         raise DataError(f"{source} has {num_classes} output classes but dataset {data.name!r} has "
                         f"{data.num_classes}; use a checkpoint trained on this dataset")
+
+
+def _load_teacher(path: Path, data, student_input: tuple, student_norm):
+    """The teacher checkpoint as a module taking the student's normalised inputs (one-line errors on misfit)."""
+    from hybridprune.errors import DataError
+    from hybridprune.models import load_checkpoint
+
+    tck = load_checkpoint(path)
+    _check_classes(data, tck.num_classes, f"teacher {path}")  # the student's classes are the dataset's
+    for what, size in ((f"dataset {data.name!r} has images of size", tuple(data.image_size)),
+                       ("the student takes", tuple(student_input))):
+        if tuple(tck.input_size) != size:
+            raise DataError(f"teacher {path} takes inputs of size {list(tck.input_size)} but {what} {list(size)}; "
+                            f"distil from a teacher trained at the same size")
+    return _renormalized(tck.model, student_norm, tck.normalization)
+
+
+def _renormalized(net, source, target):
+    """``net``, trained on inputs normalised with ``target``, as a module taking ``source``-normalised inputs."""
+    if source == target:
+        return net
+    import torch
+
+    class Renormalized(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            src_std, src_mean = torch.tensor(source.std), torch.tensor(source.mean)
+            tgt_std, tgt_mean = torch.tensor(target.std), torch.tensor(target.mean)
+            self.register_buffer("scale", (src_std / tgt_std).view(1, -1, 1, 1))
+            self.register_buffer("shift", ((src_mean - tgt_mean) / tgt_std).view(1, -1, 1, 1))
+
+        def forward(self, x):
+            return self.net(x * self.scale + self.shift)
+
+    return Renormalized()
 
 
 def _fmt(result) -> str:
@@ -42,17 +116,21 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., help="Checkpoint file to write."),
         model: Optional[str] = typer.Option(None, help="Architecture to train from scratch (e.g. resnet56)."),
         checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint to start from (fine-tune)."),
+        teacher: Optional[Path] = typer.Option(None, help="Checkpoint to distil from (knowledge distillation)."),
         data_dir: Optional[Path] = typer.Option(None, help="Dataset directory (not needed for digits)."),
         epochs: Optional[float] = typer.Option(None, help="Training epochs (fractions allowed)."),
         steps: Optional[int] = typer.Option(None, help="Training steps instead of epochs."),
         lr: Optional[float] = typer.Option(None, help="Peak learning rate [default: 0.1 from scratch, 0.01 from a checkpoint]."),
         batch_size: int = typer.Option(128, help="Batch size."),
-        seed: int = typer.Option(0, help="Seed of the split, shuffling and augmentation."),
-        val_size: float = typer.Option(0.1, help="Validation part of the training set: fraction < 1 or count."),
+        seed: Optional[int] = typer.Option(None, help="Seed of the split, weights, shuffling and augmentation "
+                                           "[default: the checkpoint's split seed, else 0]."),
+        val_size: Optional[float] = typer.Option(None, help="Validation part of the training set: fraction < 1 or "
+                                                 "count [default: the checkpoint's split, else 0.1]."),
         cache_dir: Optional[Path] = typer.Option(None, help="Decoded-dataset cache directory."),
         image_size: Optional[int] = typer.Option(None, help="Resize images to this square size."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... [default: cuda if available]."),
         compile: bool = typer.Option(False, "--compile", help="Use torch.compile."),
+        precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it natively), bf16 or fp32."),
     ) -> None:
         """Train a model from scratch, or fine-tune a checkpoint, and save it with its metrics."""
         import torch
@@ -60,41 +138,54 @@ def register(app: typer.Typer) -> None:
 
         from hybridprune.errors import ConfigError
         from hybridprune.models import create_model, get_model_spec, load_checkpoint, save_checkpoint
-        from hybridprune.training import Budget, evaluate, finetune, train
+        from hybridprune.training import Budget, evaluate, finetune, resolve_precision, seed_everything, train
 
+        prec = resolve_precision(precision, device)
         if (model is None) == (checkpoint is None):
             raise ConfigError("pass exactly one of --model (train from scratch) or --checkpoint (start from it)")
         budget = Budget(epochs=epochs, steps=steps)
         if out.exists() and out.is_dir():
             raise ConfigError(f"--out {out} is a directory; expected a checkpoint file path")
+        ck = load_checkpoint(checkpoint) if checkpoint is not None else None
+        val_size, seed = _resolve_split(_split_of(ck, checkpoint, dataset) if ck else None, checkpoint, val_size, seed)
         data = _load_data(dataset, data_dir, val_size, seed, cache_dir, image_size)
-        if checkpoint is not None:
-            ck = load_checkpoint(checkpoint)
+        if ck is not None:
             _check_classes(data, ck.num_classes, f"checkpoint {checkpoint}")
             net, norm, name, kwargs, record = ck.model, ck.normalization, ck.model_name, ck.model_kwargs, ck.record
-            fit = finetune
+            input_size, fit = tuple(ck.input_size), finetune
         else:
             spec = get_model_spec(model)
+            seed_everything(seed)  # the initial weights are the first thing drawn
             net = create_model(model, num_classes=data.num_classes)
             norm, name, kwargs, record, fit = spec.normalization, model, net.hp_model_kwargs, None, train
+            input_size = tuple(data.image_size)
         options = {"lr": lr} if lr is not None else {}
+        if teacher is not None:
+            options["teacher"] = _load_teacher(teacher, data, input_size, norm)
         console = Console(stderr=True)
         with _progress(console) as (progress, task):
             def on_step(s) -> None:
+                progress.update(task, total=s.total_steps, completed=s.step)
+                if s.step % 10 and s.step != s.total_steps:
+                    return  # reading loss/accuracy waits for the device; every 10th step is enough for a bar
                 stats = f"loss {s.loss:.3f}  acc {s.accuracy:.1%}  {s.images_per_second:.0f} img/s"
-                progress.update(task, total=s.total_steps, completed=s.step, stats=stats)
-                if not console.is_terminal and (s.step % max(1, s.total_steps // 20) == 0 or s.step == s.total_steps):
+                progress.update(task, stats=stats)
+                if not console.is_terminal and (s.step % max(10, s.total_steps // 200 * 10) == 0 or s.step == s.total_steps):
                     console.print(f"step {s.step}/{s.total_steps}  {stats}")  # a log file gets lines, not a bar
 
             result = fit(net, data, budget, norm, batch_size=batch_size, seed=seed, device=device, compile=compile,
-                         progress=on_step, **options)
-        test = evaluate(net, data.test, norm, device=device)
+                         precision=prec, progress=on_step, **options)
+        test = evaluate(net, data.test, norm, device=device, precision=prec)
         metrics = {"dataset": dataset, "train": result.to_dict(), "test": test.to_dict(),
-                   "val": result.val.to_dict() if result.val else None}
+                   "val": result.val.to_dict() if result.val else None,
+                   "split": {"dataset": dataset, "val_size": val_size, "seed": seed}}
+        if teacher is not None:
+            metrics["teacher"] = teacher.name
         net.to("cpu", memory_format=torch.contiguous_format)
-        save_checkpoint(out, net, norm, model_name=name, model_kwargs=kwargs, record=record, metrics=metrics)
+        save_checkpoint(out, net, norm, model_name=name, model_kwargs=kwargs, record=record, metrics=metrics,
+                        input_size=input_size)
         typer.echo(f"trained {name} for {result.steps} steps ({result.epochs:.2f} epochs) in {result.seconds:.1f}s, "
-                   f"{result.images_per_second:.0f} images/s")
+                   f"{result.images_per_second:.0f} images/s, {result.precision}")
         if result.val:
             typer.echo(f"val:  {_fmt(result.val)}")
         typer.echo(f"test: {_fmt(test)}")
@@ -107,27 +198,31 @@ def register(app: typer.Typer) -> None:
         data_dir: Optional[Path] = typer.Option(None, help="Dataset directory (not needed for digits)."),
         split: str = typer.Option("test", help="test or val."),
         batch_size: int = typer.Option(256, help="Batch size."),
-        seed: int = typer.Option(0, help="Seed of the validation split."),
-        val_size: float = typer.Option(0.1, help="Validation part of the training set: fraction < 1 or count."),
+        seed: Optional[int] = typer.Option(None, help="Seed of the validation split [default: the checkpoint's, else 0]."),
+        val_size: Optional[float] = typer.Option(None, help="Validation part of the training set: fraction < 1 or "
+                                                 "count [default: the checkpoint's split, else 0.1]."),
         cache_dir: Optional[Path] = typer.Option(None, help="Decoded-dataset cache directory."),
         image_size: Optional[int] = typer.Option(None, help="Resize images to this square size."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda ... [default: cuda if available]."),
+        precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it natively), bf16 or fp32."),
     ) -> None:
         """Report top-1 (and top-5) accuracy of a checkpoint on a dataset split."""
         from hybridprune.errors import ConfigError
         from hybridprune.models import load_checkpoint
-        from hybridprune.training import evaluate
+        from hybridprune.training import evaluate, resolve_precision
 
+        prec = resolve_precision(precision, device)
         if split not in ("test", "val"):
             raise ConfigError(f"--split must be test or val, got {split!r}")
         ck = load_checkpoint(checkpoint)
+        val_size, seed = _resolve_split(_split_of(ck, checkpoint, dataset), checkpoint, val_size, seed)
         data = _load_data(dataset, data_dir, val_size, seed, cache_dir, image_size)
         _check_classes(data, ck.num_classes, f"checkpoint {checkpoint}")
         part = getattr(data, split)
         if len(part) == 0:
             raise ConfigError(f"the {split} split is empty (--val-size 0?)")
-        result = evaluate(ck.model, part, ck.normalization, batch_size=batch_size, device=device)
-        typer.echo(f"{ck.model_name} on {dataset} {split}: {_fmt(result)}")
+        result = evaluate(ck.model, part, ck.normalization, batch_size=batch_size, device=device, precision=prec)
+        typer.echo(f"{ck.model_name} on {dataset} {split} ({prec}): {_fmt(result)}")
 
 
 class _progress:
