@@ -71,3 +71,17 @@ def test_device_lock_excludes_other_processes(tmp_path):
     assert (held, free) == ("busy", "got")
     with device_lock(None):  # remote agents queue themselves: no lock
         pass
+
+
+def test_banners_never_print_database_passwords(tmp_path, capsys):
+    from hybridprune.cli import main
+    from hybridprune.search.storage import redact_url
+    from test_search_support import write_study
+
+    assert redact_url("postgresql+psycopg2://me:s3cret@db.example/hp") == "postgresql+psycopg2://me:***@db.example/hp"
+    assert redact_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    path = write_study(tmp_path, name="pw", study_extra='storage = "postgresql+psycopg2://me:s3cret@127.0.0.1:9/hp"')
+    assert main(["run", str(path), "--no-progress"]) == 2  # nothing listens on port 9
+    assert main(["status", str(path)]) == 2
+    out = capsys.readouterr()
+    assert "s3cret" not in out.out + out.err and "me:***@127.0.0.1:9/hp" in out.out + out.err

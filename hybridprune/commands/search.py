@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from hybridprune.search.storage import redact_url
+
 
 def _open(study_file: str, storage: str | None):
     from hybridprune.search.service import load
@@ -32,7 +34,7 @@ def _summary(study, cfg, console) -> None:
     c = counts(study)
     console.print(f"study {cfg.name}: {c.complete} complete ({c.duplicates} reused duplicates), {c.failed} failed, "
                   f"{c.running} running, {c.waiting} waiting (target {cfg.study.trials} evaluated); "
-                  f"storage {cfg.storage_url}", soft_wrap=True)
+                  f"storage {redact_url(cfg.storage_url)}", soft_wrap=True, markup=False)
     console.print(savings(study, cfg.fidelity.max_steps).line(), soft_wrap=True, markup=False)
     console.print(rich_table(pareto_rows(study), f"Pareto set of {cfg.name} (accuracy max, latency min)"))
 
@@ -88,7 +90,8 @@ def register(app: typer.Typer) -> None:
         console = _console()
         cfg = service.load(study_file, trials=trials, workers=workers, backend=backend, storage=storage)
         console.print(f"study {cfg.name}: {cfg.study.trials} trials, sampler {cfg.sampler.name}, "
-                      f"{cfg.study.workers} worker(s), backend {cfg.study.backend}, storage {cfg.storage_url}")
+                      f"{cfg.study.workers} worker(s), backend {cfg.study.backend}, storage {redact_url(cfg.storage_url)}",
+                      soft_wrap=True, markup=False)
         if not cfg.model.checkpoint and not cfg.baseline_path.is_file():
             console.print(f"training the unpruned baseline first ({cfg.baseline.epochs:g} epochs); "
                           f"cached at {cfg.baseline_path} for re-runs")

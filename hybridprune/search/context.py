@@ -20,7 +20,6 @@ from hybridprune.search.latency_cache import ISOLATED_BACKENDS, IsolatedTimer
 from hybridprune.search.storage import device_lock
 
 log = logging.getLogger(__name__)
-REMOTE_BACKENDS = ("remote",)
 
 
 @dataclass
@@ -76,7 +75,7 @@ class TrialContext:
 
     def precision_kwargs(self) -> dict[str, Any]:
         """Keyword arguments selecting the fine-tune/evaluation precision of ``[finetune]``."""
-        return {}
+        return {"precision": self.cfg.finetune.precision}
 
     def measure(self, study: Any, model: torch.nn.Module, onnx_path: Path) -> tuple[Any, bool, str]:
         """Latency of a trial's model: from the study's cache, or measured (and cached).
@@ -102,8 +101,7 @@ class TrialContext:
             if self.timer is not None:
                 result = self.timer.measure(onnx_path, **shape)
             else:
-                takes_module = getattr(self.backend, "takes", "module" if self.backend.name == "torch" else "onnx") == "module"
-                result = self.backend.measure(model if takes_module else onnx_path, **shape)
+                result = self.backend.measure(model if self.backend.takes == "module" else onnx_path, **shape)
             if cache is not None:
                 cache.put(key, result.to_dict())
         return result, False, key
@@ -174,19 +172,42 @@ def load_baseline(cfg: StudyConfig, data: Any, *, train_if_missing: bool = True)
         if not path.is_file():
             if not train_if_missing:
                 raise ConfigError(f"no model.checkpoint and no trained baseline at {path}")
-            from hybridprune.training import Budget, evaluate, train
+            from hybridprune.training import Budget, evaluate, seed_everything, train
 
             b = cfg.baseline
+            seed_everything(cfg.study.seed)  # the initial weights too: the same study trains the same baseline
             model = create_model(cfg.model.name, num_classes=data.num_classes, **cfg.model.kwargs)
             norm = get_model_spec(cfg.model.name).normalization
             log.info("training the baseline %s for %s epochs", cfg.model.name, b.epochs)
             result = train(model, data, Budget(epochs=b.epochs), norm, lr=b.lr, batch_size=b.batch_size,
-                           seed=cfg.study.seed, device="cpu")
+                           seed=cfg.study.seed, device="cpu", progress=_baseline_progress())
             acc = evaluate(model, data.val, norm, device="cpu").top1
-            save_checkpoint(path, model.cpu(), norm, metrics={"val_top1": acc, "train": result.to_dict()})
+            save_checkpoint(path, model.cpu(), norm, metrics={"val_top1": acc, "train": result.to_dict(),
+                                                              "split": split_record(cfg)})
         loaded = load_checkpoint(path, cfg.model.name)
     check(loaded.model, f"cached baseline {path}")
     return loaded.model, loaded.normalization, dict(loaded.metrics)
+
+
+def split_record(cfg: StudyConfig) -> dict[str, Any]:
+    """The data split of the study, stored with its checkpoints (``train``/``evaluate`` reuse it)."""
+    return {"dataset": cfg.data.dataset, "val_size": cfg.data.val_size, "seed": cfg.study.seed}
+
+
+def _baseline_progress(every_s: float = 10.0):
+    """A ``train`` progress callback printing a line at most every ``every_s`` seconds."""
+    import time
+
+    state = {"last": time.monotonic()}
+
+    def report(info: Any) -> None:
+        now = time.monotonic()
+        if now - state["last"] >= every_s or info.step == info.total_steps:
+            state["last"] = now
+            print(f"baseline: step {info.step}/{info.total_steps}, loss {info.loss:.3f}, "
+                  f"{info.images_per_second:.0f} img/s", flush=True)
+
+    return report
 
 
 def build_space(cfg: StudyConfig, model: torch.nn.Module) -> Any:
@@ -237,7 +258,7 @@ def build_context(cfg: StudyConfig, *, train_if_missing: bool = True, device: st
     space = build_space(cfg, model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     size = tuple(int(s) for s in data.image_size)
-    lock = None if cfg.latency.backend in REMOTE_BACKENDS else cfg.run_dir / "latency.lock"
+    lock = None if backend.queues_itself else cfg.run_dir / "latency.lock"
     timer = None
     if cfg.latency.isolate and cfg.latency.backend in ISOLATED_BACKENDS:
         timer = IsolatedTimer(cfg.latency.backend, cfg.latency.options)

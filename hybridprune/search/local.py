@@ -31,7 +31,8 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
         storage: Storage override (URL or object).
         threads: Torch intra-op threads of this worker.
         on_trial: Called with the study after each trial (progress).
-        ctx: A prepared :class:`TrialContext` (built here when ``None``).
+        ctx: A prepared :class:`TrialContext` (built here when ``None``; the caller closes a
+            context it passes).
         index: This worker's index (its sampler draws from a stream of its own).
 
     Returns:
@@ -45,6 +46,7 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
 
     if threads:
         torch.set_num_threads(threads)
+    own_ctx = ctx is None
     ctx = ctx or build_context(cfg)
     study = open_study(cfg, storage, worker=index)
     store = get_artifact_store(cfg.artifact_dir)
@@ -53,7 +55,7 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
     try:
         return _loop(cfg, study, ctx, store, heartbeat, on_trial)
     finally:
-        if ctx.timer is not None:
+        if own_ctx and ctx.timer is not None:
             ctx.timer.close()  # a child process left running would keep this one alive
 
 

@@ -28,7 +28,7 @@ import torch
 from hybridprune.errors import HybridPruneError, TrainingDiverged
 from hybridprune.search import fidelity as F
 from hybridprune.search import trials as T
-from hybridprune.search.context import TrialContext
+from hybridprune.search.context import TrialContext, split_record
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def _run(ctx: TrialContext, trial: Any, store: Any) -> list[float]:
             model = model.cpu().eval()
             metrics = {"val_top1": accuracy, "latency_ms": latency_ms, "latency": lat.to_dict(),
                        "params": int(cx.params), "macs": int(cx.macs), "study": cfg.name, "trial": trial.number,
-                       "finetune_steps": trial.user_attrs.get(T.FIDELITY_STEPS)}
+                       "finetune_steps": trial.user_attrs.get(T.FIDELITY_STEPS), "split": split_record(cfg)}
             ckpt = save_checkpoint(tmp / "checkpoint.pt", model, ctx.normalization, record=record,
                                    input_size=ctx.input_size, metrics=metrics)
             onnx_final = export_onnx(model, tmp / "model.onnx", (cfg.latency.batch_size, *ctx.input_size))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridprune.errors import HybridPruneError
-from hybridprune.io import atomic_path
+from hybridprune.io import atomic_dir
 from hybridprune.search import trials as T
 from hybridprune.search.pareto import Row, completed
 
@@ -100,32 +100,35 @@ def export_trial(study: Any, trial: Any, artifact_dir: str | Path, out: str | Pa
     from hybridprune.search.storage import get_artifact_store
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     store = get_artifact_store(artifact_dir)
     ids = trial.user_attrs[T.ARTIFACTS]
-    files = {"checkpoint": out / "model.pt", "onnx": out / "model.onnx"}
-    for key, dest in files.items():
-        with atomic_path(dest) as tmp:
-            tmp.unlink()
+    row = Row.from_trial(trial)
+    names = {"checkpoint": "model.pt", "onnx": "model.onnx", "record": "record.json", "report": "REPORT.md"}
+    # the folder is replaced as a whole: a kill never leaves one trial's model beside another's report
+    with atomic_dir(out) as tmp:
+        for key in ("checkpoint", "onnx"):
             try:
-                download_artifact(artifact_store=store, artifact_id=ids[key], file_path=str(tmp))
+                download_artifact(artifact_store=store, artifact_id=ids[key], file_path=str(tmp / names[key]))
             except Exception as exc:
                 raise HybridPruneError(f"artifact {key} ({ids[key]}) of trial {trial.number} is missing from "
                                        f"{artifact_dir}: {exc}") from None
-    row = Row.from_trial(trial)
-    record = {"study": study.study_name, "trial": trial.number, "values": dict(zip(study.metric_names or [], trial.values)),
-              "params": trial.params, "user_attrs": trial.user_attrs, "constraints": trial.constraints}
-    files["record"] = out / "record.json"
-    with atomic_path(files["record"]) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, default=str))
-    files["report"] = out / "REPORT.md"
+        record = {"study": study.study_name, "trial": trial.number,
+                  "values": dict(zip(study.metric_names or [], trial.values)),
+                  "params": trial.params, "user_attrs": trial.user_attrs, "constraints": trial.constraints}
+        (tmp / names["record"]).write_text(json.dumps(record, indent=2, default=str))
+        (tmp / names["report"]).write_text(_report(study, trial, row))
+    files = {k: out / v for k, v in names.items()}
+    return Selection(row=row, directory=out, files={k: str(v) for k, v in files.items()})
+
+
+def _report(study: Any, trial: Any, row: Row) -> str:
     lat = trial.user_attrs.get(T.LATENCY_RESULT, {})
-    report = "\n".join([
+    before = trial.user_attrs.get(T.ACCURACY_BEFORE)
+    return "\n".join([
         f"# {study.study_name}: trial {trial.number}",
         "",
-        f"- validation accuracy: {100 * row.accuracy:.2f}% (before fine-tuning "
-        f"{100 * float(trial.user_attrs.get(T.ACCURACY_BEFORE, float('nan'))):.2f}%, "
-        f"{trial.user_attrs.get(T.FIDELITY_STEPS, '?')} fine-tune steps)",
+        f"- validation accuracy: {100 * row.accuracy:.2f}% after {trial.user_attrs.get(T.FIDELITY_STEPS, '?')} "
+        f"fine-tune steps" + (f" ({100 * float(before):.2f}% before fine-tuning)" if before is not None else ""),
         f"- latency: {row.latency_ms:.3f} ms ({lat.get('backend', '?')} on {lat.get('device', '?')}, "
         f"batch {lat.get('batch_size', '?')}, {lat.get('precision', '?')})",
         f"- params: {row.params:,}  MACs: {row.macs:,}" if row.params is not None and row.macs is not None else "- params: -",
@@ -135,6 +138,3 @@ def export_trial(study: Any, trial: Any, artifact_dir: str | Path, out: str | Pa
         "Files: model.pt (load with hybridprune.models.load_checkpoint), model.onnx, record.json.",
         "",
     ])
-    with atomic_path(files["report"]) as tmp:
-        tmp.write_text(report)
-    return Selection(row=row, directory=out, files={k: str(v) for k, v in files.items()})

@@ -74,14 +74,18 @@ def run(cfg: StudyConfig, *, on_poll: Callable[[], None] | None = None) -> Any:
         The ``optuna.Study``.
     """
     study, ctx = prepare(cfg)
-    if cfg.study.backend == "ray":
-        from hybridprune.search.ray_runner import run_ray
+    try:
+        if cfg.study.backend == "ray":
+            from hybridprune.search.ray_runner import run_ray
 
-        run_ray(cfg, ctx=ctx)
-    elif cfg.study.backend == "local":
-        from hybridprune.search.local import run_local
+            run_ray(cfg, ctx=ctx)
+        elif cfg.study.backend == "local":
+            from hybridprune.search.local import run_local
 
-        run_local(cfg, workers=cfg.study.workers, on_poll=on_poll, ctx=ctx if cfg.study.workers == 1 else None)
-    else:  # validated in the config already
-        raise ConfigError(f"unknown backend {cfg.study.backend!r}")
+            run_local(cfg, workers=cfg.study.workers, on_poll=on_poll, ctx=ctx if cfg.study.workers == 1 else None)
+        else:  # validated in the config already
+            raise ConfigError(f"unknown backend {cfg.study.backend!r}")
+    finally:
+        if ctx.timer is not None:
+            ctx.timer.close()
     return study

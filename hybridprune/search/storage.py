@@ -92,7 +92,7 @@ def get_storage(
         ) from None
     except Exception as exc:  # sqlalchemy ArgumentError / OperationalError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot open storage {_redact(storage)}: {first[:200]}") from None
+        raise ConfigError(f"cannot open storage {redact_url(storage)}: {first[:200]}") from None
 
 
 def _serialize_sqlite(engine: Any) -> None:
@@ -117,8 +117,8 @@ def _serialize_sqlite(engine: Any) -> None:
     engine.dispose()  # connections opened before the listeners existed
 
 
-def _redact(url: str) -> str:
-    """Hide a password in a database URL."""
+def redact_url(url: str) -> str:
+    """Hide a password in a database URL (for banners and messages)."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         creds, host = rest.rsplit("@", 1)
