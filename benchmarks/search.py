@@ -106,9 +106,11 @@ def main() -> None:
     ap.add_argument("--eta", type=float, default=3.0)
     ap.add_argument("--train-subset", type=int, default=None)
     ap.add_argument("--val-subset", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1 keeps OpenMP barriers from stalling when the machine is shared)")
     args = ap.parse_args()
     quiet_optuna()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     base = load_study_config(args.study)
     if args.train_subset or args.val_subset:
         base = dataclasses.replace(base, data=dataclasses.replace(
@@ -131,7 +133,8 @@ def main() -> None:
     print()
     print(f"study {base.path.name} (train {len(ctx.data.train)}, val {len(ctx.data.val)} images), one worker, "
           f"{B:.0f} s per run, seeds {args.seeds}, full fine-tune {args.full_steps} steps, mf rungs "
-          f"{FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta).rungs()}, torch threads 2")
+          f"{FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta).rungs()}, "
+          f"torch threads {args.threads}")
     print(f"| mode | sampler | trials | HV at {B / 3:.0f} s | HV at {B / 2:.0f} s | HV at {B:.0f} s | best acc | "
           f"min latency ms | trial s | overhead (not fine-tune) |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -113,3 +113,17 @@ def test_multi_fidelity_study_two_workers(tmp_path):
     path = _with_fidelity(write_study(tmp_path, name="mf2", trials=5, heartbeat=2, grace=60))
     assert main(["run", str(path), "--workers", "2", "--no-progress"]) == 0
     _check_rungs(load(path)[1])
+
+
+@pytest.mark.slow
+def test_multi_fidelity_study_on_ray(tmp_path):
+    ray = pytest.importorskip("ray", reason="ray[tune] is not installed (pip install 'hybridprune[ray]')")
+    pytest.importorskip("ray.tune")
+    path = _with_fidelity(write_study(tmp_path, name="mfray", trials=4, study_extra="workers = 2"))
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        assert main(["run", str(path), "--backend", "ray", "--no-progress"]) == 0
+    finally:
+        ray.shutdown()
+    complete = _check_rungs(load(path)[1])
+    assert len(complete) == 4
