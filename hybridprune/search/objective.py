@@ -175,6 +175,7 @@ def _run(ctx: TrialContext, trial: Any, store: Any) -> list[float]:
     trial.set_user_attr(T.REMOVED_BLOCKS, removed)
     trial.set_user_attr(T.RECORD, record)
 
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)  # the storage may live elsewhere
     with tempfile.TemporaryDirectory(prefix=f"trial{trial.number}-", dir=cfg.run_dir) as tmp:
         tmp = Path(tmp)
         with timer.phase("export"):
