@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 
 from hybridprune.data import Split, calibration_batches
-from hybridprune.evaluators.complexity import complexity
-from hybridprune.models import load_checkpoint
+from hybridprune.models.complexity import complexity
+from hybridprune.checkpoints import load_checkpoint
 from hybridprune.pruning import HybridConfig, list_criteria, prune_model
 from hybridprune.models.resnet_cifar import ZeroPadShortcut
 from hybridprune.pruning.graph import ZeroPadPruner

@@ -31,7 +31,8 @@ import torch
 import torch.nn as nn
 
 from hybridprune.data import load_dataset
-from hybridprune.models import create_model, get_model_spec, load_checkpoint
+from hybridprune.checkpoints import load_checkpoint
+from hybridprune.models import create_model, get_model_spec
 from hybridprune.training import Budget, bf16_supported, train
 
 

@@ -8,8 +8,8 @@ import torch.nn as nn
 
 from hybridprune.errors import ConfigError
 from hybridprune.models import create_model
-from hybridprune.pruning import HybridConfig, apply_record, prune_model, removable_blocks
-from hybridprune.pruning.blocks import find_blocks
+from hybridprune.models.blocks import find_blocks, removable_blocks
+from hybridprune.pruning import HybridConfig, apply_record, prune_model
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from hybridprune.cli import main
-from hybridprune.models import load_checkpoint
+from hybridprune.checkpoints import load_checkpoint
 from hybridprune.models.registry import IMAGENET_MEAN
 
 
@@ -127,7 +127,8 @@ def test_malformed_checkpoint_is_one_line_exit_2(tmp_path, capsys, command, chan
 
 
 def test_info_prints_file_text_literally(tmp_path, capsys):
-    from hybridprune.models import Normalization, create_model, save_checkpoint
+    from hybridprune.checkpoints import save_checkpoint
+    from hybridprune.models import Normalization, create_model
 
     path = save_checkpoint(
         tmp_path / "m.pt", create_model("resnet20"), Normalization(),

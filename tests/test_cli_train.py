@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from hybridprune.cli import main
-from hybridprune.models import Normalization, create_model, load_checkpoint, save_checkpoint
+from hybridprune.checkpoints import load_checkpoint, save_checkpoint
+from hybridprune.models import Normalization, create_model
 
 
 def _common(tmp_path: Path) -> list[str]:

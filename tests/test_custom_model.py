@@ -10,7 +10,8 @@ import torch.nn as nn
 
 from hybridprune.cli import main
 from hybridprune.errors import CheckpointError, ConfigError, ModelReferenceError
-from hybridprune.models import create_model, get_model_spec, load_checkpoint, save_checkpoint
+from hybridprune.checkpoints import load_checkpoint, save_checkpoint
+from hybridprune.models import create_model, get_model_spec
 from hybridprune.models.registry import CIFAR_MEAN, Normalization
 
 USER_NET = '''

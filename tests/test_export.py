@@ -10,7 +10,8 @@ import torch
 
 from hybridprune.errors import ConfigError, LatencyError
 from hybridprune.evaluators.export import export_onnx
-from hybridprune.models import create_model, load_checkpoint
+from hybridprune.checkpoints import load_checkpoint
+from hybridprune.models import create_model
 
 
 def _ort_run(path, x):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from hybridprune.errors import CheckpointError, ConfigError, UnknownNameError
-from hybridprune.models import create_model, list_models, load_checkpoint, save_checkpoint
+from hybridprune.checkpoints import load_checkpoint, save_checkpoint
+from hybridprune.models import create_model, list_models
 from hybridprune.models.registry import IMAGENET_MEAN, Normalization
 
 from conftest import RESNET56_TH as RESNET56

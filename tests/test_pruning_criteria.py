@@ -8,7 +8,8 @@ import torch
 from hybridprune.errors import ConfigError
 from hybridprune.models import create_model
 from hybridprune.pruning import CRITERIA, BaseCriterion, get_criterion, list_criteria
-from hybridprune.pruning.blocks import block_layers, removable_blocks
+from hybridprune.models.blocks import removable_blocks
+from hybridprune.pruning.blocks import block_layers
 
 
 def test_registry_has_the_issue_criteria():

@@ -86,7 +86,7 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path):
 
 
 def test_exported_onnx_matches_checkpoint(tiny_study, tmp_path):
-    from hybridprune.models import load_checkpoint
+    from hybridprune.checkpoints import load_checkpoint
 
     cfg, study = load(tiny_study)
     out = tmp_path / "sel"

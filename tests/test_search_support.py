@@ -60,7 +60,8 @@ FAST_LATENCY = "{ warmup_runs = 1, min_runs = 3, max_runs = 5, max_time_s = 0.2 
 
 def write_checkpoint(path: Path) -> Path:
     """A ResNet-20 (10 classes) with seeded random weights, in hybridprune's format."""
-    from hybridprune.models import Normalization, create_model, save_checkpoint
+    from hybridprune.checkpoints import save_checkpoint
+    from hybridprune.models import Normalization, create_model
 
     torch.manual_seed(0)
     save_checkpoint(path, create_model("resnet20", num_classes=10), Normalization())

@@ -15,7 +15,8 @@ import typer
 def _load(model: Optional[str], checkpoint: Optional[Path]):
     """(model, name, kwargs, normalization, input_size, record, metrics) from a file or the registry."""
     from hybridprune.errors import ConfigError
-    from hybridprune.models import create_model, get_model_spec, load_checkpoint
+    from hybridprune.checkpoints import load_checkpoint
+    from hybridprune.models import create_model, get_model_spec
 
     if checkpoint is not None:
         ck = load_checkpoint(checkpoint, model_name=model)
@@ -96,8 +97,8 @@ def prune(
 
     from hybridprune.cli import printable
     from hybridprune.errors import ConfigError
-    from hybridprune.evaluators.complexity import complexity, describe_architecture
-    from hybridprune.models import save_checkpoint
+    from hybridprune.models.complexity import complexity, describe_architecture
+    from hybridprune.checkpoints import save_checkpoint
     from hybridprune.pruning import HybridConfig, prune_model
     from hybridprune.pruning.criteria import data_free_criteria
 
@@ -138,7 +139,7 @@ def prune(
         table.add_row("residual blocks", _blocks(arch0), _blocks(arch1), change)
         table.add_row("widths (stream / internal)", _cell(_widths(arch0)), _cell(_widths(arch1)), "")
     else:
-        from hybridprune.pruning import removable_blocks
+        from hybridprune.models.blocks import removable_blocks
 
         table.add_row("removable residual blocks", str(len(removable_blocks(net, example))),
                       str(len(removable_blocks(result.model, example))), change)
@@ -188,7 +189,7 @@ def _blocks_table(model, input_size) -> Any:
     import torch
     from rich.table import Table
 
-    from hybridprune.pruning.blocks import find_blocks
+    from hybridprune.models.blocks import find_blocks
 
     blocks = find_blocks(model, torch.zeros(1, *input_size))
     table = Table(title=f"removable residual blocks: {len(blocks)}")
@@ -208,8 +209,9 @@ def info(
     from rich.table import Table
 
     from hybridprune.errors import ConfigError
-    from hybridprune.evaluators.complexity import complexity, describe_architecture
-    from hybridprune.models import create_model, get_model_spec, load_checkpoint
+    from hybridprune.models.complexity import complexity, describe_architecture
+    from hybridprune.checkpoints import load_checkpoint
+    from hybridprune.models import create_model, get_model_spec
     from hybridprune.pruning import PruningRecord
 
     if file is None and model is None:

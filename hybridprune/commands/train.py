@@ -69,7 +69,7 @@ def _check_classes(data, num_classes: int, source: str) -> None:
 def _load_teacher(path: Path, data, student_input: tuple, student_norm):
     """The teacher checkpoint as a module taking the student's normalised inputs (one-line errors on misfit)."""
     from hybridprune.errors import DataError
-    from hybridprune.models import load_checkpoint
+    from hybridprune.checkpoints import load_checkpoint
 
     tck = load_checkpoint(path)
     _check_classes(data, tck.num_classes, f"teacher {path}")  # the student's classes are the dataset's
@@ -137,7 +137,8 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from hybridprune.errors import ConfigError
-        from hybridprune.models import create_model, get_model_spec, load_checkpoint, save_checkpoint
+        from hybridprune.checkpoints import load_checkpoint, save_checkpoint
+        from hybridprune.models import create_model, get_model_spec
         from hybridprune.training import Budget, evaluate, finetune, resolve_precision, seed_everything, train
 
         prec = resolve_precision(precision, device)
@@ -208,7 +209,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Report top-1 (and top-5) accuracy of a checkpoint on a dataset split."""
         from hybridprune.errors import ConfigError
-        from hybridprune.models import load_checkpoint
+        from hybridprune.checkpoints import load_checkpoint
         from hybridprune.training import evaluate, resolve_precision
 
         prec = resolve_precision(precision, device)

@@ -135,6 +135,6 @@ def _report(study: Any, trial: Any, row: Row) -> str:
         f"- pruning: channel ratio {row.channel_ratio}, {row.pruned_blocks} blocks removed "
         f"({', '.join(trial.user_attrs.get(T.REMOVED_BLOCKS) or []) or 'none'}), criterion {row.criterion}, order {row.order}",
         "",
-        "Files: model.pt (load with hybridprune.models.load_checkpoint), model.onnx, record.json.",
+        "Files: model.pt (load with hybridprune.checkpoints.load_checkpoint), model.onnx, record.json.",
         "",
     ])

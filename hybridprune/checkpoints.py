@@ -14,6 +14,10 @@ through it. A plain ``torch.save(model.state_dict())`` file loads when the model
 
 Everything read from a file is validated before use: a malformed file is one
 :class:`~hybridprune.errors.CheckpointError` naming the file and the bad field, never a traceback.
+
+Layering: checkpoints sit above both :mod:`hybridprune.models` (architectures) and
+:mod:`hybridprune.pruning` (records), because loading a pruned model needs both; neither of those
+packages imports this module (``tests/test_layers.py``).
 """
 
 from __future__ import annotations
@@ -355,7 +359,7 @@ def load_checkpoint(
         if f["input_size"]:
             model.hp_input_size = f["input_size"]  # the size block detection traces at
         if f["record"]:
-            from hybridprune.pruning.record import apply_record  # pruning depends on models, not back
+            from hybridprune.pruning.record import apply_record  # lazy: unpruned models need no torch-pruning
 
             try:
                 model = apply_record(model, f["record"])
