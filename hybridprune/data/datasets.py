@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hybridprune.data.formats import FORMATS, RawDataset, get_format, stratified_split
+from hybridprune.data.readers import FORMATS, RawDataset, get_format
+from hybridprune.data.splits import stratified_split
 from hybridprune.errors import ConfigError, DataError
 from hybridprune.io import atomic_path
 
