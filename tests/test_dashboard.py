@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from test_search_support import REPO, load, tiny_study  # noqa: F401  (fixture)
+from helpers import REPO, load
 
 pytestmark = pytest.mark.slow
 

@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from helpers import pruned_resnet56
 from hybridprune.errors import ConfigError, LatencyError
 from hybridprune.evaluators.export import export_onnx
 from hybridprune.checkpoints import load_checkpoint
@@ -35,8 +36,6 @@ def test_pretrained_resnet56_export_matches_pytorch(tmp_path, resnet56_th):
 
 @pytest.mark.parametrize("opset", [11, 13, 17])
 def test_pruned_model_exports_at_opset(tmp_path, opset):
-    from tests.test_agent import pruned_resnet56
-
     model = pruned_resnet56()
     path = export_onnx(model, tmp_path / "p.onnx", (1, 3, 32, 32), opset=opset)
     proto = onnx.load(str(path))

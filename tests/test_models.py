@@ -1,6 +1,5 @@
 """Model registry and checkpoint loading."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +9,7 @@ from hybridprune.checkpoints import load_checkpoint, save_checkpoint
 from hybridprune.models import create_model, list_models
 from hybridprune.models.registry import IMAGENET_MEAN, Normalization
 
-from conftest import RESNET56_TH as RESNET56
+from helpers import RESNET56_TH as RESNET56
 needs_shared = pytest.mark.skipif(not RESNET56.exists(), reason="../shared/models not present")
 
 

@@ -8,7 +8,7 @@ import torch
 from optuna.trial import TrialState
 
 from hybridprune.cli import main
-from test_search_support import FAST_LATENCY, load, tiny_study, write_study  # noqa: F401  (fixture)
+from helpers import load, write_study
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hybridprune.cli import main
-from test_search_support import load, tiny_study  # noqa: F401  (fixture)
+from helpers import load
 
 pytestmark = pytest.mark.slow
 
