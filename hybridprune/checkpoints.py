@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from hybridprune.errors import CheckpointError, HybridPruneError, ModelReferenceError
+from hybridprune.errors import CheckpointError, HybridPruneError, ModelReferenceError, first_line
 from hybridprune.io import atomic_path
 from hybridprune.models.reference import canonical_reference, is_reference
 from hybridprune.models.registry import IMAGENET_MEAN, IMAGENET_STD, Normalization, create_model, get_model_spec
@@ -146,9 +146,8 @@ def _read(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({reason[:160]}); expected a hybridprune "
+            f"{path} is not a readable PyTorch checkpoint ({first_line(exc)[:160]}); expected a hybridprune "
             f"checkpoint or a classic CIFAR ResNet file saved with torch.save"
         ) from None
 
@@ -292,7 +291,7 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, na
     try:
         model.load_state_dict(state, strict=True)
     except Exception as exc:  # e.g. a dtype that cannot be copied
-        raise CheckpointError(f"{path} does not fit model {name}: {str(exc).strip().splitlines()[0][:160]}") from None
+        raise CheckpointError(f"{path} does not fit model {name}: {first_line(exc)[:160]}") from None
 
 
 def _classifier_classes(model: nn.Module, state: dict[str, torch.Tensor]) -> int | None:

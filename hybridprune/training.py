@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hybridprune.data import DataSplits, DeviceLoader, Split
-from hybridprune.errors import ConfigError, DataError, TrainingDiverged
+from hybridprune.errors import ConfigError, DataError, TrainingDiverged, first_line
 from hybridprune.models import Normalization
 
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -120,7 +120,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"bad device {device!r} ({str(exc).splitlines()[0][:120]}); use cpu, cuda or cuda:N") from None
+        raise ConfigError(f"bad device {device!r} ({first_line(exc)[:120]}); use cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for, but this torch build or machine has no CUDA; use --device cpu")
     return dev

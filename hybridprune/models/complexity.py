@@ -86,11 +86,6 @@ def complexity(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> C
     return Complexity(params=count_params(model), macs=macs)
 
 
-def _stage_of(name: str) -> str:
-    parts = name.split(".")
-    return parts[0] if len(parts) > 1 else ""
-
-
 def describe_architecture(model: nn.Module) -> dict[str, Any]:
     """Blocks kept per stage and per-stage widths.
 

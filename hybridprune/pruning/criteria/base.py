@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn as nn
@@ -37,9 +37,6 @@ class ScoredLayer:
     def feature_module(self) -> nn.Module:
         """The module whose output is the channel's feature map."""
         return self.norm if self.norm is not None else self.producer
-
-
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 class BaseCriterion(abc.ABC):
