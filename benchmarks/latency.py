@@ -24,9 +24,9 @@ from rich.console import Console
 from rich.table import Table
 
 from hybridprune.evaluators import get_latency_backend
-from hybridprune.models.complexity import complexity
 from hybridprune.evaluators.export import export_onnx
 from hybridprune.models import create_model
+from hybridprune.models.complexity import complexity
 from hybridprune.pruning import HybridConfig, prune_model
 
 VARIANTS = {

@@ -203,11 +203,13 @@ def _validate(raw: dict[str, Any], path: Path) -> dict[str, Any]:
             f"got {_short(size)}"
         )
     norm = raw["normalization"]
-    if (
-        not isinstance(norm, dict)
-        or not all(isinstance(norm.get(k), (list, tuple)) and norm[k] and all(_is_number(v) for v in norm[k]) for k in ("mean", "std"))
+    if not isinstance(norm, dict) or not all(
+        isinstance(norm.get(k), (list, tuple)) and norm[k] and all(_is_number(v) for v in norm[k])
+        for k in ("mean", "std")
     ):
-        raise CheckpointError(f"{path}: normalization must be {{'mean': [numbers], 'std': [numbers]}}, got {_short(norm)}")
+        raise CheckpointError(
+            f"{path}: normalization must be {{'mean': [numbers], 'std': [numbers]}}, got {_short(norm)}"
+        )
     try:
         normalization = Normalization.from_dict(norm)
     except HybridPruneError as exc:
@@ -267,7 +269,9 @@ def _infer_classic(state: dict[str, torch.Tensor], path: Path) -> tuple[str, dic
         return None
     linear = state["linear.weight"]
     if linear.dim() != 2:
-        raise CheckpointError(f"{path}: linear.weight must be a 2-D [classes, features] tensor, got shape {tuple(linear.shape)}")
+        raise CheckpointError(
+            f"{path}: linear.weight must be a 2-D [classes, features] tensor, got shape {tuple(linear.shape)}"
+        )
     n = max(first) + 1
     shortcut = "B" if any(".shortcut." in k for k in state) else "A"
     return f"resnet{6 * n + 2}", {"num_classes": _num_classes(int(linear.shape[0]), path), "shortcut": shortcut}
@@ -286,7 +290,8 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, na
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise CheckpointError(
-                f"{path} does not fit model {name}: {k} has shape {tuple(v.shape)}, the model needs {tuple(own[k].shape)}"
+                f"{path} does not fit model {name}: {k} has shape {tuple(v.shape)}, "
+                f"the model needs {tuple(own[k].shape)}"
             )
     try:
         model.load_state_dict(state, strict=True)
@@ -303,7 +308,9 @@ def _classifier_classes(model: nn.Module, state: dict[str, torch.Tensor]) -> int
     return int(w.shape[0]) if isinstance(w, torch.Tensor) and w.dim() >= 2 else None
 
 
-def _load_plain(path: Path, state: dict[str, torch.Tensor], name: str, normalization: Normalization | None) -> LoadedCheckpoint:
+def _load_plain(
+    path: Path, state: dict[str, torch.Tensor], name: str, normalization: Normalization | None
+) -> LoadedCheckpoint:
     """A plain ``torch.save(model.state_dict())`` file for a named model (registry or reference)."""
     spec = get_model_spec(name)
     model = _build(spec.name, {}, path)
@@ -365,7 +372,9 @@ def load_checkpoint(
             except HybridPruneError as exc:
                 raise CheckpointError(f"{path}: {exc}") from None
             except Exception as exc:
-                raise CheckpointError(f"{path}: pruning record cannot be applied: {type(exc).__name__}: {exc}") from None
+                raise CheckpointError(
+                    f"{path}: pruning record cannot be applied: {type(exc).__name__}: {exc}"
+                ) from None
         _load_state(model, f["state"], path, name)
         input_size = f["input_size"] or tuple(get_model_spec(name).input_size)
         model.hp_input_size = input_size

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from helpers import CIFAR10_JPEG, RESNET20_TH, RESNET56_TH, TRTEXEC_FIXTURES, write_study
 
 # Two cores: one intra-op thread per test process keeps runs predictable and parallel-friendly.

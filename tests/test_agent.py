@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import AGENT, TOKEN, fake_trtexec, pruned_resnet56, raw, small_model_bytes, start_agent
 from hybridprune.errors import ConfigError, LatencyError
 from hybridprune.evaluators import get_latency_backend
 from hybridprune.evaluators.export import export_onnx
 from hybridprune.models import create_model
+
+from helpers import AGENT, TOKEN, fake_trtexec, pruned_resnet56, raw, small_model_bytes, start_agent
 
 FAST = {"warmup_runs": 2, "min_runs": 5, "max_time_s": 0.3, "rel_ci": 0.05}
 

@@ -17,11 +17,12 @@ import time
 
 import pytest
 
-from helpers import AGENT, TOKEN, fake_trtexec, raw, small_model_bytes
 from hybridprune.errors import LatencyError
 from hybridprune.evaluators import agent as agent_mod
 from hybridprune.evaluators import get_latency_backend
 from hybridprune.evaluators.timing import Protocol
+
+from helpers import AGENT, TOKEN, fake_trtexec, raw, small_model_bytes
 
 FAST = {"warmup_runs": 1, "min_runs": 5, "max_time_s": 0.3, "rel_ci": 0.05}
 HANG_GUARD_S = 60  # only guards against a hang; no test depends on how long anything takes

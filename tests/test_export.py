@@ -8,11 +8,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from helpers import pruned_resnet56
+from hybridprune.checkpoints import load_checkpoint
 from hybridprune.errors import ConfigError, LatencyError
 from hybridprune.evaluators.export import export_onnx
-from hybridprune.checkpoints import load_checkpoint
 from hybridprune.models import create_model
+
+from helpers import pruned_resnet56
 
 
 def _ort_run(path, x):

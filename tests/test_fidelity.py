@@ -7,6 +7,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hybridprune.cli import main
+
 from helpers import load, write_study
 
 FIDELITY = "\n[fidelity]\nmin_steps = 1\nmax_steps = 4\neta = 2\n"

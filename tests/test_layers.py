@@ -104,7 +104,8 @@ def test_the_check_sees_lazy_and_relative_imports(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("")
     (pkg / "models" / "__init__.py").write_text("")
     (pkg / "models" / "a.py").write_text(
-        "from . import b\n\ndef f():\n    from hybridprune.search import study\n    from hybridprune import checkpoints\n"
+        "from . import b\n\n"
+        "def f():\n    from hybridprune.search import study\n    from hybridprune import checkpoints\n"
     )
     monkeypatch.setitem(globals(), "PACKAGE", pkg)
     found = violations()

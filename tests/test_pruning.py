@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from hybridprune.errors import CheckpointError, ConfigError, UnknownNameError
-from hybridprune.models.complexity import complexity
 from hybridprune.checkpoints import load_checkpoint, save_checkpoint
+from hybridprune.errors import CheckpointError, ConfigError, UnknownNameError
 from hybridprune.models import create_model
+from hybridprune.models.blocks import removable_blocks, residual_blocks
+from hybridprune.models.complexity import complexity
 from hybridprune.models.registry import Normalization
 from hybridprune.pruning import (
     ORDERS,
@@ -25,7 +26,6 @@ from hybridprune.pruning import (
     list_criteria,
     prune_model,
 )
-from hybridprune.models.blocks import removable_blocks, residual_blocks
 
 X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 

@@ -8,6 +8,7 @@ import torch
 from optuna.trial import TrialState
 
 from hybridprune.cli import main
+
 from helpers import load, write_study
 
 pytestmark = pytest.mark.slow
@@ -34,7 +35,9 @@ def test_tiny_study_records_everything(tiny_study):
     assert refs == ["baseline", "paper", "paper"]
     assert trials[0].params["channel_ratio"] == 0.0 and trials[0].user_attrs["record"] is None
     pruned = next(t for t in trials if t.params["pruned_blocks"] == 1)
-    assert len(pruned.user_attrs["removed_blocks"]) == 1 and pruned.user_attrs["params"] < trials[0].user_attrs["params"]
+    assert (
+        len(pruned.user_attrs["removed_blocks"]) == 1 and pruned.user_attrs["params"] < trials[0].user_attrs["params"]
+    )
 
 
 def test_rerun_resumes_without_redoing(tiny_study):

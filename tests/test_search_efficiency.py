@@ -7,6 +7,7 @@ import torch
 from optuna.trial import TrialState
 
 from hybridprune.cli import main
+
 from helpers import load, write_study
 
 SMALL_SPACE = """

@@ -8,6 +8,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hybridprune.cli import main
+
 from helpers import load
 
 pytestmark = pytest.mark.slow

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from helpers import fake_trtexec
-from hybridprune.evaluators.agent import (TrtexecBackend, TrtexecParseError, parse_trtexec_output,
-                                          trt_version_string)
+from hybridprune.evaluators.agent import TrtexecBackend, TrtexecParseError, parse_trtexec_output, trt_version_string
 from hybridprune.evaluators.timing import Protocol
+
+from helpers import fake_trtexec
 
 EXPECTED = {
     "trt8201_jetson_best.txt": {

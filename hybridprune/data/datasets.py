@@ -29,7 +29,9 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise DataError(f"split images must be uint8 [N, C, H, W], got {self.images.dtype} {list(self.images.shape)}")
+            raise DataError(
+                f"split images must be uint8 [N, C, H, W], got {self.images.dtype} {list(self.images.shape)}"
+            )
         if self.labels.shape != (self.images.shape[0],):
             raise DataError(f"split has {self.images.shape[0]} images but labels of shape {list(self.labels.shape)}")
 

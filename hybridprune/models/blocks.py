@@ -167,7 +167,9 @@ def find_blocks(model: nn.Module, example_inputs: torch.Tensor | None = None) ->
     blocks = []
     for (_, _), name in sorted(found.items(), key=lambda kv: list(names.values()).index(kv[1])):
         block = model.get_submodule(name)
-        convs = tuple((f"{name}.{n}", int(c.out_channels)) for n, c in block.named_modules() if isinstance(c, nn.Conv2d))
+        convs = tuple(
+            (f"{name}.{n}", int(c.out_channels)) for n, c in block.named_modules() if isinstance(c, nn.Conv2d)
+        )
         blocks.append(ResidualBlock(name, int(seen_in[block][1][1]) if len(seen_in[block][1]) > 1 else 0, convs))
     return blocks
 

@@ -44,7 +44,9 @@ def block_layers(model: nn.Module, names: list[str]) -> list[ScoredLayer]:
             raise ConfigError(f"residual block {n} has no conv or linear layer to score it by")
         width = conv.out_channels if isinstance(conv, nn.Conv2d) else conv.out_features
         after = mods[mods.index(conv) + 1:]
-        norm = next((m for m in after if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_features == width), None)
+        norm = next(
+            (m for m in after if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_features == width), None
+        )
         out.append(ScoredLayer(name=n, producer=conv, norm=norm))
     return out
 

@@ -61,7 +61,12 @@ class TrialContext:
             from hybridprune.data import calibration_batches
 
             self._calib = calibration_batches(
-                self.data.train, self.normalization, n_batches, batch_size=64, seed=self.cfg.study.seed, device=self.device
+                self.data.train,
+                self.normalization,
+                n_batches,
+                batch_size=64,
+                seed=self.cfg.study.seed,
+                device=self.device,
             )
         return self._calib[:n_batches]
 

@@ -46,9 +46,15 @@ class CompoundSpace(BaseSpace):
                 raise ConfigError(f"space.{key} must be a number > 1, got {value!r}")
             setattr(self, key, float(value))
         return {
-            "phi": parse_param(options.get("phi", {"low": 0.0, "high": 4.0, "step": 0.25}), "space.phi", float, bounds=(0.0, 50.0)),
-            "criterion": parse_param(options.get("criterion", list(self.criteria)), "space.criterion", str, choices=self.criteria),
-            "order": parse_param(options.get("order", "channel_first"), "space.order", str, choices=list(pruning_orders())),
+            "phi": parse_param(
+                options.get("phi", {"low": 0.0, "high": 4.0, "step": 0.25}), "space.phi", float, bounds=(0.0, 50.0)
+            ),
+            "criterion": parse_param(
+                options.get("criterion", list(self.criteria)), "space.criterion", str, choices=self.criteria
+            ),
+            "order": parse_param(
+                options.get("order", "channel_first"), "space.order", str, choices=list(pruning_orders())
+            ),
         }
 
     def scale(self, phi: float) -> tuple[float, int]:

@@ -59,7 +59,9 @@ class HybridSpace(BaseSpace):
         if missing:
             raise ConfigError(f"hybrid space parameters missing: {missing}")
         value = {k: params.get(k, getattr(p, "value", None)) for k, p in self.params.items()}
-        return make_config(value["channel_ratio"], value["pruned_blocks"], value["criterion"], value["order"], self.fixed)
+        return make_config(
+            value["channel_ratio"], value["pruned_blocks"], value["criterion"], value["order"], self.fixed
+        )
 
     def _first(self, name: str) -> Any:
         p = self.params[name]
@@ -68,7 +70,9 @@ class HybridSpace(BaseSpace):
     def labelled_references(self) -> list[tuple[str, dict[str, Any]]]:
         """See :meth:`BaseSpace.labelled_references`."""
         criterion = self._first("criterion")
-        orders = list(self.params["order"].choices) if isinstance(self.params["order"], Choice) else [self._first("order")]
+        orders = (
+            list(self.params["order"].choices) if isinstance(self.params["order"], Choice) else [self._first("order")]
+        )
         raw = [("baseline", {"channel_ratio": 0.0, "pruned_blocks": 0, "criterion": criterion, "order": orders[0]})]
         for blocks in PAPER_BLOCKS:
             for order in orders:

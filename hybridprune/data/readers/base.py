@@ -73,7 +73,9 @@ def resize_images(images: np.ndarray, size: int | None) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    out = F.interpolate(torch.from_numpy(images).float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    out = F.interpolate(
+        torch.from_numpy(images).float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
     return out.round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 

@@ -121,7 +121,10 @@ class _CifarBase(DatasetFormat):
         if self.names_key not in meta:
             raise DataError(f"{src}/{self.meta_file} lacks b'{self.names_key}'")
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[self.names_key]]
-        (tx, ty), (vx, vy) = ((np.concatenate([p[0] for p in parts[s]]), np.concatenate([p[1] for p in parts[s]])) for s in ("train", "test"))
+        (tx, ty), (vx, vy) = (
+            (np.concatenate([p[0] for p in parts[s]]), np.concatenate([p[1] for p in parts[s]]))
+            for s in ("train", "test")
+        )
         for labels, split in ((ty, "train"), (vy, "test")):
             if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
                 raise DataError(f"{src}: {split} labels reach {int(labels.max())} but meta names {len(names)} classes")

@@ -38,7 +38,9 @@ class ImageFolder(DatasetFormat):
             raise DataError(f"dataset directory {root} does not exist")
         for split in ("train", "test"):
             if not (root / split).is_dir():
-                raise DataError(f"{root} has no {split}/ folder; expected {root}/train/<class>/*.jpg and {root}/test/<class>/*.jpg")
+                raise DataError(
+                    f"{root} has no {split}/ folder; expected {root}/train/<class>/*.jpg and {root}/test/<class>/*.jpg"
+                )
         classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
         if not classes:
             raise DataError(f"{root}/train has no class folders; expected {root}/train/<class>/*.jpg")
@@ -71,7 +73,8 @@ class ImageFolder(DatasetFormat):
                 shapes = {a.shape for a in arrays}
                 if len(shapes) > 1:
                     raise DataError(
-                        f"{root}/{split} mixes image sizes {sorted(s[1:] for s in shapes)[:4]}; pass image_size to resize them"
+                        f"{root}/{split} mixes image sizes {sorted(s[1:] for s in shapes)[:4]}; "
+                        f"pass image_size to resize them"
                     )
                 out.append((np.stack(arrays), np.array([lab for _, lab in files[split]], dtype=np.int64)))
         shapes = {out[0][0].shape[1:], out[1][0].shape[1:]}

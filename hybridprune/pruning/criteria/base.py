@@ -58,7 +58,10 @@ class BaseCriterion(abc.ABC):
         self.opts = {**self.options, **options}
 
     def score(
-        self, model: nn.Module, layers: Sequence[ScoredLayer], calib: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self,
+        model: nn.Module,
+        layers: Sequence[ScoredLayer],
+        calib: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Score every output channel of ``layers``.
 
