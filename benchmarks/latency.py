@@ -1,6 +1,6 @@
 """Benchmark: MACs vs measured latency of ResNet-56 and three pruned variants (run by hand).
 
-For each model: MACs and parameters (fvcore via hybridprune.evaluators.complexity), then the
+For each model: MACs and parameters (fvcore via hybridprune.models.complexity), then the
 median latency in PyTorch eager and ONNX Runtime (CPU EP) at batch 1 and 32, each measured
 ``--repeats`` times with the shared protocol; the coefficient of variation (CV) of those medians
 shows how repeatable one measurement is. The reference column is the speedup FLOPs predict
@@ -24,9 +24,9 @@ from rich.console import Console
 from rich.table import Table
 
 from hybridprune.evaluators import get_latency_backend
-from hybridprune.evaluators.complexity import complexity
 from hybridprune.evaluators.export import export_onnx
 from hybridprune.models import create_model
+from hybridprune.models.complexity import complexity
 from hybridprune.pruning import HybridConfig, prune_model
 
 VARIANTS = {

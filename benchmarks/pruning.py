@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hybridprune.checkpoints import load_checkpoint
 from hybridprune.data import Split, calibration_batches
-from hybridprune.evaluators.complexity import complexity
-from hybridprune.models import load_checkpoint
-from hybridprune.pruning import HybridConfig, list_criteria, prune_model
+from hybridprune.models.complexity import complexity
 from hybridprune.models.resnet_cifar import ZeroPadShortcut
+from hybridprune.pruning import HybridConfig, list_criteria, prune_model
 from hybridprune.pruning.graph import ZeroPadPruner
 from hybridprune.training import evaluate
 
@@ -80,7 +80,9 @@ def main() -> None:
         ignored_layers=[ref.linear], customized_pruners={ZeroPadShortcut: ZeroPadPruner()},
     )
     pruner.step()
-    rows.append(_row(f"Torch-Pruning BasePruner: L1, ratio {args.ratio}", ref, base, norm, test, time.perf_counter() - t))
+    rows.append(
+        _row(f"Torch-Pruning BasePruner: L1, ratio {args.ratio}", ref, base, norm, test, time.perf_counter() - t)
+    )
 
     for crit in list_criteria():
         for order in ("channel_first", "layer_first"):
@@ -90,7 +92,15 @@ def main() -> None:
             rows.append(_row(f"{crit}, {order}, internal, {args.blocks} blocks", res.model, base, norm, test,
                              time.perf_counter() - t))
 
-    head = ("configuration", "params", "params kept", "MACs", "MACs kept", f"top-1 ({len(test)} imgs, no FT)", "prune s")
+    head = (
+        "configuration",
+        "params",
+        "params kept",
+        "MACs",
+        "MACs kept",
+        f"top-1 ({len(test)} imgs, no FT)",
+        "prune s",
+    )
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, tuple("-" * w for w in widths), *rows]:
         print("| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |")

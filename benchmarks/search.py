@@ -73,7 +73,11 @@ def time_to(c: list[tuple[float, float]], target: float) -> float:
 
 def run(base, ctx, name: str, sampler: str, seed: int, mode: str, args, tmp: Path):
     """One search for ``args.budget_s`` seconds; returns (trials, start timestamp, study)."""
-    fid = FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta) if mode == "mf" else FidelitySection()
+    fid = (
+        FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta)
+        if mode == "mf"
+        else FidelitySection()
+    )
     cfg = dataclasses.replace(
         base,
         study=dataclasses.replace(base.study, name=name, trials=1, seed=seed, references=False,
@@ -122,7 +126,9 @@ def main() -> None:
     for mode in args.modes:
         for sampler in args.samplers:
             for seed in args.seeds:
-                trials, start, study, cfg = run(base, ctx, f"bench-{mode}-{sampler}-{seed}", sampler, seed, mode, args, tmp)
+                trials, start, study, cfg = run(
+                    base, ctx, f"bench-{mode}-{sampler}-{seed}", sampler, seed, mode, args, tmp
+                )
                 runs[(mode, sampler, seed)] = (trials, start, study, cfg)
                 print(f"{mode} {sampler} seed {seed}: {len(trials)} trials in {args.budget_s:.0f} s; "
                       f"{savings(study, args.full_steps).line()}", flush=True)
@@ -148,9 +154,12 @@ def main() -> None:
             own = [t for k in keys for t in runs[k][0] if T.TIME_S in t.user_attrs]
             secs = [t.user_attrs[T.TIME_S]["total"] for t in own]
             over = [1 - t.user_attrs[T.TIME_S].get("finetune", 0.0) / t.user_attrs[T.TIME_S]["total"] for t in own]
-            print(f"| {mode} | {sampler} | {statistics.mean(n):.1f} | {statistics.mean(hv[1 / 3]):.3f} | "
-                  f"{statistics.mean(hv[1 / 2]):.3f} | {statistics.mean(hv[1.0]):.3f} | {100 * statistics.mean(acc):.1f}% | "
-                  f"{statistics.mean(lat):.3f} | {statistics.mean(secs):.1f} | {100 * statistics.mean(over):.0f}% |")
+            print(
+                f"| {mode} | {sampler} | {statistics.mean(n):.1f} | {statistics.mean(hv[1 / 3]):.3f} | "
+                f"{statistics.mean(hv[1 / 2]):.3f} | {statistics.mean(hv[1.0]):.3f} | "
+                f"{100 * statistics.mean(acc):.1f}% | "
+                f"{statistics.mean(lat):.3f} | {statistics.mean(secs):.1f} | {100 * statistics.mean(over):.0f}% |"
+            )
     if "plain" in args.modes and "mf" in args.modes:
         print()
         print("| sampler | seed | plain final HV | mf reaches it after | share of plain's wall time |")

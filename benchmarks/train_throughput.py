@@ -30,8 +30,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from hybridprune.checkpoints import load_checkpoint
 from hybridprune.data import load_dataset
-from hybridprune.models import create_model, get_model_spec, load_checkpoint
+from hybridprune.models import create_model, get_model_spec
 from hybridprune.training import Budget, bf16_supported, train
 
 
@@ -87,7 +88,9 @@ def run_bare(name, nc, batch, size, steps, warmup, bf16: bool, channels_last: bo
 def run_dataloader(name, nc, data, norm, batch, steps, warmup, workers) -> float:
     torch.manual_seed(0)
     model = create_model(name, num_classes=nc)
-    ds = PerSampleDataset(data.train.images.permute(0, 2, 3, 1).contiguous().numpy(), data.train.labels.numpy(), norm.mean, norm.std)
+    ds = PerSampleDataset(
+        data.train.images.permute(0, 2, 3, 1).contiguous().numpy(), data.train.labels.numpy(), norm.mean, norm.std
+    )
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
                                          persistent_workers=workers > 0)
 

@@ -27,7 +27,9 @@ try:  # typer >= 0.20 vendors its own click; commands raise its exception classe
 except ImportError:  # pragma: no cover - older typer uses click itself
     _typer_click = click.exceptions
 CLICK_ERRORS = tuple({click.ClickException, _typer_click.ClickException})
-NO_ARGS_IS_HELP = tuple({click.exceptions.NoArgsIsHelpError, getattr(_typer_click, "NoArgsIsHelpError", click.exceptions.NoArgsIsHelpError)})
+NO_ARGS_IS_HELP = tuple(
+    {click.exceptions.NoArgsIsHelpError, getattr(_typer_click, "NoArgsIsHelpError", click.exceptions.NoArgsIsHelpError)}
+)
 USAGE_ERRORS = tuple({click.UsageError, _typer_click.UsageError})
 
 app = typer.Typer(

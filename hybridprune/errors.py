@@ -44,3 +44,9 @@ class MissingDependencyError(HybridPruneError, ImportError):
 
 class ModelReferenceError(ConfigError):
     """A ``path/to/file.py:callable`` or ``package.module:callable`` model reference is unusable."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, for one-line error messages; its type name if it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable, Generic, Iterator, TypeVar
 
-from hybridprune.errors import MissingDependencyError, UnknownNameError
+from hybridprune.errors import MissingDependencyError, UnknownNameError, first_line
 
 T = TypeVar("T")
 
@@ -85,8 +85,7 @@ def lazy_import(module: str, extra: str, purpose: str):
     try:
         return importlib.import_module(module)
     except Exception as exc:  # torchvision built for CUDA fails with RuntimeError/OSError
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MissingDependencyError(
-            f"{purpose} needs {module.split('.')[0]}, which failed to import ({first}); "
+            f"{purpose} needs {module.split('.')[0]}, which failed to import ({first_line(exc)}); "
             f"install it with: pip install 'hybridprune[{extra}]'"
         ) from exc

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hybridprune.data import DataSplits, DeviceLoader, Split
-from hybridprune.errors import ConfigError, DataError, TrainingDiverged
+from hybridprune.errors import ConfigError, DataError, TrainingDiverged, first_line
 from hybridprune.models import Normalization
 
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -36,10 +36,16 @@ class Budget:
 
     def __post_init__(self) -> None:
         if (self.epochs is None) == (self.steps is None):
-            raise ConfigError(f"a budget needs exactly one of epochs or steps, got epochs={self.epochs} steps={self.steps}")
-        if self.epochs is not None and not (isinstance(self.epochs, (int, float)) and math.isfinite(self.epochs) and self.epochs > 0):
+            raise ConfigError(
+                f"a budget needs exactly one of epochs or steps, got epochs={self.epochs} steps={self.steps}"
+            )
+        if self.epochs is not None and not (
+            isinstance(self.epochs, (int, float)) and math.isfinite(self.epochs) and self.epochs > 0
+        ):
             raise ConfigError(f"budget epochs must be a positive number, got {self.epochs!r}")
-        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
+        if self.steps is not None and (
+            isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1
+        ):
             raise ConfigError(f"budget steps must be a positive integer, got {self.steps!r}")
 
     def total_steps(self, steps_per_epoch: int) -> int:
@@ -120,7 +126,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"bad device {device!r} ({str(exc).splitlines()[0][:120]}); use cpu, cuda or cuda:N") from None
+        raise ConfigError(f"bad device {device!r} ({first_line(exc)[:120]}); use cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for, but this torch build or machine has no CUDA; use --device cpu")
     return dev
@@ -196,7 +202,9 @@ def _check_classes(model: nn.Module, x: torch.Tensor, num_classes: int | None, l
         out = model(x[:1]).shape[-1]
     wanted = num_classes if num_classes is not None else int(labels.max()) + 1
     if (num_classes is not None and out != num_classes) or wanted > out:
-        raise DataError(f"the model outputs {out} classes but the dataset has {wanted}; use a model built for {wanted} classes")
+        raise DataError(
+            f"the model outputs {out} classes but the dataset has {wanted}; use a model built for {wanted} classes"
+        )
 
 
 def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalization: Normalization, *,
@@ -243,7 +251,9 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
     if schedule not in SCHEDULES:
         raise ConfigError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
     if not (lr > 0 and 0 <= warmup < 1 and 0 <= distill_weight <= 1 and temperature > 0 and 0 <= label_smoothing < 1):
-        raise ConfigError("need lr > 0, 0 <= warmup < 1, 0 <= distill_weight <= 1, temperature > 0, 0 <= label_smoothing < 1")
+        raise ConfigError(
+            "need lr > 0, 0 <= warmup < 1, 0 <= distill_weight <= 1, temperature > 0, 0 <= label_smoothing < 1"
+        )
     splits = data if isinstance(data, DataSplits) else None
     train_split = splits.train if splits else data
     dev = resolve_device(device)
@@ -263,8 +273,13 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
     # foreach: one fused update over all tensors instead of a Python loop per parameter (not the CPU default).
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                lr=lr, momentum=momentum, nesterov=True, foreach=True)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        momentum=momentum,
+        nesterov=True,
+        foreach=True,
+    )
     lr_at = _lr_factor(schedule, round(warmup * total), total)
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
@@ -427,4 +442,6 @@ def evaluate(model: nn.Module, split: Split, normalization: Normalization, *, ba
         if channels_last:
             model.to(memory_format=torch.contiguous_format)
     n = len(split)
-    return EvalResult(top1=top1.item() / n, top5=top5.item() / n if logits.shape[1] > 10 else None, loss=loss.item() / n, n=n)
+    return EvalResult(
+        top1=top1.item() / n, top5=top5.item() / n if logits.shape[1] > 10 else None, loss=loss.item() / n, n=n
+    )

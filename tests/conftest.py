@@ -7,11 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-RESNET56_TH = SHARED / "models" / "resnet56-4bfd9763.th"
-RESNET20_TH = SHARED / "models" / "resnet20-12fca82f.th"
-CIFAR10_JPEG = SHARED / "data" / "cifar10-jpeg"
-TRTEXEC_FIXTURES = SHARED / "fixtures" / "trtexec"
+from helpers import CIFAR10_JPEG, RESNET20_TH, RESNET56_TH, TRTEXEC_FIXTURES, write_study
 
 # Two cores: one intra-op thread per test process keeps runs predictable and parallel-friendly.
 torch.set_num_threads(1)
@@ -45,3 +41,13 @@ def cifar10_jpeg() -> Path:
 def trtexec_fixtures() -> Path:
     """Genuine trtexec outputs from Jetson devices."""
     return _need(TRTEXEC_FIXTURES)
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> Path:
+    """A tiny study (3 trials, see ``helpers.write_study``) run to the end once per session via the CLI."""
+    from hybridprune.cli import main
+
+    path = write_study(tmp_path_factory.mktemp("tiny-study"), trials=3)
+    assert main(["run", str(path), "--no-progress"]) == 0
+    return path

@@ -4,51 +4,24 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures
-import functools
-import http.client
-import json
 import math
 import platform
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators import agent as agent_mod
 from hybridprune.evaluators import get_latency_backend
 from hybridprune.evaluators.export import export_onnx
 from hybridprune.models import create_model
 
-AGENT = Path(agent_mod.__file__)
-TOKEN = "s3cret-token"
+from helpers import AGENT, TOKEN, fake_trtexec, pruned_resnet56, raw, small_model_bytes, start_agent
+
 FAST = {"warmup_runs": 2, "min_runs": 5, "max_time_s": 0.3, "rel_ci": 0.05}
-
-
-def pruned_resnet56() -> torch.nn.Module:
-    """ResNet-56 hybrid-pruned by hybridprune.pruning (half the channels, 10 of 25 blocks removed)."""
-    from hybridprune.pruning import HybridConfig, prune_model
-
-    model = create_model("resnet56").eval()
-    config = HybridConfig(channel_ratio=0.5, pruned_blocks=10, criterion="weight_magnitude")
-    result = prune_model(model, config, torch.randn(1, 3, 32, 32))
-    assert len(result.removed_blocks) == 10
-    return result.model.eval()
-
-
-def start_agent(*extra: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, str(AGENT), "--port", "0", "--backend", "onnxruntime", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise RuntimeError(f"agent did not start: {line!r} {proc.stderr.read()}")
-    return proc, line.strip().rsplit(" ", 1)[-1]
 
 
 @pytest.fixture(scope="module")
@@ -62,27 +35,6 @@ def agent_url():
 @pytest.fixture(scope="module")
 def small_onnx(tmp_path_factory) -> Path:
     return export_onnx(create_model("resnet20", width=4), tmp_path_factory.mktemp("m") / "r20.onnx")
-
-
-@functools.lru_cache(maxsize=1)
-def small_model_bytes() -> bytes:
-    """ONNX bytes of a narrow ResNet-20 (exported once per test process)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        return export_onnx(create_model("resnet20", width=4), Path(tmp) / "r20.onnx").read_bytes()
-
-
-def raw(url: str, method: str, path: str, body: bytes | None = None, token: str | None = TOKEN,
-        headers: dict | None = None) -> tuple[int, dict]:
-    host, port = url.split("//")[1].split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    hdrs = dict(headers or {})
-    if token:
-        hdrs["Authorization"] = f"Bearer {token}"
-    conn.request(method, path, body=body, headers=hdrs)
-    resp = conn.getresponse()
-    data = json.loads(resp.read().decode())
-    conn.close()
-    return resp.status, data
 
 
 def check_consistent(result, min_runs: int) -> None:
@@ -272,8 +224,6 @@ def test_bundled_agent_measures_under_python36(tmp_path, trtexec_fixtures):
     import shutil
 
     from hybridprune.evaluators.bundle import build_agent_bundle
-    from tests.test_agent_hardening import fake_trtexec
-
     python36 = shutil.which("python3.6")
     if python36 is None:
         pytest.skip("no python3.6 on PATH")

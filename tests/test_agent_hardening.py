@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -22,60 +21,11 @@ from hybridprune.errors import LatencyError
 from hybridprune.evaluators import agent as agent_mod
 from hybridprune.evaluators import get_latency_backend
 from hybridprune.evaluators.timing import Protocol
-from tests.test_agent import AGENT, TOKEN, raw
+
+from helpers import AGENT, TOKEN, fake_trtexec, raw, small_model_bytes
 
 FAST = {"warmup_runs": 1, "min_runs": 5, "max_time_s": 0.3, "rel_ci": 0.05}
 HANG_GUARD_S = 60  # only guards against a hang; no test depends on how long anything takes
-
-# {mode}: "ok" (stable times), "noisy" (times that never stabilise), "crash" (SIGSEGV after
-# writing half an engine), "fail" (exit 1 with a model error), "oom" (exit 1, CUDA out of memory)
-FAKE_TRTEXEC = r'''#!{python}
-import json, os, random, signal, sys
-args = dict(a[2:].split("=", 1) if "=" in a else (a[2:], "") for a in sys.argv[1:])
-with open({log!r}, "a") as log:
-    log.write(" ".join(sys.argv[1:]) + "\n")
-assert ("onnx" in args) != ("loadEngine" in args), args
-assert int(args["iterations"]) >= 1 and "exportTimes" in args and "duration" in args, args
-mode = {mode!r}
-if mode == "fail":
-    print("[E] [TRT] ModelImporter.cpp:773: ERROR: unsupported operator " + args.get("onnx", "?"))
-    sys.exit(1)
-if mode == "oom":
-    print("[E] [TRT] 2: [virtualMemoryBuffer.cpp::resizePhysical::145] Error Code 2: OutOfMemory")
-    print("[E] Cuda failure: out of memory")
-    sys.exit(1)
-if "saveEngine" in args:
-    assert args["saveEngine"] != args.get("loadEngine"), args
-    with open(args["saveEngine"], "wb") as handle:
-        handle.write(b"eng")
-        if mode == "crash":
-            handle.flush()
-            os.kill(os.getpid(), signal.SIGSEGV)
-        handle.write(b"ine")
-else:
-    with open(args["loadEngine"], "rb") as handle:
-        if handle.read() != b"engine":
-            print("[E] Error[1]: [runtime.cpp::deserializeCudaEngine] engine deserialization failed")
-            sys.exit(1)
-n = int(args["iterations"])
-rng = random.Random(len(open({log!r}).read()))
-times = [dict(latencyMs=(rng.uniform(1, 100) if mode == "noisy" else 1.0 + (i % 3) * 0.001))
-         for i in range(n)]
-json.dump(times, open(args["exportTimes"], "w"))
-sys.stdout.write(open({fixture!r}).read())
-'''
-
-
-def fake_trtexec(tmp_path: Path, fixtures: Path, mode: str = "ok") -> tuple[Path, Path]:
-    """Write the stand-in; return (its path, its call log)."""
-    log = tmp_path / f"calls-{mode}.log"
-    exe = tmp_path / f"trtexec-{mode}"
-    exe.write_text(FAKE_TRTEXEC.format(python=sys.executable, log=str(log), mode=mode,
-                                       fixture=str(fixtures / "trt8201_jetson_best.txt")))
-    exe.chmod(0o755)
-    log.touch()
-    return exe, log
-
 
 def launch(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """Start ``agent.py`` on a free loopback port; return (process, URL)."""
@@ -172,8 +122,6 @@ def test_errors_do_not_leak_private_paths(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_removes_uploaded_models(tmp_path, sig):
-    from tests.test_agent import small_model_bytes
-
     tmp = tmp_path / "agent-tmp"
     tmp.mkdir()
     proc, url = launch("--backend", "onnxruntime", env={"TMPDIR": str(tmp)})
@@ -250,8 +198,6 @@ def trtexec_agent(tmp_path, fixtures, mode, *extra):
 
 
 def test_crash_is_5xx_and_retried_but_model_errors_are_not(tmp_path, trtexec_fixtures):
-    from tests.test_agent import small_model_bytes
-
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(small_model_bytes())
     cases = [("crash", 2, r"failed after 2 attempt\(s\): HTTP 503: trtexec was killed by signal 11"),
@@ -273,8 +219,6 @@ def test_crash_is_5xx_and_retried_but_model_errors_are_not(tmp_path, trtexec_fix
 
 
 def test_measurement_stops_when_the_client_goes_away(tmp_path, trtexec_fixtures):
-    from tests.test_agent import small_model_bytes
-
     proc, url, log = trtexec_agent(tmp_path, trtexec_fixtures, "noisy")
     body = small_model_bytes()
     try:

@@ -8,8 +8,8 @@ import torch.nn as nn
 
 from hybridprune.errors import ConfigError
 from hybridprune.models import create_model
-from hybridprune.pruning import HybridConfig, apply_record, prune_model, removable_blocks
-from hybridprune.pruning.blocks import find_blocks
+from hybridprune.models.blocks import find_blocks, removable_blocks
+from hybridprune.pruning import HybridConfig, apply_record, prune_model
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -86,7 +86,9 @@ class Zoo(nn.Module):
         self.stem = conv_bn(3, 8)
         self.wrapped = nn.Sequential(Bottle(8, 4))  # one block in a container: reported once, innermost
         self.down = Bottle(16, 4, stride=2, cin=8)  # projection shortcut: not removable
-        self.mb = nn.Sequential(InvertedResidual(16, 16, 1, 2), InvertedResidual(16, 24, 2, 2), InvertedResidual(24, 24, 1, 6))
+        self.mb = nn.Sequential(
+            InvertedResidual(16, 16, 1, 2), InvertedResidual(16, 24, 2, 2), InvertedResidual(24, 24, 1, 6)
+        )
         self.squash = conv_bn(24, 8, 1)
         self.others = nn.Sequential(NotBlocks(), Twice(), Broadcast())
         self.head = nn.Linear(8, 3)

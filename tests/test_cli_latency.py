@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
+from hybridprune.checkpoints import save_checkpoint
 from hybridprune.cli import main
 from hybridprune.evaluators.export import export_onnx
-from hybridprune.models import create_model, save_checkpoint, get_model_spec
+from hybridprune.models import create_model, get_model_spec
 
 FAST = ["--max-time", "0.3", "--rel-ci", "0.05"]
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from hybridprune.checkpoints import load_checkpoint
 from hybridprune.cli import main
-from hybridprune.models import load_checkpoint
 from hybridprune.models.registry import IMAGENET_MEAN
 
 
@@ -29,8 +29,29 @@ def image_folder(tmp_path, monkeypatch):
 
 def test_prune_and_info(resnet20_th, tmp_path, capsys):
     out = tmp_path / "pruned.pt"
-    code = main(["prune", "--model", "resnet20", "--checkpoint", str(resnet20_th), "--ratio", "0.3", "--blocks", "2",
-                 "--criterion", "weight_magnitude", "--criterion-option", "p=2", "--scope", "all", "--round-to", "4", "--out", str(out)])
+    code = main(
+        [
+            "prune",
+            "--model",
+            "resnet20",
+            "--checkpoint",
+            str(resnet20_th),
+            "--ratio",
+            "0.3",
+            "--blocks",
+            "2",
+            "--criterion",
+            "weight_magnitude",
+            "--criterion-option",
+            "p=2",
+            "--scope",
+            "all",
+            "--round-to",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0, text
     assert "parameters" in text and "MACs" in text and "removed blocks: layer" in text
@@ -49,8 +70,27 @@ def test_prune_and_info(resnet20_th, tmp_path, capsys):
 
 def test_data_driven_with_calib_dir(resnet20_th, image_folder, tmp_path, capsys):
     out = tmp_path / "t.pt"
-    code = main(["prune", "-c", str(resnet20_th), "--ratio", "0.2", "--blocks", "1", "--criterion", "taylor_feature_map",
-                 "--calib-dir", str(image_folder), "--calib-batches", "1", "--calib-batch-size", "8", "--out", str(out)])
+    code = main(
+        [
+            "prune",
+            "-c",
+            str(resnet20_th),
+            "--ratio",
+            "0.2",
+            "--blocks",
+            "1",
+            "--criterion",
+            "taylor_feature_map",
+            "--calib-dir",
+            str(image_folder),
+            "--calib-batches",
+            "1",
+            "--calib-batch-size",
+            "8",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr()
     assert load_checkpoint(out).record["config"]["criterion"] == "taylor_feature_map"
 
@@ -127,7 +167,8 @@ def test_malformed_checkpoint_is_one_line_exit_2(tmp_path, capsys, command, chan
 
 
 def test_info_prints_file_text_literally(tmp_path, capsys):
-    from hybridprune.models import Normalization, create_model, save_checkpoint
+    from hybridprune.checkpoints import save_checkpoint
+    from hybridprune.models import Normalization, create_model
 
     path = save_checkpoint(
         tmp_path / "m.pt", create_model("resnet20"), Normalization(),

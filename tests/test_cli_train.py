@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from hybridprune.checkpoints import load_checkpoint, save_checkpoint
 from hybridprune.cli import main
-from hybridprune.models import Normalization, create_model, load_checkpoint, save_checkpoint
+from hybridprune.models import Normalization, create_model
 
 
 def _common(tmp_path: Path) -> list[str]:
@@ -21,14 +22,28 @@ def test_train_then_evaluate(tmp_path, capsys):
                  "--val-size", "100", "--lr", "0.05", "--precision", "fp32", "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0, text
-    assert "trained resnet20 for 3 steps" in text and ", fp32" in text and "val:  top-1" in text and "test: top-1" in text
+    assert (
+        "trained resnet20 for 3 steps" in text and ", fp32" in text and "val:  top-1" in text and "test: top-1" in text
+    )
     ck = load_checkpoint(out)
     assert ck.model_name == "resnet20" and ck.num_classes == 10
-    assert ck.metrics["train"]["steps"] == 3 and ck.metrics["train"]["precision"] == "fp32" and ck.metrics["val"]["n"] == 100 and ck.metrics["test"]["n"] == 360
+    assert (
+        ck.metrics["train"]["steps"] == 3
+        and ck.metrics["train"]["precision"] == "fp32"
+        and ck.metrics["val"]["n"] == 100
+        and ck.metrics["test"]["n"] == 360
+    )
 
-    code = main(["evaluate", str(out), *_common(tmp_path), "--split", "val", "--val-size", "100", "--precision", "fp32"])
+    code = main(
+        ["evaluate", str(out), *_common(tmp_path), "--split", "val", "--val-size", "100", "--precision", "fp32"]
+    )
     text = capsys.readouterr().out
-    assert code == 0 and "digits val (fp32)" in text and f"top-1 {ck.metrics['val']['top1']:.2%}" in text and "on 100 images" in text
+    assert (
+        code == 0
+        and "digits val (fp32)" in text
+        and f"top-1 {ck.metrics['val']['top1']:.2%}" in text
+        and "on 100 images" in text
+    )
 
     # Fine-tune from the checkpoint keeps its normalisation.
     out2 = tmp_path / "ft.pt"
@@ -134,7 +149,9 @@ def test_checkpoint_keeps_its_split(tmp_path, capsys):
     # An explicit different value wins, with a warning.
     assert main(["evaluate", str(ft), *_common(tmp_path), "--split", "val", "--val-size", "0.25"]) == 0
     res = capsys.readouterr()
-    assert "on 360 images" in res.out and "warning: --val-size 0.25 differs from the val_size 100" in res.err.replace("\n", " ")
+    assert "on 360 images" in res.out and "warning: --val-size 0.25 differs from the val_size 100" in res.err.replace(
+        "\n", " "
+    )
     ft2 = tmp_path / "ft2.pt"
     assert _train(tmp_path, ft2, "--checkpoint", str(base), "--seed", "4") == 0
     assert "warning: --seed 4 differs from the seed 3" in capsys.readouterr().err.replace("\n", " ")
@@ -142,11 +159,18 @@ def test_checkpoint_keeps_its_split(tmp_path, capsys):
 
     # A split recorded for another dataset does not apply; a malformed one is an error.
     other = tmp_path / "other.pt"
-    save_checkpoint(other, create_model("resnet20"), Normalization(), metrics={"split": {"dataset": "cifar10", "val_size": 0.5, "seed": 1}})
+    save_checkpoint(
+        other,
+        create_model("resnet20"),
+        Normalization(),
+        metrics={"split": {"dataset": "cifar10", "val_size": 0.5, "seed": 1}},
+    )
     assert main(["evaluate", str(other), *_common(tmp_path), "--split", "val"]) == 0
     assert "on 144 images" in capsys.readouterr().out  # the default 0.1 of the 1437 training images
     bad = tmp_path / "bad.pt"
-    save_checkpoint(bad, create_model("resnet20"), Normalization(), metrics={"split": {"dataset": "digits", "val_size": "x"}})
+    save_checkpoint(
+        bad, create_model("resnet20"), Normalization(), metrics={"split": {"dataset": "digits", "val_size": "x"}}
+    )
     assert main(["evaluate", str(bad), *_common(tmp_path)]) == 2
     assert "has a malformed metrics['split']" in capsys.readouterr().err.replace("\n", "")
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 from hybridprune.errors import ConfigError
-from hybridprune.evaluators.complexity import complexity, describe_architecture
 from hybridprune.models import create_model
+from hybridprune.models.complexity import complexity, describe_architecture
 from hybridprune.pruning import HybridConfig, prune_model
 
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+from hybridprune.checkpoints import load_checkpoint, save_checkpoint
 from hybridprune.cli import main
 from hybridprune.errors import CheckpointError, ConfigError, ModelReferenceError
-from hybridprune.models import create_model, get_model_spec, load_checkpoint, save_checkpoint
+from hybridprune.models import create_model, get_model_spec
 from hybridprune.models.registry import CIFAR_MEAN, Normalization
 
 USER_NET = '''
@@ -81,10 +82,15 @@ def test_reference_builds_and_describes_the_model(user_file):
     spec = get_model_spec(ref)
     assert spec.family == "custom" and spec.input_size == (3, 32, 32) and spec.normalization.mean == CIFAR_MEAN
     model = create_model(ref, num_classes=4, width=4)
-    assert model.hp_model_name == f"{user_file.resolve()}:make" and model.hp_model_kwargs == {"num_classes": 4, "width": 4}
+    assert model.hp_model_name == f"{user_file.resolve()}:make" and model.hp_model_kwargs == {
+        "num_classes": 4,
+        "width": 4,
+    }
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 4)
     assert get_model_spec(f"{user_file}:make_gray").normalization == Normalization((0.5,) * 3, (0.2,) * 3)
-    net = create_model("hybridprune.models.resnet_cifar:CifarResNet", num_classes=3, depth=20)  # package.module:callable
+    net = create_model(
+        "hybridprune.models.resnet_cifar:CifarResNet", num_classes=3, depth=20
+    )  # package.module:callable
     assert net.hp_model_name == "hybridprune.models.resnet_cifar:CifarResNet" and net.linear.out_features == 3
 
 
@@ -116,9 +122,18 @@ def test_prune_plain_state_dict_through_the_cli_and_reload(user_file, tmp_path, 
     assert code == 0, text.err
     ck = load_checkpoint(pruned)  # the checkpoint records the reference and rebuilds through it
     assert ck.model_name == f"{user_file.resolve()}:make" and ck.num_classes == 5
-    assert len(ck.record["removed_blocks"]) == 2 and set(ck.record["removed_blocks"]) <= {"body.0", "body.1", "body.4", "body.5"}
+    assert len(ck.record["removed_blocks"]) == 2 and set(ck.record["removed_blocks"]) <= {
+        "body.0",
+        "body.1",
+        "body.4",
+        "body.5",
+    }
     assert all(isinstance(ck.model.get_submodule(b), nn.Identity) for b in ck.record["removed_blocks"])
-    assert ck.metrics["params"] == sum(p.numel() for p in ck.model.parameters()) < sum(p.numel() for p in base.parameters())
+    assert (
+        ck.metrics["params"]
+        == sum(p.numel() for p in ck.model.parameters())
+        < sum(p.numel() for p in base.parameters())
+    )
     assert ck.model.fc.in_features < 16 and ck.model(x).shape == (2, 5)
     assert main(["info", str(pruned)]) == 0
     out = capsys.readouterr().out
@@ -132,7 +147,10 @@ def test_checkpoint_of_a_reference_model_whose_file_or_callable_is_gone(user_fil
     other = tmp_path / "other.py"
     other.write_text(user_file.read_text().replace("def make(", "def make_v2("))
     user_file.rename(other.with_name("moved.py"))
-    with pytest.raises(CheckpointError, match=r"was saved from model .*user_net.py:make, which cannot be loaded now: model file .* does not exist"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"was saved from model .*user_net.py:make, which cannot be loaded now: model file .* does not exist",
+    ):
         load_checkpoint(path)
     # the callable is renamed: a fresh interpreter would import the new file, the message lists what is there
     other.rename(user_file)
@@ -141,12 +159,19 @@ def test_checkpoint_of_a_reference_model_whose_file_or_callable_is_gone(user_fil
     reference._LOADED.pop(str(user_file.resolve()), None)
     assert main(["info", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "has no callable 'make'; callables defined there:" in err and "make_v2" in err and len(err.strip().splitlines()) == 1
+    assert (
+        "has no callable 'make'; callables defined there:" in err
+        and "make_v2" in err
+        and len(err.strip().splitlines()) == 1
+    )
 
 
 BAD_REFERENCES = [
     ("{dir}/missing.py:make", "model file {dir}/missing.py does not exist"),
-    ("{file}:nope", "has no callable 'nope'; callables defined there: Net, Unit, broken, make, make_gray, not_a_module"),
+    (
+        "{file}:nope",
+        "has no callable 'nope'; callables defined there: Net, Unit, broken, make, make_gray, not_a_module",
+    ),
     ("{file}:NOT_CALLABLE", "has a non-callable 'NOT_CALLABLE'"),
     ("{file}:broken", "raised ValueError: no GPU here (called with num_classes=10)"),
     ("{file}:not_a_module", "returned a dict, not a torch.nn.Module"),
@@ -172,7 +197,9 @@ def test_plain_state_dict_that_does_not_fit(user_file, tmp_path, capsys):
     ref = f"{user_file}:make"
     plain = tmp_path / "wide.pt"
     torch.save(create_model(ref, width=12).state_dict(), plain)
-    with pytest.raises(CheckpointError, match=r"does not fit model .*user_net.py:make: stem.0.weight has shape \(12, 3, 3, 3\)"):
+    with pytest.raises(
+        CheckpointError, match=r"does not fit model .*user_net.py:make: stem.0.weight has shape \(12, 3, 3, 3\)"
+    ):
         load_checkpoint(plain, model_name=ref)
     assert main(["prune", "--model", ref, "-c", str(plain), "--ratio", "0.2", "--out", str(tmp_path / "o.pt")]) == 2
     assert "does not fit model" in capsys.readouterr().err
@@ -255,7 +282,9 @@ def test_study_on_a_user_model_from_a_plain_state_dict(user_file, tmp_path, monk
 
 def test_model_file_may_import_modules_beside_it(tmp_path, capsys):
     (tmp_path / "my_blocks_xyz.py").write_text(textwrap.dedent(USER_NET))
-    (tmp_path / "entry.py").write_text("from my_blocks_xyz import make\n\n\ndef build(num_classes=10):\n    return make(num_classes, width=4)\n")
+    (tmp_path / "entry.py").write_text(
+        "from my_blocks_xyz import make\n\n\ndef build(num_classes=10):\n    return make(num_classes, width=4)\n"
+    )
     (tmp_path / "broken_import.py").write_text("import not_installed_pkg_xyz\n")
     assert create_model(f"{tmp_path}/entry.py:build", num_classes=3).fc.out_features == 3
     assert main(["info", "--model", f"{tmp_path}/broken_import.py:build"]) == 2

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from test_search_support import REPO, load, tiny_study  # noqa: F401  (fixture)
+from helpers import REPO, load
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +31,13 @@ def _get(url: str) -> bytes:
 def test_dashboard_lists_trials_with_our_attributes(tiny_study):
     cfg, study = load(tiny_study)
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "hybridprune.cli", "dashboard", str(tiny_study), "--port", str(port)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hybridprune.cli", "dashboard", str(tiny_study), "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120  # guards against a hang only
@@ -69,8 +74,14 @@ def test_dashboard_token(tiny_study):
 
     port = _free_port()
     env = {**os.environ, "HYBRIDPRUNE_DASHBOARD_TOKEN": "s3cret"}
-    proc = subprocess.Popen([sys.executable, "-m", "hybridprune.cli", "dashboard", str(tiny_study), "--port", str(port)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hybridprune.cli", "dashboard", str(tiny_study), "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):

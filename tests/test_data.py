@@ -162,7 +162,10 @@ def test_stratified_split_disjoint_seeded():
 def test_load_dataset_val_split_partitions_train(tmp_path):
     d = load_dataset("digits", val_size=0.2, seed=0, cache_dir=tmp_path)
     raw, _, _ = load_raw("digits", cache_dir=tmp_path)
-    key = lambda imgs, labs: sorted(bytes(x.numpy().tobytes()) + bytes([int(y)]) for x, y in zip(imgs, labs))
+
+    def key(imgs, labs):
+        return sorted(bytes(x.numpy().tobytes()) + bytes([int(y)]) for x, y in zip(imgs, labs))
+
     both = key(torch.cat([d.train.images, d.val.images]), torch.cat([d.train.labels, d.val.labels]))
     assert both == key(torch.from_numpy(raw.train_images), raw.train_labels)
     assert len(d.val) == math.ceil(0.2 * len(raw.train_labels))
@@ -207,7 +210,10 @@ def test_device_loader_train_keeps_labels_and_normalises():
 def test_device_loader_seeded_order():
     images = torch.zeros(40, 3, 4, 4, dtype=torch.uint8)
     labels = torch.arange(40)
-    order = lambda s: torch.cat([y for _, y in DeviceLoader(Split(images, labels), 8, NORM, train=True, seed=s)])
+
+    def order(s):
+        return torch.cat([y for _, y in DeviceLoader(Split(images, labels), 8, NORM, train=True, seed=s)])
+
     assert torch.equal(order(1), order(1)) and not torch.equal(order(1), order(2))
     assert sorted(order(1).tolist()) == list(range(40))
 

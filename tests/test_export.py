@@ -8,9 +8,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from hybridprune.checkpoints import load_checkpoint
 from hybridprune.errors import ConfigError, LatencyError
 from hybridprune.evaluators.export import export_onnx
-from hybridprune.models import create_model, load_checkpoint
+from hybridprune.models import create_model
+
+from helpers import pruned_resnet56
 
 
 def _ort_run(path, x):
@@ -34,8 +37,6 @@ def test_pretrained_resnet56_export_matches_pytorch(tmp_path, resnet56_th):
 
 @pytest.mark.parametrize("opset", [11, 13, 17])
 def test_pruned_model_exports_at_opset(tmp_path, opset):
-    from tests.test_agent import pruned_resnet56
-
     model = pruned_resnet56()
     path = export_onnx(model, tmp_path / "p.onnx", (1, 3, 32, 32), opset=opset)
     proto = onnx.load(str(path))

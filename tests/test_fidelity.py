@@ -7,7 +7,8 @@ import pytest
 from optuna.trial import TrialState
 
 from hybridprune.cli import main
-from test_search_support import load, write_study
+
+from helpers import load, write_study
 
 FIDELITY = "\n[fidelity]\nmin_steps = 1\nmax_steps = 4\neta = 2\n"
 

@@ -11,18 +11,25 @@ import pytest
 import torch
 
 from hybridprune.errors import ConfigError, LatencyError, MissingDependencyError, UnknownNameError
-from hybridprune.evaluators import (BaseLatencyBackend, LatencyResult, Protocol, get_latency_backend,
-                                    list_latency_backends, run_protocol, summarize)
+from hybridprune.evaluators import (
+    BaseLatencyBackend,
+    LatencyResult,
+    Protocol,
+    get_latency_backend,
+    list_latency_backends,
+    run_protocol,
+    summarize,
+)
 from hybridprune.evaluators.timing import median_ci_indices, percentile
 from hybridprune.models import create_model
+
+from helpers import start_agent
 
 FAST = {"warmup_runs": 2, "min_runs": 5, "max_time_s": 0.3, "rel_ci": 0.05}
 
 
 @pytest.fixture(scope="module")
 def loopback_agent():
-    from tests.test_agent import start_agent
-
     proc, url = start_agent("--token", "t")
     yield {"url": url, "token": "t"}
     proc.terminate()

@@ -1,15 +1,16 @@
 """Model registry and checkpoint loading."""
 
-from pathlib import Path
 
 import pytest
 import torch
 
+from hybridprune.checkpoints import load_checkpoint, save_checkpoint
 from hybridprune.errors import CheckpointError, ConfigError, UnknownNameError
-from hybridprune.models import create_model, list_models, load_checkpoint, save_checkpoint
+from hybridprune.models import create_model, list_models
 from hybridprune.models.registry import IMAGENET_MEAN, Normalization
 
-from conftest import RESNET56_TH as RESNET56
+from helpers import RESNET56_TH as RESNET56
+
 needs_shared = pytest.mark.skipif(not RESNET56.exists(), reason="../shared/models not present")
 
 
@@ -137,9 +138,15 @@ MALFORMED = [
     (_payload(model="resnet20"), "'model' must be a dict with a 'name' string"),
     (_payload(model={"kwargs": {}}), "'model' must be a dict with a 'name' string"),
     (_payload(model={"name": "resnet20", "kwargs": [1]}), "model kwargs must be a dict"),
-    (_payload(model={"name": "resnet20", "kwargs": {"num_classes": 10**12}}), r"num_classes must be an integer in \[1, 100000\]"),
+    (
+        _payload(model={"name": "resnet20", "kwargs": {"num_classes": 10**12}}),
+        r"num_classes must be an integer in \[1, 100000\]",
+    ),
     (_payload(model={"name": "resnet20", "kwargs": {"num_classes": "10"}}), "num_classes must be an integer"),
-    (_payload(model={"name": "resnet20", "kwargs": {"num_classes": 10, "depth": "x"}}), "cannot rebuild model resnet20"),
+    (
+        _payload(model={"name": "resnet20", "kwargs": {"num_classes": 10, "depth": "x"}}),
+        "cannot rebuild model resnet20",
+    ),
     (_payload(model={"name": "resnet99", "kwargs": {"num_classes": 10}}), "unknown model 'resnet99'"),
     (_payload(model={"name": "resnet20", "kwargs": {"num_classes": 10, "width": 10**6}}), "would hold .* values"),
     (_payload(input_size=32), r"input_size must be \[C, H, W\]"),
@@ -158,7 +165,10 @@ MALFORMED = [
     (_payload(format="hybridprune/9"), "format 'hybridprune/9'; this version reads hybridprune/1"),
     (_state(**{"linear.weight": torch.tensor(1.0)}), r"linear.weight must be a 2-D"),
     ({k: v for k, v in _state().items() if not k.startswith("layer1.")}, "no CIFAR ResNet layout"),
-    ({"linear.weight": torch.zeros(10**6, 1), "layer1.0.conv1.weight": torch.zeros(1)}, r"num_classes must be an integer in \[1, 100000\]"),
+    (
+        {"linear.weight": torch.zeros(10**6, 1), "layer1.0.conv1.weight": torch.zeros(1)},
+        r"num_classes must be an integer in \[1, 100000\]",
+    ),
     (_state(**{"layer1.0.conv1.weight": torch.zeros(3)}), "does not fit model resnet20"),
 ]
 

@@ -12,7 +12,7 @@ import uuid
 import pytest
 from optuna.trial import TrialState
 
-from test_search_support import write_study
+from helpers import write_study
 
 pytestmark = pytest.mark.slow
 URL = os.environ.get("HYBRIDPRUNE_TEST_POSTGRES_URL")

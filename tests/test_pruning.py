@@ -11,9 +11,11 @@ import pytest
 import torch
 import torch.nn as nn
 
+from hybridprune.checkpoints import load_checkpoint, save_checkpoint
 from hybridprune.errors import CheckpointError, ConfigError, UnknownNameError
-from hybridprune.evaluators.complexity import complexity
-from hybridprune.models import create_model, load_checkpoint, save_checkpoint
+from hybridprune.models import create_model
+from hybridprune.models.blocks import removable_blocks, residual_blocks
+from hybridprune.models.complexity import complexity
 from hybridprune.models.registry import Normalization
 from hybridprune.pruning import (
     ORDERS,
@@ -23,9 +25,7 @@ from hybridprune.pruning import (
     apply_record,
     list_criteria,
     prune_model,
-    removable_blocks,
 )
-from hybridprune.pruning.blocks import residual_blocks
 
 X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 

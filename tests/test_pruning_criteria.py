@@ -7,8 +7,9 @@ import torch
 
 from hybridprune.errors import ConfigError
 from hybridprune.models import create_model
+from hybridprune.models.blocks import removable_blocks
 from hybridprune.pruning import CRITERIA, BaseCriterion, get_criterion, list_criteria
-from hybridprune.pruning.blocks import block_layers, removable_blocks
+from hybridprune.pruning.blocks import block_layers
 
 
 def test_registry_has_the_issue_criteria():
@@ -35,11 +36,11 @@ def test_criterion_contract(name):
         with pytest.raises(ConfigError, match="calibration"):
             crit.score(model, layers, None)
     scores = crit.score(model, layers, calib)
-    assert set(scores) == {l.name for l in layers}
-    for l in layers:
-        s = scores[l.name]
-        assert s.shape == (l.producer.out_channels,) and torch.isfinite(s).all() and (s >= 0).all()
-        assert s.unique().numel() > 1, f"{name} gives constant scores for {l.name}"
+    assert set(scores) == {layer.name for layer in layers}
+    for layer in layers:
+        s = scores[layer.name]
+        assert s.shape == (layer.producer.out_channels,) and torch.isfinite(s).all() and (s >= 0).all()
+        assert s.unique().numel() > 1, f"{name} gives constant scores for {layer.name}"
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "scoring must not change weights"
     assert all(p.grad is None for p in model.parameters())
     assert crit.score(model, layers, calib).keys() == scores.keys()

@@ -105,7 +105,8 @@ class TinyTorchvisionLikeResNet(nn.Module):
 
 @pytest.mark.parametrize("order", ["channel_first", "layer_first"])
 def test_torchvision_style_blocks_scope_all(order):
-    from hybridprune.pruning import apply_record, removable_blocks
+    from hybridprune.models.blocks import removable_blocks
+    from hybridprune.pruning import apply_record
 
     torch.manual_seed(0)
     model = TinyTorchvisionLikeResNet().eval()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from optuna.trial import TrialState
 
-from test_search_support import load, write_study
+from helpers import load, write_study
 
 pytestmark = pytest.mark.slow
 

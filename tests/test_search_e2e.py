@@ -8,7 +8,8 @@ import torch
 from optuna.trial import TrialState
 
 from hybridprune.cli import main
-from test_search_support import FAST_LATENCY, load, tiny_study, write_study  # noqa: F401  (fixture)
+
+from helpers import load, write_study
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,9 @@ def test_tiny_study_records_everything(tiny_study):
     assert refs == ["baseline", "paper", "paper"]
     assert trials[0].params["channel_ratio"] == 0.0 and trials[0].user_attrs["record"] is None
     pruned = next(t for t in trials if t.params["pruned_blocks"] == 1)
-    assert len(pruned.user_attrs["removed_blocks"]) == 1 and pruned.user_attrs["params"] < trials[0].user_attrs["params"]
+    assert (
+        len(pruned.user_attrs["removed_blocks"]) == 1 and pruned.user_attrs["params"] < trials[0].user_attrs["params"]
+    )
 
 
 def test_rerun_resumes_without_redoing(tiny_study):
@@ -86,7 +89,7 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path):
 
 
 def test_exported_onnx_matches_checkpoint(tiny_study, tmp_path):
-    from hybridprune.models import load_checkpoint
+    from hybridprune.checkpoints import load_checkpoint
 
     cfg, study = load(tiny_study)
     out = tmp_path / "sel"

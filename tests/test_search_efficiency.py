@@ -7,7 +7,8 @@ import torch
 from optuna.trial import TrialState
 
 from hybridprune.cli import main
-from test_search_support import load, tiny_study, write_study  # noqa: F401  (fixture)
+
+from helpers import load, write_study
 
 SMALL_SPACE = """
 [space]

@@ -8,7 +8,8 @@ import pytest
 from optuna.trial import TrialState
 
 from hybridprune.cli import main
-from test_search_support import load, tiny_study  # noqa: F401  (fixture)
+
+from helpers import load
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,7 @@ def _completed(path):
 
 
 def test_met_budget_exports_the_most_accurate_feasible(tiny_study, tmp_path):
-    from hybridprune.models import load_checkpoint
+    from hybridprune.checkpoints import load_checkpoint
 
     trials = _completed(tiny_study)
     budget = sorted(t.values[1] for t in trials)[1]  # excludes the slowest trial(s)

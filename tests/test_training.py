@@ -89,7 +89,9 @@ def test_bf16_training_and_evaluation_agree_with_fp32(digits, trained):
 
 
 def _agreement(a: torch.nn.Module, b: torch.nn.Module, split: Split) -> float:
-    x = (split.images.float() / 255 - torch.tensor(NORM.mean).view(1, 3, 1, 1)) / torch.tensor(NORM.std).view(1, 3, 1, 1)
+    x = (split.images.float() / 255 - torch.tensor(NORM.mean).view(1, 3, 1, 1)) / torch.tensor(NORM.std).view(
+        1, 3, 1, 1
+    )
     with torch.no_grad():
         return (a.eval()(x).argmax(1) == b.eval()(x).argmax(1)).float().mean().item()
 
@@ -111,7 +113,9 @@ def test_same_seed_same_numbers(digits):
     for seed in (3, 3, 4):
         model = _model()
         losses = []
-        res = train(model, small, Budget(steps=4), NORM, batch_size=32, seed=seed, progress=lambda s: losses.append(s.loss))
+        res = train(
+            model, small, Budget(steps=4), NORM, batch_size=32, seed=seed, progress=lambda s: losses.append(s.loss)
+        )
         runs.append((losses, res.val.loss, model.linear.weight.detach().clone()))
     assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1] and torch.equal(runs[0][2], runs[1][2])
     assert runs[0][0] != runs[2][0]
@@ -146,7 +150,9 @@ def test_evaluate_top5_for_many_classes():
     res = evaluate(model, split, NORM, batch_size=16)
     assert res.n == 40 and res.top5 is not None and res.top5 >= res.top1 and res.loss > 0
     # Against a direct computation.
-    x = (split.images.float() / 255 - torch.tensor(NORM.mean).view(1, 3, 1, 1)) / torch.tensor(NORM.std).view(1, 3, 1, 1)
+    x = (split.images.float() / 255 - torch.tensor(NORM.mean).view(1, 3, 1, 1)) / torch.tensor(NORM.std).view(
+        1, 3, 1, 1
+    )
     with torch.no_grad():
         logits = model.eval()(x)
     assert res.top1 == pytest.approx((logits.argmax(1) == split.labels).float().mean().item())

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import sys
-from pathlib import Path
 
 import pytest
 
-from hybridprune.evaluators.agent import (TrtexecBackend, TrtexecParseError, parse_trtexec_output,
-                                          trt_version_string)
+from hybridprune.evaluators.agent import TrtexecBackend, TrtexecParseError, parse_trtexec_output, trt_version_string
 from hybridprune.evaluators.timing import Protocol
+
+from helpers import fake_trtexec
 
 EXPECTED = {
     "trt8201_jetson_best.txt": {
@@ -141,8 +140,6 @@ def test_trtexec_backend_reports_failure(tmp_path):
 
 def test_crashed_build_leaves_no_engine_and_is_retryable(tmp_path, trtexec_fixtures):
     from hybridprune.evaluators.agent import TrtexecCrashed
-    from tests.test_agent_hardening import fake_trtexec
-
     exe, log = fake_trtexec(tmp_path, trtexec_fixtures, "crash")  # dies after writing half an engine
     workdir = tmp_path / "work"
     workdir.mkdir()
@@ -155,8 +152,6 @@ def test_crashed_build_leaves_no_engine_and_is_retryable(tmp_path, trtexec_fixtu
 
 
 def test_cached_engine_that_fails_to_load_is_rebuilt_once(tmp_path, trtexec_fixtures):
-    from tests.test_agent_hardening import fake_trtexec
-
     exe, log = fake_trtexec(tmp_path, trtexec_fixtures, "ok")
     workdir = tmp_path / "work"
     workdir.mkdir()

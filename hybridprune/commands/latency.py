@@ -122,7 +122,7 @@ def _load(model: Path, input_size: str | None) -> tuple[object, tuple[int, ...]]
         raise CheckpointError(f"model file {model} does not exist")
     if model.suffix == ".onnx":
         return model, shape or (3, 32, 32)
-    from hybridprune.models import load_checkpoint
+    from hybridprune.checkpoints import load_checkpoint
 
     loaded = load_checkpoint(model)
     return loaded.model, shape or tuple(loaded.input_size)

@@ -14,8 +14,9 @@ import typer
 
 def _load(model: Optional[str], checkpoint: Optional[Path]):
     """(model, name, kwargs, normalization, input_size, record, metrics) from a file or the registry."""
+    from hybridprune.checkpoints import load_checkpoint
     from hybridprune.errors import ConfigError
-    from hybridprune.models import create_model, get_model_spec, load_checkpoint
+    from hybridprune.models import create_model, get_model_spec
 
     if checkpoint is not None:
         ck = load_checkpoint(checkpoint, model_name=model)
@@ -71,18 +72,34 @@ def _blocks(arch: dict[str, Any]) -> str:
 
 
 def prune(
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint to prune (hybridprune or classic .th)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name, path/to/file.py:callable or package.module:callable (inferred from classic files; needed for a plain state_dict)."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", "-c", help="Checkpoint to prune (hybridprune or classic .th)."
+    ),
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Registry name, path/to/file.py:callable or package.module:callable "
+        "(inferred from classic files; needed for a plain state_dict).",
+    ),
     ratio: float = typer.Option(0.0, "--ratio", help="Fraction of channels to remove, in [0, 1)."),
     blocks: int = typer.Option(0, "--blocks", help="Number of residual blocks to remove."),
-    criterion: str = typer.Option("weight_magnitude", "--criterion", help="Channel/block criterion, e.g. weight_magnitude, taylor_feature_map (an unknown name lists all)."),
-    criterion_option: list[str] = typer.Option([], "--criterion-option", help="KEY=VALUE criterion option, e.g. p=2 (L2)."),
+    criterion: str = typer.Option(
+        "weight_magnitude",
+        "--criterion",
+        help="Channel/block criterion, e.g. weight_magnitude, taylor_feature_map (an unknown name lists all).",
+    ),
+    criterion_option: list[str] = typer.Option(
+        [], "--criterion-option", help="KEY=VALUE criterion option, e.g. p=2 (L2)."
+    ),
     order: str = typer.Option("channel_first", "--order", help="channel_first or layer_first."),
     scope: str = typer.Option("internal", "--scope", help="internal (inside blocks) or all (residual stream too)."),
     allocation: str = typer.Option("uniform", "--allocation", help="uniform or global."),
     round_to: int = typer.Option(1, "--round-to", help="Round kept channels to a multiple of this."),
     seed: int = typer.Option(0, "--seed", help="Seed (random criterion, calibration sample)."),
-    calib_dir: Optional[Path] = typer.Option(None, "--calib-dir", help="Calibration images (image_folder tree) for data-driven criteria."),
+    calib_dir: Optional[Path] = typer.Option(
+        None, "--calib-dir", help="Calibration images (image_folder tree) for data-driven criteria."
+    ),
     calib_dataset: str = typer.Option("image_folder", "--calib-dataset", help="Dataset format of --calib-dir."),
     calib_batches: int = typer.Option(4, "--calib-batches", help="Calibration batches."),
     calib_batch_size: int = typer.Option(64, "--calib-batch-size", help="Calibration batch size."),
@@ -94,10 +111,10 @@ def prune(
     from rich.table import Table
     from rich.text import Text
 
+    from hybridprune.checkpoints import save_checkpoint
     from hybridprune.cli import printable
     from hybridprune.errors import ConfigError
-    from hybridprune.evaluators.complexity import complexity, describe_architecture
-    from hybridprune.models import save_checkpoint
+    from hybridprune.models.complexity import complexity, describe_architecture
     from hybridprune.pruning import HybridConfig, prune_model
     from hybridprune.pruning.criteria import data_free_criteria
 
@@ -132,13 +149,15 @@ def prune(
     table.add_column("after", justify="right")
     table.add_column("change", justify="right")
     table.add_row("parameters", f"{before.params:,}", f"{after.params:,}", f"{after.params / before.params - 1:+.1%}")
-    table.add_row("MACs", f"{before.macs / 1e6:.2f}M", f"{after.macs / 1e6:.2f}M", f"{after.macs / before.macs - 1:+.1%}")
+    table.add_row(
+        "MACs", f"{before.macs / 1e6:.2f}M", f"{after.macs / 1e6:.2f}M", f"{after.macs / before.macs - 1:+.1%}"
+    )
     change = f"{-len(result.removed_blocks):+d}" if result.removed_blocks else "0"
     if arch0["stages"]:  # ResNets: per-stage summary
         table.add_row("residual blocks", _blocks(arch0), _blocks(arch1), change)
         table.add_row("widths (stream / internal)", _cell(_widths(arch0)), _cell(_widths(arch1)), "")
     else:
-        from hybridprune.pruning import removable_blocks
+        from hybridprune.models.blocks import removable_blocks
 
         table.add_row("removable residual blocks", str(len(removable_blocks(net, example))),
                       str(len(removable_blocks(result.model, example))), change)
@@ -188,7 +207,7 @@ def _blocks_table(model, input_size) -> Any:
     import torch
     from rich.table import Table
 
-    from hybridprune.pruning.blocks import find_blocks
+    from hybridprune.models.blocks import find_blocks
 
     blocks = find_blocks(model, torch.zeros(1, *input_size))
     table = Table(title=f"removable residual blocks: {len(blocks)}")
@@ -201,15 +220,22 @@ def _blocks_table(model, input_size) -> Any:
 
 def info(
     file: Optional[Path] = typer.Argument(None, help="A hybridprune checkpoint, classic .th or plain state_dict."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name or path/to/file.py:callable / package.module:callable (describes a fresh model without FILE; names the model of a plain state_dict)."),
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Registry name or path/to/file.py:callable / package.module:callable "
+        "(describes a fresh model without FILE; names the model of a plain state_dict).",
+    ),
 ) -> None:
     """Describe a checkpoint or model: classes, normalisation, pruning record, size, removable blocks, metrics."""
     from rich.console import Console
     from rich.table import Table
 
+    from hybridprune.checkpoints import load_checkpoint
     from hybridprune.errors import ConfigError
-    from hybridprune.evaluators.complexity import complexity, describe_architecture
-    from hybridprune.models import create_model, get_model_spec, load_checkpoint
+    from hybridprune.models import create_model, get_model_spec
+    from hybridprune.models.complexity import complexity, describe_architecture
     from hybridprune.pruning import PruningRecord
 
     if file is None and model is None:

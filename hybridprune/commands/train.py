@@ -13,7 +13,6 @@ from typing import Optional
 
 import typer
 
-
 DEFAULT_VAL_SIZE = 0.1
 DEFAULT_SEED = 0
 
@@ -46,8 +45,11 @@ def _resolve_split(saved: dict | None, path: Optional[Path], val_size: Optional[
                 DEFAULT_SEED if seed is None else seed)
     for flag, given, key in (("--val-size", val_size, "val_size"), ("--seed", seed, "seed")):
         if given is not None and given != saved[key]:
-            typer.echo(f"warning: {flag} {_val_size(given)} differs from the {key} {saved[key]} of the split checkpoint "
-                       f"{path} was trained with; the validation images may overlap its training images", err=True)
+            typer.echo(
+                f"warning: {flag} {_val_size(given)} differs from the {key} {saved[key]} of the split checkpoint "
+                f"{path} was trained with; the validation images may overlap its training images",
+                err=True,
+            )
     return (_val_size(saved["val_size"] if val_size is None else val_size), saved["seed"] if seed is None else seed)
 
 
@@ -68,8 +70,8 @@ def _check_classes(data, num_classes: int, source: str) -> None:
 
 def _load_teacher(path: Path, data, student_input: tuple, student_norm):
     """The teacher checkpoint as a module taking the student's normalised inputs (one-line errors on misfit)."""
+    from hybridprune.checkpoints import load_checkpoint
     from hybridprune.errors import DataError
-    from hybridprune.models import load_checkpoint
 
     tck = load_checkpoint(path)
     _check_classes(data, tck.num_classes, f"teacher {path}")  # the student's classes are the dataset's
@@ -120,12 +122,20 @@ def register(app: typer.Typer) -> None:
         data_dir: Optional[Path] = typer.Option(None, help="Dataset directory (not needed for digits)."),
         epochs: Optional[float] = typer.Option(None, help="Training epochs (fractions allowed)."),
         steps: Optional[int] = typer.Option(None, help="Training steps instead of epochs."),
-        lr: Optional[float] = typer.Option(None, help="Peak learning rate [default: 0.1 from scratch, 0.01 from a checkpoint]."),
+        lr: Optional[float] = typer.Option(
+            None, help="Peak learning rate [default: 0.1 from scratch, 0.01 from a checkpoint]."
+        ),
         batch_size: int = typer.Option(128, help="Batch size."),
-        seed: Optional[int] = typer.Option(None, help="Seed of the split, weights, shuffling and augmentation "
-                                           "[default: the checkpoint's split seed, else 0]."),
-        val_size: Optional[float] = typer.Option(None, help="Validation part of the training set: fraction < 1 or "
-                                                 "count [default: the checkpoint's split, else 0.1]."),
+        seed: Optional[int] = typer.Option(
+            None,
+            help="Seed of the split, weights, shuffling and augmentation "
+            "[default: the checkpoint's split seed, else 0].",
+        ),
+        val_size: Optional[float] = typer.Option(
+            None,
+            help="Validation part of the training set: fraction < 1 or "
+            "count [default: the checkpoint's split, else 0.1].",
+        ),
         cache_dir: Optional[Path] = typer.Option(None, help="Decoded-dataset cache directory."),
         image_size: Optional[int] = typer.Option(None, help="Resize images to this square size."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... [default: cuda if available]."),
@@ -136,8 +146,9 @@ def register(app: typer.Typer) -> None:
         import torch
         from rich.console import Console
 
+        from hybridprune.checkpoints import load_checkpoint, save_checkpoint
         from hybridprune.errors import ConfigError
-        from hybridprune.models import create_model, get_model_spec, load_checkpoint, save_checkpoint
+        from hybridprune.models import create_model, get_model_spec
         from hybridprune.training import Budget, evaluate, finetune, resolve_precision, seed_everything, train
 
         prec = resolve_precision(precision, device)
@@ -170,7 +181,9 @@ def register(app: typer.Typer) -> None:
                     return  # reading loss/accuracy waits for the device; every 10th step is enough for a bar
                 stats = f"loss {s.loss:.3f}  acc {s.accuracy:.1%}  {s.images_per_second:.0f} img/s"
                 progress.update(task, stats=stats)
-                if not console.is_terminal and (s.step % max(10, s.total_steps // 200 * 10) == 0 or s.step == s.total_steps):
+                if not console.is_terminal and (
+                    s.step % max(10, s.total_steps // 200 * 10) == 0 or s.step == s.total_steps
+                ):
                     console.print(f"step {s.step}/{s.total_steps}  {stats}")  # a log file gets lines, not a bar
 
             result = fit(net, data, budget, norm, batch_size=batch_size, seed=seed, device=device, compile=compile,
@@ -198,17 +211,22 @@ def register(app: typer.Typer) -> None:
         data_dir: Optional[Path] = typer.Option(None, help="Dataset directory (not needed for digits)."),
         split: str = typer.Option("test", help="test or val."),
         batch_size: int = typer.Option(256, help="Batch size."),
-        seed: Optional[int] = typer.Option(None, help="Seed of the validation split [default: the checkpoint's, else 0]."),
-        val_size: Optional[float] = typer.Option(None, help="Validation part of the training set: fraction < 1 or "
-                                                 "count [default: the checkpoint's split, else 0.1]."),
+        seed: Optional[int] = typer.Option(
+            None, help="Seed of the validation split [default: the checkpoint's, else 0]."
+        ),
+        val_size: Optional[float] = typer.Option(
+            None,
+            help="Validation part of the training set: fraction < 1 or "
+            "count [default: the checkpoint's split, else 0.1].",
+        ),
         cache_dir: Optional[Path] = typer.Option(None, help="Decoded-dataset cache directory."),
         image_size: Optional[int] = typer.Option(None, help="Resize images to this square size."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda ... [default: cuda if available]."),
         precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it natively), bf16 or fp32."),
     ) -> None:
         """Report top-1 (and top-5) accuracy of a checkpoint on a dataset split."""
+        from hybridprune.checkpoints import load_checkpoint
         from hybridprune.errors import ConfigError
-        from hybridprune.models import load_checkpoint
         from hybridprune.training import evaluate, resolve_precision
 
         prec = resolve_precision(precision, device)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hybridprune.data.formats import FORMATS, RawDataset, get_format, stratified_split
+from hybridprune.data.readers import FORMATS, RawDataset, get_format
+from hybridprune.data.splits import stratified_split
 from hybridprune.errors import ConfigError, DataError
 from hybridprune.io import atomic_path
 
@@ -28,7 +29,9 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise DataError(f"split images must be uint8 [N, C, H, W], got {self.images.dtype} {list(self.images.shape)}")
+            raise DataError(
+                f"split images must be uint8 [N, C, H, W], got {self.images.dtype} {list(self.images.shape)}"
+            )
         if self.labels.shape != (self.images.shape[0],):
             raise DataError(f"split has {self.images.shape[0]} images but labels of shape {list(self.labels.shape)}")
 

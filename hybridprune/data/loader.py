@@ -36,7 +36,11 @@ def augment_batch(images: torch.Tensor, pad: int = 4, generator: torch.Generator
     # Crop and flip are one gather: a flipped image reads its crop's columns right to left. A flat
     # gather is several times faster than 4-D advanced indexing on CPU.
     cols = torch.where(flip[:, None], ar_w.flip(0)[None, :], ar_w[None, :]) + shift[1, :, None]
-    flat = torch.arange(c, device=dev)[None, :, None, None] * (hp * wp) + rows[:, None, :, None] * wp + cols[:, None, None, :]
+    flat = (
+        torch.arange(c, device=dev)[None, :, None, None] * (hp * wp)
+        + rows[:, None, :, None] * wp
+        + cols[:, None, None, :]
+    )
     return padded.reshape(n, -1).gather(1, flat.view(n, -1)).view(n, c, h, w)
 
 
@@ -75,9 +79,19 @@ class DeviceLoader:
         ConfigError: for a bad batch size. DataError: for an empty split.
     """
 
-    def __init__(self, split: Split, batch_size: int, normalization: Normalization, *, device: str | torch.device = "cpu",
-                 train: bool = False, seed: int = 0, drop_last: bool = False, channels_last: bool = False,
-                 pad: int = 4) -> None:
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        normalization: Normalization,
+        *,
+        device: str | torch.device = "cpu",
+        train: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        channels_last: bool = False,
+        pad: int = 4,
+    ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         if len(split) == 0:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from hybridprune.errors import ConfigError, LatencyError
 from hybridprune.evaluators.export import DEFAULT_OPSET, check_opset
-from hybridprune.evaluators.timing import PRECISIONS, Protocol
+from hybridprune.evaluators.timing import Protocol
 from hybridprune.registry import Registry
 
 LATENCY_BACKENDS: Registry[type["BaseLatencyBackend"]] = Registry("latency backend")
@@ -224,7 +223,3 @@ def is_onnx_path(model: Any) -> bool:
     """Whether ``model`` names an ONNX file rather than being a module."""
     return isinstance(model, (str, Path))
 
-
-def host_versions(**more: str) -> dict[str, str]:
-    """Python version plus the given library versions."""
-    return {"python": platform.python_version(), **more}

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from hybridprune.errors import ConfigError, LatencyError
+from hybridprune.errors import ConfigError, LatencyError, first_line
 from hybridprune.io import atomic_path
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[in
                                   input_names=["input"], output_names=["output"],
                                   do_constant_folding=True)
         except Exception as exc:
-            raise LatencyError(f"ONNX export failed: {str(exc).splitlines()[0]}") from exc
+            raise LatencyError(f"ONNX export failed: {first_line(exc)}") from exc
         if check:
             _check(net, tmp, example, rtol, atol)
     return path
@@ -97,7 +97,7 @@ def _check(net: nn.Module, path: Path, example: torch.Tensor, rtol: float, atol:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:
-        raise LatencyError(f"exported ONNX failed onnx.checker: {str(exc).splitlines()[0]}") from exc
+        raise LatencyError(f"exported ONNX failed onnx.checker: {first_line(exc)}") from exc
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

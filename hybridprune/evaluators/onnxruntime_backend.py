@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators.timing import AgentError, OnnxRuntimeBackend, device_description
 from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult
+from hybridprune.evaluators.timing import AgentError, OnnxRuntimeBackend, device_description
 
 
 @LATENCY_BACKENDS.register()

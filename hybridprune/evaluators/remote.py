@@ -11,8 +11,8 @@ import urllib.request
 from typing import Any
 
 from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators.timing import PRECISIONS
 from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult
+from hybridprune.evaluators.timing import PRECISIONS
 
 
 @LATENCY_BACKENDS.register()

@@ -11,8 +11,8 @@ import platform
 from typing import Any
 
 from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators.timing import run_protocol
 from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult
+from hybridprune.evaluators.timing import run_protocol
 from hybridprune.registry import lazy_import
 
 

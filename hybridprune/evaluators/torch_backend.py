@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators.timing import device_description, run_protocol
 from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult
+from hybridprune.evaluators.timing import device_description, run_protocol
 
 
 @LATENCY_BACKENDS.register()

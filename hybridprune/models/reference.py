@@ -124,7 +124,11 @@ def load_factory(name: str) -> Callable[..., Any]:
             callable (the message lists the callables it has).
     """
     target, attr = split_reference(name)
-    module = _import_file(Path(canonical_reference(name).rpartition(":")[0])) if is_file_reference(name) else _import_module(target)
+    module = (
+        _import_file(Path(canonical_reference(name).rpartition(":")[0]))
+        if is_file_reference(name)
+        else _import_module(target)
+    )
     obj: Any = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)

@@ -152,7 +152,9 @@ def get_model_spec(name: str) -> ModelSpec:
     try:
         return MODELS.get(name)
     except UnknownNameError as exc:
-        raise UnknownNameError(f"{exc}; or a factory reference path/to/file.py:callable or package.module:callable") from None
+        raise UnknownNameError(
+            f"{exc}; or a factory reference path/to/file.py:callable or package.module:callable"
+        ) from None
 
 
 def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:

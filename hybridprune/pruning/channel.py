@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from hybridprune.pruning.criteria.base import BaseCriterion, ScoredLayer
 from hybridprune.models.resnet_cifar import ZeroPadShortcut
+from hybridprune.pruning.criteria.base import BaseCriterion, ScoredLayer
 from hybridprune.pruning.graph import ChannelTracker, all_groups, build_graph, is_depthwise
 
 
@@ -52,7 +52,9 @@ def output_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Mod
     return heads
 
 
-def channel_groups(model: nn.Module, graph: tp.DependencyGraph, ignored: list[nn.Module], scope: str) -> list[ChannelGroup]:
+def channel_groups(
+    model: nn.Module, graph: tp.DependencyGraph, ignored: list[nn.Module], scope: str
+) -> list[ChannelGroup]:
     """Prunable groups of ``model`` for ``scope`` (``internal`` or ``all``).
 
     Args:
@@ -76,7 +78,9 @@ def channel_groups(model: nn.Module, graph: tp.DependencyGraph, ignored: list[nn
                     (o.module for o in node.outputs if isinstance(o.module, nn.modules.batchnorm._BatchNorm)), None
                 )
                 producers.append(ScoredLayer(names[m], m, norm))
-        independent = [m for m in outs if isinstance(m, (nn.Conv2d, nn.Linear, ZeroPadShortcut)) and not is_depthwise(m)]
+        independent = [
+            m for m in outs if isinstance(m, (nn.Conv2d, nn.Linear, ZeroPadShortcut)) and not is_depthwise(m)
+        ]
         internal = len(independent) == 1
         if not producers or (scope == "internal" and not internal):
             continue
@@ -122,7 +126,8 @@ def allocate(scores: list[torch.Tensor], ratio: float, allocation: str, round_to
         keeps = [n - int(math.floor(ratio * n + 1e-9)) for n in sizes]
     else:
         flat = sorted(
-            ((float(s[i]), gi, i) for gi, s in enumerate(scores) for i in range(len(s))), key=lambda t: (t[0], t[1], t[2])
+            ((float(s[i]), gi, i) for gi, s in enumerate(scores) for i in range(len(s))),
+            key=lambda t: (t[0], t[1], t[2]),
         )
         budget = int(math.floor(ratio * sum(sizes) + 1e-9))
         pruned = [0] * len(sizes)

@@ -68,7 +68,12 @@ class PruningRecord:
             isinstance(v, dict) and all(isinstance(x, list) for x in v.values()) for v in channels.values()
         ):
             raise CheckpointError("pruning record: channels must map layer names to {'out'/'in': [indices]}")
-        return cls(list(blocks), {k: {dd: list(x) for dd, x in v.items()} for k, v in channels.items()}, d.get("config"), d.get("base_model"))
+        return cls(
+            list(blocks),
+            {k: {dd: list(x) for dd, x in v.items()} for k, v in channels.items()},
+            d.get("config"),
+            d.get("base_model"),
+        )
 
     def summary(self) -> str:
         """One line: removed blocks and number of layers with pruned channels."""
@@ -105,7 +110,8 @@ def _index(kept: list[int], n: int, name: str, dim: str) -> torch.Tensor:
         or kept[-1] >= n
     ):
         raise CheckpointError(
-            f"pruning record does not fit the model: {name}.{dim} must be increasing indices in [0, {n}), got {kept[:8]}"
+            f"pruning record does not fit the model: {name}.{dim} must be increasing indices in [0, {n}), "
+            f"got {kept[:8]}"
         )
     return torch.tensor(kept, dtype=torch.long)
 
@@ -155,7 +161,9 @@ def _apply_layer(name: str, m: nn.Module, dims: dict[str, list[int]]) -> None:
     elif isinstance(m, nn.Conv2d):
         if is_depthwise(m) or m.groups > 1:
             if not is_depthwise(m) or (out is not None and inp is not None and not torch.equal(out, inp)):
-                raise CheckpointError(f"pruning record: grouped conv {name} can only be pruned as depthwise (in == out)")
+                raise CheckpointError(
+                    f"pruning record: grouped conv {name} can only be pruned as depthwise (in == out)"
+                )
             idx = out if out is not None else inp
             _slice_param(m, "weight", idx, 0)
             _slice_param(m, "bias", idx, 0)
@@ -199,7 +207,9 @@ def apply_record(model: nn.Module, record: dict[str, Any] | PruningRecord) -> nn
     return model
 
 
-def record_channels(model: nn.Module, kept: dict[str, dict[str, list[int]]], removed_blocks: list[str]) -> dict[str, dict[str, list[int]]]:
+def record_channels(
+    model: nn.Module, kept: dict[str, dict[str, list[int]]], removed_blocks: list[str]
+) -> dict[str, dict[str, list[int]]]:
     """Record entries for a pruned model: kept indices, minus layers in removed blocks, plus routing."""
     gone = tuple(b + "." for b in removed_blocks)
     modules = dict(model.named_modules())

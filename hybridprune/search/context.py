@@ -61,7 +61,12 @@ class TrialContext:
             from hybridprune.data import calibration_batches
 
             self._calib = calibration_batches(
-                self.data.train, self.normalization, n_batches, batch_size=64, seed=self.cfg.study.seed, device=self.device
+                self.data.train,
+                self.normalization,
+                n_batches,
+                batch_size=64,
+                seed=self.cfg.study.seed,
+                device=self.device,
             )
         return self._calib[:n_batches]
 
@@ -156,7 +161,8 @@ def load_baseline(cfg: StudyConfig, data: Any, *, train_if_missing: bool = True)
     Raises:
         CheckpointError: unreadable checkpoint. ConfigError: class-count mismatch.
     """
-    from hybridprune.models import create_model, get_model_spec, load_checkpoint, save_checkpoint
+    from hybridprune.checkpoints import load_checkpoint, save_checkpoint
+    from hybridprune.models import create_model, get_model_spec
 
     def check(model: Any, where: str) -> None:
         n = int(model.hp_model_kwargs.get("num_classes", -1)) if hasattr(model, "hp_model_kwargs") else -1
@@ -212,7 +218,8 @@ def _baseline_progress(every_s: float = 10.0):
 
 def build_space(cfg: StudyConfig, model: torch.nn.Module) -> Any:
     """The study's search space for ``model`` (bounds checked against its removable blocks)."""
-    from hybridprune.pruning import list_criteria, removable_blocks
+    from hybridprune.models.blocks import removable_blocks
+    from hybridprune.pruning import list_criteria
     from hybridprune.spaces import get_space
 
     options = {k: v for k, v in cfg.space.items() if k != "kind"}

@@ -84,13 +84,24 @@ def plot_png(study: Any, path: str | Path, title: str = "") -> Path:
     bad = [r for r in rows if not r.feasible]
     ax.scatter([r.latency_ms for r in ok], [100 * r.accuracy for r in ok], c="tab:blue", s=20, label="trials")
     if bad:
-        ax.scatter([r.latency_ms for r in bad], [100 * r.accuracy for r in bad], c="lightgray", s=20, label="infeasible")
-    ax.plot([r.latency_ms for r in front], [100 * r.accuracy for r in front], "-o", c="tab:red", ms=5, label="Pareto front")
+        ax.scatter(
+            [r.latency_ms for r in bad], [100 * r.accuracy for r in bad], c="lightgray", s=20, label="infeasible"
+        )
+    ax.plot(
+        [r.latency_ms for r in front], [100 * r.accuracy for r in front], "-o", c="tab:red", ms=5, label="Pareto front"
+    )
     for kind, marker in (("baseline", "*"), ("paper", "s")):
         ref = [r for r in rows if r.reference == kind]
         if ref:
-            ax.scatter([r.latency_ms for r in ref], [100 * r.accuracy for r in ref], marker=marker, s=110,
-                       facecolors="none", edgecolors="black", label=f"{kind} setting" if kind == "paper" else "unpruned baseline")
+            ax.scatter(
+                [r.latency_ms for r in ref],
+                [100 * r.accuracy for r in ref],
+                marker=marker,
+                s=110,
+                facecolors="none",
+                edgecolors="black",
+                label=f"{kind} setting" if kind == "paper" else "unpruned baseline",
+            )
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title or study.study_name)
@@ -118,15 +129,25 @@ def plot_html(study: Any, path: str | Path, title: str = "") -> Path:
     for name, sel, style in (
         ("trials", [r for r in rows if r.feasible], dict(color="royalblue", size=7)),
         ("infeasible", [r for r in rows if not r.feasible], dict(color="lightgray", size=7)),
-        ("unpruned baseline", [r for r in rows if r.reference == "baseline"], dict(symbol="star", size=14, color="black")),
-        ("paper setting", [r for r in rows if r.reference == "paper"], dict(symbol="square-open", size=12, color="black")),
+        (
+            "unpruned baseline",
+            [r for r in rows if r.reference == "baseline"],
+            dict(symbol="star", size=14, color="black"),
+        ),
+        (
+            "paper setting",
+            [r for r in rows if r.reference == "paper"],
+            dict(symbol="square-open", size=12, color="black"),
+        ),
     ):
         if sel:
             fig.add_trace(go.Scatter(x=[r.latency_ms for r in sel], y=[100 * r.accuracy for r in sel], mode="markers",
                                      name=name, marker=style, text=[text(r) for r in sel], hoverinfo="text+x+y"))
     fig.add_trace(go.Scatter(x=[r.latency_ms for r in front], y=[100 * r.accuracy for r in front], mode="lines+markers",
                              name="Pareto front", line=dict(color="crimson")))
-    fig.update_layout(title=title or study.study_name, xaxis_title="latency (ms)", yaxis_title="validation accuracy (%)")
+    fig.update_layout(
+        title=title or study.study_name, xaxis_title="latency (ms)", yaxis_title="validation accuracy (%)"
+    )
     with atomic_path(path, suffix=".html") as tmp:
         fig.write_html(str(tmp), include_plotlyjs=True)
     return Path(path)

@@ -61,7 +61,11 @@ def choose(study: Any, max_latency_ms: float, min_accuracy: float | None = None)
         NoFeasibleTrial: when none qualifies (message lists the closest trials).
     """
     trials = [t for t in completed(study) if t.user_attrs.get(T.ARTIFACTS) and T.counts_towards_target(t)]
-    ok = [t for t in trials if T.latency_ms(t) <= max_latency_ms and (min_accuracy is None or T.accuracy(t) >= min_accuracy)]
+    ok = [
+        t
+        for t in trials
+        if T.latency_ms(t) <= max_latency_ms and (min_accuracy is None or T.accuracy(t) >= min_accuracy)
+    ]
     if ok:
         return min(ok, key=lambda t: (-T.accuracy(t), T.latency_ms(t), t.number))
     if not trials:
@@ -124,17 +128,22 @@ def export_trial(study: Any, trial: Any, artifact_dir: str | Path, out: str | Pa
 def _report(study: Any, trial: Any, row: Row) -> str:
     lat = trial.user_attrs.get(T.LATENCY_RESULT, {})
     before = trial.user_attrs.get(T.ACCURACY_BEFORE)
-    return "\n".join([
-        f"# {study.study_name}: trial {trial.number}",
-        "",
-        f"- validation accuracy: {100 * row.accuracy:.2f}% after {trial.user_attrs.get(T.FIDELITY_STEPS, '?')} "
-        f"fine-tune steps" + (f" ({100 * float(before):.2f}% before fine-tuning)" if before is not None else ""),
-        f"- latency: {row.latency_ms:.3f} ms ({lat.get('backend', '?')} on {lat.get('device', '?')}, "
-        f"batch {lat.get('batch_size', '?')}, {lat.get('precision', '?')})",
-        f"- params: {row.params:,}  MACs: {row.macs:,}" if row.params is not None and row.macs is not None else "- params: -",
-        f"- pruning: channel ratio {row.channel_ratio}, {row.pruned_blocks} blocks removed "
-        f"({', '.join(trial.user_attrs.get(T.REMOVED_BLOCKS) or []) or 'none'}), criterion {row.criterion}, order {row.order}",
-        "",
-        "Files: model.pt (load with hybridprune.models.load_checkpoint), model.onnx, record.json.",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# {study.study_name}: trial {trial.number}",
+            "",
+            f"- validation accuracy: {100 * row.accuracy:.2f}% after {trial.user_attrs.get(T.FIDELITY_STEPS, '?')} "
+            f"fine-tune steps" + (f" ({100 * float(before):.2f}% before fine-tuning)" if before is not None else ""),
+            f"- latency: {row.latency_ms:.3f} ms ({lat.get('backend', '?')} on {lat.get('device', '?')}, "
+            f"batch {lat.get('batch_size', '?')}, {lat.get('precision', '?')})",
+            f"- params: {row.params:,}  MACs: {row.macs:,}"
+            if row.params is not None and row.macs is not None
+            else "- params: -",
+            f"- pruning: channel ratio {row.channel_ratio}, {row.pruned_blocks} blocks removed "
+            f"({', '.join(trial.user_attrs.get(T.REMOVED_BLOCKS) or []) or 'none'}), "
+            f"criterion {row.criterion}, order {row.order}",
+            "",
+            "Files: model.pt (load with hybridprune.checkpoints.load_checkpoint), model.onnx, record.json.",
+            "",
+        ]
+    )

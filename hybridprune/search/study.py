@@ -82,7 +82,9 @@ def open_study(cfg: StudyConfig, storage: Any = None, *, create: bool = True, sa
                           f"{names}; use another study.name or storage")
     if worker is not None:
         start = len(study.get_trials(deepcopy=False))
-        study.sampler = get_sampler(cfg.sampler, seed=worker_seed(cfg.study.seed, worker, start), n_trials=cfg.study.trials)
+        study.sampler = get_sampler(
+            cfg.sampler, seed=worker_seed(cfg.study.seed, worker, start), n_trials=cfg.study.trials
+        )
     return study
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from hybridprune.spaces.base import BaseSpace, Choice, Fixed, FloatRange, IntRange, parse_param
-from hybridprune.spaces.registry import SPACES
 from hybridprune.spaces import compound as _compound  # noqa: F401  (registers "compound")
 from hybridprune.spaces import hybrid as _hybrid  # noqa: F401  (registers "hybrid")
+from hybridprune.spaces.base import BaseSpace, Choice, Fixed, FloatRange, IntRange, parse_param
+from hybridprune.spaces.registry import SPACES
 
 
 def list_spaces() -> list[str]:
@@ -46,4 +46,14 @@ def get_space(
     return SPACES.get(kind)(options or {}, removable_blocks=removable_blocks, criteria=criteria, fixed=fixed)
 
 
-__all__ = ["BaseSpace", "Choice", "Fixed", "FloatRange", "IntRange", "SPACES", "get_space", "list_spaces", "parse_param"]
+__all__ = [
+    "BaseSpace",
+    "Choice",
+    "Fixed",
+    "FloatRange",
+    "IntRange",
+    "SPACES",
+    "get_space",
+    "list_spaces",
+    "parse_param",
+]

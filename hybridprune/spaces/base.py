@@ -82,6 +82,35 @@ class Fixed:
 Param = FloatRange | IntRange | Choice | Fixed
 
 
+# Channel ratio of the paper's configurations, which every space offers as a labelled reference.
+PAPER_CHANNEL_RATIO = 0.3
+
+
+def pruning_orders() -> tuple[str, ...]:
+    """The pruner's orders (``channel_first``, ``layer_first``), defined once in
+    :mod:`hybridprune.pruning.config`; imported on use so that importing the spaces needs no torch."""
+    from hybridprune.pruning.config import ORDERS
+
+    return ORDERS
+
+
+def make_config(channel_ratio: float, pruned_blocks: int, criterion: str, order: str, fixed: Mapping[str, Any]):
+    """Build the pruner's frozen ``HybridConfig`` (the one place every space goes through).
+
+    Raises:
+        ConfigError / UnknownNameError: from ``HybridConfig`` validation.
+    """
+    from hybridprune.pruning import HybridConfig
+
+    return HybridConfig(
+        channel_ratio=round(float(channel_ratio), 6),
+        pruned_blocks=int(pruned_blocks),
+        criterion=str(criterion),
+        order=str(order),
+        **dict(fixed),
+    )
+
+
 def _number(value: Any, key: str, kind: type) -> float | int:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is int:

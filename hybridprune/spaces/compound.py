@@ -12,8 +12,17 @@ import math
 from typing import Any, Mapping
 
 from hybridprune.errors import ConfigError
-from hybridprune.spaces.base import BaseSpace, Choice, Fixed, FloatRange, Param, parse_param
-from hybridprune.spaces.hybrid import ORDERS, PAPER_CHANNEL_RATIO, make_config
+from hybridprune.spaces.base import (
+    PAPER_CHANNEL_RATIO,
+    BaseSpace,
+    Choice,
+    Fixed,
+    FloatRange,
+    Param,
+    make_config,
+    parse_param,
+    pruning_orders,
+)
 from hybridprune.spaces.registry import SPACES
 
 MAX_CHANNEL_RATIO = 0.95
@@ -37,9 +46,15 @@ class CompoundSpace(BaseSpace):
                 raise ConfigError(f"space.{key} must be a number > 1, got {value!r}")
             setattr(self, key, float(value))
         return {
-            "phi": parse_param(options.get("phi", {"low": 0.0, "high": 4.0, "step": 0.25}), "space.phi", float, bounds=(0.0, 50.0)),
-            "criterion": parse_param(options.get("criterion", list(self.criteria)), "space.criterion", str, choices=self.criteria),
-            "order": parse_param(options.get("order", "channel_first"), "space.order", str, choices=list(ORDERS)),
+            "phi": parse_param(
+                options.get("phi", {"low": 0.0, "high": 4.0, "step": 0.25}), "space.phi", float, bounds=(0.0, 50.0)
+            ),
+            "criterion": parse_param(
+                options.get("criterion", list(self.criteria)), "space.criterion", str, choices=self.criteria
+            ),
+            "order": parse_param(
+                options.get("order", "channel_first"), "space.order", str, choices=list(pruning_orders())
+            ),
         }
 
     def scale(self, phi: float) -> tuple[float, int]:

@@ -5,29 +5,19 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from hybridprune.errors import ConfigError
-from hybridprune.spaces.base import BaseSpace, Choice, Fixed, Param, parse_param
+from hybridprune.spaces.base import (
+    PAPER_CHANNEL_RATIO,
+    BaseSpace,
+    Choice,
+    Fixed,
+    Param,
+    make_config,
+    parse_param,
+    pruning_orders,
+)
 from hybridprune.spaces.registry import SPACES
 
-ORDERS = ("channel_first", "layer_first")
-PAPER_CHANNEL_RATIO = 0.3
 PAPER_BLOCKS = (1, 2)
-
-
-def make_config(channel_ratio: float, pruned_blocks: int, criterion: str, order: str, fixed: Mapping[str, Any]):
-    """Build the pruner's frozen ``HybridConfig`` (the one place both spaces go through).
-
-    Raises:
-        ConfigError / UnknownNameError: from ``HybridConfig`` validation.
-    """
-    from hybridprune.pruning import HybridConfig
-
-    return HybridConfig(
-        channel_ratio=round(float(channel_ratio), 6),
-        pruned_blocks=int(pruned_blocks),
-        criterion=str(criterion),
-        order=str(order),
-        **dict(fixed),
-    )
 
 
 @SPACES.register()
@@ -47,6 +37,7 @@ class HybridSpace(BaseSpace):
 
     def _parse(self, options: dict[str, Any]) -> dict[str, Param]:
         n = self.removable_blocks
+        orders = list(pruning_orders())
         return {
             "channel_ratio": parse_param(
                 options.get("channel_ratio", {"low": 0.0, "high": 0.8, "step": 0.05}),
@@ -59,7 +50,7 @@ class HybridSpace(BaseSpace):
             "criterion": parse_param(
                 options.get("criterion", list(self.criteria)), "space.criterion", str, choices=self.criteria
             ),
-            "order": parse_param(options.get("order", list(ORDERS)), "space.order", str, choices=list(ORDERS)),
+            "order": parse_param(options.get("order", orders), "space.order", str, choices=orders),
         }
 
     def to_config(self, params: Mapping[str, Any]):
@@ -68,7 +59,9 @@ class HybridSpace(BaseSpace):
         if missing:
             raise ConfigError(f"hybrid space parameters missing: {missing}")
         value = {k: params.get(k, getattr(p, "value", None)) for k, p in self.params.items()}
-        return make_config(value["channel_ratio"], value["pruned_blocks"], value["criterion"], value["order"], self.fixed)
+        return make_config(
+            value["channel_ratio"], value["pruned_blocks"], value["criterion"], value["order"], self.fixed
+        )
 
     def _first(self, name: str) -> Any:
         p = self.params[name]
@@ -77,7 +70,9 @@ class HybridSpace(BaseSpace):
     def labelled_references(self) -> list[tuple[str, dict[str, Any]]]:
         """See :meth:`BaseSpace.labelled_references`."""
         criterion = self._first("criterion")
-        orders = list(self.params["order"].choices) if isinstance(self.params["order"], Choice) else [self._first("order")]
+        orders = (
+            list(self.params["order"].choices) if isinstance(self.params["order"], Choice) else [self._first("order")]
+        )
         raw = [("baseline", {"channel_ratio": 0.0, "pruned_blocks": 0, "criterion": criterion, "order": orders[0]})]
         for blocks in PAPER_BLOCKS:
             for order in orders:

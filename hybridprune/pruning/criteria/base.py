@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn as nn
@@ -39,9 +39,6 @@ class ScoredLayer:
         return self.norm if self.norm is not None else self.producer
 
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-
-
 class BaseCriterion(abc.ABC):
     """Scores output channels of layers; subclasses register in :data:`CRITERIA`.
 
@@ -61,7 +58,10 @@ class BaseCriterion(abc.ABC):
         self.opts = {**self.options, **options}
 
     def score(
-        self, model: nn.Module, layers: Sequence[ScoredLayer], calib: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self,
+        model: nn.Module,
+        layers: Sequence[ScoredLayer],
+        calib: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Score every output channel of ``layers``.
 

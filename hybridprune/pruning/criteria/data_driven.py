@@ -41,16 +41,16 @@ class TaylorWeight(BaseCriterion):
     data_driven = True
 
     def _score(self, model: nn.Module, layers: list[ScoredLayer], calib: list) -> dict[str, torch.Tensor]:
-        acc = {l.name: torch.zeros(l.producer.weight.shape[0], dtype=torch.float64) for l in layers}
+        acc = {layer.name: torch.zeros(layer.producer.weight.shape[0], dtype=torch.float64) for layer in layers}
         with _eval_mode(model), torch.enable_grad():
             for x, y in calib:
                 model.zero_grad(set_to_none=True)
                 _loss(model, x, y).backward()
-                for l in layers:
-                    w = l.producer.weight
+                for layer in layers:
+                    w = layer.producer.weight
                     if w.grad is None:
                         continue
-                    acc[l.name] += (w * w.grad).reshape(w.shape[0], -1).sum(1).abs().double().cpu()
+                    acc[layer.name] += (w * w.grad).reshape(w.shape[0], -1).sum(1).abs().double().cpu()
         return acc
 
 
@@ -74,7 +74,7 @@ class _FeatureMapCriterion(BaseCriterion):
                 maps[name] = out
             return hook
 
-        hooks = [l.feature_module.register_forward_hook(hook_for(l.name)) for l in layers]
+        hooks = [layer.feature_module.register_forward_hook(hook_for(layer.name)) for layer in layers]
         try:
             with _eval_mode(model), torch.set_grad_enabled(self.needs_grad):
                 for x, y in calib:
@@ -91,7 +91,7 @@ class _FeatureMapCriterion(BaseCriterion):
         finally:
             for h in hooks:
                 h.remove()
-        return {l.name: acc[l.name] / max(count, 1) for l in layers}
+        return {layer.name: acc[layer.name] / max(count, 1) for layer in layers}
 
 
 @register_criterion

@@ -22,7 +22,7 @@ class WeightMagnitude(BaseCriterion):
             raise ConfigError(f"weight_magnitude option p must be 1 or 2, got {self.opts['p']!r}")
 
     def _score(self, model: nn.Module, layers: list[ScoredLayer], calib: list) -> dict[str, torch.Tensor]:
-        return {l.name: producer_weight(l).norm(p=self.opts["p"], dim=1) for l in layers}
+        return {layer.name: producer_weight(layer).norm(p=self.opts["p"], dim=1) for layer in layers}
 
 
 @register_criterion
@@ -33,11 +33,11 @@ class BNScale(BaseCriterion):
 
     def _score(self, model: nn.Module, layers: list[ScoredLayer], calib: list) -> dict[str, torch.Tensor]:
         out = {}
-        for l in layers:
-            if l.norm is not None and getattr(l.norm, "weight", None) is not None:
-                out[l.name] = l.norm.weight.abs()
+        for layer in layers:
+            if layer.norm is not None and getattr(layer.norm, "weight", None) is not None:
+                out[layer.name] = layer.norm.weight.abs()
             else:
-                out[l.name] = producer_weight(l).abs().sum(dim=1)
+                out[layer.name] = producer_weight(layer).abs().sum(dim=1)
         return out
 
 
@@ -50,4 +50,4 @@ class RandomCriterion(BaseCriterion):
 
     def _score(self, model: nn.Module, layers: list[ScoredLayer], calib: list) -> dict[str, torch.Tensor]:
         gen = torch.Generator().manual_seed(int(self.opts["seed"]))
-        return {l.name: torch.rand(producer_weight(l).shape[0], generator=gen) for l in layers}
+        return {layer.name: torch.rand(producer_weight(layer).shape[0], generator=gen) for layer in layers}

@@ -14,6 +14,10 @@ through it. A plain ``torch.save(model.state_dict())`` file loads when the model
 
 Everything read from a file is validated before use: a malformed file is one
 :class:`~hybridprune.errors.CheckpointError` naming the file and the bad field, never a traceback.
+
+Layering: checkpoints sit above both :mod:`hybridprune.models` (architectures) and
+:mod:`hybridprune.pruning` (records), because loading a pruned model needs both; neither of those
+packages imports this module (``tests/test_layers.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from hybridprune.errors import CheckpointError, HybridPruneError, ModelReferenceError
+from hybridprune.errors import CheckpointError, HybridPruneError, ModelReferenceError, first_line
 from hybridprune.io import atomic_path
 from hybridprune.models.reference import canonical_reference, is_reference
 from hybridprune.models.registry import IMAGENET_MEAN, IMAGENET_STD, Normalization, create_model, get_model_spec
@@ -142,9 +146,8 @@ def _read(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({reason[:160]}); expected a hybridprune "
+            f"{path} is not a readable PyTorch checkpoint ({first_line(exc)[:160]}); expected a hybridprune "
             f"checkpoint or a classic CIFAR ResNet file saved with torch.save"
         ) from None
 
@@ -200,11 +203,13 @@ def _validate(raw: dict[str, Any], path: Path) -> dict[str, Any]:
             f"got {_short(size)}"
         )
     norm = raw["normalization"]
-    if (
-        not isinstance(norm, dict)
-        or not all(isinstance(norm.get(k), (list, tuple)) and norm[k] and all(_is_number(v) for v in norm[k]) for k in ("mean", "std"))
+    if not isinstance(norm, dict) or not all(
+        isinstance(norm.get(k), (list, tuple)) and norm[k] and all(_is_number(v) for v in norm[k])
+        for k in ("mean", "std")
     ):
-        raise CheckpointError(f"{path}: normalization must be {{'mean': [numbers], 'std': [numbers]}}, got {_short(norm)}")
+        raise CheckpointError(
+            f"{path}: normalization must be {{'mean': [numbers], 'std': [numbers]}}, got {_short(norm)}"
+        )
     try:
         normalization = Normalization.from_dict(norm)
     except HybridPruneError as exc:
@@ -264,7 +269,9 @@ def _infer_classic(state: dict[str, torch.Tensor], path: Path) -> tuple[str, dic
         return None
     linear = state["linear.weight"]
     if linear.dim() != 2:
-        raise CheckpointError(f"{path}: linear.weight must be a 2-D [classes, features] tensor, got shape {tuple(linear.shape)}")
+        raise CheckpointError(
+            f"{path}: linear.weight must be a 2-D [classes, features] tensor, got shape {tuple(linear.shape)}"
+        )
     n = max(first) + 1
     shortcut = "B" if any(".shortcut." in k for k in state) else "A"
     return f"resnet{6 * n + 2}", {"num_classes": _num_classes(int(linear.shape[0]), path), "shortcut": shortcut}
@@ -283,12 +290,13 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, na
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise CheckpointError(
-                f"{path} does not fit model {name}: {k} has shape {tuple(v.shape)}, the model needs {tuple(own[k].shape)}"
+                f"{path} does not fit model {name}: {k} has shape {tuple(v.shape)}, "
+                f"the model needs {tuple(own[k].shape)}"
             )
     try:
         model.load_state_dict(state, strict=True)
     except Exception as exc:  # e.g. a dtype that cannot be copied
-        raise CheckpointError(f"{path} does not fit model {name}: {str(exc).strip().splitlines()[0][:160]}") from None
+        raise CheckpointError(f"{path} does not fit model {name}: {first_line(exc)[:160]}") from None
 
 
 def _classifier_classes(model: nn.Module, state: dict[str, torch.Tensor]) -> int | None:
@@ -300,7 +308,9 @@ def _classifier_classes(model: nn.Module, state: dict[str, torch.Tensor]) -> int
     return int(w.shape[0]) if isinstance(w, torch.Tensor) and w.dim() >= 2 else None
 
 
-def _load_plain(path: Path, state: dict[str, torch.Tensor], name: str, normalization: Normalization | None) -> LoadedCheckpoint:
+def _load_plain(
+    path: Path, state: dict[str, torch.Tensor], name: str, normalization: Normalization | None
+) -> LoadedCheckpoint:
     """A plain ``torch.save(model.state_dict())`` file for a named model (registry or reference)."""
     spec = get_model_spec(name)
     model = _build(spec.name, {}, path)
@@ -355,14 +365,16 @@ def load_checkpoint(
         if f["input_size"]:
             model.hp_input_size = f["input_size"]  # the size block detection traces at
         if f["record"]:
-            from hybridprune.pruning.record import apply_record  # pruning depends on models, not back
+            from hybridprune.pruning.record import apply_record  # lazy: unpruned models need no torch-pruning
 
             try:
                 model = apply_record(model, f["record"])
             except HybridPruneError as exc:
                 raise CheckpointError(f"{path}: {exc}") from None
             except Exception as exc:
-                raise CheckpointError(f"{path}: pruning record cannot be applied: {type(exc).__name__}: {exc}") from None
+                raise CheckpointError(
+                    f"{path}: pruning record cannot be applied: {type(exc).__name__}: {exc}"
+                ) from None
         _load_state(model, f["state"], path, name)
         input_size = f["input_size"] or tuple(get_model_spec(name).input_size)
         model.hp_input_size = input_size
