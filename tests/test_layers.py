@@ -28,12 +28,7 @@ RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 PEERS = [LAYERS[0], {"commands", "cli"}]
 
 # (importing module, imported unit): upward imports kept on purpose, each with its reason.
-ALLOWED = {
-    # Lazy compatibility alias (module __getattr__) for importers of the old
-    # hybridprune.models.load_checkpoint/save_checkpoint: search/objective.py and user scripts
-    # following the exported README. Remove with the alias.
-    ("hybridprune.models", "checkpoints"),
-}
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def unit_of(module: str) -> str:

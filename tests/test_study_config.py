@@ -120,7 +120,7 @@ def test_shipped_studies_are_valid(name, tmp_path):
     cfg = load_study_config(path)
     assert cfg.study.trials >= 1 and cfg.objectives.names()[:2] == ["accuracy", "latency_ms"]
     if cfg.model.checkpoint:  # the space fits the real model
-        from hybridprune.models import load_checkpoint
+        from hybridprune.checkpoints import load_checkpoint
         from hybridprune.search.context import build_space
 
         space = build_space(cfg, load_checkpoint(cfg.model.checkpoint).model)

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from hybridprune.errors import HybridPruneError, TrainingDiverged
+from hybridprune.errors import HybridPruneError, TrainingDiverged, first_line
 from hybridprune.search import fidelity as F
 from hybridprune.search import trials as T
 from hybridprune.search.context import TrialContext, split_record
@@ -44,12 +44,6 @@ def constraint_values(cfg: Any, accuracy: float, latency_ms: float) -> dict[str,
     if cfg.constraints.min_accuracy is not None:
         out["accuracy"] = float(cfg.constraints.min_accuracy - accuracy)
     return out
-
-
-def first_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` (at most 500 characters)."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:500]
 
 
 def _prune(ctx: TrialContext, config: Any) -> tuple[torch.nn.Module, dict | None, list[str]]:
@@ -86,7 +80,7 @@ def run_trial(ctx: TrialContext, trial: Any, artifact_store: Any) -> list[float]
     try:
         return _run(ctx, trial, artifact_store)
     except TRIAL_ERRORS as exc:
-        reason = first_line(exc)
+        reason = f"{type(exc).__name__}: {first_line(exc)}"[:500]
         trial.set_user_attr(T.FAIL_REASON, reason)
         log.warning("trial %s failed: %s", trial.number, reason)
         raise
@@ -147,9 +141,9 @@ def _finetune(ctx: TrialContext, trial: Any, model: torch.nn.Module, latency_ms:
 
 
 def _run(ctx: TrialContext, trial: Any, store: Any) -> list[float]:
+    from hybridprune.checkpoints import save_checkpoint
     from hybridprune.evaluators import export_onnx
-    from hybridprune.evaluators.complexity import complexity, describe_architecture
-    from hybridprune.models import save_checkpoint
+    from hybridprune.models.complexity import complexity, describe_architecture
     from hybridprune.search.reuse import find_twin, reuse
     from hybridprune.training import evaluate
 
