@@ -17,12 +17,22 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hybridprune.errors import ConfigError, MissingDependencyError
+from hybridprune.search.storage import check_storage_url, check_writable, storage_file
 
 LATENCY_STATISTICS = ("median_ms", "mean_ms", "p90_ms", "p99_ms")
 EXTRA_OBJECTIVES = ("params", "macs")
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 PRECISIONS = ("auto", "bf16", "fp32")
 BACKENDS = ("local", "ray")
+
+# Upper bounds: far above any real study, low enough that nothing overflows or allocates without end
+MAX_TRIALS = 1_000_000
+MAX_WORKERS = 256
+MAX_SECONDS = 86_400  # heartbeat_interval / grace_period: one day (a huge one crashes Optuna's heartbeat thread)
+MAX_RETRY = 1_000
+MAX_BATCH = 4096
+MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_DEPTH = 32  # nesting of arrays / tables in a study file
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
@@ -39,9 +49,37 @@ def _load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"study file {path} does not exist")
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read study file {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"study file {path} is not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
+                          f"TOML files must be UTF-8") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"study file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"study file {path} nests arrays or tables too deeply; at most {MAX_DEPTH} levels "
+                          f"are allowed") from None
+    _check_depth(data, path)
+    return data
+
+
+def _check_depth(data: Any, path: Path) -> None:
+    """Refuse values nested more than :data:`MAX_DEPTH` levels (iteratively: no recursion limit)."""
+    stack = [(data, 0, "")]
+    while stack:
+        value, depth, key = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"study file {path}: {key or 'a value'} nests arrays or tables more than "
+                              f"{MAX_DEPTH} levels deep")
+        if isinstance(value, Mapping):
+            stack.extend((v, depth + 1, f"{key}.{k}" if key else str(k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1, f"{key}[{i}]") for i, v in enumerate(value))
 
 
 def _check_type(value: Any, hint: Any, key: str) -> Any:
@@ -108,6 +146,11 @@ def _positive(value: float | int | None, key: str, allow_zero: bool = False) -> 
         raise ConfigError(f"{key} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
+def _at_most(value: float | int | None, key: str, limit: float | int, why: str = "") -> None:
+    if value is not None and value > limit:
+        raise ConfigError(f"{key} must be at most {limit}{why}, got {value}")
+
+
 def _choice(value: str, key: str, allowed: tuple[str, ...] | list[str]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
@@ -137,6 +180,15 @@ class StudySection:
         _positive(self.grace_period, "study.grace_period")
         _positive(self.max_retry, "study.max_retry", allow_zero=True)
         _choice(self.backend, "study.backend", BACKENDS)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"study.seed must be in [0, {MAX_SEED}], got {self.seed}")
+        _at_most(self.trials, "study.trials", MAX_TRIALS)
+        _at_most(self.workers, "study.workers", MAX_WORKERS, " local worker processes")
+        _at_most(self.heartbeat_interval, "study.heartbeat_interval", MAX_SECONDS, " seconds (one day)")
+        _at_most(self.grace_period, "study.grace_period", MAX_SECONDS, " seconds (one day)")
+        _at_most(self.max_retry, "study.max_retry", MAX_RETRY)
+        if self.storage is not None:
+            check_storage_url(self.storage)
         if self.grace_period <= self.heartbeat_interval:
             raise ConfigError(
                 f"study.grace_period ({self.grace_period}) must exceed study.heartbeat_interval ({self.heartbeat_interval})"
@@ -185,6 +237,7 @@ class BaselineSection:
         _positive(self.epochs, "baseline.epochs")
         _positive(self.lr, "baseline.lr")
         _positive(self.batch_size, "baseline.batch_size")
+        _at_most(self.batch_size, "baseline.batch_size", MAX_BATCH)
 
 
 @dataclass(frozen=True)
@@ -217,6 +270,20 @@ class PruningSection:
     round_to: int | None = None
     calib_batches: int | None = None
     criterion_options: dict | None = None
+
+    def __post_init__(self) -> None:
+        from hybridprune.pruning.config import ALLOCATIONS, SCOPES
+
+        if self.scope is not None:
+            _choice(self.scope, "pruning.scope", SCOPES)
+        if self.allocation is not None:
+            _choice(self.allocation, "pruning.allocation", ALLOCATIONS)
+        for key in ("round_to", "calib_batches"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"pruning.{key} must be >= 1, got {value}")
+        _at_most(self.round_to, "pruning.round_to", MAX_BATCH)
+        _at_most(self.calib_batches, "pruning.calib_batches", MAX_BATCH)
 
     def fixed(self, seed: int) -> dict[str, Any]:
         """The HybridConfig fields this table fixes, plus the study seed."""
@@ -251,6 +318,7 @@ class FinetuneSection:
         _positive(self.steps, "finetune.steps")
         _positive(self.lr, "finetune.lr")
         _positive(self.batch_size, "finetune.batch_size")
+        _at_most(self.batch_size, "finetune.batch_size", MAX_BATCH)
 
 
 @dataclass(frozen=True)
@@ -310,8 +378,14 @@ class LatencySection:
     isolate: bool = True
 
     def __post_init__(self) -> None:
+        from hybridprune.evaluators.base import LATENCY_BACKENDS
+        from hybridprune.evaluators.registry import list_latency_backends
+
         _choice(self.statistic, "latency.statistic", LATENCY_STATISTICS)
         _positive(self.batch_size, "latency.batch_size")
+        _at_most(self.batch_size, "latency.batch_size", MAX_BATCH)
+        _choice(self.backend, "latency.backend", list_latency_backends())
+        _choice(self.precision, f"latency.precision (backend {self.backend})", LATENCY_BACKENDS.get(self.backend).precisions)
 
 
 @dataclass(frozen=True)
@@ -431,6 +505,19 @@ class StudyConfig:
     def baseline_path(self) -> Path:
         """Where the trained baseline is cached."""
         return self.run_dir / "baseline.pt"
+
+    def check_writable(self) -> None:
+        """Refuse (before any training, creating nothing) a run directory, artifact folder or local
+        storage file that is a file where a folder is needed, or cannot be written.
+
+        Raises:
+            ConfigError: naming the key.
+        """
+        check_writable(self.run_dir, "study.run_dir")
+        check_writable(self.artifact_dir, "study.artifact_dir" if self.study.artifact_dir else "study.run_dir")
+        db = storage_file(self.storage_url)
+        if db is not None:
+            check_writable(db, "study.storage", directory=False)
 
     def replace(self, **sections: Any) -> "StudyConfig":
         """A copy with some ``[study]`` fields replaced (CLI overrides such as ``--trials``)."""

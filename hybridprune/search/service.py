@@ -47,6 +47,7 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
     from hybridprune.search.context import build_context
     from hybridprune.search.study import enqueue_references, open_study
 
+    cfg.check_writable()
     ctx = build_context(cfg)
     study = open_study(cfg)
     study.set_user_attr(T.STUDY_SPACE, ctx.space.describe())
