@@ -109,11 +109,19 @@ def register(app: typer.Typer) -> None:
             live.update(rich_table(pareto_rows(study)[:8], f"{cfg.name}: {c.complete} done, {c.failed} failed, "
                                    f"{c.running} running / {cfg.study.trials} - current front"))
 
-        if live is not None:
-            with live:
+        from hybridprune.search.local import WorkersFailed
+
+        try:
+            if live is not None:
+                with live:
+                    study = service.run(cfg, on_poll=poll)
+            else:
                 study = service.run(cfg, on_poll=poll)
-        else:
-            study = service.run(cfg, on_poll=poll)
+        except WorkersFailed as exc:  # not bad input (exit 2): the run can be resumed as it is
+            from hybridprune.cli import printable
+
+            _console(stderr=True).print(f"error: {printable(exc)}", soft_wrap=True, markup=False, highlight=False)
+            raise typer.Exit(1) from None
         _summary(study, cfg, console)
         png = plot_png(study, cfg.run_dir / "pareto.png")
         html = plot_html(study, cfg.run_dir / "pareto.html")

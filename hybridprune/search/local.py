@@ -6,13 +6,22 @@ nothing completed is redone.
 With an RDB storage (SQLite, PostgreSQL) Optuna's heartbeat marks a trial whose worker died as
 FAIL after ``grace_period`` seconds and ``RetryHeartbeatStaleTrialCallback`` queues it again;
 workers wait for such trials instead of over-running the study.
+
+Worker processes stop when the ``hybridprune run`` that started them dies, by any signal
+(``kill -9`` too): on Linux the kernel sends them SIGTERM (``prctl(PR_SET_PDEATHSIG)``), and
+everywhere a watchdog thread notices the parent is gone. A worker then abandons its trial, which
+stays RUNNING until its heartbeat goes stale and the next run retries it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing as mp
 import os
+import signal
+import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -20,6 +29,46 @@ from hybridprune.search.config import StudyConfig
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class ParentDied(BaseException):
+    """Raised in a worker process whose parent is gone.
+
+    A BaseException, so neither Optuna (which fails a trial on ``Exception``) nor a trial's own
+    error handling catches it: the trial is abandoned as RUNNING, its heartbeat stops, and it is
+    failed and queued again like any trial of a killed worker.
+    """
+
+
+class WorkersFailed(RuntimeError):
+    """Worker processes died or failed and the study did not reach its target."""
+
+
+def _on_parent_death(signum: int, frame: Any) -> None:
+    raise ParentDied(f"received {signal.Signals(signum).name}: the run that started it is gone or it was terminated")
+
+
+def watch_parent(parent_pid: int) -> None:
+    """Make this (worker) process stop when ``parent_pid`` is no longer its parent.
+
+    SIGTERM raises :class:`ParentDied` in the main thread; on Linux the kernel sends SIGTERM when
+    the parent dies; a daemon thread checks ``os.getppid()`` every second everywhere (and covers
+    a parent that died before this ran).
+    """
+    signal.signal(signal.SIGTERM, _on_parent_death)
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):  # no libc prctl: the watchdog below still works
+            pass
+
+    def watchdog() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(POLL_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watchdog, name="parent-watchdog", daemon=True).start()
 
 
 def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
@@ -106,11 +155,26 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
     return ran
 
 
-def _worker_main(cfg: StudyConfig, storage: Any, threads: int, index: int) -> None:
+def _worker_main(cfg: StudyConfig, storage: Any, threads: int, index: int, parent_pid: int) -> None:
     from hybridprune.search.study import quiet_optuna
 
+    watch_parent(parent_pid)
     quiet_optuna()
-    worker(cfg, storage, threads=threads, index=index)
+    try:
+        worker(cfg, storage, threads=threads, index=index)
+    except ParentDied as exc:
+        log.warning("worker %d (pid %d) stops (%s); a trial it was running is retried by the next run",
+                    index, os.getpid(), exc)
+        sys.exit(3)
+
+
+def _exit_text(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def run_local(cfg: StudyConfig, storage: Any = None, *, workers: int = 1,
@@ -125,14 +189,16 @@ def run_local(cfg: StudyConfig, storage: Any = None, *, workers: int = 1,
         ctx: Prepared context for the in-process worker.
 
     Raises:
-        RuntimeError: if a worker process exits with an error.
+        WorkersFailed: if a worker process died or failed and the study did not reach its target
+            (when it did, a warning names the dead workers and this returns normally).
     """
     if workers <= 1:
         worker(cfg, storage, on_trial=(lambda s: on_poll()) if on_poll else None, ctx=ctx)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     mpctx = mp.get_context("spawn")
-    procs = [mpctx.Process(target=_worker_main, args=(cfg, storage, threads, i), daemon=False) for i in range(workers)]
+    procs = [mpctx.Process(target=_worker_main, args=(cfg, storage, threads, i, os.getpid()), daemon=False)
+             for i in range(workers)]
     for p in procs:
         p.start()
     try:
@@ -143,6 +209,14 @@ def run_local(cfg: StudyConfig, storage: Any = None, *, workers: int = 1,
     finally:
         for p in procs:
             p.join()
-    bad = [p.exitcode for p in procs if p.exitcode != 0]
-    if bad:
-        raise RuntimeError(f"{len(bad)} of {workers} worker processes failed (exit codes {bad}); see their output above")
+    bad = [f"worker {i} (pid {p.pid}) {_exit_text(p.exitcode)}" for i, p in enumerate(procs) if p.exitcode != 0]
+    if not bad:
+        return
+    from hybridprune.search.study import counts, open_study
+
+    c = counts(open_study(cfg, storage, create=False))
+    if c.done >= cfg.study.trials:
+        log.warning("%s; the study reached its target of %d trials anyway", "; ".join(bad), cfg.study.trials)
+        return
+    raise WorkersFailed(f"{'; '.join(bad)}; the study holds {c.done} of {cfg.study.trials} finished trials; "
+                        f"run the same command again to resume")

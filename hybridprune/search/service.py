@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
+import shutil
+from pathlib import Path
 from typing import Any, Callable
 
 from hybridprune.errors import ConfigError
@@ -45,7 +48,7 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
         HybridPruneError subclasses, before any trial runs.
     """
     from hybridprune.search.context import build_context
-    from hybridprune.search.study import enqueue_references, open_study
+    from hybridprune.search.study import enqueue_references, has_heartbeat, open_study
 
     cfg.check_writable()
     ctx = build_context(cfg)
@@ -61,7 +64,41 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
         study.set_user_attr(T.STUDY_BASELINE_METRICS, {k: v for k, v in ctx.baseline_metrics.items() if k != "train"})
     if cfg.study.references:
         enqueue_references(study, ctx.space)
+    if has_heartbeat(study):  # trials of dead workers stop counting as running (and are queued again)
+        import optuna
+
+        optuna.storages.fail_stale_trials(study)
+    removed = remove_stale_trial_dirs(cfg.run_dir, study)
+    if removed:
+        log.info("removed %d temporary folder(s) of trials that no longer run: %s", len(removed),
+                 ", ".join(p.name for p in removed))
     return study, ctx
+
+
+TRIAL_DIR = re.compile(r"^trial(\d+)-")
+
+
+def remove_stale_trial_dirs(run_dir: Path, study: Any) -> list[Path]:
+    """Delete the ``trial<N>-*`` temporary folders a killed trial left in ``run_dir``.
+
+    Only folders of trials that are not RUNNING (or not in the study at all) go; a trial that
+    another worker or machine is running keeps its folder.
+
+    Returns:
+        The folders removed.
+    """
+    from optuna.trial import TrialState
+
+    if not Path(run_dir).is_dir():
+        return []
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    removed = []
+    for path in sorted(Path(run_dir).iterdir()):
+        m = TRIAL_DIR.match(path.name)
+        if m and path.is_dir() and not path.is_symlink() and int(m.group(1)) not in running:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def run(cfg: StudyConfig, *, on_poll: Callable[[], None] | None = None) -> Any:
