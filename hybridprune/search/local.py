@@ -72,7 +72,8 @@ def watch_parent(parent_pid: int) -> None:
 
 
 def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
-           on_trial: Callable[[Any], None] | None = None, ctx: Any = None, index: int = 0) -> int:
+           on_trial: Callable[[Any], None] | None = None, ctx: Any = None, index: int = 0,
+           on_start: Callable[[Any], None] | None = None) -> int:
     """Run trials of the study until it has ``cfg.study.trials`` finished ones.
 
     Args:
@@ -83,6 +84,7 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
         ctx: A prepared :class:`TrialContext` (built here when ``None``; the caller closes a
             context it passes).
         index: This worker's index (its sampler draws from a stream of its own).
+        on_start: Called with each trial once it is RUNNING in the storage, before its work.
 
     Returns:
         Number of trials this worker ran.
@@ -102,18 +104,23 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
     heartbeat = has_heartbeat(study)
     ctx.heartbeat = heartbeat
     try:
-        return _loop(cfg, study, ctx, store, heartbeat, on_trial)
+        return _loop(cfg, study, ctx, store, heartbeat, on_trial, on_start)
     finally:
         if own_ctx and ctx.timer is not None:
             ctx.timer.close()  # a child process left running would keep this one alive
 
 
 def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
-          on_trial: Callable[[Any], None] | None) -> int:
+          on_trial: Callable[[Any], None] | None, on_start: Callable[[Any], None] | None = None) -> int:
     import optuna
 
     from hybridprune.search.objective import TRIAL_ERRORS, run_trial
     from hybridprune.search.study import counts
+
+    def objective(trial: Any) -> Any:
+        if on_start is not None:
+            on_start(trial)
+        return run_trial(ctx, trial, store)
 
     ran = 0
     last, since = None, time.monotonic()
@@ -143,7 +150,7 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
             time.sleep(POLL_S)
             continue
         try:
-            study.optimize(lambda trial: run_trial(ctx, trial, store), n_trials=1, catch=TRIAL_ERRORS,
+            study.optimize(objective, n_trials=1, catch=TRIAL_ERRORS,
                            gc_after_trial=False)
         except optuna.exceptions.UpdateFinishedTrialError as exc:
             # another worker declared this trial dead (heartbeat older than grace_period) and queued
@@ -177,6 +184,41 @@ def _exit_text(code: int | None) -> str:
     return f"exit code {code}"
 
 
+class Poller:
+    """Calls ``on_poll`` from a daemon thread every :data:`POLL_S` seconds, and on demand
+    (:meth:`poll`), never twice at once; a failing poll is logged once and does not stop the run."""
+
+    def __init__(self, on_poll: Callable[[], None]) -> None:
+        self._on_poll = on_poll
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._failed = False
+        self._thread = threading.Thread(target=self._run, name="progress-poll", daemon=True)
+
+    def __enter__(self) -> "Poller":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.poll()  # the final state
+
+    def _run(self) -> None:
+        while not self._stop.wait(POLL_S):
+            self.poll()
+
+    def poll(self, *_: Any) -> None:
+        """Call ``on_poll`` now (arguments are ignored: usable as a trial callback)."""
+        with self._lock:
+            try:
+                self._on_poll()
+            except Exception as exc:  # progress display only: the study goes on
+                if not self._failed:
+                    self._failed = True
+                    log.warning("progress view failed (%s); the study goes on", exc)
+
+
 def run_local(cfg: StudyConfig, storage: Any = None, *, workers: int = 1,
               on_poll: Callable[[], None] | None = None, ctx: Any = None) -> None:
     """Run the study with ``workers`` processes (1: in this process).
@@ -185,7 +227,8 @@ def run_local(cfg: StudyConfig, storage: Any = None, *, workers: int = 1,
         cfg: The study (already prepared: references enqueued, baseline cached).
         storage: Storage URL override (processes open their own connection).
         workers: Number of worker processes.
-        on_poll: Called about every second while workers run (progress view).
+        on_poll: Called about every second while the study runs and, with one worker, whenever
+            a trial starts or ends (progress view), from a background thread.
         ctx: Prepared context for the in-process worker.
 
     Raises:
@@ -193,7 +236,11 @@ def run_local(cfg: StudyConfig, storage: Any = None, *, workers: int = 1,
             (when it did, a warning names the dead workers and this returns normally).
     """
     if workers <= 1:
-        worker(cfg, storage, on_trial=(lambda s: on_poll()) if on_poll else None, ctx=ctx)
+        if on_poll is None:
+            worker(cfg, storage, ctx=ctx)
+            return
+        with Poller(on_poll) as poller:  # trials run in this thread: poll from another one
+            worker(cfg, storage, on_trial=poller.poll, on_start=poller.poll, ctx=ctx)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     mpctx = mp.get_context("spawn")
