@@ -1,23 +1,25 @@
 """Study files: TOML parsed into frozen dataclasses, validated before any trial runs.
 
-Every table of the file is one dataclass below; unknown keys are rejected with the list of
-allowed keys, wrong types and impossible values name the dotted key. Relative paths resolve
+Every table of the file is one dataclass below, built and checked by the generic validator of
+:mod:`~hybridprune.search.toml_schema`: unknown keys are rejected with the list of allowed keys,
+wrong types and impossible values name the dotted key. Relative paths resolve
 against the study file's directory. See ``studies/quickstart.toml`` for a commented example.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from hybridprune.errors import ConfigError, MissingDependencyError
-from hybridprune.search.storage import check_storage_url, check_writable, storage_file
+from hybridprune.errors import ConfigError
+from hybridprune.search.storage import check_storage_url, check_writable, resolve_storage_url, storage_file
+from hybridprune.search.toml_schema import at_most as _at_most
+from hybridprune.search.toml_schema import build as _build
+from hybridprune.search.toml_schema import choice as _choice
+from hybridprune.search.toml_schema import load_toml as _load_toml
+from hybridprune.search.toml_schema import positive as _positive
 
 LATENCY_STATISTICS = ("median_ms", "mean_ms", "p90_ms", "p99_ms")
 EXTRA_OBJECTIVES = ("params", "macs")
@@ -32,128 +34,6 @@ MAX_SECONDS = 86_400  # heartbeat_interval / grace_period: one day (a huge one c
 MAX_RETRY = 1_000
 MAX_BATCH = 4096
 MAX_SEED = 2**32 - 1  # numpy's seed range
-MAX_DEPTH = 32  # nesting of arrays / tables in a study file
-
-
-def _load_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise MissingDependencyError(
-                "reading study files on Python 3.10 needs tomli; install it with: pip install tomli"
-            ) from None
-    if not path.is_file():
-        raise ConfigError(f"study file {path} does not exist")
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read study file {path}: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"study file {path} is not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
-                          f"TOML files must be UTF-8") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"study file {path} is not valid TOML: {exc}") from None
-    except RecursionError:
-        raise ConfigError(f"study file {path} nests arrays or tables too deeply; at most {MAX_DEPTH} levels "
-                          f"are allowed") from None
-    _check_depth(data, path)
-    return data
-
-
-def _check_depth(data: Any, path: Path) -> None:
-    """Refuse values nested more than :data:`MAX_DEPTH` levels (iteratively: no recursion limit)."""
-    stack = [(data, 0, "")]
-    while stack:
-        value, depth, key = stack.pop()
-        if depth > MAX_DEPTH:
-            raise ConfigError(f"study file {path}: {key or 'a value'} nests arrays or tables more than "
-                              f"{MAX_DEPTH} levels deep")
-        if isinstance(value, Mapping):
-            stack.extend((v, depth + 1, f"{key}.{k}" if key else str(k)) for k, v in value.items())
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1, f"{key}[{i}]") for i, v in enumerate(value))
-
-
-def _check_type(value: Any, hint: Any, key: str) -> Any:
-    """Check ``value`` against a (simple) type hint; ints are accepted for floats."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _check_type(value, arg, key)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise errors[0]
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
-        inner = typing.get_args(hint)[0]
-        return tuple(_check_type(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
-    if hint is Any:
-        return value
-    if origin is dict or hint is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a table, got {type(value).__name__} {value!r}")
-        return dict(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be a whole number, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported type hint {hint!r}")  # programming error
-
-
-def _build(cls: type, raw: Any, section: str, **extra: Any) -> Any:
-    """Instantiate dataclass ``cls`` from table ``raw``, rejecting unknown keys and bad types."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"[{section}] must be a table, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    allowed = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in extra]
-    unknown = sorted(set(raw) - set(allowed))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in [{section}]; allowed: {allowed}")
-    kwargs = {k: _check_type(v, hints[k], f"{section}.{k}") for k, v in raw.items()}
-    return cls(**kwargs, **extra)
-
-
-def _positive(value: float | int | None, key: str, allow_zero: bool = False) -> None:
-    if value is not None and not (value > 0 or (allow_zero and value == 0)):
-        raise ConfigError(f"{key} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
-
-
-def _at_most(value: float | int | None, key: str, limit: float | int, why: str = "") -> None:
-    if value is not None and value > limit:
-        raise ConfigError(f"{key} must be at most {limit}{why}, got {value}")
-
-
-def _choice(value: str, key: str, allowed: tuple[str, ...] | list[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -532,18 +412,6 @@ def _resolve(base: Path, value: str | None, keep_urls: bool = False) -> str | No
     return str((base / Path(value).expanduser()).resolve())
 
 
-def _resolve_storage(base: Path, url: str | None) -> str | None:
-    """Make ``sqlite:///relative.db`` and journal paths absolute against the study directory."""
-    if not url:
-        return None
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        rest = url[len("sqlite:///"):]
-        return url if rest == ":memory:" else f"sqlite:///{(base / rest).resolve()}"
-    if "://" not in url:  # a journal file path
-        return str((base / url).resolve())
-    return url
-
-
 def load_study_config(path: str | Path) -> StudyConfig:
     """Read and validate a study file.
 
@@ -579,7 +447,7 @@ def load_study_config(path: str | Path) -> StudyConfig:
     sections["study"] = dataclasses.replace(
         st, name=name, run_dir=run_dir,
         artifact_dir=_resolve(base, st.artifact_dir),
-        storage=_resolve_storage(base, st.storage),
+        storage=resolve_storage_url(st.storage, base),
     )
     sections["model"] = sections["model"].resolve_paths(base, _resolve)
     d = sections["data"]

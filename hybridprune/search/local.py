@@ -73,7 +73,7 @@ def watch_parent(parent_pid: int) -> None:
 
 def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
            on_trial: Callable[[Any], None] | None = None, ctx: Any = None, index: int = 0,
-           on_start: Callable[[Any], None] | None = None) -> int:
+           on_start: Callable[[Any], None] | None = None, study: Any = None) -> int:
     """Run trials of the study until it has ``cfg.study.trials`` finished ones.
 
     Args:
@@ -85,6 +85,8 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
             context it passes).
         index: This worker's index (its sampler draws from a stream of its own).
         on_start: Called with each trial once it is RUNNING in the storage, before its work.
+        study: The study, already opened by :func:`~hybridprune.search.service.prepare` (opened
+            here when ``None``); either way its sampler draws from this worker's stream.
 
     Returns:
         Number of trials this worker ran.
@@ -93,13 +95,18 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
 
     from hybridprune.search.context import build_context
     from hybridprune.search.storage import get_artifact_store
-    from hybridprune.search.study import has_heartbeat, open_study
+    from hybridprune.search.samplers import get_sampler
+    from hybridprune.search.study import has_heartbeat, open_study, worker_seed
 
     if threads:
         torch.set_num_threads(threads)
     own_ctx = ctx is None
     ctx = ctx or build_context(cfg)
-    study = open_study(cfg, storage, worker=index)
+    if study is None:
+        study = open_study(cfg, storage, worker=index)
+    else:  # as open_study(worker=index) seeds it
+        start = len(study.get_trials(deepcopy=False))
+        study.sampler = get_sampler(cfg.sampler, seed=worker_seed(cfg.study.seed, index, start), n_trials=cfg.study.trials)
     store = get_artifact_store(cfg.artifact_dir)
     heartbeat = has_heartbeat(study)
     ctx.heartbeat = heartbeat
@@ -220,7 +227,7 @@ class Poller:
 
 
 def run_local(cfg: StudyConfig, storage: Any = None, *, workers: int = 1,
-              on_poll: Callable[[], None] | None = None, ctx: Any = None) -> None:
+              on_poll: Callable[[], None] | None = None, ctx: Any = None, study: Any = None) -> None:
     """Run the study with ``workers`` processes (1: in this process).
 
     Args:
@@ -230,6 +237,7 @@ def run_local(cfg: StudyConfig, storage: Any = None, *, workers: int = 1,
         on_poll: Called about every second while the study runs and, with one worker, whenever
             a trial starts or ends (progress view), from a background thread.
         ctx: Prepared context for the in-process worker.
+        study: The prepared study for the in-process worker (one worker only).
 
     Raises:
         WorkersFailed: if a worker process died or failed and the study did not reach its target
@@ -237,10 +245,10 @@ def run_local(cfg: StudyConfig, storage: Any = None, *, workers: int = 1,
     """
     if workers <= 1:
         if on_poll is None:
-            worker(cfg, storage, ctx=ctx)
+            worker(cfg, storage, ctx=ctx, study=study)
             return
         with Poller(on_poll) as poller:  # trials run in this thread: poll from another one
-            worker(cfg, storage, on_trial=poller.poll, on_start=poller.poll, ctx=ctx)
+            worker(cfg, storage, on_trial=poller.poll, on_start=poller.poll, ctx=ctx, study=study)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     mpctx = mp.get_context("spawn")

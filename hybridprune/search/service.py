@@ -11,6 +11,7 @@ from typing import Any, Callable
 from hybridprune.errors import ConfigError
 from hybridprune.search import trials as T
 from hybridprune.search.config import StudyConfig, load_study_config
+from hybridprune.search.storage import resolve_storage_url
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,7 @@ def load(path: str, *, trials: int | None = None, workers: int | None = None, ba
     if backend is not None:
         over["backend"] = backend
     if storage is not None:
-        from hybridprune.search.config import _resolve_storage
-
-        over["storage"] = _resolve_storage(cfg.path.parent, storage)
+        over["storage"] = resolve_storage_url(storage, cfg.path.parent)
     return cfg.replace(**over) if over else cfg
 
 
@@ -120,7 +119,9 @@ def run(cfg: StudyConfig, *, on_poll: Callable[[], None] | None = None) -> Any:
         elif cfg.study.backend == "local":
             from hybridprune.search.local import run_local
 
-            run_local(cfg, workers=cfg.study.workers, on_poll=on_poll, ctx=ctx if cfg.study.workers == 1 else None)
+            one = cfg.study.workers <= 1  # the in-process worker reuses the prepared study and context
+            run_local(cfg, workers=cfg.study.workers, on_poll=on_poll, ctx=ctx if one else None,
+                      study=study if one else None)
         else:  # validated in the config already
             raise ConfigError(f"unknown backend {cfg.study.backend!r}")
     finally:

@@ -1,4 +1,4 @@
-"""Storage, artifact store and the cross-process latency lock.
+"""Storage URLs, the storage factory and the artifact store.
 
 ``get_storage`` is the one factory that normalises what users give:
 
@@ -13,14 +13,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from hybridprune.errors import ConfigError, MissingDependencyError
+from hybridprune.io import device_lock  # noqa: F401  (its old home: context.py imports it from here)
 
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
 
@@ -36,6 +35,41 @@ def check_storage_url(url: str) -> None:
         raise ConfigError(f"storage {url!r} is an in-memory SQLite database: nothing would persist and worker "
                           f"processes would not share it; give a file (sqlite:///study.db, a journal file "
                           f"study.log) or leave the storage out (default: run_dir/study.db)")
+
+
+def resolve_storage_url(url: str | None, base: str | os.PathLike | None = None) -> str | None:
+    """The one normaliser of storage specs given as text (study files, ``--storage``, ``get_storage``).
+
+    ``sqlite:///relative.db``, ``journal://relative.log`` and a journal file path (ending in
+    :data:`JOURNAL_SUFFIXES`) are made absolute against ``base`` (default: the working folder);
+    other URLs (``sqlite:////abs.db``, ``postgresql+psycopg2://...``) are returned as they are.
+
+    Args:
+        url: The storage spec; ``None`` or ``""`` gives ``None`` (the default storage).
+        base: Folder that relative paths resolve against (a study file's folder).
+
+    Returns:
+        The normalised spec, or ``None``.
+
+    Raises:
+        ConfigError: for an in-memory SQLite database, or a path that is neither a URL nor a
+            journal file.
+    """
+    if not url:
+        return None
+    check_storage_url(url)
+    root = Path(base) if base is not None else Path.cwd()
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return f"sqlite:///{(root / url[len('sqlite:///'):]).resolve()}"
+    if url.startswith("journal://"):
+        return f"journal://{(root / Path(url[len('journal://'):]).expanduser()).resolve()}"
+    if "://" not in url:
+        if not url.endswith(JOURNAL_SUFFIXES):
+            raise ConfigError(
+                f"storage {url!r} is neither a SQLAlchemy URL (sqlite:///file.db, postgresql+psycopg2://...) "
+                f"nor a journal file ending in {JOURNAL_SUFFIXES}")
+        return str((root / Path(url).expanduser()).resolve())
+    return url
 
 
 def storage_file(url: str) -> Path | None:
@@ -114,7 +148,7 @@ def get_storage(
         return storage
     if not isinstance(storage, str) or not storage:
         raise ConfigError(f"storage must be a database URL or a journal file path, got {storage!r}")
-    check_storage_url(storage)
+    storage = resolve_storage_url(storage)
     if storage.startswith("journal://") or ("://" not in storage and storage.endswith(JOURNAL_SUFFIXES)):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -124,11 +158,6 @@ def get_storage(
             return JournalStorage(JournalFileBackend(str(path)))
         except OSError as exc:
             raise ConfigError(f"cannot open journal storage {path}: {exc.strerror or exc}") from None
-    if "://" not in storage:
-        raise ConfigError(
-            f"storage {storage!r} is neither a SQLAlchemy URL (sqlite:///file.db, postgresql+psycopg2://...) "
-            f"nor a journal file ending in {JOURNAL_SUFFIXES}"
-        )
     engine_kwargs: dict[str, Any] = {}
     if storage.startswith("sqlite:///"):
         db = storage_file(storage)
@@ -211,38 +240,3 @@ def get_artifact_store(directory: str | os.PathLike):
     except OSError as exc:
         raise ConfigError(f"cannot create the artifact folder {path}: {exc.strerror or exc}") from None
     return FileSystemArtifactStore(str(path))
-
-
-@contextlib.contextmanager
-def device_lock(path: str | os.PathLike | None) -> Iterator[None]:
-    """Hold an exclusive ``fcntl.flock`` on ``path`` so that local workers measure one at a time.
-
-    Args:
-        path: The lock file (created if missing); ``None`` means no locking (remote agents queue
-            requests themselves).
-
-    Returns:
-        A context manager.
-    """
-    if path is None:
-        yield
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def require_ray():
-    """Import ``ray.tune`` or explain how to install it.
-
-    Raises:
-        MissingDependencyError: when ray[tune] is not importable.
-    """
-    from hybridprune.registry import lazy_import
-
-    lazy_import("ray.tune", "ray", "--backend ray")
-    return lazy_import("ray", "ray", "--backend ray")
