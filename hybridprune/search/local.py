@@ -125,6 +125,11 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
     from hybridprune.search.study import counts
 
     def objective(trial: Any) -> Any:
+        if heartbeat:
+            # beat at once, not only when Optuna's heartbeat thread first gets to run: a worker
+            # killed right after ask() then leaves a trial that goes stale and is retried, instead
+            # of one without any heartbeat, which stays RUNNING for good
+            study._storage.record_heartbeat(trial._trial_id)
         if on_start is not None:
             on_start(trial)
         return run_trial(ctx, trial, store)
