@@ -206,8 +206,10 @@ def test_workers_stop_when_the_run_is_killed(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         _until(lambda: not any(_alive(pid) for pid in workers), limit=120)
+        _, err = proc.communicate(timeout=120)  # the workers (which shared its stderr) are gone
     finally:
         _cleanup(proc)
+    assert err.count("stops (received SIGTERM") == 2 and "Traceback" not in err, err  # each stopped cleanly
     # at most the trial each worker was asking for when the run died; none started afterwards
     assert _db_rows(path, "SELECT COUNT(*) FROM trials")[0][0] <= before + 2
 

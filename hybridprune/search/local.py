@@ -46,6 +46,8 @@ class WorkersFailed(RuntimeError):
 
 
 def _on_parent_death(signum: int, frame: Any) -> None:
+    # once: a second SIGTERM (the watchdog's) must not interrupt the clean-up with another exception
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise ParentDied(f"received {signal.Signals(signum).name}: the run that started it is gone or it was terminated")
 
 
