@@ -156,6 +156,14 @@ def test_unusable_run_paths_fail_before_any_training(tmp_path, ckpt, capsys, wha
     assert _listing(tmp_path) == before  # no baseline trained, no run folder, no database
 
 
+def test_unusable_run_dir_is_refused_before_the_baseline_is_announced(tmp_path, ckpt, capsys):
+    path = _file(tmp_path, ckpt, BASE.replace('checkpoint = "base.pt"\n', "").replace('run_dir = "run"', 'run_dir = "taken"'))
+    (tmp_path / "taken").write_text("a file")
+    assert main(["run", str(path), "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert "study.run_dir" in err and "training the unpruned baseline" not in out
+
+
 def test_in_memory_storage_override_is_refused(tmp_path, ckpt, capsys):
     path = _file(tmp_path, ckpt, BASE)
     assert main(["run", str(path), "--storage", "sqlite:///:memory:"]) == 2

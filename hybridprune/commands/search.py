@@ -109,6 +109,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"study {cfg.name}: {cfg.study.trials} trials, sampler {cfg.sampler.name}, "
                       f"{cfg.study.workers} worker(s), backend {cfg.study.backend}, storage {redact_url(cfg.storage_url)}",
                       soft_wrap=True, markup=False)
+        cfg.check_writable()  # (prepare checks again) before announcing a baseline that would not train
         if not cfg.model.checkpoint and not cfg.baseline_path.is_file():
             console.print(f"training the unpruned baseline first ({cfg.baseline.epochs:g} epochs); "
                           f"cached at {cfg.baseline_path} for re-runs")
