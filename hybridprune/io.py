@@ -2,6 +2,7 @@
 
 - :func:`atomic_path`: write one file beside its destination, ``fsync`` it, rename it into place.
 - :func:`atomic_dir`: build a whole folder beside its destination and swap it into place at once.
+- :func:`device_lock`: an exclusive ``flock`` on a lock file, so processes of one machine take turns.
 
 Outputs get ordinary permissions (``0666``/``0777`` minus the umask), not the ``0600``/``0700``
 of :mod:`tempfile`.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import shutil
 import tempfile
@@ -150,3 +152,26 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         _fsync_path(dest.parent, directory=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def device_lock(path: str | os.PathLike | None) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``path`` so that local workers measure one at a time.
+
+    Args:
+        path: The lock file (created if missing); ``None`` means no locking (remote agents queue
+            requests themselves).
+
+    Returns:
+        A context manager.
+    """
+    if path is None:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -85,3 +85,38 @@ def test_banners_never_print_database_passwords(tmp_path, capsys):
     assert main(["status", str(path)]) == 2
     out = capsys.readouterr()
     assert "s3cret" not in out.out + out.err and "me:***@127.0.0.1:9/hp" in out.out + out.err
+
+
+def test_one_resolver_for_storage_specs(tmp_path, monkeypatch):
+    """Study files, --storage and get_storage read storage specs the same way."""
+    from hybridprune.search.storage import resolve_storage_url
+
+    base = tmp_path / "studies"
+    assert resolve_storage_url("sqlite:///db/s.db", base) == f"sqlite:///{base / 'db' / 's.db'}"
+    assert resolve_storage_url("journal://j/s.log", base) == f"journal://{base / 'j' / 's.log'}"
+    assert resolve_storage_url("j/s.log", base) == str(base / "j" / "s.log")
+    assert resolve_storage_url("sqlite:////abs/s.db", base) == "sqlite:////abs/s.db"
+    assert resolve_storage_url("postgresql+psycopg2://u:p@h/db", base) == "postgresql+psycopg2://u:p@h/db"
+    assert resolve_storage_url(None, base) is None
+    for bad in ("study.db", "sqlite:///:memory:"):
+        with pytest.raises(ConfigError):
+            resolve_storage_url(bad, base)
+    monkeypatch.chdir(tmp_path)  # get_storage resolves against the working folder
+    journal = get_storage("journal://rel/s.log")
+    optuna.create_study(storage=journal, study_name="x")
+    assert (tmp_path / "rel" / "s.log").is_file()
+
+
+def test_journal_url_in_a_study_file_resolves_against_its_folder(tmp_path, monkeypatch):
+    from hybridprune.search.service import load
+    from hybridprune.search.study import open_study
+    from test_search_support import write_study
+
+    path = write_study(tmp_path / "studies", name="j", study_extra='storage = "journal://db/j.log"')
+    monkeypatch.chdir(tmp_path)  # elsewhere than the study file
+    cfg = load(str(path))
+    assert cfg.storage_url == f"journal://{tmp_path / 'studies' / 'db' / 'j.log'}"
+    open_study(cfg)
+    assert (tmp_path / "studies" / "db" / "j.log").is_file() and not (tmp_path / "db").exists()
+    over = load(str(path), storage="journal://other.log")  # --storage resolves the same way
+    assert over.storage_url == f"journal://{tmp_path / 'studies' / 'other.log'}"

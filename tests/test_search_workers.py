@@ -117,3 +117,160 @@ def test_orphaned_running_trial_without_heartbeat_does_not_hang_the_study(tmp_pa
     assert worker(cfg, ctx=ctx) == 1
     _, study = load(path)
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 1
+
+
+def _db_rows(path, sql):
+    import sqlite3
+
+    db = path.parent / "run" / "study.db"
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
+            return con.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # schema not there yet
+        return []
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not reaped by init, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """The spawned worker processes of ``parent`` (not multiprocessing's resource tracker)."""
+    out = []
+    for stat in os.listdir("/proc"):
+        if not stat.isdigit():
+            continue
+        try:
+            with open(f"/proc/{stat}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{stat}/cmdline", "rb") as fh:
+                cmd = fh.read()
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in cmd:
+            out.append(int(stat))
+    return out
+
+
+def _start(path, *args):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "hybridprune.cli", "run", str(path), "--no-progress", *args],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _until(condition, proc=None, limit=300):
+    """Poll ``condition`` (the limit only guards against hangs)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc is not None:
+            assert proc.poll() is None, f"run exited early: {proc.communicate()}"
+        time.sleep(0.2)
+    raise AssertionError("condition not reached")
+
+
+def _cleanup(proc):
+    try:  # whatever the test left: its own session only
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
+
+
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds worker processes through /proc")
+
+
+@needs_proc
+def test_workers_stop_when_the_run_is_killed(tmp_path):
+    """kill -9 of `hybridprune run` stops its workers: no orphan goes on running trials.
+
+    The study is far too long to finish in the hang guard's time: orphaned workers (the old
+    behaviour) would keep starting trials and never leave.
+    """
+    path = write_study(tmp_path, name="orphans", trials=200, heartbeat=2, grace=10)
+    proc = _start(path, "--workers", "2")
+    try:
+        _until(lambda: _db_rows(path, "SELECT number FROM trials WHERE state = 'RUNNING'"), proc)
+        workers = _until(lambda: (lambda w: w if len(w) == 2 else None)(_worker_pids(proc.pid)), proc)
+        before = _db_rows(path, "SELECT COUNT(*) FROM trials")[0][0]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        _until(lambda: not any(_alive(pid) for pid in workers), limit=120)
+        _, err = proc.communicate(timeout=120)  # the workers (which shared its stderr) are gone
+    finally:
+        _cleanup(proc)
+    assert err.count("stops (received SIGTERM") == 2 and "Traceback" not in err, err  # each stopped cleanly
+    # at most the trial each worker was asking for when the run died; none started afterwards
+    assert _db_rows(path, "SELECT COUNT(*) FROM trials")[0][0] <= before + 2
+
+
+@needs_proc
+def test_a_killed_worker_is_a_warning_when_the_study_reached_its_target(tmp_path):
+    path = write_study(tmp_path, name="onedead", trials=3, heartbeat=2, grace=10, study_extra="references = false")
+    proc = _start(path, "--workers", "2")
+    try:
+        rows = _until(lambda: _db_rows(path, "SELECT a.value_json FROM trial_user_attributes a JOIN trials t "
+                                             "ON a.trial_id = t.trial_id WHERE a.key = 'worker' AND t.state = 'RUNNING'"), proc)
+        victim = int(rows[0][0].strip('"').rsplit(":", 1)[1])
+        assert victim in _worker_pids(proc.pid)
+        os.kill(victim, signal.SIGKILL)
+        out, err = proc.communicate(timeout=900)
+    finally:
+        _cleanup(proc)
+    assert proc.returncode == 0, (out, err)
+    assert "Traceback" not in out + err
+    assert f"(pid {victim}) killed by SIGKILL" in err and "reached its target" in err
+    _, study = load(path)
+    evaluated = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "duplicate_of" not in t.user_attrs]
+    assert len(evaluated) >= 3
+    dead = [t for t in study.get_trials(states=(TrialState.FAIL,)) if "fail_reason" not in t.user_attrs]
+    assert len(dead) == 1 and dead[0].user_attrs["worker"].endswith(f":{victim}")  # failed by the heartbeat
+
+
+@needs_proc
+def test_all_workers_killed_is_one_error_line(tmp_path):
+    path = write_study(tmp_path, name="alldead", trials=3)
+    proc = _start(path, "--workers", "2")
+    try:
+        workers = _until(lambda: (lambda w: w if len(w) == 2 else None)(_worker_pids(proc.pid)), proc)
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        _cleanup(proc)
+    assert proc.returncode == 1, (out, err)
+    assert "Traceback" not in out + err
+    assert err.strip().splitlines()[-1].startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert all(f"(pid {pid}) killed by SIGKILL" in err for pid in workers) and "run the same command again" in err
+
+
+def test_stale_trial_folders_are_removed_at_the_start_of_a_run(tmp_path):
+    from hybridprune.search.service import load as load_cfg
+    from hybridprune.search.service import prepare
+    from hybridprune.search.study import open_study
+
+    path = write_study(tmp_path, name="stale", trials=1, study_extra="references = false")
+    cfg = load_cfg(str(path))
+    study = open_study(cfg)
+    study.ask()  # trial 0: RUNNING (another worker's), keeps its folder
+    study.tell(study.ask(), state=TrialState.FAIL)  # trial 1: a killed trial, done with
+    run = cfg.run_dir
+    for name in ("trial0-live", "trial1-dead", "trial9-unknown", "notes"):
+        (run / name).mkdir(parents=True)
+        (run / name / "measure.onnx").write_text("x")
+    (run / "trial2-file").write_text("not a folder")
+    _, ctx = prepare(cfg)
+    if ctx.timer is not None:
+        ctx.timer.close()
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(("trial", "notes"))) == [
+        "notes", "trial0-live", "trial2-file"]

@@ -67,6 +67,32 @@ BAD = [
     ("grace <= heartbeat", ("trials = 2", "trials = 2\nheartbeat_interval = 5\ngrace_period = 5"), ["grace_period"]),
     ("accuracy is a fraction", ("[finetune]", "[constraints]\nmin_accuracy = 90\n[finetune]"), ["constraints.min_accuracy"]),
     ("bad toml", ("[study]", "[study\n"), ["not valid TOML"]),
+    # checked inside every trial before, after the baseline had trained; now at load
+    ("bad scope", ("[finetune]", '[pruning]\nscope = "everything"\n[finetune]'), ["pruning.scope", "internal", "all"]),
+    ("bad allocation", ("[finetune]", '[pruning]\nallocation = "greedy"\n[finetune]'),
+     ["pruning.allocation", "uniform", "global"]),
+    ("round_to 0", ("[finetune]", "[pruning]\nround_to = 0\n[finetune]"), ["pruning.round_to", ">= 1"]),
+    ("calib_batches 0", ("[finetune]", "[pruning]\ncalib_batches = 0\n[finetune]"), ["pruning.calib_batches", ">= 1"]),
+    ("precision the backend lacks", ("[latency]", '[latency]\nprecision = "fp16"'),
+     ["latency.precision", "onnxruntime", "fp32", "fp16"]),
+    ("unknown latency backend", ("[latency]", '[latency]\nbackend = "tflite"'), ["latency.backend", "onnxruntime", "remote"]),
+    # bounds
+    ("huge latency batch", ("[latency]", "[latency]\nbatch_size = 100000000000"), ["latency.batch_size", "at most 4096"]),
+    ("huge finetune batch", ("steps = 1", "steps = 1\nbatch_size = 5000"), ["finetune.batch_size", "at most 4096"]),
+    ("huge baseline batch", ("[finetune]", "[baseline]\nbatch_size = 99999\n[finetune]"), ["baseline.batch_size", "4096"]),
+    ("huge trials", ("trials = 2", "trials = 1000000000"), ["study.trials", "at most 1000000"]),
+    ("too many workers", ("trials = 2", "trials = 2\nworkers = 100000"), ["study.workers", "at most 256"]),
+    ("huge heartbeat", ("trials = 2", "trials = 2\nheartbeat_interval = 10000000000\ngrace_period = 20000000000"),
+     ["study.heartbeat_interval", "86400"]),
+    ("huge grace period", ("trials = 2", "trials = 2\ngrace_period = 10000000000"), ["study.grace_period", "86400"]),
+    ("huge max_retry", ("trials = 2", "trials = 2\nmax_retry = 10000000000"), ["study.max_retry", "at most 1000"]),
+    ("negative seed", ("trials = 2", "trials = 2\nseed = -1"), ["study.seed", "4294967295"]),
+    ("in-memory sqlite", ("trials = 2", 'trials = 2\nstorage = "sqlite:///:memory:"'), ["in-memory", "persist"]),
+    ("in-memory sqlite, short", ("trials = 2", 'trials = 2\nstorage = "sqlite://"'), ["in-memory"]),
+    ("arrays nested too deep for the parser", ("[finetune]", "[space]\ncriterion = " + "[" * 3000 + "]" * 3000 + "\n[finetune]"),
+     ["nests", "32 levels"]),
+    ("arrays nested deeper than allowed", ("[finetune]", "[space]\ncriterion = " + "[" * 40 + "]" * 40 + "\n[finetune]"),
+     ["space.criterion", "32 levels"]),
 ]
 
 
@@ -81,6 +107,69 @@ def test_bad_study_file_fails_before_any_trial(tmp_path, ckpt, capsys, what, cha
     for word in words:
         assert word in err, (word, err)
     assert not (tmp_path / "run" / "study.db").exists()  # no study (and no trial) was created
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_non_utf8_study_file(tmp_path, ckpt, capsys):
+    path = _file(tmp_path, ckpt, BASE)
+    path.write_bytes(BASE.replace('name = "resnet20"', 'name = "resnet20" # r\xe9seau').encode("latin-1"))
+    before = _listing(tmp_path)
+    assert main(["run", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "not UTF-8" in err and "\\xe9" in err
+    assert _listing(tmp_path) == before
+
+
+PATHS = [
+    # (what, [study] lines (RUN: a file named "run" exists), expected words)
+    ("run_dir is a file", 'run_dir = "taken"', ["study.run_dir", "is a file"]),
+    ("run_dir below a file", 'run_dir = "taken/run"', ["study.run_dir", "cannot be created", "is a file"]),
+    ("artifact_dir is a file", 'artifact_dir = "taken"', ["study.artifact_dir", "is a file"]),
+    ("sqlite below a file", 'storage = "sqlite:///taken/s.db"', ["study.storage", "is a file"]),
+    ("sqlite is a folder", 'storage = "sqlite:///adir"', ["study.storage", "is a folder"]),
+    ("journal below a file", 'storage = "taken/s.log"', ["study.storage", "is a file"]),
+    ("run_dir not writable", 'run_dir = "/proc/hybridprune-test/run"', ["study.run_dir", "not writable"]),
+    ("sqlite not writable", 'storage = "sqlite:////proc/hybridprune-test/s.db"', ["study.storage", "not writable"]),
+    ("journal not writable", 'storage = "/proc/hybridprune-test/s.log"', ["study.storage", "not writable"]),
+]
+
+
+@pytest.mark.parametrize("what,lines,words", PATHS, ids=[p[0] for p in PATHS])
+def test_unusable_run_paths_fail_before_any_training(tmp_path, ckpt, capsys, what, lines, words):
+    """A run_dir / artifact_dir / storage file that cannot be written: one line, nothing created."""
+    if "/proc/" in lines and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux /proc (a folder nobody, not even root, can create files in)")
+    path = _file(tmp_path, ckpt, BASE.replace('run_dir = "run"', lines) if "run_dir" in lines
+                 else BASE.replace('run_dir = "run"', f'run_dir = "run"\n{lines}'))
+    (tmp_path / "taken").write_text("a file")
+    (tmp_path / "adir").mkdir()
+    before = _listing(tmp_path)
+    assert main(["run", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert word in err, (word, err)
+    assert _listing(tmp_path) == before  # no baseline trained, no run folder, no database
+
+
+def test_unusable_run_dir_is_refused_before_the_baseline_is_announced(tmp_path, ckpt, capsys):
+    path = _file(tmp_path, ckpt, BASE.replace('checkpoint = "base.pt"\n', "").replace('run_dir = "run"', 'run_dir = "taken"'))
+    (tmp_path / "taken").write_text("a file")
+    assert main(["run", str(path), "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert "study.run_dir" in err and "training the unpruned baseline" not in out
+
+
+def test_in_memory_storage_override_is_refused(tmp_path, ckpt, capsys):
+    path = _file(tmp_path, ckpt, BASE)
+    assert main(["run", str(path), "--storage", "sqlite:///:memory:"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "in-memory" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_relative_paths_resolve_against_the_study_file(tmp_path, ckpt):

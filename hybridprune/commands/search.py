@@ -39,6 +39,23 @@ def _summary(study, cfg, console) -> None:
     console.print(rich_table(pareto_rows(study), f"Pareto set of {cfg.name} (accuracy max, latency min)"))
 
 
+def _log_started(study, seen: set, console) -> None:
+    """One line per trial that started running since the last call."""
+    from optuna.trial import TrialState
+
+    from hybridprune.search import trials as T
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number in seen:
+            continue
+        seen.add(t.number)
+        what = [f"reference {t.user_attrs[T.REFERENCE]}"] if t.user_attrs.get(T.REFERENCE) else []
+        if t.system_attrs.get("failed_trial") is not None:
+            what.append(f"retry of trial {t.system_attrs['failed_trial']}")
+        console.print(f"trial {t.number} started{' (' + ', '.join(what) + ')' if what else ''}",
+                      soft_wrap=True, markup=False)
+
+
 def _log_finished(study, seen: set, console) -> None:
     from optuna.trial import TrialState
 
@@ -92,28 +109,38 @@ def register(app: typer.Typer) -> None:
         console.print(f"study {cfg.name}: {cfg.study.trials} trials, sampler {cfg.sampler.name}, "
                       f"{cfg.study.workers} worker(s), backend {cfg.study.backend}, storage {redact_url(cfg.storage_url)}",
                       soft_wrap=True, markup=False)
+        cfg.check_writable()  # (prepare checks again) before announcing a baseline that would not train
         if not cfg.model.checkpoint and not cfg.baseline_path.is_file():
             console.print(f"training the unpruned baseline first ({cfg.baseline.epochs:g} epochs); "
                           f"cached at {cfg.baseline_path} for re-runs")
         live = Live(console=console, refresh_per_second=2, transient=False) if progress and console.is_terminal else None
-        watcher: dict = {"seen": set()}
+        watcher: dict = {"seen": set(), "started": set()}
 
         def poll() -> None:
             if not progress:
                 return
             study = watcher.get("study") or watcher.setdefault("study", open_study(cfg, create=False))
-            if live is None:  # logs / CI: one line per finished trial
+            if live is None:  # logs / CI: one line per started and per finished trial
                 _log_finished(study, watcher["seen"], console)
+                _log_started(study, watcher["started"], console)
                 return
             c = counts(study)
             live.update(rich_table(pareto_rows(study)[:8], f"{cfg.name}: {c.complete} done, {c.failed} failed, "
                                    f"{c.running} running / {cfg.study.trials} - current front"))
 
-        if live is not None:
-            with live:
+        from hybridprune.search.local import WorkersFailed
+
+        try:
+            if live is not None:
+                with live:
+                    study = service.run(cfg, on_poll=poll)
+            else:
                 study = service.run(cfg, on_poll=poll)
-        else:
-            study = service.run(cfg, on_poll=poll)
+        except WorkersFailed as exc:  # not bad input (exit 2): the run can be resumed as it is
+            from hybridprune.cli import printable
+
+            _console(stderr=True).print(f"error: {printable(exc)}", soft_wrap=True, markup=False, highlight=False)
+            raise typer.Exit(1) from None
         _summary(study, cfg, console)
         png = plot_png(study, cfg.run_dir / "pareto.png")
         html = plot_html(study, cfg.run_dir / "pareto.html")

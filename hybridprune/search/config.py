@@ -1,22 +1,25 @@
 """Study files: TOML parsed into frozen dataclasses, validated before any trial runs.
 
-Every table of the file is one dataclass below; unknown keys are rejected with the list of
-allowed keys, wrong types and impossible values name the dotted key. Relative paths resolve
+Every table of the file is one dataclass below, built and checked by the generic validator of
+:mod:`~hybridprune.search.toml_schema`: unknown keys are rejected with the list of allowed keys,
+wrong types and impossible values name the dotted key. Relative paths resolve
 against the study file's directory. See ``studies/quickstart.toml`` for a commented example.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from hybridprune.errors import ConfigError, MissingDependencyError
+from hybridprune.errors import ConfigError
+from hybridprune.search.storage import check_storage_url, check_writable, resolve_storage_url, storage_file
+from hybridprune.search.toml_schema import at_most as _at_most
+from hybridprune.search.toml_schema import build as _build
+from hybridprune.search.toml_schema import choice as _choice
+from hybridprune.search.toml_schema import load_toml as _load_toml
+from hybridprune.search.toml_schema import positive as _positive
 
 LATENCY_STATISTICS = ("median_ms", "mean_ms", "p90_ms", "p99_ms")
 EXTRA_OBJECTIVES = ("params", "macs")
@@ -24,93 +27,13 @@ SAMPLERS = ("nsga2", "tpe", "gp", "random")
 PRECISIONS = ("auto", "bf16", "fp32")
 BACKENDS = ("local", "ray")
 
-
-def _load_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise MissingDependencyError(
-                "reading study files on Python 3.10 needs tomli; install it with: pip install tomli"
-            ) from None
-    if not path.is_file():
-        raise ConfigError(f"study file {path} does not exist")
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"study file {path} is not valid TOML: {exc}") from None
-
-
-def _check_type(value: Any, hint: Any, key: str) -> Any:
-    """Check ``value`` against a (simple) type hint; ints are accepted for floats."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _check_type(value, arg, key)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise errors[0]
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
-        inner = typing.get_args(hint)[0]
-        return tuple(_check_type(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
-    if hint is Any:
-        return value
-    if origin is dict or hint is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a table, got {type(value).__name__} {value!r}")
-        return dict(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be a whole number, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported type hint {hint!r}")  # programming error
-
-
-def _build(cls: type, raw: Any, section: str, **extra: Any) -> Any:
-    """Instantiate dataclass ``cls`` from table ``raw``, rejecting unknown keys and bad types."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"[{section}] must be a table, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    allowed = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in extra]
-    unknown = sorted(set(raw) - set(allowed))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in [{section}]; allowed: {allowed}")
-    kwargs = {k: _check_type(v, hints[k], f"{section}.{k}") for k, v in raw.items()}
-    return cls(**kwargs, **extra)
-
-
-def _positive(value: float | int | None, key: str, allow_zero: bool = False) -> None:
-    if value is not None and not (value > 0 or (allow_zero and value == 0)):
-        raise ConfigError(f"{key} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
-
-
-def _choice(value: str, key: str, allowed: tuple[str, ...] | list[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
+# Upper bounds: far above any real study, low enough that nothing overflows or allocates without end
+MAX_TRIALS = 1_000_000
+MAX_WORKERS = 256
+MAX_SECONDS = 86_400  # heartbeat_interval / grace_period: one day (a huge one crashes Optuna's heartbeat thread)
+MAX_RETRY = 1_000
+MAX_BATCH = 4096
+MAX_SEED = 2**32 - 1  # numpy's seed range
 
 
 @dataclass(frozen=True)
@@ -137,6 +60,15 @@ class StudySection:
         _positive(self.grace_period, "study.grace_period")
         _positive(self.max_retry, "study.max_retry", allow_zero=True)
         _choice(self.backend, "study.backend", BACKENDS)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"study.seed must be in [0, {MAX_SEED}], got {self.seed}")
+        _at_most(self.trials, "study.trials", MAX_TRIALS)
+        _at_most(self.workers, "study.workers", MAX_WORKERS, " local worker processes")
+        _at_most(self.heartbeat_interval, "study.heartbeat_interval", MAX_SECONDS, " seconds (one day)")
+        _at_most(self.grace_period, "study.grace_period", MAX_SECONDS, " seconds (one day)")
+        _at_most(self.max_retry, "study.max_retry", MAX_RETRY)
+        if self.storage is not None:
+            check_storage_url(self.storage)
         if self.grace_period <= self.heartbeat_interval:
             raise ConfigError(
                 f"study.grace_period ({self.grace_period}) must exceed study.heartbeat_interval ({self.heartbeat_interval})"
@@ -185,6 +117,7 @@ class BaselineSection:
         _positive(self.epochs, "baseline.epochs")
         _positive(self.lr, "baseline.lr")
         _positive(self.batch_size, "baseline.batch_size")
+        _at_most(self.batch_size, "baseline.batch_size", MAX_BATCH)
 
 
 @dataclass(frozen=True)
@@ -217,6 +150,20 @@ class PruningSection:
     round_to: int | None = None
     calib_batches: int | None = None
     criterion_options: dict | None = None
+
+    def __post_init__(self) -> None:
+        from hybridprune.pruning.config import ALLOCATIONS, SCOPES
+
+        if self.scope is not None:
+            _choice(self.scope, "pruning.scope", SCOPES)
+        if self.allocation is not None:
+            _choice(self.allocation, "pruning.allocation", ALLOCATIONS)
+        for key in ("round_to", "calib_batches"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"pruning.{key} must be >= 1, got {value}")
+        _at_most(self.round_to, "pruning.round_to", MAX_BATCH)
+        _at_most(self.calib_batches, "pruning.calib_batches", MAX_BATCH)
 
     def fixed(self, seed: int) -> dict[str, Any]:
         """The HybridConfig fields this table fixes, plus the study seed."""
@@ -251,6 +198,7 @@ class FinetuneSection:
         _positive(self.steps, "finetune.steps")
         _positive(self.lr, "finetune.lr")
         _positive(self.batch_size, "finetune.batch_size")
+        _at_most(self.batch_size, "finetune.batch_size", MAX_BATCH)
 
 
 @dataclass(frozen=True)
@@ -310,8 +258,14 @@ class LatencySection:
     isolate: bool = True
 
     def __post_init__(self) -> None:
+        from hybridprune.evaluators.base import LATENCY_BACKENDS
+        from hybridprune.evaluators.registry import list_latency_backends
+
         _choice(self.statistic, "latency.statistic", LATENCY_STATISTICS)
         _positive(self.batch_size, "latency.batch_size")
+        _at_most(self.batch_size, "latency.batch_size", MAX_BATCH)
+        _choice(self.backend, "latency.backend", list_latency_backends())
+        _choice(self.precision, f"latency.precision (backend {self.backend})", LATENCY_BACKENDS.get(self.backend).precisions)
 
 
 @dataclass(frozen=True)
@@ -432,6 +386,19 @@ class StudyConfig:
         """Where the trained baseline is cached."""
         return self.run_dir / "baseline.pt"
 
+    def check_writable(self) -> None:
+        """Refuse (before any training, creating nothing) a run directory, artifact folder or local
+        storage file that is a file where a folder is needed, or cannot be written.
+
+        Raises:
+            ConfigError: naming the key.
+        """
+        check_writable(self.run_dir, "study.run_dir")
+        check_writable(self.artifact_dir, "study.artifact_dir" if self.study.artifact_dir else "study.run_dir")
+        db = storage_file(self.storage_url)
+        if db is not None:
+            check_writable(db, "study.storage", directory=False)
+
     def replace(self, **sections: Any) -> "StudyConfig":
         """A copy with some ``[study]`` fields replaced (CLI overrides such as ``--trials``)."""
         return dataclasses.replace(self, study=dataclasses.replace(self.study, **sections))
@@ -443,18 +410,6 @@ def _resolve(base: Path, value: str | None, keep_urls: bool = False) -> str | No
     if keep_urls and "://" in value:
         return value
     return str((base / Path(value).expanduser()).resolve())
-
-
-def _resolve_storage(base: Path, url: str | None) -> str | None:
-    """Make ``sqlite:///relative.db`` and journal paths absolute against the study directory."""
-    if not url:
-        return None
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        rest = url[len("sqlite:///"):]
-        return url if rest == ":memory:" else f"sqlite:///{(base / rest).resolve()}"
-    if "://" not in url:  # a journal file path
-        return str((base / url).resolve())
-    return url
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
@@ -492,7 +447,7 @@ def load_study_config(path: str | Path) -> StudyConfig:
     sections["study"] = dataclasses.replace(
         st, name=name, run_dir=run_dir,
         artifact_dir=_resolve(base, st.artifact_dir),
-        storage=_resolve_storage(base, st.storage),
+        storage=resolve_storage_url(st.storage, base),
     )
     sections["model"] = sections["model"].resolve_paths(base, _resolve)
     d = sections["data"]

@@ -79,7 +79,6 @@ def run_ray(cfg: StudyConfig, *, ctx: Any) -> Any:
         MissingDependencyError: without ray[tune].
     """
     from hybridprune.search.samplers import get_sampler
-    from hybridprune.search.storage import require_ray
     from hybridprune.search.study import counts, open_study, storage_for, worker_seed
 
     ray = require_ray()
@@ -117,3 +116,15 @@ def run_ray(cfg: StudyConfig, *, ctx: Any) -> Any:
                                   failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )
     return tuner.fit()
+
+
+def require_ray():
+    """Import ``ray.tune`` or explain how to install it.
+
+    Raises:
+        MissingDependencyError: when ray[tune] is not importable.
+    """
+    from hybridprune.registry import lazy_import
+
+    lazy_import("ray.tune", "ray", "--backend ray")
+    return lazy_import("ray", "ray", "--backend ray")

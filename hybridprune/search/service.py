@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
+import shutil
+from pathlib import Path
 from typing import Any, Callable
 
 from hybridprune.errors import ConfigError
 from hybridprune.search import trials as T
 from hybridprune.search.config import StudyConfig, load_study_config
+from hybridprune.search.storage import resolve_storage_url
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +32,7 @@ def load(path: str, *, trials: int | None = None, workers: int | None = None, ba
     if backend is not None:
         over["backend"] = backend
     if storage is not None:
-        from hybridprune.search.config import _resolve_storage
-
-        over["storage"] = _resolve_storage(cfg.path.parent, storage)
+        over["storage"] = resolve_storage_url(storage, cfg.path.parent)
     return cfg.replace(**over) if over else cfg
 
 
@@ -45,8 +47,9 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
         HybridPruneError subclasses, before any trial runs.
     """
     from hybridprune.search.context import build_context
-    from hybridprune.search.study import enqueue_references, open_study
+    from hybridprune.search.study import enqueue_references, has_heartbeat, open_study
 
+    cfg.check_writable()
     ctx = build_context(cfg)
     study = open_study(cfg)
     study.set_user_attr(T.STUDY_SPACE, ctx.space.describe())
@@ -60,7 +63,41 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
         study.set_user_attr(T.STUDY_BASELINE_METRICS, {k: v for k, v in ctx.baseline_metrics.items() if k != "train"})
     if cfg.study.references:
         enqueue_references(study, ctx.space)
+    if has_heartbeat(study):  # trials of dead workers stop counting as running (and are queued again)
+        import optuna
+
+        optuna.storages.fail_stale_trials(study)
+    removed = remove_stale_trial_dirs(cfg.run_dir, study)
+    if removed:
+        log.info("removed %d temporary folder(s) of trials that no longer run: %s", len(removed),
+                 ", ".join(p.name for p in removed))
     return study, ctx
+
+
+TRIAL_DIR = re.compile(r"^trial(\d+)-")
+
+
+def remove_stale_trial_dirs(run_dir: Path, study: Any) -> list[Path]:
+    """Delete the ``trial<N>-*`` temporary folders a killed trial left in ``run_dir``.
+
+    Only folders of trials that are not RUNNING (or not in the study at all) go; a trial that
+    another worker or machine is running keeps its folder.
+
+    Returns:
+        The folders removed.
+    """
+    from optuna.trial import TrialState
+
+    if not Path(run_dir).is_dir():
+        return []
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    removed = []
+    for path in sorted(Path(run_dir).iterdir()):
+        m = TRIAL_DIR.match(path.name)
+        if m and path.is_dir() and not path.is_symlink() and int(m.group(1)) not in running:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def run(cfg: StudyConfig, *, on_poll: Callable[[], None] | None = None) -> Any:
@@ -82,7 +119,9 @@ def run(cfg: StudyConfig, *, on_poll: Callable[[], None] | None = None) -> Any:
         elif cfg.study.backend == "local":
             from hybridprune.search.local import run_local
 
-            run_local(cfg, workers=cfg.study.workers, on_poll=on_poll, ctx=ctx if cfg.study.workers == 1 else None)
+            one = cfg.study.workers <= 1  # the in-process worker reuses the prepared study and context
+            run_local(cfg, workers=cfg.study.workers, on_poll=on_poll, ctx=ctx if one else None,
+                      study=study if one else None)
         else:  # validated in the config already
             raise ConfigError(f"unknown backend {cfg.study.backend!r}")
     finally:

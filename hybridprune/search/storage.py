@@ -1,4 +1,4 @@
-"""Storage, artifact store and the cross-process latency lock.
+"""Storage URLs, the storage factory and the artifact store.
 
 ``get_storage`` is the one factory that normalises what users give:
 
@@ -13,15 +13,109 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
+import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from hybridprune.errors import ConfigError, MissingDependencyError
+from hybridprune.io import device_lock  # noqa: F401  (its old home: context.py imports it from here)
 
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+
+
+def check_storage_url(url: str) -> None:
+    """Refuse a storage whose study would not persist: an in-memory SQLite database.
+
+    Raises:
+        ConfigError: for ``sqlite://``, ``sqlite:///:memory:`` and SQLite URIs with ``mode=memory``.
+    """
+    u = url.strip().lower()
+    if u == "sqlite://" or u.startswith("sqlite:///:memory:") or (u.startswith("sqlite:") and "mode=memory" in u):
+        raise ConfigError(f"storage {url!r} is an in-memory SQLite database: nothing would persist and worker "
+                          f"processes would not share it; give a file (sqlite:///study.db, a journal file "
+                          f"study.log) or leave the storage out (default: run_dir/study.db)")
+
+
+def resolve_storage_url(url: str | None, base: str | os.PathLike | None = None) -> str | None:
+    """The one normaliser of storage specs given as text (study files, ``--storage``, ``get_storage``).
+
+    ``sqlite:///relative.db``, ``journal://relative.log`` and a journal file path (ending in
+    :data:`JOURNAL_SUFFIXES`) are made absolute against ``base`` (default: the working folder);
+    other URLs (``sqlite:////abs.db``, ``postgresql+psycopg2://...``) are returned as they are.
+
+    Args:
+        url: The storage spec; ``None`` or ``""`` gives ``None`` (the default storage).
+        base: Folder that relative paths resolve against (a study file's folder).
+
+    Returns:
+        The normalised spec, or ``None``.
+
+    Raises:
+        ConfigError: for an in-memory SQLite database, or a path that is neither a URL nor a
+            journal file.
+    """
+    if not url:
+        return None
+    check_storage_url(url)
+    root = Path(base) if base is not None else Path.cwd()
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return f"sqlite:///{(root / url[len('sqlite:///'):]).resolve()}"
+    if url.startswith("journal://"):
+        return f"journal://{(root / Path(url[len('journal://'):]).expanduser()).resolve()}"
+    if "://" not in url:
+        if not url.endswith(JOURNAL_SUFFIXES):
+            raise ConfigError(
+                f"storage {url!r} is neither a SQLAlchemy URL (sqlite:///file.db, postgresql+psycopg2://...) "
+                f"nor a journal file ending in {JOURNAL_SUFFIXES}")
+        return str((root / Path(url).expanduser()).resolve())
+    return url
+
+
+def storage_file(url: str) -> Path | None:
+    """The local file a storage URL writes (SQLite database or journal file), or ``None``."""
+    if url.startswith("journal://") or ("://" not in url and url.endswith(JOURNAL_SUFFIXES)):
+        return Path(url.removeprefix("journal://"))
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///"):].split("?", 1)[0])
+    return None
+
+
+def check_writable(path: str | os.PathLike, what: str, *, directory: bool = True) -> None:
+    """Raise ConfigError unless ``path`` (a folder, or a file with ``directory=False``) can be
+    created or written. Creates nothing: it probes the nearest existing folder with an
+    anonymous temporary file.
+
+    Args:
+        path: The folder or file.
+        what: Its name in messages (e.g. ``"study.run_dir"``).
+        directory: Whether ``path`` is a folder.
+
+    Raises:
+        ConfigError: naming ``what`` when it is a file where a folder is needed (or the
+            reverse), sits below a file, or is not writable.
+    """
+    p = Path(path)
+    if p.exists():
+        if directory and not p.is_dir():
+            raise ConfigError(f"{what} {p} is a file, not a folder; give a folder (it is created if missing)")
+        if not directory and p.is_dir():
+            raise ConfigError(f"{what} {p} is a folder, not a file")
+        if not directory and not os.access(p, os.R_OK | os.W_OK):
+            raise ConfigError(f"{what} {p} is not writable")
+        folder = p if directory else p.parent
+    else:
+        folder = p.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise ConfigError(f"{what} {p} cannot be created: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{what} {p} is not writable ({folder}: {exc.strerror or exc}); "
+                          f"give a folder you can write") from None
 
 
 def get_storage(
@@ -54,20 +148,23 @@ def get_storage(
         return storage
     if not isinstance(storage, str) or not storage:
         raise ConfigError(f"storage must be a database URL or a journal file path, got {storage!r}")
+    storage = resolve_storage_url(storage)
     if storage.startswith("journal://") or ("://" not in storage and storage.endswith(JOURNAL_SUFFIXES)):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         path = Path(storage.removeprefix("journal://"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    if "://" not in storage:
-        raise ConfigError(
-            f"storage {storage!r} is neither a SQLAlchemy URL (sqlite:///file.db, postgresql+psycopg2://...) "
-            f"nor a journal file ending in {JOURNAL_SUFFIXES}"
-        )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise ConfigError(f"cannot open journal storage {path}: {exc.strerror or exc}") from None
     engine_kwargs: dict[str, Any] = {}
     if storage.startswith("sqlite:///"):
-        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        db = storage_file(storage)
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the folder of SQLite storage {db}: {exc.strerror or exc}") from None
         engine_kwargs = {"connect_args": {"timeout": 120}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
@@ -138,40 +235,8 @@ def get_artifact_store(directory: str | os.PathLike):
     from optuna.artifacts import FileSystemArtifactStore
 
     path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the artifact folder {path}: {exc.strerror or exc}") from None
     return FileSystemArtifactStore(str(path))
-
-
-@contextlib.contextmanager
-def device_lock(path: str | os.PathLike | None) -> Iterator[None]:
-    """Hold an exclusive ``fcntl.flock`` on ``path`` so that local workers measure one at a time.
-
-    Args:
-        path: The lock file (created if missing); ``None`` means no locking (remote agents queue
-            requests themselves).
-
-    Returns:
-        A context manager.
-    """
-    if path is None:
-        yield
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def require_ray():
-    """Import ``ray.tune`` or explain how to install it.
-
-    Raises:
-        MissingDependencyError: when ray[tune] is not importable.
-    """
-    from hybridprune.registry import lazy_import
-
-    lazy_import("ray.tune", "ray", "--backend ray")
-    return lazy_import("ray", "ray", "--backend ray")
