@@ -7,6 +7,7 @@ import re
 import pytest
 
 from hybridprune.cli import main
+
 from test_search_support import write_study
 
 pytestmark = pytest.mark.slow

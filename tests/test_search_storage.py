@@ -9,9 +9,10 @@ import optuna
 import pytest
 
 from hybridprune.errors import ConfigError
+from hybridprune.io import device_lock
 from hybridprune.pruning import list_criteria
 from hybridprune.search.samplers import get_sampler
-from hybridprune.search.storage import device_lock, get_storage
+from hybridprune.search.storage import get_storage
 from hybridprune.spaces import get_space
 
 
@@ -76,6 +77,7 @@ def test_device_lock_excludes_other_processes(tmp_path):
 def test_banners_never_print_database_passwords(tmp_path, capsys):
     from hybridprune.cli import main
     from hybridprune.search.storage import redact_url
+
     from test_search_support import write_study
 
     assert redact_url("postgresql+psycopg2://me:s3cret@db.example/hp") == "postgresql+psycopg2://me:***@db.example/hp"
@@ -110,6 +112,7 @@ def test_one_resolver_for_storage_specs(tmp_path, monkeypatch):
 def test_journal_url_in_a_study_file_resolves_against_its_folder(tmp_path, monkeypatch):
     from hybridprune.search.service import load
     from hybridprune.search.study import open_study
+
     from test_search_support import write_study
 
     path = write_study(tmp_path / "studies", name="j", study_extra='storage = "journal://db/j.log"')

@@ -12,6 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hybridprune.cli import main
+
 from test_search_support import REPO, load, write_study
 
 pytestmark = pytest.mark.slow
@@ -219,8 +220,9 @@ def test_a_killed_worker_is_a_warning_when_the_study_reached_its_target(tmp_path
     path = write_study(tmp_path, name="onedead", trials=3, heartbeat=2, grace=10, study_extra="references = false")
     proc = _start(path, "--workers", "2")
     try:
-        rows = _until(lambda: _db_rows(path, "SELECT a.value_json FROM trial_user_attributes a JOIN trials t "
-                                             "ON a.trial_id = t.trial_id WHERE a.key = 'worker' AND t.state = 'RUNNING'"), proc)
+        query = ("SELECT a.value_json FROM trial_user_attributes a JOIN trials t "
+                 "ON a.trial_id = t.trial_id WHERE a.key = 'worker' AND t.state = 'RUNNING'")
+        rows = _until(lambda: _db_rows(path, query), proc)
         victim = int(rows[0][0].strip('"').rsplit(":", 1)[1])
         assert victim in _worker_pids(proc.pid)
         os.kill(victim, signal.SIGKILL)

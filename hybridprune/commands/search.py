@@ -78,7 +78,8 @@ def _log_finished(study, seen: set, console) -> None:
                 how.append(f"rung decision {t.user_attrs[T.RUNGS][-1]['decision']}")
             if t.user_attrs.get(T.LATENCY_CACHED):
                 how.append("latency cached")
-            console.print(f"trial {t.number} done: accuracy {100 * T.accuracy(t):.2f}%, latency {T.latency_ms(t):.3f} ms "
+            console.print(f"trial {t.number} done: accuracy {100 * T.accuracy(t):.2f}%, "
+                          f"latency {T.latency_ms(t):.3f} ms "
                           f"({what}{'; ' if how else ''}{', '.join(how)})", soft_wrap=True, markup=False)
         else:
             console.print(f"trial {t.number} failed: {t.user_attrs.get(T.FAIL_REASON, 'worker died')} ({what})",
@@ -107,13 +108,16 @@ def register(app: typer.Typer) -> None:
         console = _console()
         cfg = service.load(study_file, trials=trials, workers=workers, backend=backend, storage=storage)
         console.print(f"study {cfg.name}: {cfg.study.trials} trials, sampler {cfg.sampler.name}, "
-                      f"{cfg.study.workers} worker(s), backend {cfg.study.backend}, storage {redact_url(cfg.storage_url)}",
+                      f"{cfg.study.workers} worker(s), backend {cfg.study.backend}, "
+                      f"storage {redact_url(cfg.storage_url)}",
                       soft_wrap=True, markup=False)
         cfg.check_writable()  # (prepare checks again) before announcing a baseline that would not train
         if not cfg.model.checkpoint and not cfg.baseline_path.is_file():
             console.print(f"training the unpruned baseline first ({cfg.baseline.epochs:g} epochs); "
                           f"cached at {cfg.baseline_path} for re-runs")
-        live = Live(console=console, refresh_per_second=2, transient=False) if progress and console.is_terminal else None
+        live = None
+        if progress and console.is_terminal:
+            live = Live(console=console, refresh_per_second=2, transient=False)
         watcher: dict = {"seen": set(), "started": set()}
 
         def poll() -> None:
@@ -166,7 +170,6 @@ def register(app: typer.Typer) -> None:
         """Table of the Pareto set plus PNG and HTML plots of accuracy vs latency."""
         from dataclasses import asdict
 
-
         from hybridprune.search.pareto import pareto_rows, plot_html, plot_png, rich_table
 
         cfg, study = _open(study_file, storage)
@@ -177,12 +180,14 @@ def register(app: typer.Typer) -> None:
         console = _console()
         console.print(rich_table(rows, f"Pareto set of {cfg.name}"))
         directory = Path(out) if out else cfg.run_dir
-        console.print(f"plots: {plot_png(study, directory / 'pareto.png')} {plot_html(study, directory / 'pareto.html')}")
+        png, html = plot_png(study, directory / "pareto.png"), plot_html(study, directory / "pareto.html")
+        console.print(f"plots: {png} {html}")
 
     @app.command("select")
     def select_cmd(
         study_file: str = typer.Argument(..., metavar="STUDY"),
-        max_latency_ms: Optional[float] = typer.Option(None, help="Latency budget in ms (the study's latency statistic)."),
+        max_latency_ms: Optional[float] = typer.Option(
+            None, help="Latency budget in ms (the study's latency statistic)."),
         max_latency_ratio: Optional[float] = typer.Option(
             None, help="Latency budget as a fraction of the unpruned baseline trial's latency (e.g. 0.8)."),
         min_accuracy: Optional[float] = typer.Option(
@@ -194,9 +199,7 @@ def register(app: typer.Typer) -> None:
 
         from hybridprune.errors import ConfigError
         from hybridprune.search.pareto import rich_table
-        from hybridprune.search.select import NoFeasibleTrial, choose, export_trial
-
-        from hybridprune.search.select import baseline_latency
+        from hybridprune.search.select import NoFeasibleTrial, baseline_latency, choose, export_trial
 
         if (max_latency_ms is None) == (max_latency_ratio is None):
             raise ConfigError("give exactly one of --max-latency-ms and --max-latency-ratio")

@@ -71,7 +71,8 @@ class StudySection:
             check_storage_url(self.storage)
         if self.grace_period <= self.heartbeat_interval:
             raise ConfigError(
-                f"study.grace_period ({self.grace_period}) must exceed study.heartbeat_interval ({self.heartbeat_interval})"
+                f"study.grace_period ({self.grace_period}) must exceed study.heartbeat_interval "
+                f"({self.heartbeat_interval})"
             )
 
 
@@ -102,7 +103,8 @@ class ModelSection:
         """A copy with ``checkpoint`` (through ``resolve``) and a file reference made absolute against ``base``."""
         from hybridprune.models.reference import canonical_reference
 
-        return dataclasses.replace(self, name=canonical_reference(self.name, base), checkpoint=resolve(base, self.checkpoint))
+        return dataclasses.replace(self, name=canonical_reference(self.name, base),
+                                   checkpoint=resolve(base, self.checkpoint))
 
 
 @dataclass(frozen=True)
@@ -217,11 +219,13 @@ class FidelitySection:
 
     def __post_init__(self) -> None:
         if (self.min_steps is None) != (self.max_steps is None):
-            raise ConfigError("[fidelity] needs both min_steps and max_steps (fine-tune steps of the first and last rung)")
+            raise ConfigError("[fidelity] needs both min_steps and max_steps "
+                              "(fine-tune steps of the first and last rung)")
         _positive(self.min_steps, "fidelity.min_steps")
         _positive(self.max_steps, "fidelity.max_steps")
         if self.min_steps is not None and self.min_steps > self.max_steps:
-            raise ConfigError(f"fidelity.min_steps ({self.min_steps}) must not exceed fidelity.max_steps ({self.max_steps})")
+            raise ConfigError(f"fidelity.min_steps ({self.min_steps}) must not exceed "
+                              f"fidelity.max_steps ({self.max_steps})")
         if not self.eta >= 2:
             raise ConfigError(f"fidelity.eta must be >= 2 (keep the top 1/eta at each rung), got {self.eta}")
 
@@ -265,7 +269,8 @@ class LatencySection:
         _positive(self.batch_size, "latency.batch_size")
         _at_most(self.batch_size, "latency.batch_size", MAX_BATCH)
         _choice(self.backend, "latency.backend", list_latency_backends())
-        _choice(self.precision, f"latency.precision (backend {self.backend})", LATENCY_BACKENDS.get(self.backend).precisions)
+        precisions = LATENCY_BACKENDS.get(self.backend).precisions
+        _choice(self.precision, f"latency.precision (backend {self.backend})", precisions)
 
 
 @dataclass(frozen=True)

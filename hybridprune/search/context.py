@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from hybridprune.errors import ConfigError, DataError
+from hybridprune.io import device_lock
 from hybridprune.search.config import StudyConfig
 from hybridprune.search.latency_cache import ISOLATED_BACKENDS, IsolatedTimer
-from hybridprune.search.storage import device_lock
 
 log = logging.getLogger(__name__)
 

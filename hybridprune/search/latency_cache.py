@@ -73,7 +73,8 @@ def settings_key(arch_key: str, backend: str, options: Mapping[str, Any], batch_
                  input_size: tuple[int, ...]) -> str:
     """Cache key: the architecture plus everything about how it is timed (tokens left out)."""
     spec = {"arch": arch_key, "backend": backend, "batch": batch_size, "precision": precision,
-            "input": list(input_size), "options": {k: v for k, v in sorted(options.items()) if k not in _SECRET_OPTIONS}}
+            "input": list(input_size),
+            "options": {k: v for k, v in sorted(options.items()) if k not in _SECRET_OPTIONS}}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -94,6 +95,19 @@ class LatencyCache:
 
 
 _CHILD_BACKENDS: dict[str, Any] = {}
+
+
+def _die_with_parent() -> None:
+    """Pool initializer: on Linux the kernel kills the timer when its worker dies (kill -9 too)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def _measure_in_child(name: str, options: dict, path: str, input_shape: tuple, batch_size: int, precision: str) -> dict:
@@ -126,7 +140,8 @@ class IsolatedTimer:
         from hybridprune.evaluators import LatencyResult
 
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
+                                             initializer=_die_with_parent)
             atexit.register(self.close)
         fut = self._pool.submit(_measure_in_child, self.name, self.options, str(path), tuple(input_shape),
                                 batch_size, precision)

@@ -118,7 +118,8 @@ def _finetune(ctx: TrialContext, trial: Any, model: torch.nn.Module, latency_ms:
     seed = cfg.study.seed + trial.number
     if not cfg.fidelity.enabled:
         with timer.phase("finetune"):
-            ft = finetune(model, ctx.data, Budget(epochs=f.epochs, steps=f.steps), ctx.normalization, seed=seed, **train_kw)
+            budget = Budget(epochs=f.epochs, steps=f.steps)
+            ft = finetune(model, ctx.data, budget, ctx.normalization, seed=seed, **train_kw)
         trial.set_user_attr(T.FINETUNE, ft.to_dict())
         trial.set_user_attr(T.FIDELITY_STEPS, ft.steps)
         return score()
@@ -127,7 +128,8 @@ def _finetune(ctx: TrialContext, trial: Any, model: torch.nn.Module, latency_ms:
     done, history, accuracy = 0, [], float("nan")
     for k, steps in enumerate(rungs):
         with timer.phase("finetune"):
-            ft = finetune(model, ctx.data, Budget(steps=steps - done), ctx.normalization, seed=seed + 1000 * k, **train_kw)
+            ft = finetune(model, ctx.data, Budget(steps=steps - done), ctx.normalization, seed=seed + 1000 * k,
+                          **train_kw)
         done = steps
         accuracy = score()
         decision = F.decide(trial.study, trial.number, k, len(rungs), accuracy, latency_ms, cfg.fidelity.eta, reference)

@@ -33,7 +33,8 @@ def same_params(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     for k, va in a.items():
         vb = b[k]
         if isinstance(va, float) or isinstance(vb, float):
-            if not (isinstance(vb, (int, float)) and isinstance(va, (int, float)) and math.isclose(va, vb, abs_tol=1e-9)):
+            numbers = isinstance(vb, (int, float)) and isinstance(va, (int, float))
+            if not (numbers and math.isclose(va, vb, abs_tol=1e-9)):
                 return False
         elif va != vb:
             return False

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from hybridprune.errors import ConfigError, MissingDependencyError
-from hybridprune.io import device_lock  # noqa: F401  (its old home: context.py imports it from here)
 
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
 
