@@ -11,7 +11,7 @@ import pytest
 from hybridprune.errors import ConfigError
 from hybridprune.io import device_lock
 from hybridprune.pruning import list_criteria
-from hybridprune.search.samplers import get_sampler
+from hybridprune.search.samplers import get_sampler, list_samplers
 from hybridprune.search.storage import get_storage
 from hybridprune.spaces import get_space
 
@@ -35,12 +35,22 @@ def test_get_storage_rejects_bad_specs(bad):
         get_storage(bad)
 
 
-@pytest.mark.parametrize("name,cls", [("nsga2", optuna.samplers.NSGAIISampler), ("tpe", optuna.samplers.TPESampler),
-                                      ("gp", optuna.samplers.GPSampler), ("random", optuna.samplers.RandomSampler)])
-def test_every_sampler_searches_the_space_with_constraints(name, cls):
-    """Past their start-up phase, the samplers keep producing valid configs and honour constraints."""
+EXPECTED = {"nsga2": optuna.samplers.NSGAIISampler, "tpe": optuna.samplers.TPESampler,
+            "gp": optuna.samplers.GPSampler, "random": optuna.samplers.RandomSampler}
+
+
+def test_sampler_registry_lists_every_sampler_once():
+    from hybridprune.search.samplers import SAMPLER_ORDER, list_samplers
+
+    assert sorted(SAMPLER_ORDER) == list_samplers() == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", list_samplers())
+def test_every_sampler_searches_the_space_with_constraints(name):
+    """Contract over the registry: past their start-up phase, the samplers keep producing valid
+    configs and honour constraints."""
     sampler = get_sampler(name, seed=0, n_trials=12, n_startup_trials=4, population_size=4)
-    assert isinstance(sampler, cls)
+    assert isinstance(sampler, EXPECTED[name])
     space = get_space("hybrid", {}, removable_blocks=7, criteria=list_criteria())
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hybridprune.errors import ConfigError
+from hybridprune.search.samplers import SAMPLER_ORDER
 from hybridprune.search.storage import check_storage_url, check_writable, resolve_storage_url, storage_file
 from hybridprune.search.toml_schema import at_most as _at_most
 from hybridprune.search.toml_schema import build as _build
@@ -23,7 +24,6 @@ from hybridprune.search.toml_schema import positive as _positive
 
 LATENCY_STATISTICS = ("median_ms", "mean_ms", "p90_ms", "p99_ms")
 EXTRA_OBJECTIVES = ("params", "macs")
-SAMPLERS = ("nsga2", "tpe", "gp", "random")
 PRECISIONS = ("auto", "bf16", "fp32")
 BACKENDS = ("local", "ray")
 
@@ -316,7 +316,7 @@ class SamplerSection:
     n_startup_trials: int | None = None
 
     def __post_init__(self) -> None:
-        _choice(self.name, "sampler.name", SAMPLERS)
+        _choice(self.name, "sampler.name", SAMPLER_ORDER)
         if self.population_size is not None and self.population_size < 2:
             raise ConfigError(f"sampler.population_size must be >= 2, got {self.population_size}")
         _positive(self.n_startup_trials, "sampler.n_startup_trials")

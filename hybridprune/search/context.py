@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrialContext:
+class WorkerContext:
     """What one worker needs to run trials.
 
     Attributes:
@@ -245,7 +245,7 @@ def build_backend(cfg: StudyConfig) -> Any:
     return get_latency_backend(cfg.latency.backend, **options)
 
 
-def build_context(cfg: StudyConfig, *, train_if_missing: bool = True, device: str | None = None) -> TrialContext:
+def build_context(cfg: StudyConfig, *, train_if_missing: bool = True, device: str | None = None) -> WorkerContext:
     """Load data, baseline, space and backend (the pre-flight check of a study).
 
     Args:
@@ -254,7 +254,7 @@ def build_context(cfg: StudyConfig, *, train_if_missing: bool = True, device: st
         device: Torch device (default: CUDA when available, else CPU).
 
     Returns:
-        A :class:`TrialContext`.
+        A :class:`WorkerContext`.
 
     Raises:
         HybridPruneError subclasses naming what is wrong.
@@ -269,6 +269,6 @@ def build_context(cfg: StudyConfig, *, train_if_missing: bool = True, device: st
     timer = None
     if cfg.latency.isolate and cfg.latency.backend in ISOLATED_BACKENDS:
         timer = IsolatedTimer(cfg.latency.backend, cfg.latency.options)
-    return TrialContext(cfg=cfg, data=data, model=model.to(device).eval(), normalization=norm, input_size=size,
+    return WorkerContext(cfg=cfg, data=data, model=model.to(device).eval(), normalization=norm, input_size=size,
                         space=space, backend=backend, lock_path=lock, device=device, baseline_metrics=metrics,
                         timer=timer)

@@ -83,7 +83,7 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
         storage: Storage override (URL or object).
         threads: Torch intra-op threads of this worker.
         on_trial: Called with the study after each trial (progress).
-        ctx: A prepared :class:`TrialContext` (built here when ``None``; the caller closes a
+        ctx: A prepared :class:`WorkerContext` (built here when ``None``; the caller closes a
             context it passes).
         index: This worker's index (its sampler draws from a stream of its own).
         on_start: Called with each trial once it is RUNNING in the storage, before its work.

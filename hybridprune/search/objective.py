@@ -28,7 +28,7 @@ import torch
 from hybridprune.errors import HybridPruneError, TrainingDiverged, first_line
 from hybridprune.search import fidelity as F
 from hybridprune.search import trials as T
-from hybridprune.search.context import TrialContext, split_record
+from hybridprune.search.context import WorkerContext, split_record
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def constraint_values(cfg: Any, accuracy: float, latency_ms: float) -> dict[str,
     return out
 
 
-def _prune(ctx: TrialContext, config: Any) -> tuple[torch.nn.Module, dict | None, list[str]]:
+def _prune(ctx: WorkerContext, config: Any) -> tuple[torch.nn.Module, dict | None, list[str]]:
     if config.channel_ratio == 0 and config.pruned_blocks == 0:
         return copy.deepcopy(ctx.model), None, []
     from hybridprune.pruning import prune_model
@@ -62,7 +62,7 @@ def _upload(trial: Any, store: Any, path: Path) -> str:
     return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
 
 
-def run_trial(ctx: TrialContext, trial: Any, artifact_store: Any) -> list[float]:
+def run_trial(ctx: WorkerContext, trial: Any, artifact_store: Any) -> list[float]:
     """Evaluate one configuration and record everything on ``trial``.
 
     Args:
@@ -100,7 +100,7 @@ def _finish(trial: Any, cfg: Any, timer: T.PhaseTimer, accuracy: float, latency_
     return _values(cfg, accuracy, latency_ms, cx)
 
 
-def _finetune(ctx: TrialContext, trial: Any, model: torch.nn.Module, latency_ms: float, timer: T.PhaseTimer) -> float:
+def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms: float, timer: T.PhaseTimer) -> float:
     """Fine-tune (rung by rung with ``[fidelity]``) and return the validation accuracy reached."""
     from hybridprune.training import Budget, evaluate, finetune
 
@@ -142,7 +142,7 @@ def _finetune(ctx: TrialContext, trial: Any, model: torch.nn.Module, latency_ms:
     return accuracy
 
 
-def _run(ctx: TrialContext, trial: Any, store: Any) -> list[float]:
+def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
     from hybridprune.checkpoints import save_checkpoint
     from hybridprune.evaluators import export_onnx
     from hybridprune.models.complexity import complexity, describe_architecture
