@@ -102,3 +102,19 @@ def test_latency_of_pruned_checkpoint(tmp_path, capsys):
 def test_agent_serve_rejects_bad_backend(capsys):
     assert main(["agent", "serve", "--backend", "tflite", "--port", "0"]) == 2
     assert "--backend must be auto, trtexec or onnxruntime" in capsys.readouterr().err
+
+
+def test_latency_prints_file_names_literally(tmp_path, capsys):
+    """A file name with Rich markup and an escape sequence is shown as text, not interpreted."""
+    import torch
+
+    from hybridprune.cli import main
+    from hybridprune.evaluators import export_onnx
+    from hybridprune.models import create_model
+
+    torch.manual_seed(0)
+    name = tmp_path / "[bold]x\x1b[31m.onnx"
+    export_onnx(create_model("resnet20", num_classes=10), name, (1, 3, 32, 32), check=False)
+    assert main(["latency", str(name), "--max-time", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "[bold]x" in out and "\x1b[31m" not in out and "\\x1b" in out

@@ -59,7 +59,9 @@ def latency(
     """Measure a model's latency and print a statistics table."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
+    from hybridprune.cli import printable
     from hybridprune.errors import ConfigError
     from hybridprune.evaluators import get_latency_backend
     from hybridprune.evaluators.base import LATENCY_BACKENDS
@@ -81,7 +83,9 @@ def latency(
     target, shape = _load(model, input_size)
     result = evaluator.measure(target, input_shape=shape, batch_size=batch, precision=precision)
 
-    table = Table(title=f"latency of {model.name} ({result.backend}, batch {result.batch_size}, {result.precision})")
+    # the file name and the device's self-description are printed literally (no Rich markup)
+    table = Table(title=Text(printable(f"latency of {model.name} ({result.backend}, batch {result.batch_size}, "
+                                       f"{result.precision})")))
     table.add_column("statistic")
     table.add_column("value", justify="right")
     for label, value in [("median", result.median_ms), ("mean", result.mean_ms), ("p90", result.p90_ms),
@@ -92,8 +96,8 @@ def latency(
     table.add_row("per sample (ms)", f"{result.per_sample_ms:.4f}")
     table.add_row("runs", str(result.runs))
     table.add_row("stable (CI within target)", "yes" if result.stable else "no (time cap)")
-    table.add_row("device", result.device)
-    table.add_row("versions", ", ".join(f"{k} {v}" for k, v in sorted(result.versions.items())))
+    table.add_row("device", Text(printable(result.device)))
+    table.add_row("versions", Text(printable(", ".join(f"{k} {v}" for k, v in sorted(result.versions.items())))))
     if "threads" in result.extra:
         table.add_row("threads", str(result.extra["threads"]))
     Console(highlight=False).print(table)

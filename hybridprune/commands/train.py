@@ -147,6 +147,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from hybridprune.checkpoints import load_checkpoint, save_checkpoint
+        from hybridprune.cli import printable
         from hybridprune.errors import ConfigError
         from hybridprune.models import create_model, get_model_spec
         from hybridprune.training import Budget, evaluate, finetune, resolve_precision, seed_everything, train
@@ -197,7 +198,8 @@ def register(app: typer.Typer) -> None:
         net.to("cpu", memory_format=torch.contiguous_format)
         save_checkpoint(out, net, norm, model_name=name, model_kwargs=kwargs, record=record, metrics=metrics,
                         input_size=input_size)
-        typer.echo(f"trained {name} for {result.steps} steps ({result.epochs:.2f} epochs) in {result.seconds:.1f}s, "
+        typer.echo(f"trained {printable(name)} for {result.steps} steps ({result.epochs:.2f} epochs) "
+                   f"in {result.seconds:.1f}s, "
                    f"{result.images_per_second:.0f} images/s, {result.precision}")
         if result.val:
             typer.echo(f"val:  {_fmt(result.val)}")
@@ -226,6 +228,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Report top-1 (and top-5) accuracy of a checkpoint on a dataset split."""
         from hybridprune.checkpoints import load_checkpoint
+        from hybridprune.cli import printable
         from hybridprune.errors import ConfigError
         from hybridprune.training import evaluate, resolve_precision
 
@@ -240,7 +243,7 @@ def register(app: typer.Typer) -> None:
         if len(part) == 0:
             raise ConfigError(f"the {split} split is empty (--val-size 0?)")
         result = evaluate(ck.model, part, ck.normalization, batch_size=batch_size, device=device, precision=prec)
-        typer.echo(f"{ck.model_name} on {dataset} {split} ({prec}): {_fmt(result)}")
+        typer.echo(f"{printable(ck.model_name)} on {dataset} {split} ({prec}): {_fmt(result)}")
 
 
 class _progress:
