@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import optuna
 import pytest
 
@@ -105,3 +107,44 @@ def test_compound_scaling_shrinks_depth_and_width_together():
 def test_compound_bad_options(options, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         _space("compound", options)
+
+
+def test_paper_grid_references_every_criterion_and_order():
+    from hybridprune.pruning import list_criteria
+
+    five = ["weight_magnitude", "bn_scale", "taylor_weight", "taylor_feature_map", "feature_map_rank"]
+    assert set(five) <= set(list_criteria())
+    space = get_space("hybrid", {"criterion": five, "references": "paper_grid"}, removable_blocks=25,
+                      criteria=list_criteria())
+    refs = space.labelled_references()
+    assert [label for label, _ in refs] == ["baseline"] + ["paper"] * 20
+    paper = {(p["criterion"], p["pruned_blocks"], p["order"]) for _, p in refs[1:]}
+    assert len(paper) == 20 and all(p["channel_ratio"] == 0.3 for _, p in refs[1:])
+    # the default stays the first criterion only
+    default = get_space("hybrid", {"criterion": five}, removable_blocks=25, criteria=list_criteria())
+    assert len(default.labelled_references()) == 5
+
+
+def test_round_to_can_be_searched():
+    import optuna
+
+    from hybridprune.pruning import list_criteria
+
+    space = get_space("hybrid", {"round_to": [1, 4, 8]}, removable_blocks=7, criteria=list_criteria())
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = {space.suggest(study.ask()).round_to for _ in range(30)}
+    assert seen == {1, 4, 8}
+    assert all(p["round_to"] == 1 for p in space.reference_points())
+
+
+@pytest.mark.parametrize("options, fixed, message", [
+    ({"references": "all"}, {}, "space.references must be one of"),
+    ({"round_to": [1, 4]}, {"round_to": 8}, "keep one of them"),
+    ({"round_to": [0, 4]}, {}, "space.round_to[0] must lie in [1, 64]"),
+])
+def test_bad_reference_and_round_to_options(options, fixed, message):
+    from hybridprune.errors import ConfigError
+    from hybridprune.pruning import list_criteria
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        get_space("hybrid", options, removable_blocks=7, criteria=list_criteria(), fixed=fixed)

@@ -18,6 +18,7 @@ from hybridprune.spaces.base import (
 from hybridprune.spaces.registry import SPACES
 
 PAPER_BLOCKS = (1, 2)
+REFERENCE_SETS = ("paper", "paper_grid")
 
 
 @SPACES.register()
@@ -30,14 +31,28 @@ class HybridSpace(BaseSpace):
     * ``pruned_blocks``: residual blocks removed, default ``{low=0, high=<removable blocks>}``.
     * ``criterion``: importance criteria, default every registered criterion.
     * ``order``: ``channel_first`` / ``layer_first``, default both.
+    * ``round_to``: kept channels rounded to a multiple of this, e.g. ``[1, 4, 8]`` to let the
+      search pick the widths a runtime likes (default: not searched; ``[pruning] round_to``).
+    * ``references``: the reference points enqueued first: ``paper`` (default: the unpruned
+      baseline and 30% of channels with 1 and 2 blocks, both orders, first criterion) or
+      ``paper_grid`` (the same for every criterion of the space: the paper's 20 settings with its
+      5 criteria).
     """
 
     name = "hybrid"
-    options = ("channel_ratio", "pruned_blocks", "criterion", "order")
+    options = ("channel_ratio", "pruned_blocks", "criterion", "order", "round_to", "references")
 
     def _parse(self, options: dict[str, Any]) -> dict[str, Param]:
         n = self.removable_blocks
         orders = list(pruning_orders())
+        self.reference_set = options.get("references", "paper")
+        if self.reference_set not in REFERENCE_SETS:
+            raise ConfigError(f"space.references must be one of {list(REFERENCE_SETS)}, got {self.reference_set!r}")
+        extra: dict[str, Param] = {}
+        if "round_to" in options:
+            if "round_to" in self.fixed:
+                raise ConfigError("round_to is set in [pruning] and searched in [space]; keep one of them")
+            extra["round_to"] = parse_param(options["round_to"], "space.round_to", int, bounds=(1, 64))
         return {
             "channel_ratio": parse_param(
                 options.get("channel_ratio", {"low": 0.0, "high": 0.8, "step": 0.05}),
@@ -51,6 +66,7 @@ class HybridSpace(BaseSpace):
                 options.get("criterion", list(self.criteria)), "space.criterion", str, choices=self.criteria
             ),
             "order": parse_param(options.get("order", orders), "space.order", str, choices=orders),
+            **extra,
         }
 
     def to_config(self, params: Mapping[str, Any]):
@@ -59,9 +75,8 @@ class HybridSpace(BaseSpace):
         if missing:
             raise ConfigError(f"hybrid space parameters missing: {missing}")
         value = {k: params.get(k, getattr(p, "value", None)) for k, p in self.params.items()}
-        return make_config(
-            value["channel_ratio"], value["pruned_blocks"], value["criterion"], value["order"], self.fixed
-        )
+        fixed = {**self.fixed, "round_to": int(value["round_to"])} if "round_to" in value else self.fixed
+        return make_config(value["channel_ratio"], value["pruned_blocks"], value["criterion"], value["order"], fixed)
 
     def _first(self, name: str) -> Any:
         p = self.params[name]
@@ -69,13 +84,19 @@ class HybridSpace(BaseSpace):
 
     def labelled_references(self) -> list[tuple[str, dict[str, Any]]]:
         """See :meth:`BaseSpace.labelled_references`."""
-        criterion = self._first("criterion")
+        crit = self.params["criterion"]
+        criteria = [self._first("criterion")]
+        if self.reference_set == "paper_grid" and isinstance(crit, Choice):
+            criteria = list(crit.choices)
         orders = (
             list(self.params["order"].choices) if isinstance(self.params["order"], Choice) else [self._first("order")]
         )
-        raw = [("baseline", {"channel_ratio": 0.0, "pruned_blocks": 0, "criterion": criterion, "order": orders[0]})]
-        for blocks in PAPER_BLOCKS:
-            for order in orders:
-                raw.append(("paper", {"channel_ratio": PAPER_CHANNEL_RATIO, "pruned_blocks": blocks,
-                                      "criterion": criterion, "order": order}))
+        common = {"round_to": self._first("round_to")} if "round_to" in self.params else {}
+        raw = [("baseline", {"channel_ratio": 0.0, "pruned_blocks": 0, "criterion": criteria[0], "order": orders[0],
+                             **common})]
+        for criterion in criteria:
+            for blocks in PAPER_BLOCKS:
+                for order in orders:
+                    raw.append(("paper", {"channel_ratio": PAPER_CHANNEL_RATIO, "pruned_blocks": blocks,
+                                          "criterion": criterion, "order": order, **common}))
         return self._labelled(raw)
