@@ -70,9 +70,9 @@ def _log_finished(study, seen: set, console) -> None:
                 f"{c.get('order')}") if c else ""
         if t.state == TrialState.COMPLETE:
             how = [f"{t.user_attrs.get(T.FIDELITY_STEPS)} steps"] if t.user_attrs.get(T.FIDELITY_STEPS) else []
-            if T.DUPLICATE_OF in t.user_attrs:
+            if not T.counts_towards_target(t):
                 how = [f"reused trial {t.user_attrs[T.DUPLICATE_OF]}"]
-            elif T.GATED in t.user_attrs:
+            elif t.user_attrs.get(T.GATED):
                 how = ["over the latency budget, not fine-tuned"]
             elif t.user_attrs.get(T.RUNGS):
                 how.append(f"rung decision {t.user_attrs[T.RUNGS][-1]['decision']}")

@@ -101,9 +101,12 @@ class RungResult:
 
 
 def recorded_at(study: Any, rung: int, exclude_number: int) -> list[list[float]]:
-    """(-accuracy, latency) of every other trial of ``study`` that recorded ``rung`` (any state)."""
+    """(-accuracy, latency) of every other running or completed trial of ``study`` that recorded
+    ``rung`` (a failed trial's results are left out: its retry records them again)."""
+    from optuna.trial import TrialState
+
     out = []
-    for t in study.get_trials(deepcopy=False):
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
         if t.number == exclude_number:
             continue
         for r in t.user_attrs.get(T.RUNGS) or []:

@@ -154,6 +154,9 @@ def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
     config = ctx.space.suggest(trial)
     trial.set_user_attr(T.CONFIG, config.to_dict())
     trial.set_user_attr(T.WORKER, f"{socket.gethostname()}:{os.getpid()}")
+    for key in (T.RUNGS, T.GATED, T.DUPLICATE_OF):  # a heartbeat retry starts with its failed twin's records
+        if trial.user_attrs.get(key):
+            trial.set_user_attr(key, None)
     twin = find_twin(trial.study, trial.number, trial.params, heartbeat=ctx.heartbeat)
     if twin is not None:
         log.info("trial %s repeats trial %s: its results are reused", trial.number, twin.number)

@@ -184,7 +184,7 @@ def savings(study: Any, full_steps: int | None) -> Savings:
     rate = [t.user_attrs[T.TIME_S]["finetune"] / t.user_attrs[T.FIDELITY_STEPS] for t in own
             if t.user_attrs.get(T.FIDELITY_STEPS) and "finetune" in t.user_attrs.get(T.TIME_S, {})]
     per_step = sum(rate) / len(rate) if rate else 0.0
-    gated = [t for t in own if T.GATED in t.user_attrs]
+    gated = [t for t in own if t.user_attrs.get(T.GATED)]
     stopped = [t for t in own if (t.user_attrs.get(T.RUNGS) or [{}])[-1].get("decision") == "stop"]
     full = full_steps or max((int(t.user_attrs.get(T.FIDELITY_STEPS) or 0) for t in own), default=0)
     steps = full * len(gated) + sum(max(0, full - int(t.user_attrs.get(T.FIDELITY_STEPS) or 0)) for t in stopped)

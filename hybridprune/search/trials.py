@@ -86,7 +86,7 @@ def feasible(trial: Any) -> bool:
 
 def counts_towards_target(trial: Any) -> bool:
     """Whether a finished trial counts towards ``study.trials`` (a reused duplicate does not)."""
-    return DUPLICATE_OF not in trial.user_attrs
+    return trial.user_attrs.get(DUPLICATE_OF) is None
 
 
 class PhaseTimer:
