@@ -240,9 +240,14 @@ def register(app: typer.Typer) -> None:
             if exc.closest:
                 _console(stderr=True).print(rich_table(exc.closest, "closest trials (none meets the budget)"))
             raise  # cli.main prints "error: ..." and exits 2
+        from hybridprune.search import trials as T
+
         sel = export_trial(study, trial, cfg.artifact_dir, export)
-        console.print(f"selected trial {trial.number}: accuracy {100 * sel.row.accuracy:.2f}%, "
-                      f"latency {sel.row.latency_ms:.3f} ms; wrote {', '.join(sel.files.values())}")
+        refined = T.refined(study, trial)
+        what = (f"refined: test top-1 {100 * refined[T.R_TEST]:.2f}%, latency {refined[T.R_LATENCY]:.3f} ms"
+                if refined.get(T.R_LATENCY) is not None else f"latency {sel.row.latency_ms:.3f} ms")
+        console.print(f"selected trial {trial.number}: accuracy {100 * sel.row.accuracy:.2f}%, {what}; "
+                      f"wrote {', '.join(sel.files.values())}", soft_wrap=True, markup=False)
 
     @app.command("refine")
     def refine_cmd(
