@@ -112,6 +112,7 @@ def test_select_exports_the_refined_model(refined_study, tmp_path):
     (("--epochs", "0"), "--epochs must be > 0"),
     (("--top", "2", "--max-latency-ms", "5"), "not both"),
     (("--top", "2", "--max-latency-ratio", "0.5"), "not both"),
+    (("--epochs", "inf"), "--epochs must be > 0"),
     (("--rounds", "0"), "--rounds must be >= 1"),
 ])
 def test_bad_options_are_one_line_errors(refined_study, capsys, args, message):
@@ -122,6 +123,22 @@ def test_bad_options_are_one_line_errors(refined_study, capsys, args, message):
     assert err.startswith("error:") and message in err and err.count("\n") == 1
     _, study = load(refined_study)
     assert (dict(study.user_attrs), study._storage.get_study_system_attrs(study._study_id)) == before
+
+
+def test_candidates_pareto_budget_and_top(refined_study):
+    from hybridprune.search.pareto import pareto_rows
+    from hybridprune.search.refine import candidates
+
+    _, study = load(refined_study)
+    expected, base = _expected(study)
+    default = candidates(study)
+    assert default[0].number == base
+    assert {t.number for t in default[1:]} == {r.number for r in pareto_rows(study)} - {base}
+    assert {t.number for t in candidates(study, top=2)} == expected
+    fastest = min((t for t in study.trials if t.number != base and t.user_attrs.get(T.ARTIFACTS)), key=T.latency_ms)
+    under = candidates(study, max_latency_ms=T.latency_ms(fastest))
+    assert under[0].number == base and fastest.number in {t.number for t in under}
+    assert all(T.latency_ms(t) <= T.latency_ms(fastest) for t in under[1:])
 
 
 def test_unknown_study_and_study_without_trials(tmp_path, capsys):

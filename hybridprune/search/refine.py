@@ -13,6 +13,7 @@ and ONNX file are study artifacts, and its optuna-dashboard note is stored under
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import tempfile
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ class RefineOptions:
     rounds: int = 5
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
+        if not (isinstance(self.epochs, (int, float)) and math.isfinite(self.epochs) and self.epochs > 0):
             raise ConfigError(f"--epochs must be > 0, got {self.epochs}")
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
