@@ -172,3 +172,33 @@ def test_ratio_summary_and_interleaving_order():
     out = interleaved_latency(measure, "b", {1: "m", 2: "n"}, rounds=2)
     assert calls == ["b", "m", "b", "n"] * 2  # every model timed right after the baseline, each round
     assert out[1][T.R_RATIO] == 0.5 and out[2][T.R_RATIO] == 2.0 and out[-1][T.R_RATIO] == 1.0
+
+
+def test_interrupted_run_resumes_where_it_stopped(refined_study, capsys):
+    """Runs last: it moves the fixture study to 0.1 epochs. A run stopped after one fine-tune keeps it."""
+    from hybridprune.search.context import build_context
+    from hybridprune.search.refine import RefineOptions, candidates, refine
+    from hybridprune.search.storage import get_artifact_store
+
+    cfg, study = load(refined_study)
+    trials = candidates(study, top=2)
+    done = []
+
+    def stop_after_first(t, rec, reused):
+        done.append(t.number)
+        raise KeyboardInterrupt  # as a kill would, once the first record is stored
+
+    with pytest.raises(KeyboardInterrupt):
+        refine(build_context(cfg, train_if_missing=False), study, trials, get_artifact_store(cfg.artifact_dir),
+               RefineOptions(epochs=0.1, rounds=1), on_trial=stop_after_first)
+    _, study = load(refined_study)
+    first = T.refined(study)[done[0]]
+    assert first[T.R_EPOCHS] == 0.1
+    assert all(T.refined(study)[t.number][T.R_EPOCHS] == 0.05 for t in trials[1:])
+    capsys.readouterr()
+    assert main(["refine", str(refined_study), "--top", "2", "--epochs", "0.1", "--rounds", "1"]) == 0
+    assert capsys.readouterr().out.count("reused (already refined)") == 1
+    _, study = load(refined_study)
+    after = T.refined(study)
+    assert after[done[0]][T.R_ARTIFACTS] == first[T.R_ARTIFACTS]
+    assert all(after[t.number][T.R_EPOCHS] == 0.1 for t in trials)
