@@ -1,4 +1,4 @@
-"""CLI of the search service: run, status, pareto, select, dashboard (STUDY = the study TOML)."""
+"""CLI of the search service: run, status, pareto, refine, select, dashboard (STUDY = the study TOML)."""
 
 from __future__ import annotations
 
@@ -84,6 +84,23 @@ def _log_finished(study, seen: set, console) -> None:
         else:
             console.print(f"trial {t.number} failed: {t.user_attrs.get(T.FAIL_REASON, 'worker died')} ({what})",
                           soft_wrap=True, markup=False)
+
+
+def _refined_table(rows, title: str):
+    """A ``rich.table.Table`` of refined (trial, record) pairs, by latency."""
+    from rich.table import Table
+
+    from hybridprune.search import trials as T
+
+    table = Table(title=title)
+    for col in ("trial", "test top-1", "val top-1", "search val", "latency ms", "ratio (CI)", "note"):
+        table.add_column(col, justify="left" if col == "note" else "right")
+    for t, r in sorted(rows, key=lambda tr: tr[1][T.R_LATENCY]):
+        lo, hi = r[T.R_RATIO_CI]
+        table.add_row(str(t.number), f"{100 * r[T.R_TEST]:.2f}%", f"{100 * r[T.R_VAL]:.2f}%",
+                      f"{100 * T.accuracy(t):.2f}%", f"{r[T.R_LATENCY]:.3f}", f"{r[T.R_RATIO]:.3f} ({lo:.3f}-{hi:.3f})",
+                      t.user_attrs.get(T.REFERENCE) or "")
+    return table
 
 
 def register(app: typer.Typer) -> None:
@@ -223,9 +240,62 @@ def register(app: typer.Typer) -> None:
             if exc.closest:
                 _console(stderr=True).print(rich_table(exc.closest, "closest trials (none meets the budget)"))
             raise  # cli.main prints "error: ..." and exits 2
+        from hybridprune.search import trials as T
+
         sel = export_trial(study, trial, cfg.artifact_dir, export)
-        console.print(f"selected trial {trial.number}: accuracy {100 * sel.row.accuracy:.2f}%, "
-                      f"latency {sel.row.latency_ms:.3f} ms; wrote {', '.join(sel.files.values())}")
+        refined = T.refined(study, trial)
+        what = (f"refined: test top-1 {100 * refined[T.R_TEST]:.2f}%, latency {refined[T.R_LATENCY]:.3f} ms"
+                if refined.get(T.R_LATENCY) is not None else f"latency {sel.row.latency_ms:.3f} ms")
+        console.print(f"selected trial {trial.number}: accuracy {100 * sel.row.accuracy:.2f}%, {what}; "
+                      f"wrote {', '.join(sel.files.values())}", soft_wrap=True, markup=False)
+
+    @app.command("refine")
+    def refine_cmd(
+        study_file: str = typer.Argument(..., metavar="STUDY"),
+        top: Optional[int] = typer.Option(None, help="Refine the K most accurate feasible trials (default: the "
+                                                     "Pareto set)."),
+        max_latency_ms: Optional[float] = typer.Option(None, help="Refine the feasible trials under this latency."),
+        max_latency_ratio: Optional[float] = typer.Option(
+            None, help="Refine the feasible trials under this fraction of the baseline trial's latency."),
+        epochs: float = typer.Option(1.0, help="Further fine-tuning epochs per trial."),
+        lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the study's [finetune] lr)."),
+        distill: bool = typer.Option(True, help="Distil from the study's unpruned model."),
+        rounds: int = typer.Option(5, help="Interleaved latency rounds (each model next to the baseline)."),
+        storage: Optional[str] = typer.Option(None, help="Storage URL (overrides the study file)."),
+    ) -> None:
+        """Fine-tune the best trials longer, score them on the test split and re-time them against the baseline."""
+        from hybridprune.errors import ConfigError
+        from hybridprune.search.context import build_context
+        from hybridprune.search.refine import RefineOptions, candidates, plot_refined, refine
+        from hybridprune.search.select import baseline_latency
+        from hybridprune.search.storage import get_artifact_store
+
+        options = RefineOptions(epochs=epochs, lr=lr, distill=distill, rounds=rounds)
+        if max_latency_ms is not None and max_latency_ratio is not None:
+            raise ConfigError("give at most one of --max-latency-ms and --max-latency-ratio")
+        if max_latency_ratio is not None and not max_latency_ratio > 0:
+            raise ConfigError(f"--max-latency-ratio must be > 0, got {max_latency_ratio}")
+        if top is not None and (max_latency_ms is not None or max_latency_ratio is not None):
+            raise ConfigError("give --top or a latency budget, not both")
+        cfg, study = _open(study_file, storage)
+        if max_latency_ratio is not None:
+            max_latency_ms = max_latency_ratio * baseline_latency(study)
+        trials = candidates(study, top=top, max_latency_ms=max_latency_ms)
+        console = _console()
+        console.print(f"refining {len(trials)} trials of {cfg.name} ({', '.join(str(t.number) for t in trials)}; "
+                      f"baseline {trials[0].number}) for {epochs:g} epochs", soft_wrap=True, markup=False)
+        ctx = build_context(cfg, train_if_missing=False)
+
+        def said(t, rec, reused) -> None:
+            how = "reused (already refined)" if reused else "fine-tuned"
+            console.print(f"trial {t.number} {how}: test top-1 {100 * rec['test_top1']:.2f}%, "
+                          f"val top-1 {100 * rec['val_top1']:.2f}%", soft_wrap=True, markup=False)
+
+        rows = refine(ctx, study, trials, get_artifact_store(cfg.artifact_dir), options, on_trial=said)
+        console.print(_refined_table(rows, f"Refined trials of {cfg.name} ({epochs:g} more epochs, "
+                                           f"{rounds} interleaved rounds)"))
+        png = plot_refined(rows, cfg.run_dir / "refined_pareto.png", f"{cfg.name}: refined trials")
+        console.print(f"plot: {png}", soft_wrap=True, markup=False)
 
     @app.command("dashboard")
     def dashboard_cmd(

@@ -50,6 +50,13 @@ STUDY_LATENCY = "latency"
 STUDY_BASELINE_METRICS = "baseline_metrics"
 STUDY_FIDELITY = "fidelity"
 LATENCY_CACHE_PREFIX = "latency_cache:"  # study system attribute per (backend settings, architecture)
+# ``refine``: Optuna refuses to update a finished trial, so a refined trial's results are a study user
+# attribute ``refined:<trial number>`` (see :func:`refined`); ``refined`` is the summary of the last run.
+REFINED_PREFIX = "refined:"
+STUDY_REFINED = "refined"
+# keys of one refined record
+R_EPOCHS, R_TEST, R_VAL, R_LATENCY, R_RATIO, R_RATIO_CI, R_ARTIFACTS = (
+    "epochs", "test_top1", "val_top1", "latency_ms", "latency_ratio", "ratio_ci", "artifacts")
 
 
 def objective(trial: Any, name: str, names: Sequence[str] | None = None) -> float:
@@ -77,6 +84,15 @@ def accuracy(trial: Any) -> float:
 def latency_ms(trial: Any) -> float:
     """Latency in ms (the second objective of every study)."""
     return objective(trial, LATENCY)
+
+
+def refined(study: Any, trial: Any = None) -> dict:
+    """The ``refine`` record of ``trial`` (``{}`` when never refined), or with ``trial=None`` all of
+    them by trial number."""
+    attrs = study.user_attrs
+    if trial is not None:
+        return dict(attrs.get(f"{REFINED_PREFIX}{trial.number}") or {})
+    return {int(k[len(REFINED_PREFIX):]): v for k, v in attrs.items() if k.startswith(REFINED_PREFIX)}
 
 
 def feasible(trial: Any) -> bool:

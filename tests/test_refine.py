@@ -1,0 +1,204 @@
+"""``hybridprune refine``: a tiny study's best trials fine-tuned longer, scored on test, re-timed; resume; select."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from optuna_dashboard import get_note
+
+from hybridprune.cli import main
+from hybridprune.search import trials as T
+from hybridprune.search.refine import interleaved_latency, ratio_summary
+
+from helpers import load, write_study
+
+pytestmark = pytest.mark.slow
+
+REFINE = ("--top", "2", "--epochs", "0.05", "--rounds", "2")
+
+
+@pytest.fixture(scope="module")
+def refined_study(tmp_path_factory):
+    """A tiny study (baseline + 2 paper settings + 1 sampled) run and refined once through the CLI."""
+    path = write_study(tmp_path_factory.mktemp("refine-study"), name="refine", trials=4)
+    assert main(["run", str(path), "--no-progress"]) == 0
+    assert main(["refine", str(path), *REFINE]) == 0
+    return path
+
+
+def _expected(study):
+    done = [t for t in study.trials if t.state.name == "COMPLETE" and t.user_attrs.get(T.ARTIFACTS)
+            and T.counts_towards_target(t) and T.feasible(t)]
+    top = sorted(done, key=lambda t: (-T.accuracy(t), T.latency_ms(t), t.number))[:2]
+    base = next(t for t in done if t.user_attrs.get(T.REFERENCE) == "baseline")
+    return {base.number} | {t.number for t in top}, base.number
+
+
+def test_refine_records_results_artifacts_notes_and_plot(refined_study):
+    cfg, study = load(refined_study)
+    expected, base = _expected(study)
+    records = T.refined(study)
+    assert set(records) == expected  # the two most accurate and always the unpruned baseline
+    for number, rec in records.items():
+        assert rec[T.R_EPOCHS] == 0.05 and rec["distill"] is True and rec["lr"] == cfg.finetune.lr
+        assert 0 <= rec[T.R_TEST] <= 1 and 0 <= rec[T.R_VAL] <= 1
+        assert rec[T.R_LATENCY] > 0 and rec["rounds"] == 2
+        lo, hi = rec[T.R_RATIO_CI]
+        assert lo <= rec[T.R_RATIO] <= hi
+        for key in ("checkpoint", "onnx"):
+            assert (cfg.artifact_dir / rec[T.R_ARTIFACTS][key]).is_file()
+        trial = study.trials[number]
+        assert rec[T.R_ARTIFACTS]["checkpoint"] != trial.user_attrs[T.ARTIFACTS]["checkpoint"]
+        note = get_note(SimpleNamespace(storage=study._storage, study=study, _trial_id=trial._trial_id))
+        assert f"Refined trial {number}" in note and "test top-1" in note
+    assert records[base][T.R_RATIO] == 1.0 and records[base][T.R_RATIO_CI] == [1.0, 1.0]
+    assert "Refined front of refine" in get_note(study)
+    assert study.user_attrs[T.STUDY_REFINED]["baseline"] == base
+    assert (cfg.run_dir / "refined_pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_refined_checkpoint_carries_test_top1(refined_study, capsys):
+    from optuna.artifacts import download_artifact
+
+    from hybridprune.checkpoints import load_checkpoint
+    from hybridprune.search.storage import get_artifact_store
+
+    cfg, study = load(refined_study)
+    number, rec = next(iter(T.refined(study).items()))
+    path = cfg.run_dir / "refined-check.pt"
+    download_artifact(artifact_store=get_artifact_store(cfg.artifact_dir), artifact_id=rec[T.R_ARTIFACTS]["checkpoint"],
+                      file_path=str(path))
+    metrics = load_checkpoint(path).metrics
+    assert metrics["test_top1"] == rec[T.R_TEST] and metrics["trial"] == number
+    assert main(["info", str(path)]) == 0
+    assert "test_top1" in capsys.readouterr().out
+
+
+def test_second_run_skips_the_fine_tunes_but_retimes(refined_study, capsys):
+    _, study = load(refined_study)
+    before = T.refined(study)
+    assert main(["refine", str(refined_study), *REFINE]) == 0
+    assert capsys.readouterr().out.count("reused (already refined)") == len(before)
+    _, study = load(refined_study)
+    after = T.refined(study)
+    assert set(after) == set(before)
+    for n in before:
+        assert after[n][T.R_ARTIFACTS] == before[n][T.R_ARTIFACTS]
+        assert after[n][T.R_TEST] == before[n][T.R_TEST]
+
+
+def test_select_exports_the_refined_model(refined_study, tmp_path):
+    import hashlib
+
+    cfg, study = load(refined_study)
+    out = tmp_path / "export"
+    assert main(["select", str(refined_study), "--max-latency-ms", "1000", "--export", str(out)]) == 0
+    import json
+
+    record = json.loads((out / "record.json").read_text())
+    number = record["trial"]
+    rec = T.refined(study).get(number)
+    assert rec is not None, "the most accurate trial was refined (--top 2)"
+    digest = hashlib.sha256((cfg.artifact_dir / rec[T.R_ARTIFACTS]["checkpoint"]).read_bytes()).hexdigest()
+    assert hashlib.sha256((out / "model.pt").read_bytes()).hexdigest() == digest
+    report = (out / "REPORT.md").read_text()
+    assert "test top-1" in report and "x the unpruned baseline (CI" in report
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--top", "0"), "--top must be >= 1"),
+    (("--epochs", "-1"), "--epochs must be > 0"),
+    (("--epochs", "0"), "--epochs must be > 0"),
+    (("--top", "2", "--max-latency-ms", "5"), "not both"),
+    (("--top", "2", "--max-latency-ratio", "0.5"), "not both"),
+    (("--epochs", "inf"), "--epochs must be > 0"),
+    (("--rounds", "0"), "--rounds must be >= 1"),
+])
+def test_bad_options_are_one_line_errors(refined_study, capsys, args, message):
+    _, study = load(refined_study)
+    before = dict(study.user_attrs), study._storage.get_study_system_attrs(study._study_id)
+    assert main(["refine", str(refined_study), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and err.count("\n") == 1
+    _, study = load(refined_study)
+    assert (dict(study.user_attrs), study._storage.get_study_system_attrs(study._study_id)) == before
+
+
+def test_candidates_pareto_budget_and_top(refined_study):
+    from hybridprune.search.pareto import pareto_rows
+    from hybridprune.search.refine import candidates
+
+    _, study = load(refined_study)
+    expected, base = _expected(study)
+    default = candidates(study)
+    assert default[0].number == base
+    assert {t.number for t in default[1:]} == {r.number for r in pareto_rows(study)} - {base}
+    assert {t.number for t in candidates(study, top=2)} == expected
+    fastest = min((t for t in study.trials if t.number != base and t.user_attrs.get(T.ARTIFACTS)), key=T.latency_ms)
+    under = candidates(study, max_latency_ms=T.latency_ms(fastest))
+    assert under[0].number == base and fastest.number in {t.number for t in under}
+    assert all(T.latency_ms(t) <= T.latency_ms(fastest) for t in under[1:])
+
+
+def test_unknown_study_and_study_without_trials(tmp_path, capsys):
+    assert main(["refine", str(tmp_path / "missing.toml")]) == 2
+    assert capsys.readouterr().err.startswith("error:")
+    never = write_study(tmp_path / "never", name="never")
+    assert main(["refine", str(never)]) == 2
+    assert "has not been run yet" in capsys.readouterr().err
+    assert not (tmp_path / "never" / "run" / "refined_pareto.png").exists()
+
+
+def test_study_with_no_completed_trials(tmp_path, capsys):
+    from hybridprune.search.service import load as load_cfg
+    from hybridprune.search.study import open_study
+
+    path = write_study(tmp_path, name="empty")
+    open_study(load_cfg(str(path)), create=True)
+    assert main(["refine", str(path)]) == 2
+    assert "no completed trials" in capsys.readouterr().err
+
+
+def test_ratio_summary_and_interleaving_order():
+    s = ratio_summary([1.0, 2.0, 3.0], [2.0, 2.0, 2.0])
+    assert s[T.R_RATIO] == 1.0 and s[T.R_RATIO_CI] == [0.5, 1.5] and s[T.R_LATENCY] == 2.0
+    calls = []
+
+    def measure(path):
+        calls.append(path)
+        return {"b": 2.0, "m": 1.0, "n": 4.0}[path]
+
+    out = interleaved_latency(measure, "b", {1: "m", 2: "n"}, rounds=2)
+    assert calls == ["b", "m", "b", "n"] * 2  # every model timed right after the baseline, each round
+    assert out[1][T.R_RATIO] == 0.5 and out[2][T.R_RATIO] == 2.0 and out[-1][T.R_RATIO] == 1.0
+
+
+def test_interrupted_run_resumes_where_it_stopped(refined_study, capsys):
+    """Runs last: it moves the fixture study to 0.1 epochs. A run stopped after one fine-tune keeps it."""
+    from hybridprune.search.context import build_context
+    from hybridprune.search.refine import RefineOptions, candidates, refine
+    from hybridprune.search.storage import get_artifact_store
+
+    cfg, study = load(refined_study)
+    trials = candidates(study, top=2)
+    done = []
+
+    def stop_after_first(t, rec, reused):
+        done.append(t.number)
+        raise KeyboardInterrupt  # as a kill would, once the first record is stored
+
+    with pytest.raises(KeyboardInterrupt):
+        refine(build_context(cfg, train_if_missing=False), study, trials, get_artifact_store(cfg.artifact_dir),
+               RefineOptions(epochs=0.1, rounds=1), on_trial=stop_after_first)
+    _, study = load(refined_study)
+    first = T.refined(study)[done[0]]
+    assert first[T.R_EPOCHS] == 0.1
+    assert all(T.refined(study)[t.number][T.R_EPOCHS] == 0.05 for t in trials[1:])
+    capsys.readouterr()
+    assert main(["refine", str(refined_study), "--top", "2", "--epochs", "0.1", "--rounds", "1"]) == 0
+    assert capsys.readouterr().out.count("reused (already refined)") == 1
+    _, study = load(refined_study)
+    after = T.refined(study)
+    assert after[done[0]][T.R_ARTIFACTS] == first[T.R_ARTIFACTS]
+    assert all(after[t.number][T.R_EPOCHS] == 0.1 for t in trials)
