@@ -102,9 +102,16 @@ def plot_png(study: Any, path: str | Path, title: str = "") -> Path:
                 edgecolors="black",
                 label=f"{kind} setting" if kind == "paper" else "unpruned baseline",
             )
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(title or study.study_name)
+    return save_figure(fig, ax, path, "latency (ms)", "validation accuracy (%)", title or study.study_name)
+
+
+def save_figure(fig: Any, ax: Any, path: str | Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label, grid and legend ``ax``, write ``fig`` to the PNG ``path`` atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

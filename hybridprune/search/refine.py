@@ -22,9 +22,8 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from hybridprune.errors import ConfigError, HybridPruneError
-from hybridprune.io import atomic_path
 from hybridprune.search import trials as T
-from hybridprune.search.pareto import completed, pareto_rows
+from hybridprune.search.pareto import completed, pareto_rows, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -279,13 +278,4 @@ def plot_refined(rows: list[tuple[Any, dict]], path: Path, title: str) -> Path:
                     textcoords="offset points")
     ax.scatter([r[T.R_LATENCY] for _, r in base], [100 * r[T.R_TEST] for _, r in base], marker="*", s=140,
                facecolors="none", edgecolors="black", label="unpruned baseline")
-    ax.set_xlabel("latency (ms, interleaved with the baseline)")
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, ax, path, "latency (ms, interleaved with the baseline)", "test top-1 (%)", title)
