@@ -96,9 +96,8 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
     import torch
 
     from hybridprune.search.context import build_context
-    from hybridprune.search.samplers import get_sampler
     from hybridprune.search.storage import get_artifact_store
-    from hybridprune.search.study import has_heartbeat, open_study, worker_seed
+    from hybridprune.search.study import has_heartbeat, open_study, worker_sampler
 
     if threads:
         torch.set_num_threads(threads)
@@ -107,9 +106,7 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
     if study is None:
         study = open_study(cfg, storage, worker=index)
     else:  # as open_study(worker=index) seeds it
-        start = len(study.get_trials(deepcopy=False))
-        seed = worker_seed(cfg.study.seed, index, start)
-        study.sampler = get_sampler(cfg.sampler, seed=seed, n_trials=cfg.study.trials)
+        study.sampler = worker_sampler(cfg, study, index)
     store = get_artifact_store(cfg.artifact_dir)
     heartbeat = has_heartbeat(study)
     ctx.heartbeat = heartbeat

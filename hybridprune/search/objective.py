@@ -29,6 +29,7 @@ from hybridprune.errors import HybridPruneError, TrainingDiverged, first_line
 from hybridprune.search import fidelity as F
 from hybridprune.search import trials as T
 from hybridprune.search.context import WorkerContext, split_record
+from hybridprune.search.storage import upload
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,6 @@ def _prune(ctx: WorkerContext, config: Any) -> tuple[torch.nn.Module, dict | Non
     calib = ctx.calibration(config.calib_batches) if config.make_criterion().data_driven else None
     result = prune_model(ctx.model, config, ctx.example_inputs(), calib)
     return result.model, result.record.to_dict(), list(result.removed_blocks)
-
-
-def _upload(trial: Any, store: Any, path: Path) -> str:
-    from optuna.artifacts import upload_artifact
-
-    return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
 
 
 def run_trial(ctx: WorkerContext, trial: Any, artifact_store: Any) -> list[float]:
@@ -210,6 +205,6 @@ def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
             ckpt = save_checkpoint(tmp / "checkpoint.pt", model, ctx.normalization, record=record,
                                    input_size=ctx.input_size, metrics=metrics)
             onnx_final = export_onnx(model, tmp / "model.onnx", (cfg.latency.batch_size, *ctx.input_size))
-            trial.set_user_attr(T.ARTIFACTS, {"checkpoint": _upload(trial, store, ckpt),
-                                              "onnx": _upload(trial, store, onnx_final)})
+            trial.set_user_attr(T.ARTIFACTS, {"checkpoint": upload(trial, store, ckpt),
+                                              "onnx": upload(trial, store, onnx_final)})
     return _finish(trial, cfg, timer, accuracy, latency_ms, cx)

@@ -78,8 +78,7 @@ def run_ray(cfg: StudyConfig, *, ctx: Any) -> Any:
     Raises:
         MissingDependencyError: without ray[tune].
     """
-    from hybridprune.search.samplers import get_sampler
-    from hybridprune.search.study import counts, open_study, storage_for, worker_seed
+    from hybridprune.search.study import counts, open_study, storage_for, worker_sampler
 
     ray = require_ray()
     import torch
@@ -87,7 +86,7 @@ def run_ray(cfg: StudyConfig, *, ctx: Any) -> Any:
     from ray.tune.search.optuna import OptunaSearch
 
     study = open_study(cfg)
-    start = len(study.get_trials(deepcopy=False))
+    sampler = worker_sampler(cfg, study, 0)
     remaining = cfg.study.trials - counts(study).done
     if remaining <= 0:
         return None
@@ -97,7 +96,7 @@ def run_ray(cfg: StudyConfig, *, ctx: Any) -> Any:
     modes = ["max" if d == "maximize" else "min" for d in cfg.objectives.directions()]
     search = OptunaSearch(
         space=define_by_run, metric=names, mode=modes, study_name=cfg.name, storage=storage_for(cfg, heartbeat=False),
-        sampler=get_sampler(cfg.sampler, seed=worker_seed(cfg.study.seed, 0, start), n_trials=cfg.study.trials),
+        sampler=sampler,
     )
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")

@@ -24,6 +24,7 @@ from typing import Any, Callable
 from hybridprune.errors import ConfigError, HybridPruneError
 from hybridprune.search import trials as T
 from hybridprune.search.pareto import completed, pareto_rows, save_figure
+from hybridprune.search.storage import upload
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,6 @@ def candidates(study: Any, *, top: int | None = None, max_latency_ms: float | No
     return base[:1] + sorted((t for t in chosen if t.number != base[0].number), key=lambda t: t.number)
 
 
-def _upload(study: Any, store: Any, path: Path) -> str:
-    from optuna.artifacts import upload_artifact
-
-    return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
-
-
 def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOptions, tmp: Path) -> dict:
     """Fine-tune one trial's checkpoint for ``options.epochs`` more epochs, score it, upload it.
 
@@ -123,7 +118,7 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
     onnx = export_onnx(model, tmp / f"trial{trial.number}-refined.onnx", (cfg.latency.batch_size, *ctx.input_size))
     return {T.R_EPOCHS: options.epochs, T.R_TEST: float(test), T.R_VAL: float(val),
             "lr": options.lr or f.lr, "distill": options.distill,
-            T.R_ARTIFACTS: {"checkpoint": _upload(study, store, ckpt), "onnx": _upload(study, store, onnx)}}
+            T.R_ARTIFACTS: {"checkpoint": upload(study, store, ckpt), "onnx": upload(study, store, onnx)}}
 
 
 def ratio_summary(model_ms: list[float], baseline_ms: list[float], confidence: float = 0.95) -> dict:

@@ -239,3 +239,11 @@ def get_artifact_store(directory: str | os.PathLike):
     except OSError as exc:
         raise ConfigError(f"cannot create the artifact folder {path}: {exc.strerror or exc}") from None
     return FileSystemArtifactStore(str(path))
+
+
+def upload(owner: Any, store: Any, path: str | os.PathLike) -> str:
+    """Upload the file ``path`` to ``store`` as an artifact of ``owner`` (a trial or a study);
+    returns the artifact id."""
+    from optuna.artifacts import upload_artifact
+
+    return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=owner)

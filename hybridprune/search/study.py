@@ -81,11 +81,15 @@ def open_study(cfg: StudyConfig, storage: Any = None, *, create: bool = True, sa
         raise ConfigError(f"study {cfg.name!r} in the storage optimises {study.metric_names}, the study file "
                           f"{names}; use another study.name or storage")
     if worker is not None:
-        start = len(study.get_trials(deepcopy=False))
-        study.sampler = get_sampler(
-            cfg.sampler, seed=worker_seed(cfg.study.seed, worker, start), n_trials=cfg.study.trials
-        )
+        study.sampler = worker_sampler(cfg, study, worker)
     return study
+
+
+def worker_sampler(cfg: StudyConfig, study: Any, worker: int) -> Any:
+    """The sampler of worker ``worker`` on ``study``, seeded by :func:`worker_seed` with the number
+    of trials the study holds now."""
+    start = len(study.get_trials(deepcopy=False))
+    return get_sampler(cfg.sampler, seed=worker_seed(cfg.study.seed, worker, start), n_trials=cfg.study.trials)
 
 
 def has_heartbeat(study: Any) -> bool:
