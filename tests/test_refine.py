@@ -110,8 +110,10 @@ def test_select_exports_the_refined_model(refined_study, tmp_path):
     (("--top", "0"), "--top must be >= 1"),
     (("--epochs", "-1"), "--epochs must be > 0"),
     (("--epochs", "0"), "--epochs must be > 0"),
-    (("--top", "2", "--max-latency-ms", "5"), "not both"),
-    (("--top", "2", "--max-latency-ratio", "0.5"), "not both"),
+    (("--top", "2", "--max-latency-ms", "5"), "give one of --top, --trial or a latency budget"),
+    (("--top", "2", "--max-latency-ratio", "0.5"), "give one of --top, --trial or a latency budget"),
+    (("--top", "2", "--trial", "1"), "give one of --top, --trial or a latency budget"),
+    (("--trial", "999"), "--trial 999: not a feasible completed trial"),
     (("--epochs", "inf"), "--epochs must be > 0"),
     (("--rounds", "0"), "--rounds must be >= 1"),
 ])
@@ -139,6 +141,8 @@ def test_candidates_pareto_budget_and_top(refined_study):
     under = candidates(study, max_latency_ms=T.latency_ms(fastest))
     assert under[0].number == base and fastest.number in {t.number for t in under}
     assert all(T.latency_ms(t) <= T.latency_ms(fastest) for t in under[1:])
+    named = candidates(study, numbers=[fastest.number, base])
+    assert [t.number for t in named] == [base, fastest.number]  # the baseline first, once
 
 
 def test_unknown_study_and_study_without_trials(tmp_path, capsys):

@@ -257,6 +257,8 @@ def register(app: typer.Typer) -> None:
         max_latency_ms: Optional[float] = typer.Option(None, help="Refine the feasible trials under this latency."),
         max_latency_ratio: Optional[float] = typer.Option(
             None, help="Refine the feasible trials under this fraction of the baseline trial's latency."),
+        trial: Optional[list[int]] = typer.Option(None, "--trial", help="Refine this trial (repeatable), e.g. "
+                                                                       "reference points to compare with."),
         epochs: float = typer.Option(1.0, help="Further fine-tuning epochs per trial."),
         lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the study's [finetune] lr)."),
         distill: bool = typer.Option(True, help="Distil from the study's unpruned model."),
@@ -275,12 +277,12 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("give at most one of --max-latency-ms and --max-latency-ratio")
         if max_latency_ratio is not None and not max_latency_ratio > 0:
             raise ConfigError(f"--max-latency-ratio must be > 0, got {max_latency_ratio}")
-        if top is not None and (max_latency_ms is not None or max_latency_ratio is not None):
-            raise ConfigError("give --top or a latency budget, not both")
+        if sum(x is not None for x in (top, trial or None, max_latency_ms or max_latency_ratio)) > 1:
+            raise ConfigError("give one of --top, --trial or a latency budget")
         cfg, study = _open(study_file, storage)
         if max_latency_ratio is not None:
             max_latency_ms = max_latency_ratio * baseline_latency(study)
-        trials = candidates(study, top=top, max_latency_ms=max_latency_ms)
+        trials = candidates(study, top=top, max_latency_ms=max_latency_ms, numbers=trial or None)
         console = _console()
         console.print(f"refining {len(trials)} trials of {cfg.name} ({', '.join(str(t.number) for t in trials)}; "
                       f"baseline {trials[0].number}) for {epochs:g} epochs", soft_wrap=True, markup=False)

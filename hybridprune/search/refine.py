@@ -47,17 +47,20 @@ class RefineOptions:
             raise ConfigError(f"--rounds must be >= 1, got {self.rounds}")
 
 
-def candidates(study: Any, *, top: int | None = None, max_latency_ms: float | None = None) -> list[Any]:
-    """The trials to refine: the Pareto set, the ``top`` most accurate or those under a budget, plus the baseline.
+def candidates(study: Any, *, top: int | None = None, max_latency_ms: float | None = None,
+               numbers: list[int] | None = None) -> list[Any]:
+    """The trials to refine: the Pareto set, the ``top`` most accurate, those under a budget or
+    the trial ``numbers`` named, plus the baseline.
 
     Only feasible completed trials with artifacts that are not reused duplicates qualify. The
     unpruned baseline trial (``reference == "baseline"``) always comes first.
 
     Raises:
-        ConfigError: bad ``top``/budget, both given. HybridPruneError: no qualifying trial or no baseline.
+        ConfigError: bad ``top``/budget/numbers, more than one given, a named trial that does not
+        qualify. HybridPruneError: no qualifying trial or no baseline.
     """
-    if top is not None and max_latency_ms is not None:
-        raise ConfigError("give --top or a latency budget, not both")
+    if sum(x is not None for x in (top, max_latency_ms, numbers)) > 1:
+        raise ConfigError("give one of --top, --trial or a latency budget")
     if top is not None and top < 1:
         raise ConfigError(f"--top must be >= 1, got {top}")
     if max_latency_ms is not None and not max_latency_ms > 0:
@@ -70,7 +73,15 @@ def candidates(study: Any, *, top: int | None = None, max_latency_ms: float | No
     if not base:
         raise HybridPruneError(f"study {study.study_name!r} has no completed unpruned baseline trial with artifacts "
                                f"to refine as the reference")
-    if top is not None:
+    if numbers is not None:
+        by_number = {t.number: t for t in ok}
+        bad = sorted({n for n in numbers if n not in by_number and n != base[0].number})
+        if bad:
+            raise ConfigError(f"--trial {', '.join(map(str, bad))}: not a feasible completed trial with artifacts "
+                              f"(that is not a reused duplicate); those are: "
+                              f"{', '.join(str(n) for n in sorted(by_number)) or 'none'}")
+        chosen = [by_number[n] for n in numbers if n in by_number]
+    elif top is not None:
         chosen = sorted(ok, key=lambda t: (-T.accuracy(t), T.latency_ms(t), t.number))[:top]
     elif max_latency_ms is not None:
         chosen = [t for t in ok if T.latency_ms(t) <= max_latency_ms]
