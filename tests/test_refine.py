@@ -43,7 +43,7 @@ def test_refine_records_results_artifacts_notes_and_plot(refined_study):
     for number, rec in records.items():
         assert rec[T.R_EPOCHS] == 0.05 and rec["distill"] is True and rec["lr"] == cfg.finetune.lr
         assert 0 <= rec[T.R_TEST] <= 1 and 0 <= rec[T.R_VAL] <= 1
-        assert rec[T.R_LATENCY] > 0 and rec["rounds"] == 2
+        assert rec[T.R_LATENCY] > 0 and rec["rounds"] == 2 and rec["seconds"] > 0
         lo, hi = rec[T.R_RATIO_CI]
         assert lo <= rec[T.R_RATIO] <= hi
         for key in ("checkpoint", "onnx"):

@@ -16,6 +16,7 @@ import logging
 import math
 import statistics
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -105,6 +106,7 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
     from hybridprune.training import Budget, evaluate, finetune
 
     cfg, f = ctx.cfg, ctx.cfg.finetune
+    start = time.perf_counter()
     source = tmp / f"trial{trial.number}-source.pt"
     artifact = trial.user_attrs[T.ARTIFACTS]["checkpoint"]
     try:
@@ -128,7 +130,7 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
                            input_size=ctx.input_size, metrics=metrics)
     onnx = export_onnx(model, tmp / f"trial{trial.number}-refined.onnx", (cfg.latency.batch_size, *ctx.input_size))
     return {T.R_EPOCHS: options.epochs, T.R_TEST: float(test), T.R_VAL: float(val),
-            "lr": options.lr or f.lr, "distill": options.distill,
+            "lr": options.lr or f.lr, "distill": options.distill, "seconds": time.perf_counter() - start,
             T.R_ARTIFACTS: {"checkpoint": upload(study, store, ckpt), "onnx": upload(study, store, onnx)}}
 
 
@@ -250,9 +252,11 @@ def refine(ctx: Any, study: Any, trials: list[Any], store: Any, options: RefineO
             download_artifact(artifact_store=store, artifact_id=rec[T.R_ARTIFACTS]["onnx"],
                               file_path=str(paths[t.number]))
         base_no = trials[0].number
+        start = time.perf_counter()
         timed = interleaved_latency(_measure_fn(ctx), paths[base_no],
                                     {n: p for n, p in paths.items() if n != base_no}, options.rounds)
         timed[base_no] = timed.pop(-1)
+        latency_s = time.perf_counter() - start
     out = []
     for t, rec in records:
         rec = {**rec, **timed[t.number]}
@@ -263,7 +267,8 @@ def refine(ctx: Any, study: Any, trials: list[Any], store: Any, options: RefineO
 
     save_note(study, study_note(study, out))
     study.set_user_attr(T.STUDY_REFINED, {"epochs": options.epochs, "rounds": options.rounds,
-                                          "trials": [t.number for t, _ in out], "baseline": base_no})
+                                          "trials": [t.number for t, _ in out], "baseline": base_no,
+                                          "latency_seconds": latency_s})
     return out
 
 
