@@ -1,0 +1,356 @@
+"""Publish a refined study's front, and compare its search with the paper's grid and single-mode searches.
+
+Reads a study that ``hybridprune refine`` has refined and writes to ``--out``:
+
+* the ONNX file (static batch 1, opset 13, as refine exported it) of the refined baseline and of
+  every model on the refined front;
+* ``front.json``: one entry per published model with its test top-1 *measured here from that ONNX
+  file* (ONNX Runtime, fp32, all test images), MACs, parameters, latency and its ratio to the
+  baseline *measured here* (ONNX Runtime, batch 1, one thread, in a child process, rounds that
+  time the baseline and each model back to back), its configuration and input normalisation;
+* ``comparison.json``: at the search's own fine-tune budget (validation top-1 against latency
+  divided by the same study's baseline trial), the hypervolume of the hybrid search, of each
+  single-mode search (``--single``) and of the paper's grid (the hybrid study's ``paper``
+  reference trials); which paper settings a searched trial dominates; the refined paper
+  settings against the refined front; the targets; wall times;
+* ``front.png`` (both views) and ``README.md`` (the tables and the commands).
+
+    python benchmarks/real_scale.py studies/resnet56-cifar10-jpeg.toml \\
+        --single studies/resnet56-cifar10-jpeg-channel.toml studies/resnet56-cifar10-jpeg-block.toml \\
+        --out results/resnet56-cifar10-jpeg
+
+Re-check the published files with ``benchmarks/verify_results.py`` (no hybridprune code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from hybridprune.search import trials as T
+from hybridprune.search.pareto import completed
+from hybridprune.search.refine import interleaved_latency
+from hybridprune.search.service import load
+from hybridprune.search.study import open_study, quiet_optuna
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from verify_results import top1  # noqa: E402  (the same ONNX Runtime scoring an outside reader runs)
+
+TARGET_DROP, TARGET_MACS_CUT, TARGET_LATENCY_CUT = 1.0, 0.50, 0.45
+
+
+def dominates(p: tuple[float, float], q: tuple[float, float]) -> bool:
+    """Whether (accuracy, cost) point ``p`` is at least as good as ``q`` in both and better in one."""
+    return p[0] >= q[0] and p[1] <= q[1] and (p[0] > q[0] or p[1] < q[1])
+
+
+def nondominated(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the (accuracy max, cost min) points no other point dominates."""
+    return [i for i, p in enumerate(points) if not any(dominates(q, p) for q in points)]
+
+
+def hypervolume(points: list[tuple[float, float]], min_accuracy: float) -> float:
+    """Area dominated by (accuracy, latency ratio) points up to (``min_accuracy``, ratio 1.0)."""
+    from optuna._hypervolume import compute_hypervolume
+
+    loss = np.array([[1 - a, r] for a, r in points if a > min_accuracy and r < 1.0]).reshape(-1, 2)
+    ref = np.array([1 - min_accuracy, 1.0])
+    return float(compute_hypervolume(loss, ref, assume_pareto=False)) if len(loss) else 0.0
+
+
+def search_points(study) -> tuple[list, float]:
+    """Completed feasible trials that count (no reused duplicates) and the baseline trial's latency."""
+    done = [t for t in completed(study) if T.counts_towards_target(t) and T.feasible(t)]
+    base = next(t for t in done if t.user_attrs.get(T.REFERENCE) == "baseline")
+    return done, T.latency_ms(base)
+
+
+def wall(study) -> dict:
+    """First start to last completion, and the sum of trial durations, in seconds."""
+    ts = [t for t in study.trials if t.datetime_start and t.datetime_complete]
+    if not ts:
+        return {"trials": 0, "wall_s": 0.0, "trial_s": 0.0}
+    span = max(t.datetime_complete for t in ts) - min(t.datetime_start for t in ts)
+    return {"trials": len(ts), "wall_s": span.total_seconds(),
+            "trial_s": sum((t.datetime_complete - t.datetime_start).total_seconds() for t in ts)}
+
+
+def compare(cfg, study, singles: list) -> dict:
+    """Hypervolumes and dominance at the search budget (see module doc)."""
+    min_acc = cfg.constraints.min_accuracy or 0.0
+    done, base_ms = search_points(study)
+    pt = {t.number: (T.accuracy(t), T.latency_ms(t) / base_ms) for t in done}
+    paper = [t for t in done if t.user_attrs.get(T.REFERENCE) == "paper"]
+    searched = [t for t in done if not t.user_attrs.get(T.REFERENCE)]
+    rows = {"hybrid": hypervolume(list(pt.values()), min_acc),
+            "hybrid (searched trials only)": hypervolume([pt[t.number] for t in searched], min_acc),
+            "paper grid": hypervolume([pt[t.number] for t in paper], min_acc)}
+    walls = {cfg.name: wall(study)}
+    for scfg, sstudy in singles:
+        sdone, sbase = search_points(sstudy)
+        rows[sstudy.study_name] = hypervolume([(T.accuracy(t), T.latency_ms(t) / sbase) for t in sdone], min_acc)
+        walls[sstudy.study_name] = wall(sstudy)
+    dominance = []
+    for p in paper:
+        a, r = pt[p.number]
+        by = [t.number for t in searched if dominates(pt[t.number], (a, r))]
+        dominance.append({"trial": p.number, "config": p.user_attrs.get(T.CONFIG), "val_top1": 100 * a,
+                          "latency_ratio": r, "dominated_by_searched": by})
+    return {"min_accuracy": min_acc, "reference_point": [min_acc, 1.0], "hypervolume": rows,
+            "paper_settings": dominance, "wall": walls,
+            "search_points": {"hybrid": {str(n): v for n, v in pt.items()}}}
+
+
+def measure(cfg, study, out: Path, rounds: int) -> list[dict]:
+    """Every refined trial re-scored from its ONNX file and re-timed next to the baseline."""
+    from optuna.artifacts import download_artifact
+
+    from hybridprune.checkpoints import load_checkpoint
+    from hybridprune.search.context import load_data
+    from hybridprune.search.latency_cache import IsolatedTimer
+    from hybridprune.search.storage import get_artifact_store
+
+    store = get_artifact_store(cfg.artifact_dir)
+    refined = T.refined(study)
+    if not refined:
+        raise SystemExit(f"error: study {cfg.name!r} has not been refined; run: hybridprune refine STUDY")
+    by_no = {t.number: t for t in study.trials}
+    base_no = next(n for n in refined if by_no[n].user_attrs.get(T.REFERENCE) == "baseline")
+    test = load_data(cfg).test
+    images, labels = test.images.numpy(), test.labels.numpy()
+    entries, paths = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n, rec in sorted(refined.items()):
+            t = by_no[n]
+            path = out / ("baseline.onnx" if n == base_no else f"trial{n}.onnx")
+            download_artifact(artifact_store=store, artifact_id=rec[T.R_ARTIFACTS]["onnx"], file_path=str(path))
+            ckpt = Path(tmp) / f"{n}.pt"
+            download_artifact(artifact_store=store, artifact_id=rec[T.R_ARTIFACTS]["checkpoint"], file_path=str(ckpt))
+            norm = load_checkpoint(ckpt).normalization
+            acc = top1(path, images, labels, norm.mean, norm.std)
+            print(f"trial {n}: test top-1 {acc:.2f}% from {path.name} (refine measured {100 * rec[T.R_TEST]:.2f}% "
+                  f"in PyTorch)", flush=True)
+            paths[n] = path
+            entries.append({"onnx": path.name, "trial": n, "reference": t.user_attrs.get(T.REFERENCE),
+                            "test_top1": round(acc, 2), "test_top1_pytorch": round(100 * rec[T.R_TEST], 2),
+                            "val_top1_search": round(100 * T.accuracy(t), 2), "macs": t.user_attrs.get(T.MACS),
+                            "params": t.user_attrs.get(T.PARAMS), "config": t.user_attrs.get(T.CONFIG),
+                            "finetune_steps_search": t.user_attrs.get(T.FIDELITY_STEPS),
+                            "refine_epochs": rec[T.R_EPOCHS], "mean": list(norm.mean), "std": list(norm.std)})
+    timer = IsolatedTimer(cfg.latency.backend, cfg.latency.options)
+    shape = dict(input_shape=(3, 32, 32), batch_size=1, precision="fp32")
+    timed = interleaved_latency(lambda p: float(getattr(timer.measure(p, **shape), cfg.latency.statistic)),
+                                paths[base_no], {n: p for n, p in paths.items() if n != base_no}, rounds)
+    timer.close()
+    timed[base_no] = timed.pop(-1)
+    for e in entries:
+        r = timed[e["trial"]]
+        e.update(latency_ms=round(r[T.R_LATENCY], 4), latency_ratio=round(r[T.R_RATIO], 4),
+                 latency_ratio_ci=[round(v, 4) for v in r[T.R_RATIO_CI]], latency_rounds=rounds)
+    return entries
+
+
+def publish(entries: list[dict], out: Path) -> list[dict]:
+    """Keep the baseline and the refined front (test top-1 vs latency ratio); delete the other ONNX files."""
+    pruned = [e for e in entries if e["reference"] != "baseline"]
+    keep = {id(pruned[i]) for i in nondominated([(e["test_top1"], e["latency_ratio"]) for e in pruned])}
+    front = [e for e in entries if e["reference"] == "baseline"] + sorted(
+        (e for e in pruned if id(e) in keep), key=lambda e: e["latency_ratio"])
+    for e in entries:
+        if e not in front:
+            (out / e["onnx"]).unlink()
+    return front
+
+
+def targets(entries: list[dict]) -> list[dict]:
+    """Each refined pruned model against the issue's targets (test drop, MACs cut, latency cut)."""
+    base = next(e for e in entries if e["reference"] == "baseline")
+    rows = []
+    for e in entries:
+        if e is base:
+            continue
+        drop = base["test_top1"] - e["test_top1"]
+        macs_cut, lat_cut = 1 - e["macs"] / base["macs"], 1 - e["latency_ratio"]
+        rows.append({"trial": e["trial"], "reference": e["reference"], "test_drop_points": round(drop, 2),
+                     "macs_cut": round(macs_cut, 4), "latency_cut": round(lat_cut, 4),
+                     "meets": drop <= TARGET_DROP and macs_cut >= TARGET_MACS_CUT and lat_cut >= TARGET_LATENCY_CUT})
+    return rows
+
+
+def refined_dominance(entries: list[dict]) -> list[dict]:
+    """Each refined paper setting, and the refined searched models that dominate it (test top-1, ratio)."""
+    searched = [e for e in entries if not e["reference"]]
+    out = []
+    for p in (e for e in entries if e["reference"] == "paper"):
+        by = [e["trial"] for e in searched if dominates((e["test_top1"], e["latency_ratio"]),
+                                                          (p["test_top1"], p["latency_ratio"]))]
+        out.append({"trial": p["trial"], "test_top1": p["test_top1"], "latency_ratio": p["latency_ratio"],
+                    "dominated_by_refined_searched": by})
+    return out
+
+
+def _front_line(ax, points, **kw) -> None:
+    idx = nondominated(points)
+    pts = sorted((points[i] for i in idx), key=lambda p: p[1])
+    ax.plot([r for _, r in pts], [100 * a for a, _ in pts], drawstyle="steps-post", marker="o", ms=4, **kw)
+
+
+def plot(cfg, study, singles: list, entries: list[dict], path: Path) -> None:
+    """Left: every search at its fine-tune budget (validation). Right: the refined models (test)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    done, base_ms = search_points(study)
+    pts = {t.number: (T.accuracy(t), T.latency_ms(t) / base_ms) for t in done}
+    left.scatter([r for _, r in pts.values()], [100 * a for a, _ in pts.values()], s=10, c="0.75",
+                 label="hybrid: every trial")
+    _front_line(left, list(pts.values()), c="tab:red", label="hybrid search front")
+    paper = [pts[t.number] for t in done if t.user_attrs.get(T.REFERENCE) == "paper"]
+    left.scatter([r for _, r in paper], [100 * a for a, _ in paper], marker="x", c="tab:blue", s=30,
+                 label="paper's 20 settings")
+    for (scfg, sstudy), color in zip(singles, ("tab:green", "tab:orange", "tab:purple")):
+        sdone, sbase = search_points(sstudy)
+        _front_line(left, [(T.accuracy(t), T.latency_ms(t) / sbase) for t in sdone], c=color,
+                    label=f"{sstudy.study_name.replace(cfg.name + '-', '')}-only search front")
+    base = next(t for t in done if t.user_attrs.get(T.REFERENCE) == "baseline")
+    left.scatter([1.0], [100 * T.accuracy(base)], marker="*", s=160, facecolors="none", edgecolors="black",
+                 label="unpruned baseline")
+    left.set(xlabel="latency / the study's baseline trial (ONNX Runtime, batch 1, 1 thread)",
+             ylabel="validation top-1 (%)", title=f"search budget ({cfg.fidelity.max_steps if cfg.fidelity else ''} "
+                                                  f"fine-tune steps at most)")
+    lo = min(100 * a for a, _ in pts.values() if a > (cfg.constraints.min_accuracy or 0))
+    left.set_ylim(lo - 0.5, None)
+    for kind, marker, color, label in ((None, "o", "tab:red", "refined searched trials"),
+                                       ("paper", "x", "tab:blue", "refined paper settings"),
+                                       ("baseline", "*", "black", "refined baseline")):
+        es = [e for e in entries if e["reference"] == kind]
+        right.scatter([e["latency_ratio"] for e in es], [e["test_top1"] for e in es], marker=marker, c=color,
+                      s=140 if kind == "baseline" else 30, label=label)
+        for e in es:
+            right.annotate(str(e["trial"]), (e["latency_ratio"], e["test_top1"]), fontsize=7, xytext=(3, 3),
+                           textcoords="offset points")
+    right.set(xlabel="latency / refined baseline (interleaved rounds, ONNX Runtime, batch 1, 1 thread)",
+              ylabel="test top-1 (%, ONNX Runtime, 10,000 images)", title="refined models")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def readme(cfg, front: list[dict], cmp: dict, command: str) -> str:
+    """The results folder's README: headline, tables, comparison, cost, commands."""
+    base = front[0]
+    meets = [r for r in cmp["targets"] if r["meets"]]
+    lines = [f"# {cfg.name}: refined front", ""]
+    if meets:
+        best = max(meets, key=lambda r: r["latency_cut"])
+        lines.append(f"**Headline:** trial {best['trial']} keeps test top-1 within {best['test_drop_points']:.2f} "
+                     f"points of the equally fine-tuned unpruned baseline ({base['test_top1']:.2f}%) with "
+                     f"{100 * best['macs_cut']:.0f}% fewer MACs and {100 * best['latency_cut']:.0f}% lower "
+                     f"ONNX Runtime latency (batch 1, 1 thread).")
+    else:
+        lines.append("**Headline:** no refined model meets all three targets (test top-1 within "
+                     f"{TARGET_DROP} point of the baseline, >= {100 * TARGET_MACS_CUT:.0f}% fewer MACs, >= "
+                     f"{100 * TARGET_LATENCY_CUT:.0f}% lower latency); see the targets table.")
+    lines += ["", "![front](front.png)", "", "## Published models (front.json)", "",
+              "| onnx | trial | test top-1 | MMACs | params | latency ms | ratio (CI) | config |",
+              "|---|---:|---:|---:|---:|---:|---|---|"]
+    for e in front:
+        c = e["config"] or {}
+        desc = (f"{c.get('channel_ratio', 0):.2f} ch, {c.get('pruned_blocks', 0)} blocks, {c.get('criterion')}, "
+                f"{c.get('order')}, round {c.get('round_to', 1)}") if e["reference"] != "baseline" else "unpruned"
+        lo, hi = e["latency_ratio_ci"]
+        lines.append(f"| {e['onnx']} | {e['trial']} | {e['test_top1']:.2f}% | {e['macs'] / 1e6:.1f} | "
+                     f"{e['params']:,} | {e['latency_ms']:.3f} | {e['latency_ratio']:.3f} ({lo:.3f}-{hi:.3f}) | "
+                     f"{desc} |")
+    lines += ["", "## Targets (every refined model)", "",
+              "| trial | note | test drop (points) | MACs cut | latency cut | all met |",
+              "|---:|---|---:|---:|---:|---|"]
+    for r in cmp["targets"]:
+        lines.append(f"| {r['trial']} | {r['reference'] or ''} | {r['test_drop_points']:.2f} | "
+                     f"{100 * r['macs_cut']:.1f}% | {100 * r['latency_cut']:.1f}% | {'yes' if r['meets'] else 'no'} |")
+    lines += ["", "## Searches at the same fine-tune budget (validation top-1, latency / own baseline trial)", "",
+              f"Hypervolume up to (top-1 {cmp['min_accuracy']:.2f}, ratio 1.0):", "",
+              "| search | hypervolume | trials | wall time |", "|---|---:|---:|---:|"]
+    for name, hv in cmp["hypervolume"].items():
+        w = cmp["wall"].get(name) or (cmp["wall"][cfg.name] if name.startswith("hybrid") else None)
+        cost = f"{w['trials']} | {w['wall_s'] / 60:.0f} min" if w else " | "
+        lines.append(f"| {name} | {hv:.4f} | {cost} |")
+    undominated = [p for p in cmp["paper_settings"] if not p["dominated_by_searched"]]
+    n_paper = len(cmp["paper_settings"])
+    lines += ["", f"Paper settings dominated by a searched trial: {n_paper - len(undominated)} of {n_paper}."]
+    for p in undominated:
+        c = p["config"] or {}
+        lines.append(f"- not dominated: trial {p['trial']} ({c.get('pruned_blocks')} blocks, {c.get('criterion')}, "
+                     f"{c.get('order')}): {p['val_top1']:.2f}%, ratio {p['latency_ratio']:.3f}")
+    if cmp["refined_paper"]:
+        lines += ["", "Refined paper settings against the refined searched models:"]
+        for p in cmp["refined_paper"]:
+            by = ", ".join(map(str, p["dominated_by_refined_searched"])) or "none"
+            lines.append(f"- trial {p['trial']}: {p['test_top1']:.2f}%, ratio {p['latency_ratio']:.3f}; "
+                         f"dominated by refined trial(s): {by}")
+    lines += ["", "## Cost", "", f"Refine: {cmp['refine_s'] / 60:.0f} min (fine-tune and scoring) + "
+              f"{cmp['refine_latency_s'] / 60:.0f} min (interleaved latency).", "",
+              f"Machine: {cmp['machine']}.", "", "## Commands", "", "```", command, "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, compare, publish."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("study", help="study file of the refined hybrid study")
+    ap.add_argument("--single", nargs="*", default=[], help="study files of single-mode searches to compare")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved latency rounds")
+    args = ap.parse_args(argv)
+    quiet_optuna()
+    cfg = load(args.study)
+    study = open_study(cfg, create=False)
+    singles = [(c, open_study(c, create=False)) for c in map(load, args.single)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    entries = measure(cfg, study, args.out, args.rounds)
+    cmp = compare(cfg, study, singles)
+    refined = T.refined(study)
+    cmp.update(targets=targets(entries), refined_paper=refined_dominance(entries),
+               refined=[{k: e[k] for k in ("trial", "reference", "test_top1", "latency_ratio", "macs")}
+                        for e in entries],
+               refine_s=sum(r.get("seconds", 0.0) for r in refined.values()),
+               refine_latency_s=study.user_attrs.get(T.STUDY_REFINED, {}).get("latency_seconds", 0.0),
+               machine=f"{platform.processor() or platform.machine()}, {_cpu_model()}, "
+                       f"{len(__import__('os').sched_getaffinity(0))} cores")
+    plot(cfg, study, singles, entries, args.out / "front.png")
+    front = publish(entries, args.out)
+    (args.out / "front.json").write_text(json.dumps(front, indent=1) + "\n")
+    (args.out / "comparison.json").write_text(json.dumps(cmp, indent=1) + "\n")
+    parts = ["python benchmarks/real_scale.py " + Path(args.study).as_posix()]
+    if args.single:
+        parts.append("--single " + " ".join(Path(s).as_posix() for s in args.single))
+    command = " \\\n    ".join(parts + [f"--out {args.out.as_posix()}"])
+    (args.out / "README.md").write_text(readme(cfg, front, cmp, command))
+    print((args.out / "README.md").read_text())
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Re-measure a published front from its ONNX files alone, and print it against front.json.
+
+Uses only NumPy, Pillow and ONNX Runtime (no hybridprune code), the way an outside reader would:
+test top-1 of every ONNX file on the image folder's ``test/<class>/*`` images (classes sorted by
+name; RGB in [0, 1], normalised with the entry's ``mean``/``std``), and latency with ONNX Runtime
+on one thread at batch 1, in rounds that time the baseline and then each model back to back, so a
+model's ratio is the median of its per-round ratios to the baseline.
+
+    python benchmarks/verify_results.py results/resnet56-cifar10-jpeg --data ../shared/data/cifar10-jpeg
+
+Exit status 1 when a test top-1 differs from front.json by more than ``--max-top1-diff`` points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+def read_test_split(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """All ``root/test/<class>/*`` images as uint8 NCHW RGB, labels by sorted class name."""
+    from PIL import Image
+
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for path in sorted((root / "test" / name).iterdir()):
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                with Image.open(path) as im:
+                    images.append(np.asarray(im.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1))
+                labels.append(label)
+    return np.stack(images), np.array(labels)
+
+
+def session(path: Path, threads: int):
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def top1(path: Path, images: np.ndarray, labels: np.ndarray, mean, std, threads: int = 2) -> float:
+    """Test top-1 (percent) of one ONNX file, one image per run (the files have a static batch of 1)."""
+    sess = session(path, threads)
+    name = sess.get_inputs()[0].name
+    mean = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    correct = 0
+    for i in range(len(images)):
+        x = (images[i:i + 1].astype(np.float32) / 255.0 - mean) / std
+        correct += int(sess.run(None, {name: x})[0].argmax() == labels[i])
+    return 100.0 * correct / len(images)
+
+
+def median_ms(sess, x: np.ndarray, seconds: float, warmup: int = 10) -> float:
+    """Median wall time of single runs over ``seconds`` (after ``warmup`` runs)."""
+    name = sess.get_inputs()[0].name
+    for _ in range(warmup):
+        sess.run(None, {name: x})
+    times, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < 20:
+        t0 = time.perf_counter()
+        sess.run(None, {name: x})
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def ratios(paths: dict[str, Path], baseline: str, rounds: int, seconds: float) -> dict[str, tuple[float, float]]:
+    """(median ms, median per-round ratio to the baseline) per file, one thread, batch 1."""
+    sessions = {k: session(p, 1) for k, p in paths.items()}
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    ms: dict[str, list[float]] = {k: [] for k in paths}
+    rs: dict[str, list[float]] = {k: [] for k in paths}
+    for _ in range(rounds):
+        for k in paths:
+            if k == baseline:
+                continue
+            b = median_ms(sessions[baseline], x, seconds)
+            m = median_ms(sessions[k], x, seconds)
+            ms[baseline].append(b)
+            ms[k].append(m)
+            rs[k].append(m / b)
+    return {k: (statistics.median(ms[k]), statistics.median(rs[k]) if rs[k] else 1.0) for k in paths}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-measure every entry of ``<folder>/front.json`` and print both."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--data", type=Path, required=True, help="image folder with test/<class>/ images")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=1.0, help="timed seconds per measurement")
+    ap.add_argument("--max-top1-diff", type=float, default=0.3)
+    args = ap.parse_args(argv)
+    front = json.loads((args.folder / "front.json").read_text())
+    images, labels = read_test_split(args.data)
+    print(f"{len(images)} test images; {len(front)} models", flush=True)
+    paths = {e["onnx"]: args.folder / e["onnx"] for e in front}
+    base = next(e["onnx"] for e in front if e.get("reference") == "baseline")
+    lat = ratios(paths, base, args.rounds, args.seconds)
+    bad = 0
+    print(f"{'onnx':<24} {'top1 json':>9} {'top1 now':>9} {'ratio json':>10} {'ratio now':>9} {'ms now':>7}")
+    for e in front:
+        acc = top1(paths[e["onnx"]], images, labels, e["mean"], e["std"])
+        ms, ratio = lat[e["onnx"]]
+        bad += abs(acc - e["test_top1"]) > args.max_top1_diff
+        print(f"{e['onnx']:<24} {e['test_top1']:9.2f} {acc:9.2f} {e['latency_ratio']:10.3f} {ratio:9.3f} {ms:7.3f}",
+              flush=True)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
