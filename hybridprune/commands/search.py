@@ -130,7 +130,7 @@ def register(app: typer.Typer) -> None:
                       soft_wrap=True, markup=False)
         cfg.check_writable()  # (prepare checks again) before announcing a baseline that would not train
         if not cfg.model.checkpoint and not cfg.baseline_path.is_file():
-            console.print(f"training the unpruned baseline first ({cfg.baseline.epochs:g} epochs); "
+            console.print(f"training the unpruned baseline first ({cfg.baseline.budget}); "
                           f"cached at {cfg.baseline_path} for re-runs")
         live = None
         if progress and console.is_terminal:

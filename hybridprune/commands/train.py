@@ -150,12 +150,13 @@ def register(app: typer.Typer) -> None:
         from hybridprune.cli import printable
         from hybridprune.errors import ConfigError
         from hybridprune.models import create_model, get_model_spec
-        from hybridprune.training import Budget, evaluate, finetune, resolve_precision, seed_everything, train
+        from hybridprune.recipe import Recipe
+        from hybridprune.training import evaluate, finetune, resolve_precision, seed_everything, train
 
         prec = resolve_precision(precision, device)
         if (model is None) == (checkpoint is None):
             raise ConfigError("pass exactly one of --model (train from scratch) or --checkpoint (start from it)")
-        budget = Budget(epochs=epochs, steps=steps)
+        recipe = Recipe(epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, precision=prec)
         if out.exists() and out.is_dir():
             raise ConfigError(f"--out {out} is a directory; expected a checkpoint file path")
         ck = load_checkpoint(checkpoint) if checkpoint is not None else None
@@ -171,7 +172,7 @@ def register(app: typer.Typer) -> None:
             net = create_model(model, num_classes=data.num_classes)
             norm, name, kwargs, record, fit = spec.normalization, model, net.hp_model_kwargs, None, train
             input_size = tuple(data.image_size)
-        options = {"lr": lr} if lr is not None else {}
+        options = recipe.train_kwargs()
         if teacher is not None:
             options["teacher"] = _load_teacher(teacher, data, input_size, norm)
         console = Console(stderr=True)
@@ -187,8 +188,8 @@ def register(app: typer.Typer) -> None:
                 ):
                     console.print(f"step {s.step}/{s.total_steps}  {stats}")  # a log file gets lines, not a bar
 
-            result = fit(net, data, budget, norm, batch_size=batch_size, seed=seed, device=device, compile=compile,
-                         precision=prec, progress=on_step, **options)
+            result = fit(net, data, recipe.budget, norm, seed=seed, device=device, compile=compile, progress=on_step,
+                         **options)
         test = evaluate(net, data.test, norm, device=device, precision=prec)
         metrics = {"dataset": dataset, "train": result.to_dict(), "test": test.to_dict(),
                    "val": result.val.to_dict() if result.val else None,
