@@ -157,7 +157,7 @@ def serve_cmd(
 def bundle_cmd(
     output: Path = typer.Option(Path("agent.pyz"), "--output", "-o", help="The .pyz file to write."),
 ) -> None:
-    """Pack the agent (agent.py + timing.py) into one zipapp for the device (python3 agent.pyz)."""
+    """Pack the agent (agent.py, timing.py, trtexec.py) into one zipapp for the device (python3 agent.pyz)."""
     from hybridprune.evaluators.bundle import build_agent_bundle
 
     path = build_agent_bundle(output)
