@@ -3,8 +3,9 @@
 Each command group lives in ``hybridprune/commands/<group>.py`` with a ``register(app)`` function;
 heavy imports happen inside the commands so ``hybridprune --help`` stays fast. Every
 :class:`~hybridprune.errors.HybridPruneError` and every click usage error (unknown option, missing
-argument, bad value) becomes one line ``error: ...`` on stderr and exit code 2. Text that comes
-from files or arguments is printed literally, control characters escaped (:func:`printable`).
+argument, bad value) becomes one line ``error: ...`` on stderr and exit code 2; a command that
+fails for another reason says so the same way through :func:`fail`. Text that comes from files or
+arguments is printed literally, control characters escaped (:func:`printable`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib
 import sys
 import unicodedata
+from typing import NoReturn
 
 import click
 import typer
@@ -69,8 +71,22 @@ def printable(text: object) -> str:
     )
 
 
-def _error(message: object) -> None:
+def print_error(message: object) -> None:
+    """Print ``error: <message>`` on stderr, on one line, the message escaped by :func:`printable`."""
     err_console.print(Text.assemble(("error:", "bold red"), " ", printable(message)), soft_wrap=True)
+
+
+def fail(message: object, code: int = 1) -> NoReturn:
+    """End a command that failed for a reason other than bad input: ``error: <message>`` and exit ``code``.
+
+    Bad input raises a :class:`~hybridprune.errors.HybridPruneError` instead (:func:`main` prints it
+    the same way and exits 2).
+
+    Raises:
+        typer.Exit: always, with ``code``.
+    """
+    print_error(message)
+    raise typer.Exit(code)
 
 
 def _usage_message(exc: Exception) -> str:
@@ -100,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         # In non-standalone mode click returns typer.Exit's code instead of raising it.
         rc = app(args=argv, prog_name="hybridprune", standalone_mode=False)
     except HybridPruneError as exc:
-        _error(exc)
+        print_error(exc)
         return 2
     except typer.Exit as exc:
         return exc.exit_code
@@ -111,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         return 2
     except CLICK_ERRORS as exc:  # unknown option, missing argument, bad value, ...
-        _error(_usage_message(exc))
+        print_error(_usage_message(exc))
         return 2
     return rc if isinstance(rc, int) else 0
 

@@ -1,7 +1,16 @@
 """A small string registry, in the style of timm's ``register_model`` / ``create_model``.
 
-Each family (models, criteria, latency backends, datasets, search spaces) owns one
-:class:`Registry`. The registered names are also the categorical choices of the search.
+Each family (models, criteria, latency backends, datasets, search spaces, samplers) owns one
+:class:`Registry`. The class families register with one idiom, a class decorator that files the
+class under its ``name`` attribute::
+
+    @CRITERIA.register()
+    class WeightMagnitude(BaseCriterion):
+        name = "weight_magnitude"
+
+Models are instances (a ``ModelSpec`` per architecture), so they keep timm's
+``register_model(spec)`` / ``create_model`` / ``list_models``. The registered names are also the
+categorical choices of the search.
 """
 
 from __future__ import annotations

@@ -22,35 +22,9 @@ import torch.nn.functional as F
 from hybridprune.data import DataSplits, DeviceLoader, Split
 from hybridprune.errors import ConfigError, DataError, TrainingDiverged, first_line
 from hybridprune.models import Normalization
+from hybridprune.recipe import PRECISIONS, Budget
 
 SCHEDULES = ("cosine", "onecycle", "constant")
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How long to train: ``epochs`` (may be fractional) or ``steps``, exactly one of them."""
-
-    epochs: float | None = None
-    steps: int | None = None
-
-    def __post_init__(self) -> None:
-        if (self.epochs is None) == (self.steps is None):
-            raise ConfigError(
-                f"a budget needs exactly one of epochs or steps, got epochs={self.epochs} steps={self.steps}"
-            )
-        if self.epochs is not None and not (
-            isinstance(self.epochs, (int, float)) and math.isfinite(self.epochs) and self.epochs > 0
-        ):
-            raise ConfigError(f"budget epochs must be a positive number, got {self.epochs!r}")
-        if self.steps is not None and (
-            isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1
-        ):
-            raise ConfigError(f"budget steps must be a positive integer, got {self.steps!r}")
-
-    def total_steps(self, steps_per_epoch: int) -> int:
-        """Number of optimiser steps for an epoch of ``steps_per_epoch`` batches."""
-        return self.steps if self.steps is not None else max(1, round(self.epochs * steps_per_epoch))
 
 
 @dataclass(frozen=True)

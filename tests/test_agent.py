@@ -144,7 +144,7 @@ def test_agent_cli_rejects_unavailable_backend():
 
 # --- the agent must run on a Jetson TX2: Python 3.6, standard library only -------------------
 
-AGENT_FILES = [AGENT, AGENT.with_name("timing.py")]  # what `hybridprune agent bundle` packs
+AGENT_FILES = [AGENT, AGENT.with_name("timing.py"), AGENT.with_name("trtexec.py")]  # what `agent bundle` packs
 
 
 @pytest.mark.parametrize("path", AGENT_FILES, ids=lambda p: p.name)
@@ -163,15 +163,16 @@ def test_agent_is_python36_syntax(path):
 def test_agent_imports_only_stdlib(path):
     tree = ast.parse(path.read_text())
     modules = set()
+    own = {p.stem for p in AGENT_FILES}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             modules.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: only the other agent file
-                assert [a.name for a in node.names] == ["timing"] and node.module is None, ast.dump(node)
+            if node.level:  # relative: only the other agent files
+                names = [a.name for a in node.names]
+                assert set(names) <= own - {path.stem} and node.module is None, ast.dump(node)
             else:
                 modules.add(node.module.split(".")[0])
-    own = {p.stem for p in AGENT_FILES}
     assert modules and modules <= set(sys.stdlib_module_names) | own, modules - set(sys.stdlib_module_names)
     # stdlib modules or functions added after 3.6 that are easy to reach for
     source = path.read_text()
@@ -195,7 +196,7 @@ def test_bundled_agent_runs_alone_and_serves(tmp_path):
     import zipfile
 
     with zipfile.ZipFile(pyz) as archive:
-        assert sorted(archive.namelist()) == ["__main__.py", "agent.py", "timing.py"]
+        assert sorted(archive.namelist()) == ["__main__.py", "agent.py", "timing.py", "trtexec.py"]
     assert pyz.read_bytes().startswith(b"#!/usr/bin/env python3\n")
     alone = tmp_path / "elsewhere"  # nothing of hybridprune reachable: isolated, no site, other cwd
     alone.mkdir()

@@ -1,10 +1,10 @@
 """Layering: no module imports a module of a higher layer, lazily (inside a function) or not.
 
 models < data, pruning < checkpoints < evaluators, training < spaces < search < commands, cli.
-``errors``, ``registry`` and ``io`` are the base every layer (and each other) may use. Within one layer a package
-imports only itself (``data`` and ``pruning`` do not know each other, nor do ``evaluators`` and
-``training``), except the CLI pair: ``cli`` registers the command modules and they import its
-helpers.
+``errors``, ``registry``, ``io`` and ``recipe`` are the base every layer (and each other) may use.
+Within one layer a package imports only itself (``data`` and ``pruning`` do not know each other,
+nor do ``evaluators`` and ``training``), except the CLI pair: ``cli`` registers the command
+modules and they import its helpers.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "hybridprune"
 
 LAYERS = [
-    {"__init__", "errors", "registry", "io"},
+    {"__init__", "errors", "registry", "io", "recipe"},
     {"models"},
     {"data", "pruning"},
     {"checkpoints"},

@@ -64,6 +64,7 @@ BAD = [
     ("missing checkpoint", ('checkpoint = "base.pt"', 'checkpoint = "nope.pt"'), ["model.checkpoint", "nope.pt", "does not exist"]),
     ("missing data", ('dataset = "digits"', 'dataset = "cifar10"\nroot = "no-such-dir"'), ["data.root", "no-such-dir"]),
     ("both budgets", ("steps = 1", "steps = 1\nepochs = 1"), ["epochs or steps"]),
+    ("both baseline budgets", ("[finetune]", "[baseline]\nepochs = 1\nsteps = 2\n[finetune]"), ["[baseline]", "epochs or steps"]),
     ("bad latency option", ("max_time_s = 0.1 }", "max_time_s = 0.1, speed = 3 }"), ["speed", "allowed"]),
     ("grace <= heartbeat", ("trials = 2", "trials = 2\nheartbeat_interval = 5\ngrace_period = 5"), ["grace_period"]),
     ("accuracy is a fraction", ("[finetune]", "[constraints]\nmin_accuracy = 90\n[finetune]"), ["constraints.min_accuracy"]),

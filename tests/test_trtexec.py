@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from hybridprune.evaluators.agent import TrtexecBackend, TrtexecParseError, parse_trtexec_output, trt_version_string
 from hybridprune.evaluators.timing import Protocol
+from hybridprune.evaluators.trtexec import TrtexecBackend, TrtexecParseError, parse_trtexec_output, trt_version_string
 
 from helpers import fake_trtexec
 
@@ -139,7 +139,7 @@ def test_trtexec_backend_reports_failure(tmp_path):
 
 
 def test_crashed_build_leaves_no_engine_and_is_retryable(tmp_path, trtexec_fixtures):
-    from hybridprune.evaluators.agent import TrtexecCrashed
+    from hybridprune.evaluators.trtexec import TrtexecCrashed
     exe, log = fake_trtexec(tmp_path, trtexec_fixtures, "crash")  # dies after writing half an engine
     workdir = tmp_path / "work"
     workdir.mkdir()

@@ -41,19 +41,19 @@ def _backend_help() -> str:
     return "Latency backend: " + ", ".join(parts) + "."
 
 
-def latency(
+def latency_cmd(
     model: Path = typer.Argument(..., help="An .onnx file or a hybridprune/classic checkpoint (.pt/.th)."),
     backend: str = typer.Option(DEFAULT_BACKEND, "--backend", "-b", help=_backend_help()),
-    url: Optional[str] = typer.Option(None, "--url", help=_flag_help("Agent URL", "url")),
-    token: Optional[str] = typer.Option(None, "--token", envvar="HYBRIDPRUNE_AGENT_TOKEN",
+    url: Optional[str] = typer.Option(None, help=_flag_help("Agent URL", "url")),
+    token: Optional[str] = typer.Option(None, envvar="HYBRIDPRUNE_AGENT_TOKEN",
                                         help=_flag_help("Agent token", "token")),
-    batch: int = typer.Option(1, "--batch", help="Batch size."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, or what --backend lists (fp16, ...)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help=_flag_help("CPU threads", "threads")),
-    device: Optional[str] = typer.Option(None, "--device", help=_flag_help("cpu or cuda", "device")),
-    max_time: float = typer.Option(10.0, "--max-time", help="Time cap of the timed runs (seconds)."),
-    rel_ci: float = typer.Option(0.01, "--rel-ci", help="Stop when the median's CI half-width/median <= this."),
-    input_size: Optional[str] = typer.Option(None, "--input-size", help="C,H,W (default: from the checkpoint)."),
+    batch: int = typer.Option(1, help="Batch size."),
+    precision: str = typer.Option("fp32", help="fp32, or what --backend lists (fp16, ...)."),
+    threads: Optional[int] = typer.Option(None, help=_flag_help("CPU threads", "threads")),
+    device: Optional[str] = typer.Option(None, help=_flag_help("cpu or cuda", "device")),
+    max_time: float = typer.Option(10.0, help="Time cap of the timed runs (seconds)."),
+    rel_ci: float = typer.Option(0.01, help="Stop when the median's CI half-width/median <= this."),
+    input_size: Optional[str] = typer.Option(None, help="C,H,W (default: from the checkpoint)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON here."),
 ) -> None:
     """Measure a model's latency and print a statistics table."""
@@ -132,13 +132,13 @@ def _load(model: Path, input_size: str | None) -> tuple[object, tuple[int, ...]]
     return loaded.model, shape or tuple(loaded.input_size)
 
 
-def serve(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
-    port: int = typer.Option(8470, "--port", help="Port (0 = any free port)."),
-    token: Optional[str] = typer.Option(None, "--token", envvar="HYBRIDPRUNE_AGENT_TOKEN", help="Require this token."),
-    backend: str = typer.Option("auto", "--backend", help="auto (trtexec where installed), trtexec or onnxruntime."),
-    max_bytes: int = typer.Option(256 * 1024 * 1024, "--max-bytes", help="Largest model upload (bytes)."),
-    threads: int = typer.Option(1, "--threads", help="onnxruntime intra-op threads."),
+def serve_cmd(
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(8470, help="Port (0 = any free port)."),
+    token: Optional[str] = typer.Option(None, envvar="HYBRIDPRUNE_AGENT_TOKEN", help="Require this token."),
+    backend: str = typer.Option("auto", help="auto (trtexec where installed), trtexec or onnxruntime."),
+    max_bytes: int = typer.Option(256 * 1024 * 1024, help="Largest model upload (bytes)."),
+    threads: int = typer.Option(1, help="onnxruntime intra-op threads."),
 ) -> None:
     """Run the device agent here (the same agent.py a Jetson runs)."""
     from hybridprune.errors import ConfigError
@@ -154,10 +154,10 @@ def serve(
         raise typer.Exit(code)
 
 
-def bundle(
+def bundle_cmd(
     output: Path = typer.Option(Path("agent.pyz"), "--output", "-o", help="The .pyz file to write."),
 ) -> None:
-    """Pack the agent (agent.py + timing.py) into one zipapp for the device (python3 agent.pyz)."""
+    """Pack the agent (agent.py, timing.py, trtexec.py) into one zipapp for the device (python3 agent.pyz)."""
     from hybridprune.evaluators.bundle import build_agent_bundle
 
     path = build_agent_bundle(output)
@@ -166,7 +166,7 @@ def bundle(
 
 def register(app: typer.Typer) -> None:
     """Add ``latency`` and the ``agent`` sub-app (``agent serve``, ``agent bundle``) to ``app``."""
-    app.command("latency")(latency)
-    agent_app.command("serve")(serve)
-    agent_app.command("bundle")(bundle)
+    app.command("latency")(latency_cmd)
+    agent_app.command("serve")(serve_cmd)
+    agent_app.command("bundle")(bundle_cmd)
     app.add_typer(agent_app, name="agent")

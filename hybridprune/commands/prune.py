@@ -71,7 +71,7 @@ def _blocks(arch: dict[str, Any]) -> str:
     return f"{arch['blocks']} ({per})"
 
 
-def prune(
+def prune_cmd(
     checkpoint: Optional[Path] = typer.Option(
         None, "--checkpoint", "-c", help="Checkpoint to prune (hybridprune or classic .th)."
     ),
@@ -82,27 +82,26 @@ def prune(
         help="Registry name, path/to/file.py:callable or package.module:callable "
         "(inferred from classic files; needed for a plain state_dict).",
     ),
-    ratio: float = typer.Option(0.0, "--ratio", help="Fraction of channels to remove, in [0, 1)."),
-    blocks: int = typer.Option(0, "--blocks", help="Number of residual blocks to remove."),
+    ratio: float = typer.Option(0.0, help="Fraction of channels to remove, in [0, 1)."),
+    blocks: int = typer.Option(0, help="Number of residual blocks to remove."),
     criterion: str = typer.Option(
         "weight_magnitude",
-        "--criterion",
         help="Channel/block criterion, e.g. weight_magnitude, taylor_feature_map (an unknown name lists all).",
     ),
     criterion_option: list[str] = typer.Option(
-        [], "--criterion-option", help="KEY=VALUE criterion option, e.g. p=2 (L2)."
+        [], help="KEY=VALUE criterion option, e.g. p=2 (L2)."
     ),
-    order: str = typer.Option("channel_first", "--order", help="channel_first or layer_first."),
-    scope: str = typer.Option("internal", "--scope", help="internal (inside blocks) or all (residual stream too)."),
-    allocation: str = typer.Option("uniform", "--allocation", help="uniform or global."),
-    round_to: int = typer.Option(1, "--round-to", help="Round kept channels to a multiple of this."),
-    seed: int = typer.Option(0, "--seed", help="Seed (random criterion, calibration sample)."),
+    order: str = typer.Option("channel_first", help="channel_first or layer_first."),
+    scope: str = typer.Option("internal", help="internal (inside blocks) or all (residual stream too)."),
+    allocation: str = typer.Option("uniform", help="uniform or global."),
+    round_to: int = typer.Option(1, help="Round kept channels to a multiple of this."),
+    seed: int = typer.Option(0, help="Seed (random criterion, calibration sample)."),
     calib_dir: Optional[Path] = typer.Option(
-        None, "--calib-dir", help="Calibration images (image_folder tree) for data-driven criteria."
+        None, help="Calibration images (image_folder tree) for data-driven criteria."
     ),
-    calib_dataset: str = typer.Option("image_folder", "--calib-dataset", help="Dataset format of --calib-dir."),
-    calib_batches: int = typer.Option(4, "--calib-batches", help="Calibration batches."),
-    calib_batch_size: int = typer.Option(64, "--calib-batch-size", help="Calibration batch size."),
+    calib_dataset: str = typer.Option("image_folder", help="Dataset format of --calib-dir."),
+    calib_batches: int = typer.Option(4, help="Calibration batches."),
+    calib_batch_size: int = typer.Option(64, help="Calibration batch size."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the pruned checkpoint."),
 ) -> None:
     """Prune channels and residual blocks of a model and write the pruned checkpoint."""
@@ -218,7 +217,7 @@ def _blocks_table(model, input_size) -> Any:
     return table
 
 
-def info(
+def info_cmd(
     file: Optional[Path] = typer.Argument(None, help="A hybridprune checkpoint, classic .th or plain state_dict."),
     model: Optional[str] = typer.Option(
         None,
@@ -276,5 +275,5 @@ def info(
 
 def register(app: typer.Typer) -> None:
     """Add ``prune`` and ``info`` to ``app``."""
-    app.command("prune")(prune)
-    app.command("info")(info)
+    app.command("prune")(prune_cmd)
+    app.command("info")(info_cmd)

@@ -11,6 +11,16 @@ import typer
 from hybridprune.search.storage import redact_url
 
 
+def _study():
+    """The STUDY argument of every command of this group."""
+    return typer.Argument(..., metavar="STUDY", help="Study file (TOML).")
+
+
+def _storage():
+    """The ``--storage`` option of every command of this group."""
+    return typer.Option(None, help="Storage URL (overrides the study file).")
+
+
 def _open(study_file: str, storage: str | None):
     from hybridprune.search.service import load
     from hybridprune.search.study import open_study
@@ -103,215 +113,216 @@ def _refined_table(rows, title: str):
     return table
 
 
-def register(app: typer.Typer) -> None:
-    """Add this group's commands to ``app``."""
 
-    @app.command("run")
-    def run_cmd(
-        study_file: str = typer.Argument(..., metavar="STUDY", help="Study file (TOML)."),
-        trials: Optional[int] = typer.Option(None, help="Run until the study has this many finished trials."),
-        workers: Optional[int] = typer.Option(None, help="Local worker processes on the same study."),
-        backend: Optional[str] = typer.Option(None, help="local or ray."),
-        storage: Optional[str] = typer.Option(None, help="Storage URL (overrides the study file)."),
-        progress: bool = typer.Option(True, help="Show a live progress view."),
-    ) -> None:
-        """Run (or resume) a multi-objective study and show its Pareto set."""
-        from rich.live import Live
+def run_cmd(
+    study_file: str = _study(),
+    trials: Optional[int] = typer.Option(None, help="Run until the study has this many finished trials."),
+    workers: Optional[int] = typer.Option(None, help="Local worker processes on the same study."),
+    backend: Optional[str] = typer.Option(None, help="local or ray."),
+    storage: Optional[str] = _storage(),
+    progress: bool = typer.Option(True, help="Show a live progress view."),
+) -> None:
+    """Run (or resume) a multi-objective study and show its Pareto set."""
+    from rich.live import Live
 
-        from hybridprune.search import service
-        from hybridprune.search.pareto import pareto_rows, plot_html, plot_png, rich_table
-        from hybridprune.search.study import counts, open_study
+    from hybridprune.search import service
+    from hybridprune.search.pareto import pareto_rows, plot_html, plot_png, rich_table
+    from hybridprune.search.study import counts, open_study
 
-        console = _console()
-        cfg = service.load(study_file, trials=trials, workers=workers, backend=backend, storage=storage)
-        console.print(f"study {cfg.name}: {cfg.study.trials} trials, sampler {cfg.sampler.name}, "
-                      f"{cfg.study.workers} worker(s), backend {cfg.study.backend}, "
-                      f"storage {redact_url(cfg.storage_url)}",
-                      soft_wrap=True, markup=False)
-        cfg.check_writable()  # (prepare checks again) before announcing a baseline that would not train
-        if not cfg.model.checkpoint and not cfg.baseline_path.is_file():
-            console.print(f"training the unpruned baseline first ({cfg.baseline.epochs:g} epochs); "
-                          f"cached at {cfg.baseline_path} for re-runs")
-        live = None
-        if progress and console.is_terminal:
-            live = Live(console=console, refresh_per_second=2, transient=False)
-        watcher: dict = {"seen": set(), "started": set()}
+    console = _console()
+    cfg = service.load(study_file, trials=trials, workers=workers, backend=backend, storage=storage)
+    console.print(f"study {cfg.name}: {cfg.study.trials} trials, sampler {cfg.sampler.name}, "
+                  f"{cfg.study.workers} worker(s), backend {cfg.study.backend}, "
+                  f"storage {redact_url(cfg.storage_url)}",
+                  soft_wrap=True, markup=False)
+    cfg.check_writable()  # (prepare checks again) before announcing a baseline that would not train
+    if not cfg.model.checkpoint and not cfg.baseline_path.is_file():
+        console.print(f"training the unpruned baseline first ({cfg.baseline.budget}); "
+                      f"cached at {cfg.baseline_path} for re-runs")
+    live = None
+    if progress and console.is_terminal:
+        live = Live(console=console, refresh_per_second=2, transient=False)
+    watcher: dict = {"seen": set(), "started": set()}
 
-        def poll() -> None:
-            if not progress:
-                return
-            study = watcher.get("study") or watcher.setdefault("study", open_study(cfg, create=False))
-            if live is None:  # logs / CI: one line per started and per finished trial
-                _log_finished(study, watcher["seen"], console)
-                _log_started(study, watcher["started"], console)
-                return
-            c = counts(study)
-            live.update(rich_table(pareto_rows(study)[:8], f"{cfg.name}: {c.complete} done, {c.failed} failed, "
-                                   f"{c.running} running / {cfg.study.trials} - current front"))
-
-        from hybridprune.search.local import WorkersFailed
-
-        try:
-            if live is not None:
-                with live:
-                    study = service.run(cfg, on_poll=poll)
-            else:
-                study = service.run(cfg, on_poll=poll)
-        except WorkersFailed as exc:  # not bad input (exit 2): the run can be resumed as it is
-            from hybridprune.cli import printable
-
-            _console(stderr=True).print(f"error: {printable(exc)}", soft_wrap=True, markup=False, highlight=False)
-            raise typer.Exit(1) from None
-        _summary(study, cfg, console)
-        png = plot_png(study, cfg.run_dir / "pareto.png")
-        html = plot_html(study, cfg.run_dir / "pareto.html")
-        console.print(f"plots: {png} {html}")
-
-    @app.command("status")
-    def status_cmd(
-        study_file: str = typer.Argument(..., metavar="STUDY"),
-        storage: Optional[str] = typer.Option(None, help="Storage URL (overrides the study file)."),
-    ) -> None:
-        """Show trial counts and the current Pareto set of a study."""
-
-        cfg, study = _open(study_file, storage)
-        _summary(study, cfg, _console())
-
-    @app.command("pareto")
-    def pareto_cmd(
-        study_file: str = typer.Argument(..., metavar="STUDY"),
-        storage: Optional[str] = typer.Option(None, help="Storage URL (overrides the study file)."),
-        out: Optional[Path] = typer.Option(None, help="Directory for pareto.png / pareto.html (default: run dir)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the Pareto set as JSON."),
-    ) -> None:
-        """Table of the Pareto set plus PNG and HTML plots of accuracy vs latency."""
-        from dataclasses import asdict
-
-        from hybridprune.search.pareto import pareto_rows, plot_html, plot_png, rich_table
-
-        cfg, study = _open(study_file, storage)
-        rows = pareto_rows(study)
-        if as_json:
-            typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+    def poll() -> None:
+        if not progress:
             return
-        console = _console()
-        console.print(rich_table(rows, f"Pareto set of {cfg.name}"))
-        directory = Path(out) if out else cfg.run_dir
-        png, html = plot_png(study, directory / "pareto.png"), plot_html(study, directory / "pareto.html")
-        console.print(f"plots: {png} {html}")
+        study = watcher.get("study") or watcher.setdefault("study", open_study(cfg, create=False))
+        if live is None:  # logs / CI: one line per started and per finished trial
+            _log_finished(study, watcher["seen"], console)
+            _log_started(study, watcher["started"], console)
+            return
+        c = counts(study)
+        live.update(rich_table(pareto_rows(study)[:8], f"{cfg.name}: {c.complete} done, {c.failed} failed, "
+                               f"{c.running} running / {cfg.study.trials} - current front"))
 
-    @app.command("select")
-    def select_cmd(
-        study_file: str = typer.Argument(..., metavar="STUDY"),
-        max_latency_ms: Optional[float] = typer.Option(
-            None, help="Latency budget in ms (the study's latency statistic)."),
-        max_latency_ratio: Optional[float] = typer.Option(
-            None, help="Latency budget as a fraction of the unpruned baseline trial's latency (e.g. 0.8)."),
-        min_accuracy: Optional[float] = typer.Option(
-            None, help="Minimum validation accuracy (fraction); default the study's constraints.min_accuracy."),
-        export: Path = typer.Option(..., help="Directory for model.pt, model.onnx, record.json, REPORT.md."),
-        storage: Optional[str] = typer.Option(None, help="Storage URL (overrides the study file)."),
-    ) -> None:
-        """Export the most accurate trial that meets the latency budget."""
+    from hybridprune.search.local import WorkersFailed
 
-        from hybridprune.errors import ConfigError
-        from hybridprune.search.pareto import rich_table
-        from hybridprune.search.select import NoFeasibleTrial, baseline_latency, choose, export_trial
+    try:
+        if live is not None:
+            with live:
+                study = service.run(cfg, on_poll=poll)
+        else:
+            study = service.run(cfg, on_poll=poll)
+    except WorkersFailed as exc:  # not bad input (exit 2): the run can be resumed as it is
+        from hybridprune.cli import fail
 
-        if (max_latency_ms is None) == (max_latency_ratio is None):
-            raise ConfigError("give exactly one of --max-latency-ms and --max-latency-ratio")
-        if max_latency_ms is not None and not max_latency_ms > 0:
-            raise ConfigError(f"--max-latency-ms must be > 0, got {max_latency_ms}")
-        if max_latency_ratio is not None and not max_latency_ratio > 0:
-            raise ConfigError(f"--max-latency-ratio must be > 0, got {max_latency_ratio}")
-        if min_accuracy is not None and not 0 <= min_accuracy <= 1:
-            raise ConfigError(f"--min-accuracy must be a fraction in [0, 1], got {min_accuracy}")
-        cfg, study = _open(study_file, storage)
-        console = _console()
-        if min_accuracy is None:
-            min_accuracy = cfg.constraints.min_accuracy  # the study's own constraint, if any
-        if max_latency_ratio is not None:
-            base = baseline_latency(study)
-            max_latency_ms = max_latency_ratio * base
-            console.print(f"budget: {max_latency_ratio} x baseline latency {base:.3f} ms = {max_latency_ms:.3f} ms")
-        try:
-            trial = choose(study, max_latency_ms, min_accuracy)
-        except NoFeasibleTrial as exc:
-            if exc.closest:
-                _console(stderr=True).print(rich_table(exc.closest, "closest trials (none meets the budget)"))
-            raise  # cli.main prints "error: ..." and exits 2
-        from hybridprune.search import trials as T
+        fail(exc, code=1)
+    _summary(study, cfg, console)
+    png = plot_png(study, cfg.run_dir / "pareto.png")
+    html = plot_html(study, cfg.run_dir / "pareto.html")
+    console.print(f"plots: {png} {html}")
 
-        sel = export_trial(study, trial, cfg.artifact_dir, export)
-        refined = T.refined(study, trial)
-        what = (f"refined: test top-1 {100 * refined[T.R_TEST]:.2f}%, latency {refined[T.R_LATENCY]:.3f} ms"
-                if refined.get(T.R_LATENCY) is not None else f"latency {sel.row.latency_ms:.3f} ms")
-        console.print(f"selected trial {trial.number}: accuracy {100 * sel.row.accuracy:.2f}%, {what}; "
-                      f"wrote {', '.join(sel.files.values())}", soft_wrap=True, markup=False)
+def status_cmd(
+    study_file: str = _study(),
+    storage: Optional[str] = _storage(),
+) -> None:
+    """Show trial counts and the current Pareto set of a study."""
 
-    @app.command("refine")
-    def refine_cmd(
-        study_file: str = typer.Argument(..., metavar="STUDY"),
-        top: Optional[int] = typer.Option(None, help="Refine the K most accurate feasible trials (default: the "
-                                                     "Pareto set)."),
-        max_latency_ms: Optional[float] = typer.Option(None, help="Refine the feasible trials under this latency."),
-        max_latency_ratio: Optional[float] = typer.Option(
-            None, help="Refine the feasible trials under this fraction of the baseline trial's latency."),
-        trial: Optional[list[int]] = typer.Option(None, "--trial", help="Refine this trial (repeatable), e.g. "
-                                                                       "reference points to compare with."),
-        epochs: float = typer.Option(1.0, help="Further fine-tuning epochs per trial."),
-        lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the study's [finetune] lr)."),
-        distill: bool = typer.Option(True, help="Distil from the study's unpruned model."),
-        rounds: int = typer.Option(5, help="Interleaved latency rounds (each model next to the baseline)."),
-        storage: Optional[str] = typer.Option(None, help="Storage URL (overrides the study file)."),
-    ) -> None:
-        """Fine-tune the best trials longer, score them on the test split and re-time them against the baseline."""
-        from hybridprune.errors import ConfigError
-        from hybridprune.search.context import build_context
-        from hybridprune.search.refine import RefineOptions, candidates, plot_refined, refine
-        from hybridprune.search.select import baseline_latency
-        from hybridprune.search.storage import get_artifact_store
+    cfg, study = _open(study_file, storage)
+    _summary(study, cfg, _console())
 
-        options = RefineOptions(epochs=epochs, lr=lr, distill=distill, rounds=rounds)
-        if max_latency_ms is not None and max_latency_ratio is not None:
-            raise ConfigError("give at most one of --max-latency-ms and --max-latency-ratio")
-        if max_latency_ratio is not None and not max_latency_ratio > 0:
-            raise ConfigError(f"--max-latency-ratio must be > 0, got {max_latency_ratio}")
-        if sum(x is not None for x in (top, trial or None, max_latency_ms or max_latency_ratio)) > 1:
-            raise ConfigError("give one of --top, --trial or a latency budget")
-        cfg, study = _open(study_file, storage)
-        if max_latency_ratio is not None:
-            max_latency_ms = max_latency_ratio * baseline_latency(study)
-        trials = candidates(study, top=top, max_latency_ms=max_latency_ms, numbers=trial or None)
-        console = _console()
-        console.print(f"refining {len(trials)} trials of {cfg.name} ({', '.join(str(t.number) for t in trials)}; "
-                      f"baseline {trials[0].number}) for {epochs:g} epochs", soft_wrap=True, markup=False)
-        ctx = build_context(cfg, train_if_missing=False)
+def pareto_cmd(
+    study_file: str = _study(),
+    storage: Optional[str] = _storage(),
+    out: Optional[Path] = typer.Option(None, help="Directory for pareto.png / pareto.html (default: run dir)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the Pareto set as JSON."),
+) -> None:
+    """Table of the Pareto set plus PNG and HTML plots of accuracy vs latency."""
+    from dataclasses import asdict
 
-        def said(t, rec, reused) -> None:
-            how = "reused (already refined)" if reused else "fine-tuned"
-            console.print(f"trial {t.number} {how}: test top-1 {100 * rec['test_top1']:.2f}%, "
-                          f"val top-1 {100 * rec['val_top1']:.2f}%", soft_wrap=True, markup=False)
+    from hybridprune.search.pareto import pareto_rows, plot_html, plot_png, rich_table
 
-        rows = refine(ctx, study, trials, get_artifact_store(cfg.artifact_dir), options, on_trial=said)
-        console.print(_refined_table(rows, f"Refined trials of {cfg.name} ({epochs:g} more epochs, "
-                                           f"{rounds} interleaved rounds)"))
-        png = plot_refined(rows, cfg.run_dir / "refined_pareto.png", f"{cfg.name}: refined trials")
-        console.print(f"plot: {png}", soft_wrap=True, markup=False)
+    cfg, study = _open(study_file, storage)
+    rows = pareto_rows(study)
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        return
+    console = _console()
+    console.print(rich_table(rows, f"Pareto set of {cfg.name}"))
+    directory = Path(out) if out else cfg.run_dir
+    png, html = plot_png(study, directory / "pareto.png"), plot_html(study, directory / "pareto.html")
+    console.print(f"plots: {png} {html}")
 
-    @app.command("dashboard")
-    def dashboard_cmd(
-        study_file: str = typer.Argument(..., metavar="STUDY"),
-        host: str = typer.Option("127.0.0.1", help="Bind address (loopback by default)."),
-        port: int = typer.Option(8080, help="TCP port."),
-        storage: Optional[str] = typer.Option(None, help="Storage URL (overrides the study file)."),
-        token: Optional[str] = typer.Option(
-            None, help="Require this token (default $HYBRIDPRUNE_DASHBOARD_TOKEN); open the URL with ?token=..."),
-    ) -> None:
-        """Serve optuna-dashboard on the study's storage and artifacts."""
-        from hybridprune.search.dashboard import serve_dashboard
-        from hybridprune.search.service import load
+def select_cmd(
+    study_file: str = _study(),
+    max_latency_ms: Optional[float] = typer.Option(
+        None, help="Latency budget in ms (the study's latency statistic)."),
+    max_latency_ratio: Optional[float] = typer.Option(
+        None, help="Latency budget as a fraction of the unpruned baseline trial's latency (e.g. 0.8)."),
+    min_accuracy: Optional[float] = typer.Option(
+        None, help="Minimum validation accuracy, a fraction (default: the study's constraints.min_accuracy)."),
+    export: Path = typer.Option(..., help="Directory for model.pt, model.onnx, record.json, REPORT.md."),
+    storage: Optional[str] = _storage(),
+) -> None:
+    """Export the most accurate trial that meets the latency budget."""
 
-        cfg = load(study_file, storage=storage)
-        typer.echo(f"optuna-dashboard for {cfg.name} on http://{host}:{port} (Ctrl+C stops)")
-        serve_dashboard(cfg, host=host, port=port, token=token)
+    from hybridprune.errors import ConfigError
+    from hybridprune.search.pareto import rich_table
+    from hybridprune.search.select import NoFeasibleTrial, baseline_latency, choose, export_trial
+
+    if (max_latency_ms is None) == (max_latency_ratio is None):
+        raise ConfigError("give exactly one of --max-latency-ms and --max-latency-ratio")
+    if max_latency_ms is not None and not max_latency_ms > 0:
+        raise ConfigError(f"--max-latency-ms must be > 0, got {max_latency_ms}")
+    if max_latency_ratio is not None and not max_latency_ratio > 0:
+        raise ConfigError(f"--max-latency-ratio must be > 0, got {max_latency_ratio}")
+    if min_accuracy is not None and not 0 <= min_accuracy <= 1:
+        raise ConfigError(f"--min-accuracy must be a fraction in [0, 1], got {min_accuracy}")
+    cfg, study = _open(study_file, storage)
+    console = _console()
+    if min_accuracy is None:
+        min_accuracy = cfg.constraints.min_accuracy  # the study's own constraint, if any
+    if max_latency_ratio is not None:
+        base = baseline_latency(study)
+        max_latency_ms = max_latency_ratio * base
+        console.print(f"budget: {max_latency_ratio} x baseline latency {base:.3f} ms = {max_latency_ms:.3f} ms")
+    try:
+        trial = choose(study, max_latency_ms, min_accuracy)
+    except NoFeasibleTrial as exc:
+        if exc.closest:
+            _console(stderr=True).print(rich_table(exc.closest, "closest trials (none meets the budget)"))
+        raise  # cli.main prints "error: ..." and exits 2
+    from hybridprune.search import trials as T
+
+    sel = export_trial(study, trial, cfg.artifact_dir, export)
+    refined = T.refined(study, trial)
+    what = (f"refined: test top-1 {100 * refined[T.R_TEST]:.2f}%, latency {refined[T.R_LATENCY]:.3f} ms"
+            if refined.get(T.R_LATENCY) is not None else f"latency {sel.row.latency_ms:.3f} ms")
+    console.print(f"selected trial {trial.number}: accuracy {100 * sel.row.accuracy:.2f}%, {what}; "
+                  f"wrote {', '.join(sel.files.values())}", soft_wrap=True, markup=False)
+
+def refine_cmd(
+    study_file: str = _study(),
+    top: Optional[int] = typer.Option(None, help="Refine the K most accurate feasible trials (default: the "
+                                                 "Pareto set)."),
+    max_latency_ms: Optional[float] = typer.Option(None, help="Refine the feasible trials under this latency."),
+    max_latency_ratio: Optional[float] = typer.Option(
+        None, help="Refine the feasible trials under this fraction of the baseline trial's latency."),
+    trial: Optional[list[int]] = typer.Option(None, help="Refine this trial (repeatable), e.g. reference points "
+                                                         "to compare with."),
+    epochs: float = typer.Option(1.0, help="Further fine-tuning epochs per trial."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the study's finetune.lr)."),
+    distill: bool = typer.Option(True, help="Distil from the study's unpruned model."),
+    rounds: int = typer.Option(5, help="Interleaved latency rounds (each model next to the baseline)."),
+    storage: Optional[str] = _storage(),
+) -> None:
+    """Fine-tune the best trials longer, score them on the test split and re-time them against the baseline."""
+    from hybridprune.errors import ConfigError
+    from hybridprune.search.context import build_context
+    from hybridprune.search.refine import RefineOptions, candidates, plot_refined, refine
+    from hybridprune.search.select import baseline_latency
+    from hybridprune.search.storage import get_artifact_store
+
+    options = RefineOptions(epochs=epochs, lr=lr, distill=distill, rounds=rounds)
+    if max_latency_ms is not None and max_latency_ratio is not None:
+        raise ConfigError("give at most one of --max-latency-ms and --max-latency-ratio")
+    if max_latency_ratio is not None and not max_latency_ratio > 0:
+        raise ConfigError(f"--max-latency-ratio must be > 0, got {max_latency_ratio}")
+    if sum(x is not None for x in (top, trial or None, max_latency_ms or max_latency_ratio)) > 1:
+        raise ConfigError("give one of --top, --trial or a latency budget")
+    cfg, study = _open(study_file, storage)
+    if max_latency_ratio is not None:
+        max_latency_ms = max_latency_ratio * baseline_latency(study)
+    trials = candidates(study, top=top, max_latency_ms=max_latency_ms, numbers=trial or None)
+    console = _console()
+    console.print(f"refining {len(trials)} trials of {cfg.name} ({', '.join(str(t.number) for t in trials)}; "
+                  f"baseline {trials[0].number}) for {epochs:g} epochs", soft_wrap=True, markup=False)
+    ctx = build_context(cfg, train_if_missing=False)
+
+    def said(t, rec, reused) -> None:
+        how = "reused (already refined)" if reused else "fine-tuned"
+        console.print(f"trial {t.number} {how}: test top-1 {100 * rec['test_top1']:.2f}%, "
+                      f"val top-1 {100 * rec['val_top1']:.2f}%", soft_wrap=True, markup=False)
+
+    rows = refine(ctx, study, trials, get_artifact_store(cfg.artifact_dir), options, on_trial=said)
+    console.print(_refined_table(rows, f"Refined trials of {cfg.name} ({epochs:g} more epochs, "
+                                       f"{rounds} interleaved rounds)"))
+    png = plot_refined(rows, cfg.run_dir / "refined_pareto.png", f"{cfg.name}: refined trials")
+    console.print(f"plot: {png}", soft_wrap=True, markup=False)
+
+def dashboard_cmd(
+    study_file: str = _study(),
+    host: str = typer.Option("127.0.0.1", help="Bind address (loopback by default)."),
+    port: int = typer.Option(8080, help="TCP port."),
+    storage: Optional[str] = _storage(),
+    token: Optional[str] = typer.Option(
+        None, help="Require this token (default $HYBRIDPRUNE_DASHBOARD_TOKEN); open the URL with ?token=..."),
+) -> None:
+    """Serve optuna-dashboard on the study's storage and artifacts."""
+    from hybridprune.search.dashboard import serve_dashboard
+    from hybridprune.search.service import load
+
+    cfg = load(study_file, storage=storage)
+    typer.echo(f"optuna-dashboard for {cfg.name} on http://{host}:{port} (Ctrl+C stops)")
+    serve_dashboard(cfg, host=host, port=port, token=token)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``run``, ``status``, ``pareto``, ``select``, ``refine`` and ``dashboard`` to ``app``."""
+    app.command("run")(run_cmd)
+    app.command("status")(status_cmd)
+    app.command("pareto")(pareto_cmd)
+    app.command("select")(select_cmd)
+    app.command("refine")(refine_cmd)
+    app.command("dashboard")(dashboard_cmd)

@@ -17,6 +17,25 @@ DEFAULT_VAL_SIZE = 0.1
 DEFAULT_SEED = 0
 
 
+# (default, help) of the options ``train`` and ``evaluate`` share
+SHARED_OPTIONS = {
+    "dataset": (..., "Dataset: cifar10, cifar100, image_folder or digits."),
+    "data_dir": (None, "Dataset directory (not needed for digits)."),
+    "val_size": (None, "Validation part of the training set: fraction < 1 or count (default: the checkpoint's "
+                       "split, else 0.1)."),
+    "cache_dir": (None, "Decoded-dataset cache directory."),
+    "image_size": (None, "Resize images to this square size."),
+    "device": (None, "cpu, cuda, cuda:1 ... (default: cuda if available)."),
+    "precision": ("auto", "auto (bf16 where the hardware has it natively), bf16 or fp32."),
+}
+
+
+def _shared(name: str):
+    """A fresh ``typer.Option`` for one of :data:`SHARED_OPTIONS`."""
+    default, text = SHARED_OPTIONS[name]
+    return typer.Option(default, help=text)
+
+
 def _val_size(value: float) -> float | int:
     return int(value) if value >= 1 and float(value).is_integer() else value
 
@@ -109,143 +128,6 @@ def _fmt(result) -> str:
     return f"top-1 {result.top1:.2%}{top5}, loss {result.loss:.4f} on {result.n} images"
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``train`` and ``evaluate`` to ``app``."""
-
-    @app.command("train")
-    def train_cmd(
-        dataset: str = typer.Option(..., help="Dataset: cifar10, cifar100, image_folder or digits."),
-        out: Path = typer.Option(..., help="Checkpoint file to write."),
-        model: Optional[str] = typer.Option(None, help="Architecture to train from scratch (e.g. resnet56)."),
-        checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint to start from (fine-tune)."),
-        teacher: Optional[Path] = typer.Option(None, help="Checkpoint to distil from (knowledge distillation)."),
-        data_dir: Optional[Path] = typer.Option(None, help="Dataset directory (not needed for digits)."),
-        epochs: Optional[float] = typer.Option(None, help="Training epochs (fractions allowed)."),
-        steps: Optional[int] = typer.Option(None, help="Training steps instead of epochs."),
-        lr: Optional[float] = typer.Option(
-            None, help="Peak learning rate [default: 0.1 from scratch, 0.01 from a checkpoint]."
-        ),
-        batch_size: int = typer.Option(128, help="Batch size."),
-        seed: Optional[int] = typer.Option(
-            None,
-            help="Seed of the split, weights, shuffling and augmentation "
-            "[default: the checkpoint's split seed, else 0].",
-        ),
-        val_size: Optional[float] = typer.Option(
-            None,
-            help="Validation part of the training set: fraction < 1 or "
-            "count [default: the checkpoint's split, else 0.1].",
-        ),
-        cache_dir: Optional[Path] = typer.Option(None, help="Decoded-dataset cache directory."),
-        image_size: Optional[int] = typer.Option(None, help="Resize images to this square size."),
-        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... [default: cuda if available]."),
-        compile: bool = typer.Option(False, "--compile", help="Use torch.compile."),
-        precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it natively), bf16 or fp32."),
-    ) -> None:
-        """Train a model from scratch, or fine-tune a checkpoint, and save it with its metrics."""
-        import torch
-        from rich.console import Console
-
-        from hybridprune.checkpoints import load_checkpoint, save_checkpoint
-        from hybridprune.cli import printable
-        from hybridprune.errors import ConfigError
-        from hybridprune.models import create_model, get_model_spec
-        from hybridprune.training import Budget, evaluate, finetune, resolve_precision, seed_everything, train
-
-        prec = resolve_precision(precision, device)
-        if (model is None) == (checkpoint is None):
-            raise ConfigError("pass exactly one of --model (train from scratch) or --checkpoint (start from it)")
-        budget = Budget(epochs=epochs, steps=steps)
-        if out.exists() and out.is_dir():
-            raise ConfigError(f"--out {out} is a directory; expected a checkpoint file path")
-        ck = load_checkpoint(checkpoint) if checkpoint is not None else None
-        val_size, seed = _resolve_split(_split_of(ck, checkpoint, dataset) if ck else None, checkpoint, val_size, seed)
-        data = _load_data(dataset, data_dir, val_size, seed, cache_dir, image_size)
-        if ck is not None:
-            _check_classes(data, ck.num_classes, f"checkpoint {checkpoint}")
-            net, norm, name, kwargs, record = ck.model, ck.normalization, ck.model_name, ck.model_kwargs, ck.record
-            input_size, fit = tuple(ck.input_size), finetune
-        else:
-            spec = get_model_spec(model)
-            seed_everything(seed)  # the initial weights are the first thing drawn
-            net = create_model(model, num_classes=data.num_classes)
-            norm, name, kwargs, record, fit = spec.normalization, model, net.hp_model_kwargs, None, train
-            input_size = tuple(data.image_size)
-        options = {"lr": lr} if lr is not None else {}
-        if teacher is not None:
-            options["teacher"] = _load_teacher(teacher, data, input_size, norm)
-        console = Console(stderr=True)
-        with _progress(console) as (progress, task):
-            def on_step(s) -> None:
-                progress.update(task, total=s.total_steps, completed=s.step)
-                if s.step % 10 and s.step != s.total_steps:
-                    return  # reading loss/accuracy waits for the device; every 10th step is enough for a bar
-                stats = f"loss {s.loss:.3f}  acc {s.accuracy:.1%}  {s.images_per_second:.0f} img/s"
-                progress.update(task, stats=stats)
-                if not console.is_terminal and (
-                    s.step % max(10, s.total_steps // 200 * 10) == 0 or s.step == s.total_steps
-                ):
-                    console.print(f"step {s.step}/{s.total_steps}  {stats}")  # a log file gets lines, not a bar
-
-            result = fit(net, data, budget, norm, batch_size=batch_size, seed=seed, device=device, compile=compile,
-                         precision=prec, progress=on_step, **options)
-        test = evaluate(net, data.test, norm, device=device, precision=prec)
-        metrics = {"dataset": dataset, "train": result.to_dict(), "test": test.to_dict(),
-                   "val": result.val.to_dict() if result.val else None,
-                   "split": {"dataset": dataset, "val_size": val_size, "seed": seed}}
-        if teacher is not None:
-            metrics["teacher"] = teacher.name
-        net.to("cpu", memory_format=torch.contiguous_format)
-        save_checkpoint(out, net, norm, model_name=name, model_kwargs=kwargs, record=record, metrics=metrics,
-                        input_size=input_size)
-        typer.echo(f"trained {printable(name)} for {result.steps} steps ({result.epochs:.2f} epochs) "
-                   f"in {result.seconds:.1f}s, "
-                   f"{result.images_per_second:.0f} images/s, {result.precision}")
-        if result.val:
-            typer.echo(f"val:  {_fmt(result.val)}")
-        typer.echo(f"test: {_fmt(test)}")
-        typer.echo(f"saved {out}")
-
-    @app.command("evaluate")
-    def evaluate_cmd(
-        checkpoint: Path = typer.Argument(..., help="Checkpoint (hybridprune or classic CIFAR ResNet .th)."),
-        dataset: str = typer.Option(..., help="Dataset: cifar10, cifar100, image_folder or digits."),
-        data_dir: Optional[Path] = typer.Option(None, help="Dataset directory (not needed for digits)."),
-        split: str = typer.Option("test", help="test or val."),
-        batch_size: int = typer.Option(256, help="Batch size."),
-        seed: Optional[int] = typer.Option(
-            None, help="Seed of the validation split [default: the checkpoint's, else 0]."
-        ),
-        val_size: Optional[float] = typer.Option(
-            None,
-            help="Validation part of the training set: fraction < 1 or "
-            "count [default: the checkpoint's split, else 0.1].",
-        ),
-        cache_dir: Optional[Path] = typer.Option(None, help="Decoded-dataset cache directory."),
-        image_size: Optional[int] = typer.Option(None, help="Resize images to this square size."),
-        device: Optional[str] = typer.Option(None, help="cpu, cuda ... [default: cuda if available]."),
-        precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it natively), bf16 or fp32."),
-    ) -> None:
-        """Report top-1 (and top-5) accuracy of a checkpoint on a dataset split."""
-        from hybridprune.checkpoints import load_checkpoint
-        from hybridprune.cli import printable
-        from hybridprune.errors import ConfigError
-        from hybridprune.training import evaluate, resolve_precision
-
-        prec = resolve_precision(precision, device)
-        if split not in ("test", "val"):
-            raise ConfigError(f"--split must be test or val, got {split!r}")
-        ck = load_checkpoint(checkpoint)
-        val_size, seed = _resolve_split(_split_of(ck, checkpoint, dataset), checkpoint, val_size, seed)
-        data = _load_data(dataset, data_dir, val_size, seed, cache_dir, image_size)
-        _check_classes(data, ck.num_classes, f"checkpoint {checkpoint}")
-        part = getattr(data, split)
-        if len(part) == 0:
-            raise ConfigError(f"the {split} split is empty (--val-size 0?)")
-        result = evaluate(ck.model, part, ck.normalization, batch_size=batch_size, device=device, precision=prec)
-        typer.echo(f"{printable(ck.model_name)} on {dataset} {split} ({prec}): {_fmt(result)}")
-
-
 class _progress:
     """A rich progress bar with a free-form stats field (loss, accuracy, images/s)."""
 
@@ -261,3 +143,134 @@ class _progress:
 
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
+
+
+def train_cmd(
+    dataset: str = _shared("dataset"),
+    out: Path = typer.Option(..., help="Checkpoint file to write."),
+    model: Optional[str] = typer.Option(None, help="Architecture to train from scratch (e.g. resnet56)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint to start from (fine-tune)."),
+    teacher: Optional[Path] = typer.Option(None, help="Checkpoint to distil from (knowledge distillation)."),
+    data_dir: Optional[Path] = _shared("data_dir"),
+    epochs: Optional[float] = typer.Option(None, help="Training epochs (fractions allowed)."),
+    steps: Optional[int] = typer.Option(None, help="Training steps instead of epochs."),
+    lr: Optional[float] = typer.Option(
+        None, help="Peak learning rate (default: 0.1 from scratch, 0.01 from a checkpoint)."
+    ),
+    batch_size: int = typer.Option(128, help="Batch size."),
+    seed: Optional[int] = typer.Option(
+        None,
+        help="Seed of the split, weights, shuffling and augmentation "
+        "(default: the checkpoint's split seed, else 0).",
+    ),
+    val_size: Optional[float] = _shared("val_size"),
+    cache_dir: Optional[Path] = _shared("cache_dir"),
+    image_size: Optional[int] = _shared("image_size"),
+    device: Optional[str] = _shared("device"),
+    compile: bool = typer.Option(False, "--compile", help="Use torch.compile."),
+    precision: str = _shared("precision"),
+) -> None:
+    """Train a model from scratch, or fine-tune a checkpoint, and save it with its metrics."""
+    import torch
+    from rich.console import Console
+
+    from hybridprune.checkpoints import load_checkpoint, save_checkpoint
+    from hybridprune.cli import printable
+    from hybridprune.errors import ConfigError
+    from hybridprune.models import create_model, get_model_spec
+    from hybridprune.recipe import Recipe
+    from hybridprune.training import evaluate, finetune, resolve_precision, seed_everything, train
+
+    prec = resolve_precision(precision, device)
+    if (model is None) == (checkpoint is None):
+        raise ConfigError("pass exactly one of --model (train from scratch) or --checkpoint (start from it)")
+    recipe = Recipe(epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, precision=prec)
+    if out.exists() and out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; expected a checkpoint file path")
+    ck = load_checkpoint(checkpoint) if checkpoint is not None else None
+    val_size, seed = _resolve_split(_split_of(ck, checkpoint, dataset) if ck else None, checkpoint, val_size, seed)
+    data = _load_data(dataset, data_dir, val_size, seed, cache_dir, image_size)
+    if ck is not None:
+        _check_classes(data, ck.num_classes, f"checkpoint {checkpoint}")
+        net, norm, name, kwargs, record = ck.model, ck.normalization, ck.model_name, ck.model_kwargs, ck.record
+        input_size, fit = tuple(ck.input_size), finetune
+    else:
+        spec = get_model_spec(model)
+        seed_everything(seed)  # the initial weights are the first thing drawn
+        net = create_model(model, num_classes=data.num_classes)
+        norm, name, kwargs, record, fit = spec.normalization, model, net.hp_model_kwargs, None, train
+        input_size = tuple(data.image_size)
+    options = recipe.train_kwargs()
+    if teacher is not None:
+        options["teacher"] = _load_teacher(teacher, data, input_size, norm)
+    console = Console(stderr=True)
+    with _progress(console) as (progress, task):
+        def on_step(s) -> None:
+            progress.update(task, total=s.total_steps, completed=s.step)
+            if s.step % 10 and s.step != s.total_steps:
+                return  # reading loss/accuracy waits for the device; every 10th step is enough for a bar
+            stats = f"loss {s.loss:.3f}  acc {s.accuracy:.1%}  {s.images_per_second:.0f} img/s"
+            progress.update(task, stats=stats)
+            if not console.is_terminal and (
+                s.step % max(10, s.total_steps // 200 * 10) == 0 or s.step == s.total_steps
+            ):
+                console.print(f"step {s.step}/{s.total_steps}  {stats}")  # a log file gets lines, not a bar
+
+        result = fit(net, data, recipe.budget, norm, seed=seed, device=device, compile=compile, progress=on_step,
+                     **options)
+    test = evaluate(net, data.test, norm, device=device, precision=prec)
+    metrics = {"dataset": dataset, "train": result.to_dict(), "test": test.to_dict(),
+               "val": result.val.to_dict() if result.val else None,
+               "split": {"dataset": dataset, "val_size": val_size, "seed": seed}}
+    if teacher is not None:
+        metrics["teacher"] = teacher.name
+    net.to("cpu", memory_format=torch.contiguous_format)
+    save_checkpoint(out, net, norm, model_name=name, model_kwargs=kwargs, record=record, metrics=metrics,
+                    input_size=input_size)
+    typer.echo(f"trained {printable(name)} for {result.steps} steps ({result.epochs:.2f} epochs) "
+               f"in {result.seconds:.1f}s, "
+               f"{result.images_per_second:.0f} images/s, {result.precision}")
+    if result.val:
+        typer.echo(f"val:  {_fmt(result.val)}")
+    typer.echo(f"test: {_fmt(test)}")
+    typer.echo(f"saved {out}")
+
+def evaluate_cmd(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (hybridprune or classic CIFAR ResNet .th)."),
+    dataset: str = _shared("dataset"),
+    data_dir: Optional[Path] = _shared("data_dir"),
+    split: str = typer.Option("test", help="test or val."),
+    batch_size: int = typer.Option(256, help="Batch size."),
+    seed: Optional[int] = typer.Option(
+        None, help="Seed of the validation split (default: the checkpoint's, else 0)."
+    ),
+    val_size: Optional[float] = _shared("val_size"),
+    cache_dir: Optional[Path] = _shared("cache_dir"),
+    image_size: Optional[int] = _shared("image_size"),
+    device: Optional[str] = _shared("device"),
+    precision: str = _shared("precision"),
+) -> None:
+    """Report top-1 (and top-5) accuracy of a checkpoint on a dataset split."""
+    from hybridprune.checkpoints import load_checkpoint
+    from hybridprune.cli import printable
+    from hybridprune.errors import ConfigError
+    from hybridprune.training import evaluate, resolve_precision
+
+    prec = resolve_precision(precision, device)
+    if split not in ("test", "val"):
+        raise ConfigError(f"--split must be test or val, got {split!r}")
+    ck = load_checkpoint(checkpoint)
+    val_size, seed = _resolve_split(_split_of(ck, checkpoint, dataset), checkpoint, val_size, seed)
+    data = _load_data(dataset, data_dir, val_size, seed, cache_dir, image_size)
+    _check_classes(data, ck.num_classes, f"checkpoint {checkpoint}")
+    part = getattr(data, split)
+    if len(part) == 0:
+        raise ConfigError(f"the {split} split is empty (--val-size 0?)")
+    result = evaluate(ck.model, part, ck.normalization, batch_size=batch_size, device=device, precision=prec)
+    typer.echo(f"{printable(ck.model_name)} on {dataset} {split} ({prec}): {_fmt(result)}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` and ``evaluate`` to ``app``."""
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)

@@ -1,8 +1,8 @@
 """Latency evaluators: ONNX export, latency backends (onnxruntime, torch, tensorrt, remote agent).
 
 Names are imported lazily on first use so ``import hybridprune.evaluators`` stays cheap (no torch,
-no onnxruntime); ``agent.py`` (server, trtexec) and ``timing.py`` (protocol, statistics) are the
-stdlib-only device agent.
+no onnxruntime); ``agent.py`` (server), ``trtexec.py`` (trtexec) and ``timing.py`` (protocol,
+statistics) are the stdlib-only device agent.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ _EXPORTS = {
     "Protocol": "timing",
     "summarize": "timing",
     "run_protocol": "timing",
-    "parse_trtexec_output": "agent",
+    "parse_trtexec_output": "trtexec",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""Pack the device agent (``agent.py`` + ``timing.py``) into one zipapp to copy to a device.
+"""Pack the device agent (``agent.py``, ``timing.py``, ``trtexec.py``) into one zipapp to copy to a device.
 
 The archive runs with the device's own Python 3.6+ and nothing else::
 
@@ -15,14 +15,14 @@ from pathlib import Path
 from hybridprune.errors import ConfigError
 from hybridprune.io import atomic_path
 
-AGENT_FILES = ("agent.py", "timing.py")
+AGENT_FILES = ("agent.py", "timing.py", "trtexec.py")
 INTERPRETER = "/usr/bin/env python3"
 _MAIN = ('"""Entry point of agent.pyz: the hybridprune device agent."""\n'
          "import sys\n\nimport agent\n\nsys.exit(agent.main())\n")
 
 
 def build_agent_bundle(dest: str | os.PathLike, interpreter: str = INTERPRETER) -> Path:
-    """Write the agent zipapp (``agent.py``, ``timing.py`` and a ``__main__``) to ``dest``.
+    """Write the agent zipapp (:data:`AGENT_FILES` and a ``__main__``) to ``dest``.
 
     Args:
         dest: The ``.pyz`` file to write (atomically; parent folders are created).

@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from hybridprune.errors import ConfigError
+from hybridprune.recipe import Recipe
 from hybridprune.search.samplers import SAMPLER_ORDER
 from hybridprune.search.storage import check_storage_url, check_writable, resolve_storage_url, storage_file
 from hybridprune.search.toml_schema import at_most as _at_most
@@ -24,7 +25,6 @@ from hybridprune.search.toml_schema import positive as _positive
 
 LATENCY_STATISTICS = ("median_ms", "mean_ms", "p90_ms", "p99_ms")
 EXTRA_OBJECTIVES = ("params", "macs")
-PRECISIONS = ("auto", "bf16", "fp32")
 BACKENDS = ("local", "ray")
 
 # Upper bounds: far above any real study, low enough that nothing overflows or allocates without end
@@ -108,18 +108,17 @@ class ModelSection:
 
 
 @dataclass(frozen=True)
-class BaselineSection:
-    """``[baseline]``: how to train the unpruned model when ``model.checkpoint`` is not given."""
+class BaselineSection(Recipe):
+    """``[baseline]``: how to train the unpruned model when ``model.checkpoint`` is not given.
 
-    epochs: float = 10.0
+    A :class:`~hybridprune.recipe.Recipe`: ``epochs`` (default 10) or ``steps``, lr, batch_size, precision.
+    """
+
     lr: float = 0.1
-    batch_size: int = 128
 
-    def __post_init__(self) -> None:
-        _positive(self.epochs, "baseline.epochs")
-        _positive(self.lr, "baseline.lr")
-        _positive(self.batch_size, "baseline.batch_size")
-        _at_most(self.batch_size, "baseline.batch_size", MAX_BATCH)
+    section: ClassVar[str] = "baseline"
+    default_epochs: ClassVar[float] = 10.0
+    max_batch: ClassVar[int] = MAX_BATCH
 
 
 @dataclass(frozen=True)
@@ -174,33 +173,22 @@ class PruningSection:
 
 
 @dataclass(frozen=True)
-class FinetuneSection:
-    """``[finetune]``: the brief fine-tune of every trial.
+class FinetuneSection(Recipe):
+    """``[finetune]``: the brief fine-tune of every trial, a :class:`~hybridprune.recipe.Recipe`.
 
-    ``epochs`` or ``steps`` is the budget (a ``[fidelity]`` table replaces it); ``precision``
-    ``auto`` uses bf16 autocast + channels_last where the hardware runs bf16 natively, ``fp32``
-    forces full precision; ``eval_before`` also scores each pruned model before fine-tuning.
+    ``epochs`` (default 1) or ``steps`` is the budget (a ``[fidelity]`` table replaces it);
+    ``precision`` ``auto`` uses bf16 autocast + channels_last where the hardware runs bf16
+    natively, ``fp32`` forces full precision; ``distill`` distils from the unpruned model;
+    ``eval_before`` also scores each pruned model before fine-tuning.
     """
 
-    epochs: float | None = None
-    steps: int | None = None
     lr: float = 0.01
-    batch_size: int = 128
     distill: bool = False
-    precision: str = "auto"
     eval_before: bool = False
 
-    def __post_init__(self) -> None:
-        _choice(self.precision, "finetune.precision", PRECISIONS)
-        if self.epochs is None and self.steps is None:
-            object.__setattr__(self, "epochs", 1.0)
-        if self.epochs is not None and self.steps is not None:
-            raise ConfigError("[finetune] takes epochs or steps, not both")
-        _positive(self.epochs, "finetune.epochs")
-        _positive(self.steps, "finetune.steps")
-        _positive(self.lr, "finetune.lr")
-        _positive(self.batch_size, "finetune.batch_size")
-        _at_most(self.batch_size, "finetune.batch_size", MAX_BATCH)
+    section: ClassVar[str] = "finetune"
+    default_epochs: ClassVar[float] = 1.0
+    max_batch: ClassVar[int] = MAX_BATCH
 
 
 @dataclass(frozen=True)

@@ -178,16 +178,16 @@ def load_baseline(cfg: StudyConfig, data: Any, *, train_if_missing: bool = True)
         if not path.is_file():
             if not train_if_missing:
                 raise ConfigError(f"no model.checkpoint and no trained baseline at {path}")
-            from hybridprune.training import Budget, evaluate, seed_everything, train
+            from hybridprune.training import evaluate, seed_everything, train
 
             b = cfg.baseline
             seed_everything(cfg.study.seed)  # the initial weights too: the same study trains the same baseline
             model = create_model(cfg.model.name, num_classes=data.num_classes, **cfg.model.kwargs)
             norm = get_model_spec(cfg.model.name).normalization
-            log.info("training the baseline %s for %s epochs", cfg.model.name, b.epochs)
-            result = train(model, data, Budget(epochs=b.epochs), norm, lr=b.lr, batch_size=b.batch_size,
-                           seed=cfg.study.seed, device="cpu", progress=_baseline_progress())
-            acc = evaluate(model, data.val, norm, device="cpu").top1
+            log.info("training the baseline %s for %s", cfg.model.name, b.budget)
+            result = train(model, data, b.budget, norm, **b.train_kwargs(), seed=cfg.study.seed, device="cpu",
+                           progress=_baseline_progress())
+            acc = evaluate(model, data.val, norm, device="cpu", precision=b.precision).top1
             save_checkpoint(path, model.cpu(), norm, metrics={"val_top1": acc, "train": result.to_dict(),
                                                               "split": split_record(cfg)})
         loaded = load_checkpoint(path, cfg.model.name)

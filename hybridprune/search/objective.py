@@ -100,8 +100,8 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
     from hybridprune.training import Budget, evaluate, finetune
 
     cfg, f = ctx.cfg, ctx.cfg.finetune
-    train_kw = dict(teacher=ctx.model if f.distill else None, lr=f.lr, batch_size=f.batch_size,
-                    device=ctx.device, evaluate_val=False, **ctx.precision_kwargs())
+    train_kw = dict(teacher=ctx.model if f.distill else None, device=ctx.device, evaluate_val=False,
+                    **f.train_kwargs())
 
     def score() -> float:
         with timer.phase("eval"):
@@ -113,8 +113,7 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
     seed = cfg.study.seed + trial.number
     if not cfg.fidelity.enabled:
         with timer.phase("finetune"):
-            budget = Budget(epochs=f.epochs, steps=f.steps)
-            ft = finetune(model, ctx.data, budget, ctx.normalization, seed=seed, **train_kw)
+            ft = finetune(model, ctx.data, f.budget, ctx.normalization, seed=seed, **train_kw)
         trial.set_user_attr(T.FINETUNE, ft.to_dict())
         trial.set_user_attr(T.FIDELITY_STEPS, ft.steps)
         return score()

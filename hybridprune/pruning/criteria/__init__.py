@@ -9,7 +9,6 @@ from hybridprune.pruning.criteria.base import (
     data_free_criteria,
     get_criterion,
     list_criteria,
-    register_criterion,
 )
 
 __all__ = [
@@ -19,5 +18,4 @@ __all__ = [
     "data_free_criteria",
     "get_criterion",
     "list_criteria",
-    "register_criterion",
 ]

@@ -40,7 +40,7 @@ class ScoredLayer:
 
 
 class BaseCriterion(abc.ABC):
-    """Scores output channels of layers; subclasses register in :data:`CRITERIA`.
+    """Scores output channels of layers; subclasses register with ``@CRITERIA.register()`` (under ``name``).
 
     Args:
         **options: Criterion options (see each subclass); unknown ones raise ConfigError.
@@ -90,12 +90,6 @@ class BaseCriterion(abc.ABC):
 
 
 CRITERIA: Registry[type[BaseCriterion]] = Registry("criterion")
-
-
-def register_criterion(cls: type[BaseCriterion]) -> type[BaseCriterion]:
-    """Class decorator adding a criterion to :data:`CRITERIA` under ``cls.name``."""
-    CRITERIA.register(cls.name)(cls)
-    return cls
 
 
 def list_criteria() -> list[str]:

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hybridprune.pruning.criteria.base import BaseCriterion, ScoredLayer, register_criterion
+from hybridprune.pruning.criteria.base import CRITERIA, BaseCriterion, ScoredLayer
 
 
 @contextlib.contextmanager
@@ -33,7 +33,7 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(out, y.to(out.device).long(), reduction="sum")
 
 
-@register_criterion
+@CRITERIA.register()
 class TaylorWeight(BaseCriterion):
     """|sum over each filter of weight * dLoss/dweight| (Molchanov et al. 2019), summed over batches."""
 
@@ -94,7 +94,7 @@ class _FeatureMapCriterion(BaseCriterion):
         return {layer.name: acc[layer.name] / max(count, 1) for layer in layers}
 
 
-@register_criterion
+@CRITERIA.register()
 class TaylorFeatureMap(_FeatureMapCriterion):
     """|mean over space of activation * gradient| per channel and image, averaged (Molchanov 2017)."""
 
@@ -109,7 +109,7 @@ class TaylorFeatureMap(_FeatureMapCriterion):
         return prod.abs()
 
 
-@register_criterion
+@CRITERIA.register()
 class FeatureMapRank(_FeatureMapCriterion):
     """HRank (Lin et al. 2020): average matrix rank of each output feature map over images."""
 

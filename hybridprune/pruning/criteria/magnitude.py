@@ -6,10 +6,10 @@ import torch
 import torch.nn as nn
 
 from hybridprune.errors import ConfigError
-from hybridprune.pruning.criteria.base import BaseCriterion, ScoredLayer, producer_weight, register_criterion
+from hybridprune.pruning.criteria.base import CRITERIA, BaseCriterion, ScoredLayer, producer_weight
 
 
-@register_criterion
+@CRITERIA.register()
 class WeightMagnitude(BaseCriterion):
     """Lp norm of each output filter (``p=1``: L1, the default; ``p=2``: L2)."""
 
@@ -25,7 +25,7 @@ class WeightMagnitude(BaseCriterion):
         return {layer.name: producer_weight(layer).norm(p=self.opts["p"], dim=1) for layer in layers}
 
 
-@register_criterion
+@CRITERIA.register()
 class BNScale(BaseCriterion):
     """|gamma| of the BatchNorm after each channel (network slimming); L1 filter norm without one."""
 
@@ -41,7 +41,7 @@ class BNScale(BaseCriterion):
         return out
 
 
-@register_criterion
+@CRITERIA.register()
 class RandomCriterion(BaseCriterion):
     """Uniform random scores, the baseline; reproducible through ``seed``."""
 

@@ -1,0 +1,112 @@
+"""The training recipe shared by ``hybridprune train``, a study's ``[baseline]`` and its ``[finetune]``.
+
+A recipe says how long to train (a :class:`Budget`: ``epochs`` or ``steps``, exactly one, the rule
+of :func:`check_budget`), how fast (peak ``lr``, ``batch_size``) and in which compute precision.
+The module imports no torch, so study files validate without it; :mod:`hybridprune.training`
+runs a recipe (``train(model, data, recipe.budget, norm, **recipe.train_kwargs())``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+from hybridprune.errors import ConfigError
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def check_budget(epochs: Any, steps: Any, where: str = "a budget",
+                 key: Callable[[str], str] = "budget {}".format) -> None:
+    """The one rule of a training budget: ``epochs`` (a positive number, fractions allowed) or
+    ``steps`` (a positive whole number), exactly one of them.
+
+    Args:
+        epochs: Epochs, or None.
+        steps: Optimiser steps, or None.
+        where: What takes the budget, for the message (``[finetune]``, ``hybridprune train``).
+        key: How the message names a field (``finetune.epochs``, ``--epochs``).
+
+    Raises:
+        ConfigError: a one-line message naming the field.
+    """
+    if (epochs is None) == (steps is None):
+        raise ConfigError(f"{where} needs exactly one of epochs or steps, got epochs={epochs} steps={steps}")
+    if epochs is not None and not (isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0):
+        raise ConfigError(f"need {key('epochs')} > 0, got {epochs!r}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)):
+        raise ConfigError(f"{key('steps')} must be a whole number, got {steps!r}")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"need {key('steps')} > 0, got {steps!r}")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long to train: ``epochs`` (may be fractional) or ``steps``, exactly one of them."""
+
+    epochs: float | None = None
+    steps: int | None = None
+
+    def __post_init__(self) -> None:
+        check_budget(self.epochs, self.steps)
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Number of optimiser steps for an epoch of ``steps_per_epoch`` batches."""
+        return self.steps if self.steps is not None else max(1, round(self.epochs * steps_per_epoch))
+
+    def __str__(self) -> str:
+        return f"{self.epochs:g} epochs" if self.steps is None else f"{self.steps} steps"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train: a budget (``epochs`` xor ``steps``), peak ``lr``, ``batch_size``, ``precision``.
+
+    The base class is the ``train`` command's recipe (messages name its flags, ``--lr``; ``lr``
+    None leaves the default of ``train()`` or ``finetune()``). The study tables subclass it: their
+    ``section`` names the keys (``finetune.lr``), ``default_epochs`` fills a budget given neither
+    way and ``max_batch`` bounds the batch size.
+
+    Raises:
+        ConfigError: a one-line message naming the field, from :func:`check_budget` or a bound.
+    """
+
+    epochs: float | None = None
+    steps: int | None = None
+    lr: float | None = None
+    batch_size: int = 128
+    precision: str = "auto"
+
+    section: ClassVar[str] = ""
+    default_epochs: ClassVar[float | None] = None
+    max_batch: ClassVar[int | None] = None
+
+    def __post_init__(self) -> None:
+        if self.epochs is None and self.steps is None and self.default_epochs is not None:
+            object.__setattr__(self, "epochs", self.default_epochs)
+        check_budget(self.epochs, self.steps, f"[{self.section}]" if self.section else "hybridprune train", self.key)
+        if self.lr is not None and not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ConfigError(f"need {self.key('lr')} > 0, got {self.lr!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
+            raise ConfigError(f"{self.key('batch_size')} must be a whole number, got {self.batch_size!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"need {self.key('batch_size')} > 0, got {self.batch_size}")
+        if self.max_batch is not None and self.batch_size > self.max_batch:
+            raise ConfigError(f"{self.key('batch_size')} must be at most {self.max_batch}, got {self.batch_size}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"{self.key('precision')} must be one of {list(PRECISIONS)}, got {self.precision!r}")
+
+    def key(self, name: str) -> str:
+        """How messages name field ``name``: ``finetune.lr`` in a study table, ``--lr`` on the command line."""
+        return f"{self.section}.{name}" if self.section else "--" + name.replace("_", "-")
+
+    @property
+    def budget(self) -> Budget:
+        """The :class:`Budget` of this recipe."""
+        return Budget(epochs=self.epochs, steps=self.steps)
+
+    def train_kwargs(self) -> dict[str, Any]:
+        """``lr`` (when set), ``batch_size`` and ``precision`` as keyword arguments of ``train()``/``finetune()``."""
+        out: dict[str, Any] = {"batch_size": self.batch_size, "precision": self.precision}
+        return {"lr": self.lr, **out} if self.lr is not None else out
