@@ -216,7 +216,7 @@ def plot(cfg, study, singles: list, entries: list[dict], path: Path) -> None:
     _front_line(left, list(pts.values()), c="tab:red", label="hybrid search front")
     paper = [pts[t.number] for t in done if t.user_attrs.get(T.REFERENCE) == "paper"]
     left.scatter([r for _, r in paper], [100 * a for a, _ in paper], marker="x", c="tab:blue", s=30,
-                 label="paper's 20 settings")
+                 label=f"paper's settings ({len(paper)})")
     for (scfg, sstudy), color in zip(singles, ("tab:green", "tab:orange", "tab:purple")):
         sdone, sbase = search_points(sstudy)
         _front_line(left, [(T.accuracy(t), T.latency_ms(t) / sbase) for t in sdone], c=color,
@@ -225,8 +225,7 @@ def plot(cfg, study, singles: list, entries: list[dict], path: Path) -> None:
     left.scatter([1.0], [100 * T.accuracy(base)], marker="*", s=160, facecolors="none", edgecolors="black",
                  label="unpruned baseline")
     left.set(xlabel="latency / the study's baseline trial (ONNX Runtime, batch 1, 1 thread)",
-             ylabel="validation top-1 (%)", title=f"search budget ({cfg.fidelity.max_steps if cfg.fidelity else ''} "
-                                                  f"fine-tune steps at most)")
+             ylabel="validation top-1 (%)", title=f"search budget ({_budget(cfg)} at most)")
     lo = min(100 * a for a, _ in pts.values() if a > (cfg.constraints.min_accuracy or 0))
     left.set_ylim(lo - 0.5, None)
     for kind, marker, color, label in ((None, "o", "tab:red", "refined searched trials"),
@@ -239,13 +238,20 @@ def plot(cfg, study, singles: list, entries: list[dict], path: Path) -> None:
             right.annotate(str(e["trial"]), (e["latency_ratio"], e["test_top1"]), fontsize=7, xytext=(3, 3),
                            textcoords="offset points")
     right.set(xlabel="latency / refined baseline (interleaved rounds, ONNX Runtime, batch 1, 1 thread)",
-              ylabel="test top-1 (%, ONNX Runtime, 10,000 images)", title="refined models")
+              ylabel="test top-1 (%, ONNX Runtime, whole test split)", title="refined models")
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _budget(cfg) -> str:
+    if cfg.fidelity is not None:
+        return f"{cfg.fidelity.max_steps} fine-tune steps"
+    f = cfg.finetune
+    return f"{f.steps} fine-tune steps" if f.steps is not None else f"{f.epochs:g} fine-tune epochs"
 
 
 def readme(cfg, front: list[dict], cmp: dict, command: str) -> str:
@@ -284,7 +290,7 @@ def readme(cfg, front: list[dict], cmp: dict, command: str) -> str:
               f"Hypervolume up to (top-1 {cmp['min_accuracy']:.2f}, ratio 1.0):", "",
               "| search | hypervolume | trials | wall time |", "|---|---:|---:|---:|"]
     for name, hv in cmp["hypervolume"].items():
-        w = cmp["wall"].get(name) or (cmp["wall"][cfg.name] if name.startswith("hybrid") else None)
+        w = cmp["wall"].get(cfg.name if name == "hybrid" else name)
         cost = f"{w['trials']} | {w['wall_s'] / 60:.0f} min" if w else " | "
         lines.append(f"| {name} | {hv:.4f} | {cost} |")
     undominated = [p for p in cmp["paper_settings"] if not p["dominated_by_searched"]]

@@ -206,3 +206,45 @@ def test_interrupted_run_resumes_where_it_stopped(refined_study, capsys):
     after = T.refined(study)
     assert after[done[0]][T.R_ARTIFACTS] == first[T.R_ARTIFACTS]
     assert all(after[t.number][T.R_EPOCHS] == 0.1 for t in trials)
+
+
+def test_real_scale_publishes_the_refined_front_as_onnx_files(refined_study, tmp_path):
+    """benchmarks/real_scale.py: the baseline and the refined front, each re-scored from its own ONNX file."""
+    import importlib.util
+    import json
+
+    import onnx
+
+    from helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("real_scale", REPO / "benchmarks" / "real_scale.py")
+    real_scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(real_scale)
+    out = tmp_path / "results"
+    args = [str(refined_study), "--single", str(refined_study), "--out", str(out), "--rounds", "1"]
+    assert real_scale.main(args) == 0
+    cfg, study = load(refined_study)
+    front = json.loads((out / "front.json").read_text())
+    assert front[0]["reference"] == "baseline" and front[0]["latency_ratio"] == 1.0
+    assert {p.name for p in out.glob("*.onnx")} == {e["onnx"] for e in front}  # the rest were removed
+    pruned = [(e["test_top1"], e["latency_ratio"]) for e in front[1:]]
+    assert len(real_scale.nondominated(pruned)) == len(pruned)
+    from hybridprune.search.context import load_data
+
+    test = load_data(cfg).test
+    for e in front:
+        for key in ("onnx", "test_top1", "macs", "params", "latency_ms", "latency_ratio", "config", "mean", "std"):
+            assert key in e
+        model = onnx.load(str(out / e["onnx"]))
+        assert model.opset_import[0].version == 13
+        dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+        assert dims == [1, 3, 32, 32]
+        acc = real_scale.top1(out / e["onnx"], test.images.numpy(), test.labels.numpy(), e["mean"], e["std"])
+        assert e["test_top1"] == round(acc, 2)
+        assert e["macs"] == study.trials[e["trial"]].user_attrs[T.MACS]
+    cmp = json.loads((out / "comparison.json").read_text())
+    assert set(cmp["hypervolume"]) >= {"hybrid", "paper grid", "refine"}
+    assert len(cmp["paper_settings"]) == sum(t.user_attrs.get(T.REFERENCE) == "paper" for t in study.trials
+                                             if t.state.name == "COMPLETE")
+    assert (out / "front.png").read_bytes()[:4] == b"\x89PNG"
+    assert "python benchmarks/real_scale.py" in (out / "README.md").read_text()
