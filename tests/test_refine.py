@@ -113,7 +113,7 @@ def test_select_exports_the_refined_model(refined_study, tmp_path):
     (("--top", "2", "--max-latency-ms", "5"), "give one of --top, --trial or a latency budget"),
     (("--top", "2", "--max-latency-ratio", "0.5"), "give one of --top, --trial or a latency budget"),
     (("--top", "2", "--trial", "1"), "give one of --top, --trial or a latency budget"),
-    (("--trial", "999"), "--trial 999: not a feasible completed trial"),
+    (("--trial", "999"), "--trial 999: not a completed trial with artifacts"),
     (("--epochs", "inf"), "--epochs must be > 0"),
     (("--rounds", "0"), "--rounds must be >= 1"),
 ])

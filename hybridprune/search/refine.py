@@ -53,7 +53,8 @@ def candidates(study: Any, *, top: int | None = None, max_latency_ms: float | No
     """The trials to refine: the Pareto set, the ``top`` most accurate, those under a budget or
     the trial ``numbers`` named, plus the baseline.
 
-    Only feasible completed trials with artifacts that are not reused duplicates qualify. The
+    Only feasible completed trials with artifacts that are not reused duplicates qualify (named
+    ``numbers`` may be infeasible: below ``min_accuracy`` after the search's short fine-tune). The
     unpruned baseline trial (``reference == "baseline"``) always comes first.
 
     Raises:
@@ -74,11 +75,11 @@ def candidates(study: Any, *, top: int | None = None, max_latency_ms: float | No
     if not base:
         raise HybridPruneError(f"study {study.study_name!r} has no completed unpruned baseline trial with artifacts "
                                f"to refine as the reference")
-    if numbers is not None:
-        by_number = {t.number: t for t in ok}
+    if numbers is not None:  # named trials may be infeasible: a short search fine-tune can undersell them
+        by_number = {t.number: t for t in done if t.user_attrs.get(T.ARTIFACTS) and T.counts_towards_target(t)}
         bad = sorted({n for n in numbers if n not in by_number and n != base[0].number})
         if bad:
-            raise ConfigError(f"--trial {', '.join(map(str, bad))}: not a feasible completed trial with artifacts "
+            raise ConfigError(f"--trial {', '.join(map(str, bad))}: not a completed trial with artifacts "
                               f"(that is not a reused duplicate); those are: "
                               f"{', '.join(str(n) for n in sorted(by_number)) or 'none'}")
         chosen = [by_number[n] for n in numbers if n in by_number]
