@@ -66,6 +66,21 @@ def test_status_and_pareto(tiny_study, capsys):
     assert {r["number"] for r in rows} == {t.number for t in study.best_trials}
 
 
+def test_status_counts_trials_stopped_with_their_worker(tmp_path, capsys):
+    """A trial whose worker died (no fail_reason: killed, interrupted) is not hidden from ``status``."""
+    import optuna
+
+    from hybridprune.search.service import load as load_cfg
+    from hybridprune.search.study import open_study
+
+    path = write_study(tmp_path, name="stale")
+    study = open_study(load_cfg(str(path)))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "bad"}))
+    assert main(["status", str(path)]) == 0
+    assert "1 failed (+1 stopped with their worker)" in capsys.readouterr().out
+
+
 def test_status_of_unrun_study_is_a_clear_error(tmp_path, capsys):
     path = write_study(tmp_path, name="never")
     assert main(["status", str(path)]) == 2

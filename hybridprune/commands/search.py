@@ -42,8 +42,10 @@ def _summary(study, cfg, console) -> None:
     from hybridprune.search.study import counts, savings
 
     c = counts(study)
-    console.print(f"study {cfg.name}: {c.complete} complete ({c.duplicates} reused duplicates), {c.failed} failed, "
-                  f"{c.running} running, {c.waiting} waiting (target {cfg.study.trials} evaluated); "
+    stale = f" (+{c.stale} stopped with their worker)" if c.stale else ""
+    console.print(f"study {cfg.name}: {c.complete} complete ({c.duplicates} reused duplicates), "
+                  f"{c.failed} failed{stale}, {c.running} running, {c.waiting} waiting "
+                  f"(target {cfg.study.trials} evaluated); "
                   f"storage {redact_url(cfg.storage_url)}", soft_wrap=True, markup=False)
     console.print(savings(study, cfg.fidelity.max_steps).line(), soft_wrap=True, markup=False)
     console.print(rich_table(pareto_rows(study), f"Pareto set of {cfg.name} (accuracy max, latency min)"))
