@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -33,7 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hybridprune.io import atomic_dir
 from hybridprune.search import trials as T
+from hybridprune.search.fidelity import nondominated_fronts
 from hybridprune.search.pareto import completed
 from hybridprune.search.refine import interleaved_latency
 from hybridprune.search.service import load
@@ -52,7 +55,7 @@ def dominates(p: tuple[float, float], q: tuple[float, float]) -> bool:
 
 def nondominated(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the (accuracy max, cost min) points no other point dominates."""
-    return [i for i, p in enumerate(points) if not any(dominates(q, p) for q in points)]
+    return nondominated_fronts(np.array([[-a, c] for a, c in points]))[0] if points else []
 
 
 def hypervolume(points: list[tuple[float, float]], min_accuracy: float) -> float:
@@ -64,11 +67,12 @@ def hypervolume(points: list[tuple[float, float]], min_accuracy: float) -> float
     return float(compute_hypervolume(loss, ref, assume_pareto=False)) if len(loss) else 0.0
 
 
-def search_points(study) -> tuple[list, float]:
-    """Completed feasible trials that count (no reused duplicates) and the baseline trial's latency."""
+def search_points(study) -> tuple[list, dict[int, tuple[float, float]]]:
+    """Completed feasible trials that count (no reused duplicates), and each one's (validation
+    accuracy, latency / the study's baseline trial) by trial number."""
     done = [t for t in completed(study) if T.counts_towards_target(t) and T.feasible(t)]
     base = next(t for t in done if t.user_attrs.get(T.REFERENCE) == "baseline")
-    return done, T.latency_ms(base)
+    return done, {t.number: (T.accuracy(t), T.latency_ms(t) / T.latency_ms(base)) for t in done}
 
 
 def wall(study) -> dict:
@@ -81,20 +85,19 @@ def wall(study) -> dict:
             "trial_s": sum((t.datetime_complete - t.datetime_start).total_seconds() for t in ts)}
 
 
-def compare(cfg, study, singles: list) -> dict:
-    """Hypervolumes and dominance at the search budget (see module doc)."""
+def compare(cfg, study, points: dict) -> dict:
+    """Hypervolumes and dominance at the search budget (see module doc); ``points`` maps each
+    study to its :func:`search_points`, the hybrid study first."""
     min_acc = cfg.constraints.min_accuracy or 0.0
-    done, base_ms = search_points(study)
-    pt = {t.number: (T.accuracy(t), T.latency_ms(t) / base_ms) for t in done}
+    done, pt = points[study]
     paper = [t for t in done if t.user_attrs.get(T.REFERENCE) == "paper"]
     searched = [t for t in done if not t.user_attrs.get(T.REFERENCE)]
     rows = {"hybrid": hypervolume(list(pt.values()), min_acc),
             "hybrid (searched trials only)": hypervolume([pt[t.number] for t in searched], min_acc),
             "paper grid": hypervolume([pt[t.number] for t in paper], min_acc)}
     walls = {cfg.name: wall(study)}
-    for scfg, sstudy in singles:
-        sdone, sbase = search_points(sstudy)
-        rows[sstudy.study_name] = hypervolume([(T.accuracy(t), T.latency_ms(t) / sbase) for t in sdone], min_acc)
+    for sstudy, (_, spt) in list(points.items())[1:]:
+        rows[sstudy.study_name] = hypervolume(list(spt.values()), min_acc)
         walls[sstudy.study_name] = wall(sstudy)
     dominance = []
     for p in paper:
@@ -132,7 +135,8 @@ def measure(cfg, study, out: Path, rounds: int) -> list[dict]:
             download_artifact(artifact_store=store, artifact_id=rec[T.R_ARTIFACTS]["onnx"], file_path=str(path))
             ckpt = Path(tmp) / f"{n}.pt"
             download_artifact(artifact_store=store, artifact_id=rec[T.R_ARTIFACTS]["checkpoint"], file_path=str(ckpt))
-            norm = load_checkpoint(ckpt).normalization
+            loaded = load_checkpoint(ckpt)
+            norm, shape = loaded.normalization, loaded.input_size
             acc = top1(path, images, labels, norm.mean, norm.std)
             print(f"trial {n}: test top-1 {acc:.2f}% from {path.name} (refine measured {100 * rec[T.R_TEST]:.2f}% "
                   f"in PyTorch)", flush=True)
@@ -144,8 +148,8 @@ def measure(cfg, study, out: Path, rounds: int) -> list[dict]:
                             "finetune_steps_search": t.user_attrs.get(T.FIDELITY_STEPS),
                             "refine_epochs": rec[T.R_EPOCHS], "mean": list(norm.mean), "std": list(norm.std)})
     timer = IsolatedTimer(cfg.latency.backend, cfg.latency.options)
-    shape = dict(input_shape=(3, 32, 32), batch_size=1, precision="fp32")
-    timed = interleaved_latency(lambda p: float(getattr(timer.measure(p, **shape), cfg.latency.statistic)),
+    kw = dict(input_shape=shape, batch_size=1, precision="fp32")
+    timed = interleaved_latency(lambda p: float(getattr(timer.measure(p, **kw), cfg.latency.statistic)),
                                 paths[base_no], {n: p for n, p in paths.items() if n != base_no}, rounds)
     timer.close()
     timed[base_no] = timed.pop(-1)
@@ -201,7 +205,7 @@ def _front_line(ax, points, **kw) -> None:
     ax.plot([r for _, r in pts], [100 * a for a, _ in pts], drawstyle="steps-post", marker="o", ms=4, **kw)
 
 
-def plot(cfg, study, singles: list, entries: list[dict], path: Path) -> None:
+def plot(cfg, study, points: dict, entries: list[dict], path: Path) -> None:
     """Left: every search at its fine-tune budget (validation). Right: the refined models (test)."""
     import matplotlib
 
@@ -209,17 +213,15 @@ def plot(cfg, study, singles: list, entries: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    done, base_ms = search_points(study)
-    pts = {t.number: (T.accuracy(t), T.latency_ms(t) / base_ms) for t in done}
+    done, pts = points[study]
     left.scatter([r for _, r in pts.values()], [100 * a for a, _ in pts.values()], s=10, c="0.75",
                  label="hybrid: every trial")
     _front_line(left, list(pts.values()), c="tab:red", label="hybrid search front")
     paper = [pts[t.number] for t in done if t.user_attrs.get(T.REFERENCE) == "paper"]
     left.scatter([r for _, r in paper], [100 * a for a, _ in paper], marker="x", c="tab:blue", s=30,
                  label=f"paper's settings ({len(paper)})")
-    for (scfg, sstudy), color in zip(singles, ("tab:green", "tab:orange", "tab:purple")):
-        sdone, sbase = search_points(sstudy)
-        _front_line(left, [(T.accuracy(t), T.latency_ms(t) / sbase) for t in sdone], c=color,
+    for (sstudy, (_, spt)), color in zip(list(points.items())[1:], ("tab:green", "tab:orange", "tab:purple")):
+        _front_line(left, list(spt.values()), c=color,
                     label=f"{sstudy.study_name.replace(cfg.name + '-', '')}-only search front")
     base = next(t for t in done if t.user_attrs.get(T.REFERENCE) == "baseline")
     left.scatter([1.0], [100 * T.accuracy(base)], marker="*", s=160, facecolors="none", edgecolors="black",
@@ -323,10 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     quiet_optuna()
     cfg = load(args.study)
     study = open_study(cfg, create=False)
-    singles = [(c, open_study(c, create=False)) for c in map(load, args.single)]
-    args.out.mkdir(parents=True, exist_ok=True)
-    entries = measure(cfg, study, args.out, args.rounds)
-    cmp = compare(cfg, study, singles)
+    studies = [study] + [open_study(c, create=False) for c in map(load, args.single)]
+    points = {s: search_points(s) for s in studies}
+    with atomic_dir(args.out) as out:  # all of the folder or none of it
+        readme_text = _write(cfg, study, points, out, args)
+    print(readme_text)
+    return 0
+
+
+def _write(cfg, study, points: dict, out: Path, args: argparse.Namespace) -> str:
+    entries = measure(cfg, study, out, args.rounds)
+    cmp = compare(cfg, study, points)
     refined = T.refined(study)
     cmp.update(targets=targets(entries), refined_paper=refined_dominance(entries),
                refined=[{k: e[k] for k in ("trial", "reference", "test_top1", "latency_ratio", "macs")}
@@ -334,18 +343,18 @@ def main(argv: list[str] | None = None) -> int:
                refine_s=sum(r.get("seconds", 0.0) for r in refined.values()),
                refine_latency_s=study.user_attrs.get(T.STUDY_REFINED, {}).get("latency_seconds", 0.0),
                machine=f"{platform.processor() or platform.machine()}, {_cpu_model()}, "
-                       f"{len(__import__('os').sched_getaffinity(0))} cores")
-    plot(cfg, study, singles, entries, args.out / "front.png")
-    front = publish(entries, args.out)
-    (args.out / "front.json").write_text(json.dumps(front, indent=1) + "\n")
-    (args.out / "comparison.json").write_text(json.dumps(cmp, indent=1) + "\n")
+                       f"{len(os.sched_getaffinity(0))} cores")
+    plot(cfg, study, points, entries, out / "front.png")
+    front = publish(entries, out)
+    (out / "front.json").write_text(json.dumps(front, indent=1) + "\n")
+    (out / "comparison.json").write_text(json.dumps(cmp, indent=1) + "\n")
     parts = ["python benchmarks/real_scale.py " + Path(args.study).as_posix()]
     if args.single:
         parts.append("--single " + " ".join(Path(s).as_posix() for s in args.single))
     command = " \\\n    ".join(parts + [f"--out {args.out.as_posix()}"])
-    (args.out / "README.md").write_text(readme(cfg, front, cmp, command))
-    print((args.out / "README.md").read_text())
-    return 0
+    text = readme(cfg, front, cmp, command)
+    (out / "README.md").write_text(text)
+    return text
 
 
 def _cpu_model() -> str:
