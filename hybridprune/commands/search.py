@@ -281,8 +281,6 @@ def refine_cmd(
         raise ConfigError("give at most one of --max-latency-ms and --max-latency-ratio")
     if max_latency_ratio is not None and not max_latency_ratio > 0:
         raise ConfigError(f"--max-latency-ratio must be > 0, got {max_latency_ratio}")
-    if sum(x is not None for x in (top, trial or None, max_latency_ms or max_latency_ratio)) > 1:
-        raise ConfigError("give one of --top, --trial or a latency budget")
     cfg, study = _open(study_file, storage)
     if max_latency_ratio is not None:
         max_latency_ms = max_latency_ratio * baseline_latency(study)

@@ -70,13 +70,14 @@ def candidates(study: Any, *, top: int | None = None, max_latency_ms: float | No
     done = completed(study)
     if not done:
         raise HybridPruneError(f"study {study.study_name!r} has no completed trials to refine")
-    ok = [t for t in done if t.user_attrs.get(T.ARTIFACTS) and T.counts_towards_target(t) and T.feasible(t)]
+    usable = [t for t in done if t.user_attrs.get(T.ARTIFACTS) and T.counts_towards_target(t)]
+    ok = [t for t in usable if T.feasible(t)]
     base = [t for t in done if t.user_attrs.get(T.ARTIFACTS) and t.user_attrs.get(T.REFERENCE) == "baseline"]
     if not base:
         raise HybridPruneError(f"study {study.study_name!r} has no completed unpruned baseline trial with artifacts "
                                f"to refine as the reference")
     if numbers is not None:  # named trials may be infeasible: a short search fine-tune can undersell them
-        by_number = {t.number: t for t in done if t.user_attrs.get(T.ARTIFACTS) and T.counts_towards_target(t)}
+        by_number = {t.number: t for t in usable}
         bad = sorted({n for n in numbers if n not in by_number and n != base[0].number})
         if bad:
             raise ConfigError(f"--trial {', '.join(map(str, bad))}: not a completed trial with artifacts "
