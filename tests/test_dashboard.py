@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 
 import pytest
 
@@ -23,6 +25,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextmanager
+def _dashboard(study_file, env=None):
+    """``hybridprune dashboard`` in a subprocess on a free loopback port; yields (process, base URL)."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hybridprune.cli", "dashboard", str(study_file), "--port", str(port)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _first_answer(proc, ask):
+    """``ask()``'s result once the server answers (the deadline guards against a hang only)."""
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            return ask()
+        except (urllib.error.URLError, ConnectionError):
+            assert time.monotonic() < deadline, "dashboard did not answer"
+            time.sleep(0.3)
+
+
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=30) as resp:
         return resp.read()
@@ -30,25 +59,8 @@ def _get(url: str) -> bytes:
 
 def test_dashboard_lists_trials_with_our_attributes(tiny_study):
     cfg, study = load(tiny_study)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hybridprune.cli", "dashboard", str(tiny_study), "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120  # guards against a hang only
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                studies = json.loads(_get(f"{base}/api/studies"))["study_summaries"]
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, "dashboard did not answer"
-                time.sleep(0.3)
+    with _dashboard(tiny_study) as (proc, base):
+        studies = _first_answer(proc, lambda: json.loads(_get(f"{base}/api/studies"))["study_summaries"])
         (entry,) = [s for s in studies if s["study_name"] == cfg.name]
         detail = json.loads(_get(f"{base}/api/studies/{entry['study_id']}"))
         assert len(detail["trials"]) == len(study.trials)
@@ -64,49 +76,26 @@ def test_dashboard_lists_trials_with_our_attributes(tiny_study):
         onnx = next(a for a in t["artifacts"] if a["filename"] == "model.onnx")
         blob = _get(f"{base}/artifacts/{entry['study_id']}/{t['trial_id']}/{onnx['artifact_id']}")
         assert blob == (cfg.artifact_dir / onnx["artifact_id"]).read_bytes()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_dashboard_token(tiny_study):
-    import os
-
-    port = _free_port()
-    env = {**os.environ, "HYBRIDPRUNE_DASHBOARD_TOKEN": "s3cret"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hybridprune.cli", "dashboard", str(tiny_study), "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):
             return None
 
     opener = urllib.request.build_opener(NoRedirect)
 
-    def status(path, headers=None):
-        try:
-            with opener.open(urllib.request.Request(base + path, headers=headers or {}), timeout=30) as r:
-                return r.status, dict(r.headers)
-        except urllib.error.HTTPError as exc:
-            return exc.code, dict(exc.headers)
+    env = {**os.environ, "HYBRIDPRUNE_DASHBOARD_TOKEN": "s3cret"}
+    with _dashboard(tiny_study, env) as (proc, base):
 
-    try:
-        deadline = time.monotonic() + 120  # guards against a hang only
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
+        def status(path, headers=None):
             try:
-                code, _ = status("/api/studies")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, "dashboard did not answer"
-                time.sleep(0.3)
+                with opener.open(urllib.request.Request(base + path, headers=headers or {}), timeout=30) as r:
+                    return r.status, dict(r.headers)
+            except urllib.error.HTTPError as exc:
+                return exc.code, dict(exc.headers)
+
+        code, _ = _first_answer(proc, lambda: status("/api/studies"))
         assert code == 401
         assert status("/api/studies", {"Authorization": "Bearer wrong"})[0] == 401
         assert status("/api/studies", {"Authorization": "Bearer s3cret"})[0] == 200
@@ -114,9 +103,6 @@ def test_dashboard_token(tiny_study):
         assert code == 303 and headers["Location"] == "/dashboard"
         cookie = headers["Set-Cookie"].split(";")[0]
         assert status("/api/studies", {"Cookie": cookie})[0] == 200
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_dashboard_rejects_a_bad_port(tiny_study, capsys):
