@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hybridprune.errors import HybridPruneError
 from hybridprune.io import atomic_dir
 from hybridprune.search import trials as T
 from hybridprune.search.fidelity import nondominated_fronts
@@ -121,8 +122,6 @@ def measure(cfg, study, out: Path, rounds: int) -> list[dict]:
 
     store = get_artifact_store(cfg.artifact_dir)
     refined = T.refined(study)
-    if not refined:
-        raise SystemExit(f"error: study {cfg.name!r} has not been refined; run: hybridprune refine STUDY")
     by_no = {t.number: t for t in study.trials}
     base_no = next(n for n in refined if by_no[n].user_attrs.get(T.REFERENCE) == "baseline")
     test = load_data(cfg).test
@@ -323,12 +322,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=7, help="interleaved latency rounds")
     args = ap.parse_args(argv)
     quiet_optuna()
-    cfg = load(args.study)
-    study = open_study(cfg, create=False)
-    studies = [study] + [open_study(c, create=False) for c in map(load, args.single)]
-    points = {s: search_points(s) for s in studies}
-    with atomic_dir(args.out) as out:  # all of the folder or none of it
-        readme_text = _write(cfg, study, points, out, args)
+    try:
+        cfg = load(args.study)
+        study = open_study(cfg, create=False)
+        studies = [study] + [open_study(c, create=False) for c in map(load, args.single)]
+        if not T.refined(study):  # before any measuring
+            raise HybridPruneError(f"study {cfg.name!r} has not been refined; run: hybridprune refine STUDY")
+        points = {s: search_points(s) for s in studies}
+        with atomic_dir(args.out) as out:  # all of the folder or none of it
+            readme_text = _write(cfg, study, points, out, args)
+    except HybridPruneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(readme_text)
     return 0
 

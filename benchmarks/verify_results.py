@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=1.0, help="timed seconds per measurement")
     ap.add_argument("--max-top1-diff", type=float, default=0.3)
     args = ap.parse_args(argv)
+    if not (args.folder / "front.json").is_file():
+        print(f"error: {args.folder} has no front.json (a folder written by benchmarks/real_scale.py)", file=sys.stderr)
+        return 2
+    if not (args.data / "train").is_dir() or not (args.data / "test").is_dir():
+        print(f"error: --data {args.data} needs train/<class>/ and test/<class>/ image folders", file=sys.stderr)
+        return 2
     front = json.loads((args.folder / "front.json").read_text())
     images, labels = read_test_split(args.data)
     print(f"{len(images)} test images; {len(front)} models", flush=True)

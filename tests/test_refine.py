@@ -248,3 +248,30 @@ def test_real_scale_publishes_the_refined_front_as_onnx_files(refined_study, tmp
                                              if t.state.name == "COMPLETE")
     assert (out / "front.png").read_bytes()[:4] == b"\x89PNG"
     assert "python benchmarks/real_scale.py" in (out / "README.md").read_text()
+
+
+def test_real_scale_and_verify_refuse_bad_input(tmp_path, capsys):
+    """One ``error:`` line, exit 2, and no results folder written."""
+    import importlib.util
+
+    from helpers import REPO
+
+    def script(name):
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    never = write_study(tmp_path / "never", name="never")
+    out = tmp_path / "results"
+    assert script("real_scale").main([str(never), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "has not been run yet" in err and err.count("\n") == 1
+    assert not out.exists()
+    verify = script("verify_results")
+    assert verify.main([str(tmp_path / "nowhere"), "--data", str(tmp_path)]) == 2
+    assert "has no front.json" in capsys.readouterr().err
+    out.mkdir()
+    (out / "front.json").write_text("[]")
+    assert verify.main([str(out), "--data", str(tmp_path)]) == 2
+    assert "needs train/<class>/ and test/<class>/" in capsys.readouterr().err
