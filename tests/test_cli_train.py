@@ -130,18 +130,22 @@ def test_same_seed_same_weights(tmp_path, capsys):
     assert a_val != c_val and not torch.equal(a["conv1.weight"], c["conv1.weight"])
 
 
+SPLIT3 = {"dataset": "digits", "val_size": 100, "seed": 3, "val_from": "train"}
+SPLIT4 = {**SPLIT3, "seed": 4}
+
+
 def test_checkpoint_keeps_its_split(tmp_path, capsys):
     """Issue 10: a fine-tune or evaluation of a checkpoint reuses its split unless told otherwise."""
     base = tmp_path / "base.pt"
     assert _train(tmp_path, base, "--model", "resnet20", "--val-size", "100", "--seed", "3") == 0
-    assert load_checkpoint(base).metrics["split"] == {"dataset": "digits", "val_size": 100, "seed": 3}
+    assert load_checkpoint(base).metrics["split"] == SPLIT3
     capsys.readouterr()
 
     ft = tmp_path / "ft.pt"
     assert _train(tmp_path, ft, "--checkpoint", str(base)) == 0
     assert "warning" not in capsys.readouterr().err
     ck = load_checkpoint(ft)
-    assert ck.metrics["split"] == {"dataset": "digits", "val_size": 100, "seed": 3} and ck.metrics["val"]["n"] == 100
+    assert ck.metrics["split"] == SPLIT3 and ck.metrics["val"]["n"] == 100
 
     assert main(["evaluate", str(ft), *_common(tmp_path), "--split", "val"]) == 0
     assert "on 100 images" in capsys.readouterr().out
@@ -155,7 +159,7 @@ def test_checkpoint_keeps_its_split(tmp_path, capsys):
     ft2 = tmp_path / "ft2.pt"
     assert _train(tmp_path, ft2, "--checkpoint", str(base), "--seed", "4") == 0
     assert "warning: --seed 4 differs from the seed 3" in capsys.readouterr().err.replace("\n", " ")
-    assert load_checkpoint(ft2).metrics["split"] == {"dataset": "digits", "val_size": 100, "seed": 4}
+    assert load_checkpoint(ft2).metrics["split"] == SPLIT4
 
     # A split recorded for another dataset does not apply; a malformed one is an error.
     other = tmp_path / "other.pt"

@@ -292,3 +292,38 @@ def test_dataset_contract(tmp_path, name):
     _, _, hit = load_raw(name, tmp_path / "data", cache_dir=tmp_path / "cache")
     again = load_dataset(name, tmp_path / "data", **kwargs)
     assert hit and torch.equal(again.val.images, d.val.images) and torch.equal(again.train.labels, d.train.labels)
+
+
+def test_val_from_test_takes_the_first_part_of_each_class_by_sorted_file_name(tmp_path):
+    root = tmp_path / "imgs"
+    write_image_folder(root, per_class=2)
+    rng = np.random.default_rng(5)
+    pixels = {}
+    for c in ("cat", "dog", "emu"):
+        for f in (root / "test" / c).iterdir():
+            f.unlink()
+        for name in ("d.png", "b.png", "a.png", "c.png"):  # written out of order
+            arr = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / "test" / c / name)
+            pixels[(c, name)] = torch.from_numpy(arr).permute(2, 0, 1)
+    d = load_dataset("image_folder", root, val_size=0.5, val_from="test", cache_dir=tmp_path / "cache")
+    assert (len(d.train), len(d.val), len(d.test)) == (6, 6, 6)  # train keeps every training image
+    for split, names in ((d.val, ("a.png", "b.png")), (d.test, ("c.png", "d.png"))):
+        want = [pixels[(c, n)] for c in ("cat", "dog", "emu") for n in names]
+        assert torch.equal(split.images, torch.stack(want))
+        assert split.labels.tolist() == [0, 0, 1, 1, 2, 2]  # balanced: the same part of every class
+    again = load_dataset("image_folder", root, val_size=0.5, val_from="test", seed=9, cache_dir=tmp_path / "cache")
+    assert torch.equal(again.val.images, d.val.images)  # no seed: anyone rebuilds the same halves
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"val_size": 0.5, "val_from": "valid"}, "val_from must be one of train, test"),
+    ({"val_size": 2, "val_from": "test"}, "val_size must be a fraction in (0, 1)"),
+    ({"val_size": 0.1, "val_from": "test"}, "leaves validation without that class"),
+    ({"val_size": 0.9, "val_from": "test"}, "leaves test without that class"),
+])
+def test_val_from_bad_input(tmp_path, kwargs, message):
+    write_image_folder(tmp_path / "imgs", per_class=4)
+    with pytest.raises((ConfigError, DataError)) as err:
+        load_dataset("image_folder", tmp_path / "imgs", cache_dir=tmp_path / "cache", **kwargs)
+    assert message in str(err.value)

@@ -1,9 +1,9 @@
 """CLI commands ``hybridprune train`` and ``hybridprune evaluate``.
 
 A checkpoint written by ``train`` records the data split it was trained with in
-``metrics["split"] = {"dataset", "val_size", "seed"}``; ``train --checkpoint`` and ``evaluate``
-reuse it unless ``--val-size``/``--seed`` are given, so fine-tuning never trains on the images a
-study (or an earlier run) held out for validation.
+``metrics["split"] = {"dataset", "val_size", "seed", "val_from"}``; ``train --checkpoint`` and
+``evaluate`` reuse it unless ``--val-size``/``--seed``/``--val-from`` are given, so fine-tuning
+never trains on the images a study (or an earlier run) held out for validation.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ SHARED_OPTIONS = {
     "data_dir": (None, "Dataset directory (not needed for digits)."),
     "val_size": (None, "Validation part of the training set: fraction < 1 or count (default: the checkpoint's "
                        "split, else 0.1)."),
+    "val_from": (None, "Where validation comes from: train (held out of the training set) or test (the first "
+                       "--val-size of each test class by sorted file name; the rest stays test). Default: the "
+                       "checkpoint's split, else train."),
     "cache_dir": (None, "Decoded-dataset cache directory."),
     "image_size": (None, "Resize images to this square size."),
     "device": (None, "cpu, cuda, cuda:1 ... (default: cuda if available)."),
@@ -57,26 +60,36 @@ def _split_of(ck, path: Path, dataset: str) -> dict | None:
 
 
 def _resolve_split(saved: dict | None, path: Optional[Path], val_size: Optional[float],
-                   seed: Optional[int]) -> tuple[float | int, int]:
-    """``--val-size``/``--seed`` if given (warning when they differ from ``saved``), else ``saved``'s, else defaults."""
+                   seed: Optional[int], val_from: Optional[str] = None) -> tuple[float | int, int, str]:
+    """``--val-size``/``--seed``/``--val-from`` if given (warning when they differ from ``saved``), else
+    ``saved``'s, else defaults."""
+    from hybridprune.data.splits import VAL_FROM
+    from hybridprune.errors import ConfigError
+
+    if val_from is not None and val_from not in VAL_FROM:
+        raise ConfigError(f"--val-from must be one of {', '.join(VAL_FROM)}, got {val_from!r}")
     if saved is None:
         return (_val_size(DEFAULT_VAL_SIZE if val_size is None else val_size),
-                DEFAULT_SEED if seed is None else seed)
-    for flag, given, key in (("--val-size", val_size, "val_size"), ("--seed", seed, "seed")):
+                DEFAULT_SEED if seed is None else seed, val_from or "train")
+    saved = {"val_from": "train", **saved}
+    for flag, given, key in (("--val-size", val_size, "val_size"), ("--seed", seed, "seed"),
+                             ("--val-from", val_from, "val_from")):
         if given is not None and given != saved[key]:
             typer.echo(
                 f"warning: {flag} {_val_size(given)} differs from the {key} {saved[key]} of the split checkpoint "
                 f"{path} was trained with; the validation images may overlap its training images",
                 err=True,
             )
-    return (_val_size(saved["val_size"] if val_size is None else val_size), saved["seed"] if seed is None else seed)
+    return (_val_size(saved["val_size"] if val_size is None else val_size), saved["seed"] if seed is None else seed,
+            val_from or saved["val_from"])
 
 
 def _load_data(dataset: str, data_dir: Optional[Path], val_size: float | int, seed: int, cache_dir: Optional[Path],
-               image_size: Optional[int]):
+               image_size: Optional[int], val_from: str = "train"):
     from hybridprune.data import load_dataset
 
-    return load_dataset(dataset, data_dir, val_size=val_size, seed=seed, cache_dir=cache_dir, image_size=image_size)
+    return load_dataset(dataset, data_dir, val_size=val_size, seed=seed, cache_dir=cache_dir, image_size=image_size,
+                        val_from=val_from)
 
 
 def _check_classes(data, num_classes: int, source: str) -> None:
@@ -164,6 +177,7 @@ def train_cmd(
         "(default: the checkpoint's split seed, else 0).",
     ),
     val_size: Optional[float] = _shared("val_size"),
+    val_from: Optional[str] = _shared("val_from"),
     cache_dir: Optional[Path] = _shared("cache_dir"),
     image_size: Optional[int] = _shared("image_size"),
     device: Optional[str] = _shared("device"),
@@ -188,8 +202,9 @@ def train_cmd(
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out {out} is a directory; expected a checkpoint file path")
     ck = load_checkpoint(checkpoint) if checkpoint is not None else None
-    val_size, seed = _resolve_split(_split_of(ck, checkpoint, dataset) if ck else None, checkpoint, val_size, seed)
-    data = _load_data(dataset, data_dir, val_size, seed, cache_dir, image_size)
+    val_size, seed, val_from = _resolve_split(_split_of(ck, checkpoint, dataset) if ck else None, checkpoint,
+                                              val_size, seed, val_from)
+    data = _load_data(dataset, data_dir, val_size, seed, cache_dir, image_size, val_from)
     if ck is not None:
         _check_classes(data, ck.num_classes, f"checkpoint {checkpoint}")
         net, norm, name, kwargs, record = ck.model, ck.normalization, ck.model_name, ck.model_kwargs, ck.record
@@ -221,7 +236,7 @@ def train_cmd(
     test = evaluate(net, data.test, norm, device=device, precision=prec)
     metrics = {"dataset": dataset, "train": result.to_dict(), "test": test.to_dict(),
                "val": result.val.to_dict() if result.val else None,
-               "split": {"dataset": dataset, "val_size": val_size, "seed": seed}}
+               "split": {"dataset": dataset, "val_size": val_size, "seed": seed, "val_from": val_from}}
     if teacher is not None:
         metrics["teacher"] = teacher.name
     net.to("cpu", memory_format=torch.contiguous_format)
@@ -245,6 +260,7 @@ def evaluate_cmd(
         None, help="Seed of the validation split (default: the checkpoint's, else 0)."
     ),
     val_size: Optional[float] = _shared("val_size"),
+    val_from: Optional[str] = _shared("val_from"),
     cache_dir: Optional[Path] = _shared("cache_dir"),
     image_size: Optional[int] = _shared("image_size"),
     device: Optional[str] = _shared("device"),
@@ -260,14 +276,16 @@ def evaluate_cmd(
     if split not in ("test", "val"):
         raise ConfigError(f"--split must be test or val, got {split!r}")
     ck = load_checkpoint(checkpoint)
-    val_size, seed = _resolve_split(_split_of(ck, checkpoint, dataset), checkpoint, val_size, seed)
-    data = _load_data(dataset, data_dir, val_size, seed, cache_dir, image_size)
+    val_size, seed, val_from = _resolve_split(_split_of(ck, checkpoint, dataset), checkpoint, val_size, seed,
+                                              val_from)
+    data = _load_data(dataset, data_dir, val_size, seed, cache_dir, image_size, val_from)
     _check_classes(data, ck.num_classes, f"checkpoint {checkpoint}")
     part = getattr(data, split)
     if len(part) == 0:
         raise ConfigError(f"the {split} split is empty (--val-size 0?)")
     result = evaluate(ck.model, part, ck.normalization, batch_size=batch_size, device=device, precision=prec)
-    typer.echo(f"{printable(ck.model_name)} on {dataset} {split} ({prec}): {_fmt(result)}")
+    where = f", validation from the test folder (val_size {val_size:g})" if val_from == "test" else ""
+    typer.echo(f"{printable(ck.model_name)} on {dataset} {split} ({prec}{where}): {_fmt(result)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from hybridprune.data.readers import FORMATS, RawDataset, get_format
-from hybridprune.data.splits import stratified_split
+from hybridprune.data.splits import VAL_FROM, first_per_class, stratified_split
 from hybridprune.errors import ConfigError, DataError
 from hybridprune.io import atomic_path
 
@@ -136,17 +136,24 @@ def load_raw(name: str, root: str | os.PathLike | None = None, *, cache_dir: str
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, *, val_size: float | int = 0.1, seed: int = 0,
                  cache_dir: str | os.PathLike | None = None, image_size: int | None = None,
-                 download: bool = False) -> DataSplits:
-    """Load a dataset as uint8 tensors with a seeded, stratified validation split.
+                 download: bool = False, val_from: str = "train") -> DataSplits:
+    """Load a dataset as uint8 tensors with a validation split.
+
+    ``val_from="train"`` holds out a seeded, stratified ``val_size`` of the training set.
+    ``val_from="test"`` takes validation from the test set instead, for weights that were trained
+    on every training image (public checkpoints): of each class, in sorted-file-name order, the
+    first ``val_size`` (a fraction) becomes validation and the rest stays test, with no seed.
 
     Args:
         name: One of :func:`list_datasets` (cifar10, cifar100, image_folder, digits).
         root: Data directory (or archive for cifar); not needed for ``digits``.
-        val_size: Validation part of the training set: a fraction in [0, 1) or a count.
+        val_size: Validation part of the training set: a fraction in [0, 1) or a count; with
+            ``val_from="test"``, the part of each test class, a fraction in (0, 1).
         seed: Seed of the validation split.
         cache_dir: Directory of the decoded-array cache.
         image_size: Resize images to ``image_size`` x ``image_size``.
         download: For cifar10/cifar100, fetch the official archive when missing (needs network).
+        val_from: ``"train"`` or ``"test"``: which split validation is taken from.
 
     Returns:
         :class:`DataSplits`; the search optimises ``val``, ``test`` is for final reports.
@@ -160,14 +167,18 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, val_size: 
         isinstance(val_size, float) and val_size >= 1
     ):
         raise ConfigError(f"val_size must be a fraction in [0, 1) or a sample count >= 0, got {val_size!r}")
+    if val_from not in VAL_FROM:
+        raise ConfigError(f"val_from must be one of {', '.join(VAL_FROM)}, got {val_from!r}")
+    if val_from == "test" and not (isinstance(val_size, float) and 0 < val_size < 1):
+        raise ConfigError(f"with val_from = 'test', val_size must be a fraction in (0, 1) of each test class, "
+                          f"got {val_size!r}")
     raw, _, _ = load_raw(name, root, cache_dir=cache_dir, image_size=image_size, download=download)
-    kept, held = stratified_split(raw.train_labels, val_size, seed)
     x, y = torch.from_numpy(raw.train_images), torch.from_numpy(raw.train_labels)
-    kept, held = torch.from_numpy(kept), torch.from_numpy(held)
-    return DataSplits(
-        name=name,
-        train=Split(x[kept], y[kept]),
-        val=Split(x[held], y[held]),
-        test=Split(torch.from_numpy(raw.test_images), torch.from_numpy(raw.test_labels)),
-        class_names=tuple(raw.class_names),
-    )
+    tx, ty = torch.from_numpy(raw.test_images), torch.from_numpy(raw.test_labels)
+    if val_from == "test":
+        val_idx, test_idx = (torch.from_numpy(i) for i in first_per_class(raw.test_labels, val_size))
+        train, val, test = Split(x, y), Split(tx[val_idx], ty[val_idx]), Split(tx[test_idx], ty[test_idx])
+    else:
+        kept, held = (torch.from_numpy(i) for i in stratified_split(raw.train_labels, val_size, seed))
+        train, val, test = Split(x[kept], y[kept]), Split(x[held], y[held]), Split(tx, ty)
+    return DataSplits(name=name, train=train, val=val, test=test, class_names=tuple(raw.class_names))

@@ -31,3 +31,35 @@ def stratified_split(labels: np.ndarray, size: float | int, seed: int) -> tuple[
     except ValueError as exc:
         raise DataError(f"cannot hold out {size} of {len(labels)} samples stratified by class ({exc})") from None
     return np.sort(kept), np.sort(held)
+
+
+VAL_FROM = ("train", "test")  # where a validation split may come from
+
+
+def first_per_class(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (first ``fraction`` of each class, the rest), keeping the file order.
+
+    Deterministic, no seed: the arrays of every reader are in class-folder, sorted-file-name order,
+    so "the first half of each class by sorted file name" can be rebuilt by anyone from the files.
+
+    Args:
+        labels: int labels ``[N]`` in file order.
+        fraction: Part of each class that goes first, in (0, 1); per class ``round(fraction * n)``.
+
+    Returns:
+        ``(first, rest)``: sorted, disjoint index arrays covering ``range(N)``.
+
+    Raises:
+        DataError: if a class would be left empty on either side.
+    """
+    first, rest = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = int(round(fraction * len(idx)))
+        if k < 1 or k >= len(idx):
+            raise DataError(f"val_size {fraction} of class {int(c)}'s {len(idx)} test images leaves "
+                            f"{'validation' if k < 1 else 'test'} without that class; use a fraction that "
+                            f"keeps at least one image of every class on both sides")
+        first.append(idx[:k])
+        rest.append(idx[k:])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(rest))
