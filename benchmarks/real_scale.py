@@ -1,19 +1,15 @@
-"""Publish a refined study's front, and compare its search with the paper's grid and single-mode searches.
+"""Compare a refined study's search with the paper's grid and single-mode searches, and publish it.
 
-Reads a study that ``hybridprune refine`` has refined and writes to ``--out``:
+Publishing is the product's: ``hybridprune publish`` (:func:`hybridprune.search.publish.publish`)
+writes the ONNX files, ``front.json``, ``front.png`` and a README into ``--out``. This benchmark
+then adds the comparison:
 
-* the ONNX file (static batch 1, opset 13, as refine exported it) of the refined baseline and of
-  every model on the refined front;
-* ``front.json``: one entry per published model with its test top-1 *measured here from that ONNX
-  file* (ONNX Runtime, fp32, all test images), MACs, parameters, latency and its ratio to the
-  baseline *measured here* (ONNX Runtime, batch 1, one thread, in a child process, rounds that
-  time the baseline and each model back to back), its configuration and input normalisation;
 * ``comparison.json``: at the search's own fine-tune budget (validation top-1 against latency
   divided by the same study's baseline trial), the hypervolume of the hybrid search, of each
   single-mode search (``--single``) and of the paper's grid (the hybrid study's ``paper``
   reference trials); which paper settings a searched trial dominates; the refined paper
   settings against the refined front; the targets; wall times;
-* ``front.png`` (both views) and ``README.md`` (the tables and the commands).
+* ``comparison.png`` (search budget and refined views) and ``README.md`` (the tables and the commands).
 
     python benchmarks/real_scale.py studies/resnet56-cifar10-jpeg.toml \\
         --single studies/resnet56-cifar10-jpeg-channel.toml studies/resnet56-cifar10-jpeg-block.toml \\
@@ -26,25 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
-import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from hybridprune.errors import HybridPruneError
-from hybridprune.io import atomic_dir
 from hybridprune.search import trials as T
-from hybridprune.search.fidelity import nondominated_fronts
 from hybridprune.search.pareto import completed
-from hybridprune.search.refine import interleaved_latency
+from hybridprune.search.publish import nondominated, publish
 from hybridprune.search.service import load
 from hybridprune.search.study import open_study, quiet_optuna
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from verify_results import top1  # noqa: E402  (the same ONNX Runtime scoring an outside reader runs)
 
 TARGET_DROP, TARGET_MACS_CUT, TARGET_LATENCY_CUT = 1.0, 0.50, 0.45
 
@@ -54,25 +40,18 @@ def dominates(p: tuple[float, float], q: tuple[float, float]) -> bool:
     return p[0] >= q[0] and p[1] <= q[1] and (p[0] > q[0] or p[1] < q[1])
 
 
-def nondominated(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the (accuracy max, cost min) points no other point dominates."""
-    return nondominated_fronts(np.array([[-a, c] for a, c in points]))[0] if points else []
-
-
 def hypervolume(points: list[tuple[float, float]], min_accuracy: float) -> float:
     """Area dominated by (accuracy, latency ratio) points up to (``min_accuracy``, ratio 1.0)."""
-    from optuna._hypervolume import compute_hypervolume
+    from hybridprune.search._optuna import hypervolume as exact
 
-    loss = np.array([[1 - a, r] for a, r in points if a > min_accuracy and r < 1.0]).reshape(-1, 2)
-    ref = np.array([1 - min_accuracy, 1.0])
-    return float(compute_hypervolume(loss, ref, assume_pareto=False)) if len(loss) else 0.0
+    return exact([[1 - a, r] for a, r in points if a > min_accuracy and r < 1.0], [1 - min_accuracy, 1.0])
 
 
 def search_points(study) -> tuple[list, dict[int, tuple[float, float]]]:
     """Completed feasible trials that count (no reused duplicates), and each one's (validation
     accuracy, latency / the study's baseline trial) by trial number."""
     done = [t for t in completed(study) if T.counts_towards_target(t) and T.feasible(t)]
-    base = next(t for t in done if t.user_attrs.get(T.REFERENCE) == "baseline")
+    base = next(t for t in done if T.is_reference(t, T.REF_BASELINE))
     return done, {t.number: (T.accuracy(t), T.latency_ms(t) / T.latency_ms(base)) for t in done}
 
 
@@ -91,7 +70,7 @@ def compare(cfg, study, points: dict) -> dict:
     study to its :func:`search_points`, the hybrid study first."""
     min_acc = cfg.constraints.min_accuracy or 0.0
     done, pt = points[study]
-    paper = [t for t in done if t.user_attrs.get(T.REFERENCE) == "paper"]
+    paper = [t for t in done if T.is_reference(t, T.REF_PAPER)]
     searched = [t for t in done if not t.user_attrs.get(T.REFERENCE)]
     rows = {"hybrid": hypervolume(list(pt.values()), min_acc),
             "hybrid (searched trials only)": hypervolume([pt[t.number] for t in searched], min_acc),
@@ -111,76 +90,16 @@ def compare(cfg, study, points: dict) -> dict:
             "search_points": {"hybrid": {str(n): v for n, v in pt.items()}}}
 
 
-def measure(cfg, study, out: Path, rounds: int) -> list[dict]:
-    """Every refined trial re-scored from its ONNX file and re-timed next to the baseline."""
-    from optuna.artifacts import download_artifact
-
-    from hybridprune.checkpoints import load_checkpoint
-    from hybridprune.search.context import load_data
-    from hybridprune.search.latency_cache import IsolatedTimer
-    from hybridprune.search.storage import get_artifact_store
-
-    store = get_artifact_store(cfg.artifact_dir)
-    refined = T.refined(study)
-    by_no = {t.number: t for t in study.trials}
-    base_no = next(n for n in refined if by_no[n].user_attrs.get(T.REFERENCE) == "baseline")
-    test = load_data(cfg).test
-    images, labels = test.images.numpy(), test.labels.numpy()
-    entries, paths = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for n, rec in sorted(refined.items()):
-            t = by_no[n]
-            path = out / ("baseline.onnx" if n == base_no else f"trial{n}.onnx")
-            download_artifact(artifact_store=store, artifact_id=rec[T.R_ARTIFACTS]["onnx"], file_path=str(path))
-            ckpt = Path(tmp) / f"{n}.pt"
-            download_artifact(artifact_store=store, artifact_id=rec[T.R_ARTIFACTS]["checkpoint"], file_path=str(ckpt))
-            loaded = load_checkpoint(ckpt)
-            norm, shape = loaded.normalization, loaded.input_size
-            acc = top1(path, images, labels, norm.mean, norm.std)
-            print(f"trial {n}: test top-1 {acc:.2f}% from {path.name} (refine measured {100 * rec[T.R_TEST]:.2f}% "
-                  f"in PyTorch)", flush=True)
-            paths[n] = path
-            entries.append({"onnx": path.name, "trial": n, "reference": t.user_attrs.get(T.REFERENCE),
-                            "test_top1": round(acc, 2), "test_top1_pytorch": round(100 * rec[T.R_TEST], 2),
-                            "val_top1_search": round(100 * T.accuracy(t), 2), "macs": t.user_attrs.get(T.MACS),
-                            "params": t.user_attrs.get(T.PARAMS), "config": t.user_attrs.get(T.CONFIG),
-                            "finetune_steps_search": t.user_attrs.get(T.FIDELITY_STEPS),
-                            "refine_epochs": rec[T.R_EPOCHS], "mean": list(norm.mean), "std": list(norm.std)})
-    timer = IsolatedTimer(cfg.latency.backend, cfg.latency.options)
-    kw = dict(input_shape=shape, batch_size=1, precision="fp32")
-    timed = interleaved_latency(lambda p: float(getattr(timer.measure(p, **kw), cfg.latency.statistic)),
-                                paths[base_no], {n: p for n, p in paths.items() if n != base_no}, rounds)
-    timer.close()
-    timed[base_no] = timed.pop(-1)
-    for e in entries:
-        r = timed[e["trial"]]
-        e.update(latency_ms=round(r[T.R_LATENCY], 4), latency_ratio=round(r[T.R_RATIO], 4),
-                 latency_ratio_ci=[round(v, 4) for v in r[T.R_RATIO_CI]], latency_rounds=rounds)
-    return entries
-
-
-def publish(entries: list[dict], out: Path) -> list[dict]:
-    """Keep the baseline and the refined front (test top-1 vs latency ratio); delete the other ONNX files."""
-    pruned = [e for e in entries if e["reference"] != "baseline"]
-    keep = {id(pruned[i]) for i in nondominated([(e["test_top1"], e["latency_ratio"]) for e in pruned])}
-    front = [e for e in entries if e["reference"] == "baseline"] + sorted(
-        (e for e in pruned if id(e) in keep), key=lambda e: e["latency_ratio"])
-    for e in entries:
-        if e not in front:
-            (out / e["onnx"]).unlink()
-    return front
-
-
 def targets(entries: list[dict]) -> list[dict]:
     """Each refined pruned model against the issue's targets (test drop, MACs cut, latency cut)."""
-    base = next(e for e in entries if e["reference"] == "baseline")
+    base = next(e for e in entries if e[T.REFERENCE] == T.REF_BASELINE)
     rows = []
     for e in entries:
         if e is base:
             continue
         drop = base["test_top1"] - e["test_top1"]
         macs_cut, lat_cut = 1 - e["macs"] / base["macs"], 1 - e["latency_ratio"]
-        rows.append({"trial": e["trial"], "reference": e["reference"], "test_drop_points": round(drop, 2),
+        rows.append({"trial": e["trial"], T.REFERENCE: e[T.REFERENCE], "test_drop_points": round(drop, 2),
                      "macs_cut": round(macs_cut, 4), "latency_cut": round(lat_cut, 4),
                      "meets": drop <= TARGET_DROP and macs_cut >= TARGET_MACS_CUT and lat_cut >= TARGET_LATENCY_CUT})
     return rows
@@ -188,9 +107,9 @@ def targets(entries: list[dict]) -> list[dict]:
 
 def refined_dominance(entries: list[dict]) -> list[dict]:
     """Each refined paper setting, and the refined searched models that dominate it (test top-1, ratio)."""
-    searched = [e for e in entries if not e["reference"]]
+    searched = [e for e in entries if not e[T.REFERENCE]]
     out = []
-    for p in (e for e in entries if e["reference"] == "paper"):
+    for p in (e for e in entries if e[T.REFERENCE] == T.REF_PAPER):
         by = [e["trial"] for e in searched if dominates((e["test_top1"], e["latency_ratio"]),
                                                           (p["test_top1"], p["latency_ratio"]))]
         out.append({"trial": p["trial"], "test_top1": p["test_top1"], "latency_ratio": p["latency_ratio"],
@@ -216,13 +135,13 @@ def plot(cfg, study, points: dict, entries: list[dict], path: Path) -> None:
     left.scatter([r for _, r in pts.values()], [100 * a for a, _ in pts.values()], s=10, c="0.75",
                  label="hybrid: every trial")
     _front_line(left, list(pts.values()), c="tab:red", label="hybrid search front")
-    paper = [pts[t.number] for t in done if t.user_attrs.get(T.REFERENCE) == "paper"]
+    paper = [pts[t.number] for t in done if T.is_reference(t, T.REF_PAPER)]
     left.scatter([r for _, r in paper], [100 * a for a, _ in paper], marker="x", c="tab:blue", s=30,
                  label=f"paper's settings ({len(paper)})")
     for (sstudy, (_, spt)), color in zip(list(points.items())[1:], ("tab:green", "tab:orange", "tab:purple")):
         _front_line(left, list(spt.values()), c=color,
                     label=f"{sstudy.study_name.replace(cfg.name + '-', '')}-only search front")
-    base = next(t for t in done if t.user_attrs.get(T.REFERENCE) == "baseline")
+    base = next(t for t in done if T.is_reference(t, T.REF_BASELINE))
     left.scatter([1.0], [100 * T.accuracy(base)], marker="*", s=160, facecolors="none", edgecolors="black",
                  label="unpruned baseline")
     left.set(xlabel="latency / the study's baseline trial (ONNX Runtime, batch 1, 1 thread)",
@@ -230,11 +149,12 @@ def plot(cfg, study, points: dict, entries: list[dict], path: Path) -> None:
     lo = min(100 * a for a, _ in pts.values() if a > (cfg.constraints.min_accuracy or 0))
     left.set_ylim(lo - 0.5, None)
     for kind, marker, color, label in ((None, "o", "tab:red", "refined searched trials"),
-                                       ("paper", "x", "tab:blue", "refined paper settings"),
-                                       ("baseline", "*", "black", "refined baseline")):
-        es = [e for e in entries if e["reference"] == kind]
+                                       (T.REF_PAPER, "x", "tab:blue", "refined paper settings"),
+                                       (T.REF_FAMILY, "D", "tab:green", "refined reference models"),
+                                       (T.REF_BASELINE, "*", "black", "refined baseline")):
+        es = [e for e in entries if e[T.REFERENCE] == kind]
         right.scatter([e["latency_ratio"] for e in es], [e["test_top1"] for e in es], marker=marker, c=color,
-                      s=140 if kind == "baseline" else 30, label=label)
+                      s=140 if kind == T.REF_BASELINE else 30, label=label)
         for e in es:
             right.annotate(str(e["trial"]), (e["latency_ratio"], e["test_top1"]), fontsize=7, xytext=(3, 3),
                            textcoords="offset points")
@@ -249,7 +169,7 @@ def plot(cfg, study, points: dict, entries: list[dict], path: Path) -> None:
 
 
 def _budget(cfg) -> str:
-    if cfg.fidelity is not None:
+    if cfg.fidelity.enabled:
         return f"{cfg.fidelity.max_steps} fine-tune steps"
     f = cfg.finetune
     return f"{f.steps} fine-tune steps" if f.steps is not None else f"{f.epochs:g} fine-tune epochs"
@@ -270,13 +190,14 @@ def readme(cfg, front: list[dict], cmp: dict, command: str) -> str:
         lines.append("**Headline:** no refined model meets all three targets (test top-1 within "
                      f"{TARGET_DROP} point of the baseline, >= {100 * TARGET_MACS_CUT:.0f}% fewer MACs, >= "
                      f"{100 * TARGET_LATENCY_CUT:.0f}% lower latency); see the targets table.")
-    lines += ["", "![front](front.png)", "", "## Published models (front.json)", "",
+    lines += ["", "![front](front.png)", "", "![comparison](comparison.png)", "",
+              "## Published models (front.json)", "",
               "| onnx | trial | test top-1 | MMACs | params | latency ms | ratio (CI) | config |",
               "|---|---:|---:|---:|---:|---:|---|---|"]
     for e in front:
         c = e["config"] or {}
         desc = (f"{c.get('channel_ratio', 0):.2f} ch, {c.get('pruned_blocks', 0)} blocks, {c.get('criterion')}, "
-                f"{c.get('order')}, round {c.get('round_to', 1)}") if e["reference"] != "baseline" else "unpruned"
+                f"{c.get('order')}, round {c.get('round_to', 1)}") if e[T.REFERENCE] != T.REF_BASELINE else "unpruned"
         lo, hi = e["latency_ratio_ci"]
         lines.append(f"| {e['onnx']} | {e['trial']} | {e['test_top1']:.2f}% | {e['macs'] / 1e6:.1f} | "
                      f"{e['params']:,} | {e['latency_ms']:.3f} | {e['latency_ratio']:.3f} ({lo:.3f}-{hi:.3f}) | "
@@ -285,7 +206,7 @@ def readme(cfg, front: list[dict], cmp: dict, command: str) -> str:
               "| trial | note | test drop (points) | MACs cut | latency cut | all met |",
               "|---:|---|---:|---:|---:|---|"]
     for r in cmp["targets"]:
-        lines.append(f"| {r['trial']} | {r['reference'] or ''} | {r['test_drop_points']:.2f} | "
+        lines.append(f"| {r['trial']} | {r[T.REFERENCE] or ''} | {r['test_drop_points']:.2f} | "
                      f"{100 * r['macs_cut']:.1f}% | {100 * r['latency_cut']:.1f}% | {'yes' if r['meets'] else 'no'} |")
     lines += ["", "## Searches at the same fine-tune budget (validation top-1, latency / own baseline trial)", "",
               f"Hypervolume up to (top-1 {cmp['min_accuracy']:.2f}, ratio 1.0):", "",
@@ -329,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         if not T.refined(study):  # before any measuring
             raise HybridPruneError(f"study {cfg.name!r} has not been refined; run: hybridprune refine STUDY")
         points = {s: search_points(s) for s in studies}
-        with atomic_dir(args.out) as out:  # all of the folder or none of it
-            readme_text = _write(cfg, study, points, out, args)
+        front = publish(cfg, study, args.out, rounds=args.rounds)  # the folder, whole, or an error
+        readme_text = _write(cfg, study, points, front, args.out, args)
     except HybridPruneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -338,20 +259,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _write(cfg, study, points: dict, out: Path, args: argparse.Namespace) -> str:
-    entries = measure(cfg, study, out, args.rounds)
+def _write(cfg, study, points: dict, front: list[dict], out: Path, args: argparse.Namespace) -> str:
+    from hybridprune.evaluators.timing import machine_description
+
     cmp = compare(cfg, study, points)
     refined = T.refined(study)
-    cmp.update(targets=targets(entries), refined_paper=refined_dominance(entries),
-               refined=[{k: e[k] for k in ("trial", "reference", "test_top1", "latency_ratio", "macs")}
-                        for e in entries],
-               refine_s=sum(r.get("seconds", 0.0) for r in refined.values()),
-               refine_latency_s=study.user_attrs.get(T.STUDY_REFINED, {}).get("latency_seconds", 0.0),
-               machine=f"{platform.processor() or platform.machine()}, {_cpu_model()}, "
-                       f"{len(os.sched_getaffinity(0))} cores")
-    plot(cfg, study, points, entries, out / "front.png")
-    front = publish(entries, out)
-    (out / "front.json").write_text(json.dumps(front, indent=1) + "\n")
+    summary = study.user_attrs.get(T.STUDY_REFINED, {})
+    cmp.update(targets=targets(front), refined_paper=refined_dominance(front),
+               refined=[{k: e[k] for k in ("trial", T.REFERENCE, "test_top1", "latency_ratio", "macs")}
+                        for e in front],
+               refine_s=sum(r.get(T.R_SECONDS, 0.0) for r in refined.values()),
+               refine_latency_s=summary.get(T.RS_LATENCY_SECONDS, 0.0), machine=machine_description())
+    plot(cfg, study, points, front, out / "comparison.png")
     (out / "comparison.json").write_text(json.dumps(cmp, indent=1) + "\n")
     parts = ["python benchmarks/real_scale.py " + Path(args.study).as_posix()]
     if args.single:
@@ -360,16 +279,6 @@ def _write(cfg, study, points: dict, out: Path, args: argparse.Namespace) -> str
     text = readme(cfg, front, cmp, command)
     (out / "README.md").write_text(text)
     return text
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def hypervolume(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     """Hypervolume of (accuracy, latency) points after normalisation (see module doc)."""
-    from optuna._hypervolume import compute_hypervolume
+    from hybridprune.search._optuna import hypervolume as exact
 
     if len(points) == 0:
         return 0.0
@@ -48,7 +48,7 @@ def hypervolume(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     norm = (points - lo) / span
     loss = np.stack([1.0 - norm[:, 0], norm[:, 1]], axis=1)
     loss = loss[np.all(loss < 1.1, axis=1)]
-    return float(compute_hypervolume(loss, np.array([1.1, 1.1]), assume_pareto=False)) if len(loss) else 0.0
+    return exact(loss, [1.1, 1.1])
 
 
 def curve(trials: list, start: float, lo: np.ndarray, hi: np.ndarray) -> list[tuple[float, float]]:

@@ -106,7 +106,7 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, *, marker: str | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; swap it into place as a whole if the block succeeds.
 
     Readers see either the complete old folder or the complete new one, never a mix of old and
@@ -116,17 +116,23 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
     Args:
         path: Final destination folder (replaced entirely if it exists).
+        marker: A file name that every folder this writer makes contains (``record.json`` of an
+            export, ``front.json`` of a published front). An existing folder is then replaced only
+            when it is empty or holds that file: a folder of anything else is never deleted.
 
     Returns:
         A context manager yielding the temporary folder :class:`Path` to fill.
 
     Raises:
-        ConfigError: if ``path`` exists and is not a folder.
+        ConfigError: if ``path`` exists and is not a folder, or is a folder this writer did not make.
         Whatever the block raises; the temporary folder is removed and ``path`` is untouched.
     """
     dest = Path(path)
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"{dest} exists and is not a folder; refusing to replace it")
+    if marker is not None and dest.is_dir() and any(dest.iterdir()) and not (dest / marker).is_file():
+        raise ConfigError(f"{dest} is a folder with other files in it (no {marker}, so not written by this "
+                          f"command); refusing to replace it: give a new or empty folder")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:

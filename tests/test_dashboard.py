@@ -71,7 +71,7 @@ def test_dashboard_lists_trials_with_our_attributes(tiny_study):
             attrs = {a["key"] for a in t["user_attrs"]}
             assert {"latency_ms", "finetune_steps", "params", "macs", "record", "time_s"} <= attrs
             names = {a["filename"] for a in t["artifacts"]}
-            assert names == {"checkpoint.pt", "model.onnx"}
+            assert names == {"model.pt", "model.onnx"}
         t = complete[0]
         onnx = next(a for a in t["artifacts"] if a["filename"] == "model.onnx")
         blob = _get(f"{base}/artifacts/{entry['study_id']}/{t['trial_id']}/{onnx['artifact_id']}")

@@ -9,7 +9,7 @@ from optuna_dashboard import get_note
 
 from hybridprune.cli import main
 from hybridprune.search import trials as T
-from hybridprune.search.refine import interleaved_latency, ratio_summary
+from hybridprune.search.latency import interleaved_latency, ratio_summary
 
 from helpers import load, write_study
 
@@ -166,7 +166,7 @@ def test_study_with_no_completed_trials(tmp_path, capsys):
 
 def test_ratio_summary_and_interleaving_order():
     s = ratio_summary([1.0, 2.0, 3.0], [2.0, 2.0, 2.0])
-    assert s[T.R_RATIO] == 1.0 and s[T.R_RATIO_CI] == [0.5, 1.5] and s[T.R_LATENCY] == 2.0
+    assert s[T.R_RATIO] == 1.0 and s[T.R_RATIO_CI] == [0.5, 1.5] and s[T.R_MEASURED] == 2.0
     calls = []
 
     def measure(path):
@@ -178,12 +178,23 @@ def test_ratio_summary_and_interleaving_order():
     assert out[1][T.R_RATIO] == 0.5 and out[2][T.R_RATIO] == 2.0 and out[-1][T.R_RATIO] == 1.0
 
 
-def test_interrupted_run_resumes_where_it_stopped(refined_study, capsys):
-    """Runs last: it moves the fixture study to 0.1 epochs. A run stopped after one fine-tune keeps it."""
+@pytest.fixture
+def own_refined_study(refined_study, tmp_path):
+    """A copy of the refined study that a test may change without touching the shared one."""
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(refined_study.parent, folder)
+    return folder / refined_study.name
+
+
+def test_interrupted_run_resumes_where_it_stopped(own_refined_study, capsys):
+    """A run stopped after one fine-tune keeps it; the next run reuses it and does the rest."""
     from hybridprune.search.context import build_context
     from hybridprune.search.refine import RefineOptions, candidates, refine
     from hybridprune.search.storage import get_artifact_store
 
+    refined_study = own_refined_study
     cfg, study = load(refined_study)
     trials = candidates(study, top=2)
     done = []
@@ -208,67 +219,109 @@ def test_interrupted_run_resumes_where_it_stopped(refined_study, capsys):
     assert all(after[t.number][T.R_EPOCHS] == 0.1 for t in trials)
 
 
-def test_real_scale_publishes_the_refined_front_as_onnx_files(refined_study, tmp_path):
-    """benchmarks/real_scale.py: the baseline and the refined front, each re-scored from its own ONNX file."""
+def test_refine_and_publish_with_the_torch_latency_backend(tmp_path, capsys):
+    """The torch backend times modules, not ONNX files: refine and publish hand it the refined module."""
+    import json
+
+    path = write_study(tmp_path / "torch-study", name="torchlat", trials=2, backend="torch")
+    assert main(["run", str(path), "--no-progress"]) == 0
+    assert main(["refine", str(path), "--top", "1", "--epochs", "0.05", "--rounds", "2"]) == 0
+    _, study = load(path)
+    records = T.refined(study)
+    assert len(records) >= 1 and all(r[T.R_RATIO] > 0 and r[T.R_ROUNDS] == 2 for r in records.values())
+    assert all(study.trials[n].user_attrs[T.LATENCY_RESULT]["backend"] == "torch" for n in records)
+    out = tmp_path / "published"
+    assert main(["publish", str(path), "--out", str(out), "--rounds", "1"]) == 0
+    front = json.loads((out / "front.json").read_text())
+    assert front[0]["reference"] == T.REF_BASELINE and front[0]["latency_backend"].startswith("torch")
+
+
+def _script(name):
     import importlib.util
+
+    from helpers import REPO
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_publish_writes_the_refined_front_as_onnx_files(refined_study, tmp_path, capsys):
+    """``hybridprune publish``: the baseline and the refined front, each re-scored from its own ONNX file."""
     import json
 
     import onnx
 
-    from helpers import REPO
+    from hybridprune.search.context import load_data
+    from hybridprune.search.publish import nondominated
 
-    spec = importlib.util.spec_from_file_location("real_scale", REPO / "benchmarks" / "real_scale.py")
-    real_scale = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(real_scale)
     out = tmp_path / "results"
-    args = [str(refined_study), "--single", str(refined_study), "--out", str(out), "--rounds", "1"]
-    assert real_scale.main(args) == 0
+    assert main(["publish", str(refined_study), "--out", str(out), "--rounds", "1"]) == 0
+    assert "published" in capsys.readouterr().out
     cfg, study = load(refined_study)
     front = json.loads((out / "front.json").read_text())
-    assert front[0]["reference"] == "baseline" and front[0]["latency_ratio"] == 1.0
+    assert front[0]["reference"] == T.REF_BASELINE and front[0]["latency_ratio"] == 1.0
     assert {p.name for p in out.glob("*.onnx")} == {e["onnx"] for e in front}  # the rest were removed
-    pruned = [(e["test_top1"], e["latency_ratio"]) for e in front[1:]]
-    assert len(real_scale.nondominated(pruned)) == len(pruned)
-    from hybridprune.search.context import load_data
-
+    pruned = [(e["test_top1"], e["latency_ratio"]) for e in front[1:] if not e["reference"]]
+    assert len(nondominated(pruned)) == len(pruned)
     test = load_data(cfg).test
+    verify = _script("verify_results")  # the outside reader's own ONNX Runtime scoring
     for e in front:
-        for key in ("onnx", "test_top1", "macs", "params", "latency_ms", "latency_ratio", "config", "mean", "std"):
+        for key in ("onnx", "test_top1", "macs", "params", "latency_ms", "latency_ratio", "config", "mean", "std",
+                    "reference", "split", "refine_epochs"):
             assert key in e
+        assert e["split"]["name"] == "test" and e["split"]["images"] == len(test.labels)
         model = onnx.load(str(out / e["onnx"]))
         assert model.opset_import[0].version == 13
-        dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-        assert dims == [1, 3, 32, 32]
-        acc = real_scale.top1(out / e["onnx"], test.images.numpy(), test.labels.numpy(), e["mean"], e["std"])
+        assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 32, 32]
+        acc = verify.top1(out / e["onnx"], test.images.numpy(), test.labels.numpy(), e["mean"], e["std"])
         assert e["test_top1"] == round(acc, 2)
         assert e["macs"] == study.trials[e["trial"]].user_attrs[T.MACS]
+        # one basis: the published latency is the ratio times the study's reference baseline latency
+        assert e["latency_ms"] == pytest.approx(e["latency_ratio"] * front[0]["latency_ms"], rel=1e-3)
+    assert (out / "front.png").read_bytes()[:4] == b"\x89PNG"
+    assert "verify_results.py" in (out / "README.md").read_text()
+    # a second publish replaces its own folder; a folder of other files is never replaced
+    assert main(["publish", str(refined_study), "--out", str(out), "--rounds", "1"]) == 0
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "keep.txt").write_text("keep")
+    capsys.readouterr()
+    assert main(["publish", str(refined_study), "--out", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "refusing to replace it" in err and err.count("\n") == 1
+    assert (other / "keep.txt").read_text() == "keep" and sorted(p.name for p in other.iterdir()) == ["keep.txt"]
+
+
+def test_real_scale_adds_the_comparison(refined_study, tmp_path):
+    import json
+
+    out = tmp_path / "results"
+    real_scale = _script("real_scale")
+    args = [str(refined_study), "--single", str(refined_study), "--out", str(out), "--rounds", "1"]
+    assert real_scale.main(args) == 0
+    _, study = load(refined_study)
     cmp = json.loads((out / "comparison.json").read_text())
     assert set(cmp["hypervolume"]) >= {"hybrid", "paper grid", "refine"}
-    assert len(cmp["paper_settings"]) == sum(t.user_attrs.get(T.REFERENCE) == "paper" for t in study.trials
+    assert len(cmp["paper_settings"]) == sum(t.user_attrs.get(T.REFERENCE) == T.REF_PAPER for t in study.trials
                                              if t.state.name == "COMPLETE")
-    assert (out / "front.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG" and (out / "front.json").is_file()
     assert "python benchmarks/real_scale.py" in (out / "README.md").read_text()
+    cfg, _ = load(refined_study)
+    budget = real_scale._budget(cfg)  # a study without [fidelity] reports its [finetune] budget
+    assert not cfg.fidelity.enabled and budget == f"{cfg.finetune.steps} fine-tune steps"
 
 
 def test_real_scale_and_verify_refuse_bad_input(tmp_path, capsys):
     """One ``error:`` line, exit 2, and no results folder written."""
-    import importlib.util
-
-    from helpers import REPO
-
-    def script(name):
-        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
     never = write_study(tmp_path / "never", name="never")
     out = tmp_path / "results"
-    assert script("real_scale").main([str(never), "--out", str(out)]) == 2
+    assert _script("real_scale").main([str(never), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "has not been run yet" in err and err.count("\n") == 1
     assert not out.exists()
-    verify = script("verify_results")
+    verify = _script("verify_results")
     assert verify.main([str(tmp_path / "nowhere"), "--data", str(tmp_path)]) == 2
     assert "has no front.json" in capsys.readouterr().err
     out.mkdir()

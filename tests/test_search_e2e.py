@@ -81,10 +81,16 @@ def test_status_counts_trials_stopped_with_their_worker(tmp_path, capsys):
     assert "1 failed (+1 stopped with their worker)" in capsys.readouterr().out
 
 
-def test_status_of_unrun_study_is_a_clear_error(tmp_path, capsys):
+@pytest.mark.parametrize("command", [["status"], ["pareto"], ["refine"], ["publish", "--out", "OUT"],
+                                     ["select", "--max-latency-ratio", "0.8", "--export", "OUT"]])
+def test_read_only_commands_on_an_unrun_study_create_nothing(tmp_path, capsys, command):
     path = write_study(tmp_path, name="never")
-    assert main(["status", str(path)]) == 2
-    assert "has not been run yet" in capsys.readouterr().err
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    args = [a.replace("OUT", str(tmp_path / "out")) for a in command]
+    assert main([args[0], str(path), *args[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "has not been run yet" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no study.db, no run folder, no output
 
 
 def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path):

@@ -38,8 +38,7 @@ def test_the_live_view_sees_the_running_trial(tmp_path):
     try:
         run_local(cfg, on_poll=lambda: seen.append(counts(watcher).running), ctx=ctx)
     finally:
-        if ctx.timer is not None:
-            ctx.timer.close()
+        ctx.close()
     assert seen.count(1) >= 2  # at least once while each trial ran (polled when it starts)
     assert seen[-1] == 0 and max(seen) == 1  # the last poll shows the final state
 

@@ -272,7 +272,6 @@ def test_stale_trial_folders_are_removed_at_the_start_of_a_run(tmp_path):
         (run / name / "measure.onnx").write_text("x")
     (run / "trial2-file").write_text("not a folder")
     _, ctx = prepare(cfg)
-    if ctx.timer is not None:
-        ctx.timer.close()
+    ctx.close()
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(("trial", "notes"))) == [
         "notes", "trial0-live", "trial2-file"]

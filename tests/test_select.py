@@ -50,7 +50,7 @@ def test_unmet_budget_exits_nonzero_with_the_closest_trials(tiny_study, tmp_path
     out = tmp_path / "none"
     assert main(["select", str(tiny_study), *extra, "--export", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "error: no completed trial of 3 meets" in err and "closest trials" in err
+    assert "error: no completed trial of 3 (search basis) meets" in err and "closest trials" in err
     assert not out.exists()
 
 

@@ -105,8 +105,8 @@ def _refined_table(rows, title: str):
     from hybridprune.search import trials as T
 
     table = Table(title=title)
-    for col in ("trial", "test top-1", "val top-1", "search val", "latency ms", "ratio (CI)", "note"):
-        table.add_column(col, justify="left" if col == "note" else "right")
+    for col in ("trial", "test top-1", "val top-1", "search val", "latency ms", "latency ratio (CI)", "reference"):
+        table.add_column(col, justify="left" if col == "reference" else "right")
     for t, r in sorted(rows, key=lambda tr: tr[1][T.R_LATENCY]):
         lo, hi = r[T.R_RATIO_CI]
         table.add_row(str(t.number), f"{100 * r[T.R_TEST]:.2f}%", f"{100 * r[T.R_VAL]:.2f}%",
@@ -138,6 +138,10 @@ def run_cmd(
                   f"storage {redact_url(cfg.storage_url)}",
                   soft_wrap=True, markup=False)
     cfg.check_writable()  # (prepare checks again) before announcing a baseline that would not train
+    from hybridprune.search.context import split_warning
+
+    if (warning := split_warning(cfg)) is not None:
+        console.print(warning, soft_wrap=True, markup=False)
     if not cfg.model.checkpoint and not cfg.baseline_path.is_file():
         console.print(f"training the unpruned baseline first ({cfg.baseline.budget}); "
                       f"cached at {cfg.baseline_path} for re-runs")
@@ -221,7 +225,7 @@ def select_cmd(
 
     from hybridprune.errors import ConfigError
     from hybridprune.search.pareto import rich_table
-    from hybridprune.search.select import NoFeasibleTrial, baseline_latency, choose, export_trial
+    from hybridprune.search.select import NoFeasibleTrial, basis, choose, drop_warning, export_trial
 
     if (max_latency_ms is None) == (max_latency_ratio is None):
         raise ConfigError("give exactly one of --max-latency-ms and --max-latency-ratio")
@@ -235,24 +239,43 @@ def select_cmd(
     console = _console()
     if min_accuracy is None:
         min_accuracy = cfg.constraints.min_accuracy  # the study's own constraint, if any
+    on = basis(study)
     if max_latency_ratio is not None:
-        base = baseline_latency(study)
-        max_latency_ms = max_latency_ratio * base
-        console.print(f"budget: {max_latency_ratio} x baseline latency {base:.3f} ms = {max_latency_ms:.3f} ms")
+        if on.baseline is None:
+            from hybridprune.search.select import baseline_latency
+
+            baseline_latency(study)  # raises: no baseline trial to scale the ratio by
+        max_latency_ms = max_latency_ratio * on.baseline_ms
+        console.print(f"budget: {max_latency_ratio:g} x the reference baseline latency {on.baseline_ms:.3f} ms = "
+                      f"{max_latency_ms:.3f} ms", soft_wrap=True, markup=False)
+    console.print(on.describe(), soft_wrap=True, markup=False)
     try:
-        trial = choose(study, max_latency_ms, min_accuracy)
+        chosen = choose(study, max_latency_ms, min_accuracy, on=on)
     except NoFeasibleTrial as exc:
         if exc.closest:
-            _console(stderr=True).print(rich_table(exc.closest, "closest trials (none meets the budget)"))
+            _console(stderr=True).print(rich_table(exc.closest, f"closest trials ({on.name} basis; none meets the "
+                                                                f"budget)"))
         raise  # cli.main prints "error: ..." and exits 2
-    from hybridprune.search import trials as T
 
-    sel = export_trial(study, trial, cfg.artifact_dir, export)
-    refined = T.refined(study, trial)
-    what = (f"refined: test top-1 {100 * refined[T.R_TEST]:.2f}%, latency {refined[T.R_LATENCY]:.3f} ms"
-            if refined.get(T.R_LATENCY) is not None else f"latency {sel.row.latency_ms:.3f} ms")
-    console.print(f"selected trial {trial.number}: accuracy {100 * sel.row.accuracy:.2f}%, {what}; "
-                  f"wrote {', '.join(sel.files.values())}", soft_wrap=True, markup=False)
+    trial = chosen.trial
+
+    def test_top1(path: Path) -> float:
+        from hybridprune.checkpoints import load_checkpoint
+        from hybridprune.search.context import load_data
+        from hybridprune.training import evaluate
+
+        loaded = load_checkpoint(path)
+        return evaluate(loaded.model, load_data(cfg).test, loaded.normalization, device="cpu",
+                        precision=cfg.finetune.precision).top1
+
+    sel = export_trial(study, trial, cfg.artifact_dir, export, test_top1=test_top1)
+    test = f", test top-1 {100 * sel.test_top1:.2f}%" if sel.test_top1 is not None else ""
+    console.print(f"selected trial {trial.number}: validation top-1 {100 * chosen.accuracy:.2f}%{test}, latency "
+                  f"{chosen.latency_ms:.3f} ms ({chosen.ratio:.3f} x the baseline); wrote "
+                  f"{', '.join(sel.files.values())}", soft_wrap=True, markup=False)
+    warning = drop_warning(on, chosen)
+    if warning:
+        _console(stderr=True).print(warning, soft_wrap=True, markup=False)
 
 def refine_cmd(
     study_file: str = _study(),
@@ -271,8 +294,10 @@ def refine_cmd(
 ) -> None:
     """Fine-tune the best trials longer, score them on the test split and re-time them against the baseline."""
     from hybridprune.errors import ConfigError
+    from hybridprune.search import trials as T
     from hybridprune.search.context import build_context
-    from hybridprune.search.refine import RefineOptions, candidates, plot_refined, refine
+    from hybridprune.search.pareto import plot_refined
+    from hybridprune.search.refine import RefineOptions, candidates, refine
     from hybridprune.search.select import baseline_latency
     from hybridprune.search.storage import get_artifact_store
 
@@ -292,14 +317,45 @@ def refine_cmd(
 
     def said(t, rec, reused) -> None:
         how = "reused (already refined)" if reused else "fine-tuned"
-        console.print(f"trial {t.number} {how}: test top-1 {100 * rec['test_top1']:.2f}%, "
-                      f"val top-1 {100 * rec['val_top1']:.2f}%", soft_wrap=True, markup=False)
+        search = T.accuracy(t)
+        worse = (f"; WORSE than its search result ({100 * search:.2f}% validation top-1 after the search's "
+                 f"fine-tune)" if rec[T.R_VAL] < search else "")
+        console.print(f"trial {t.number} {how}: test top-1 {100 * rec[T.R_TEST]:.2f}%, "
+                      f"val top-1 {100 * rec[T.R_VAL]:.2f}%{worse}", soft_wrap=True, markup=False)
 
-    rows = refine(ctx, study, trials, get_artifact_store(cfg.artifact_dir), options, on_trial=said)
+    def timing(done: int, total: int) -> None:
+        console.print(f"re-timing {len(trials)} models against the baseline: round {done}/{total}", soft_wrap=True,
+                      markup=False)
+
+    try:
+        rows = refine(ctx, study, trials, get_artifact_store(cfg.artifact_dir), options, on_trial=said,
+                      on_round=timing)
+    finally:
+        ctx.close()
     console.print(_refined_table(rows, f"Refined trials of {cfg.name} ({epochs:g} more epochs, "
                                        f"{rounds} interleaved rounds)"))
     png = plot_refined(rows, cfg.run_dir / "refined_pareto.png", f"{cfg.name}: refined trials")
     console.print(f"plot: {png}", soft_wrap=True, markup=False)
+
+def publish_cmd(
+    study_file: str = _study(),
+    out: Path = typer.Option(..., help="Results folder to write (new, empty, or an earlier publish)."),
+    rounds: int = typer.Option(7, help="Interleaved latency rounds (each model next to the baseline)."),
+    storage: Optional[str] = _storage(),
+) -> None:
+    """Publish the refined front: ONNX files re-scored on the test split and re-timed, front.json, plot, README."""
+    from hybridprune.errors import ConfigError
+    from hybridprune.search.config import MAX_ROUNDS
+    from hybridprune.search.publish import publish
+
+    if not 1 <= rounds <= MAX_ROUNDS:
+        raise ConfigError(f"--rounds must be in [1, {MAX_ROUNDS}], got {rounds}")
+    cfg, study = _open(study_file, storage)
+    console = _console()
+    front = publish(cfg, study, out, rounds=rounds, say=lambda s: console.print(s, soft_wrap=True, markup=False))
+    console.print(f"published {len(front)} models of {cfg.name} to {out} (front.json, front.png, README.md)",
+                  soft_wrap=True, markup=False)
+
 
 def dashboard_cmd(
     study_file: str = _study(),
@@ -319,10 +375,11 @@ def dashboard_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``run``, ``status``, ``pareto``, ``select``, ``refine`` and ``dashboard`` to ``app``."""
+    """Add ``run``, ``status``, ``pareto``, ``select``, ``refine``, ``publish`` and ``dashboard`` to ``app``."""
     app.command("run")(run_cmd)
     app.command("status")(status_cmd)
     app.command("pareto")(pareto_cmd)
     app.command("select")(select_cmd)
     app.command("refine")(refine_cmd)
+    app.command("publish")(publish_cmd)
     app.command("dashboard")(dashboard_cmd)

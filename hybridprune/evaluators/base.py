@@ -113,6 +113,11 @@ class BaseLatencyBackend(abc.ABC):
         takes: ``"onnx"`` or ``"module"``: what :meth:`_measure` receives.
         queues_itself: True when the backend serialises measurements itself (the remote device
             agent does), so callers need no lock around :meth:`measure`.
+        shares_host: True when the model runs on this machine, beside fine-tuning and whatever
+            else loads it: a study then times each model interleaved with the baseline and keeps
+            the ratio. A dedicated device (the agent) does not.
+        isolatable: True when an ONNX file can be timed in a child process that imports neither
+            torch nor Optuna (``[latency] isolate``).
 
     Args:
         opset: ONNX opset of the export (ONNX-taking backends only; default
@@ -128,13 +133,18 @@ class BaseLatencyBackend(abc.ABC):
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     takes: ClassVar[str] = "onnx"
     queues_itself: ClassVar[bool] = False
+    shares_host: ClassVar[bool] = True
+    isolatable: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.takes not in TAKES:
             raise TypeError(f"{cls.__name__}.takes must be one of {TAKES}, got {cls.takes!r}")
-        if not isinstance(cls.queues_itself, bool):
-            raise TypeError(f"{cls.__name__}.queues_itself must be a bool, got {cls.queues_itself!r}")
+        for flag in ("queues_itself", "shares_host", "isolatable"):
+            if not isinstance(getattr(cls, flag), bool):
+                raise TypeError(f"{cls.__name__}.{flag} must be a bool, got {getattr(cls, flag)!r}")
+        if cls.isolatable and cls.takes != "onnx":
+            raise TypeError(f"{cls.__name__}: only a backend that takes ONNX files can be isolatable")
 
     def __init__(self, **options: Any) -> None:
         opset = options.pop("opset", None) if self.takes == "onnx" else None

@@ -21,6 +21,8 @@ class OnnxRuntimeLatency(BaseLatencyBackend):
     name = "onnxruntime"
     takes = "onnx"
     queues_itself = False
+    shares_host = True
+    isolatable = True
 
     def __init__(self, threads: int = 1, **options: Any) -> None:
         super().__init__(**options)

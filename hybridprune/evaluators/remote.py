@@ -38,6 +38,7 @@ class RemoteLatency(BaseLatencyBackend):
     precisions = PRECISIONS
     takes = "onnx"
     queues_itself = True  # the agent measures one model at a time and queues the rest
+    shares_host = False  # a dedicated device: nothing else runs there
 
     def __init__(self, url: str = "http://127.0.0.1:8470", token: str | None = None, timeout: float = 900.0,
                  connect_timeout: float = 10.0, retries: int = 2, backoff: float = 0.5, **options: Any) -> None:

@@ -37,6 +37,7 @@ class TensorRTLatency(BaseLatencyBackend):
     precisions = ("fp32", "fp16")
     takes = "onnx"
     queues_itself = False
+    shares_host = True
 
     def __init__(self, workspace_mib: int = 1024, **options: Any) -> None:
         super().__init__(**options)

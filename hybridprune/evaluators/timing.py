@@ -273,6 +273,28 @@ def device_description():
     return "%s %s" % (platform.machine(), platform.processor() or platform.system())
 
 
+VECTOR_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "asimd")
+
+
+def vector_flags():
+    """The CPU's vector-unit flags that decide kernel speed (from /proc/cpuinfo), as a list."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.lower().startswith(("flags", "features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [f for f in VECTOR_FLAGS if f in have]
+    except (OSError, IOError):
+        pass
+    return []
+
+
+def machine_description():
+    """:func:`device_description` plus the vector flags: what every speed or latency figure needs."""
+    flags = vector_flags()
+    return "%s; flags: %s" % (device_description(), " ".join(flags) or "unknown")
+
+
 class OnnxRuntimeBackend(object):
     """onnxruntime CPU execution provider with a fixed intra-op thread count."""
 

@@ -29,6 +29,7 @@ class TorchLatency(BaseLatencyBackend):
     precisions = ("fp32", "fp16")
     takes = "module"
     queues_itself = False
+    shares_host = True
 
     def __init__(self, device: str = "cpu", compile: bool = False, threads: int | None = None,
                  channels_last: bool = False, **protocol: Any) -> None:

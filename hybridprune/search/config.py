@@ -9,6 +9,7 @@ against the study file's directory. See ``studies/quickstart.toml`` for a commen
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -33,6 +34,8 @@ MAX_WORKERS = 256
 MAX_SECONDS = 86_400  # heartbeat_interval / grace_period: one day (a huge one crashes Optuna's heartbeat thread)
 MAX_RETRY = 1_000
 MAX_BATCH = 4096
+MAX_ROUNDS = 100
+MAX_EPOCHS = 10_000
 MAX_SEED = 2**32 - 1  # numpy's seed range
 
 
@@ -112,9 +115,24 @@ class BaselineSection(Recipe):
     """``[baseline]``: how to train the unpruned model when ``model.checkpoint`` is not given.
 
     A :class:`~hybridprune.recipe.Recipe`: ``epochs`` (default 10) or ``steps``, lr, batch_size, precision.
+    With ``model.checkpoint``, ``adapt_epochs`` fine-tunes that checkpoint on the study's train split
+    once before the study (peak lr ``adapt_lr``, cached as ``<run_dir>/adapted.pt``): the adapted
+    model is the pruning start point, the distillation teacher, the baseline trial and the latency
+    reference.
     """
 
     lr: float = 0.1
+    adapt_epochs: float | None = None
+    adapt_lr: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.adapt_epochs is not None and not (
+                isinstance(self.adapt_epochs, (int, float)) and not isinstance(self.adapt_epochs, bool)
+                and math.isfinite(self.adapt_epochs) and 0 < self.adapt_epochs <= MAX_EPOCHS):
+            raise ConfigError(f"baseline.adapt_epochs must be a number in (0, {MAX_EPOCHS}], got {self.adapt_epochs!r}")
+        if not (isinstance(self.adapt_lr, (int, float)) and math.isfinite(self.adapt_lr) and self.adapt_lr > 0):
+            raise ConfigError(f"baseline.adapt_lr must be > 0, got {self.adapt_lr!r}")
 
     section: ClassVar[str] = "baseline"
     default_epochs: ClassVar[float] = 10.0
@@ -123,11 +141,16 @@ class BaselineSection(Recipe):
 
 @dataclass(frozen=True)
 class DataSection:
-    """``[data]``: dataset, split and optional subsets (to keep studies small)."""
+    """``[data]``: dataset, split and optional subsets (to keep studies small).
+
+    ``val_from = "test"`` takes validation from the test folder: the first ``val_size`` of each
+    class by sorted file name; the rest stays test (see :func:`hybridprune.data.load_dataset`).
+    """
 
     dataset: str = "digits"
     root: str | None = None
     val_size: int | float = 0.1
+    val_from: str = "train"
     image_size: int | None = None
     train_subset: int | None = None
     val_subset: int | None = None
@@ -138,6 +161,11 @@ class DataSection:
 
         _choice(self.dataset, "data.dataset", list_datasets())
         _positive(self.val_size, "data.val_size")
+        _choice(self.val_from, "data.val_from", ("train", "test"))
+        if self.val_from == "test" and not (isinstance(self.val_size, float) and 0 < self.val_size < 1):
+            raise ConfigError(f"data.val_from = 'test' needs data.val_size as a fraction in (0, 1) of each test "
+                              f"class (e.g. 0.5: the first half of each class by sorted file name), "
+                              f"got {self.val_size!r}")
         for key in ("image_size", "train_subset", "val_subset"):
             _positive(getattr(self, key), f"data.{key}")
 
@@ -239,6 +267,9 @@ class LatencySection:
 
     ``cache`` measures each architecture once per study (kept in the storage); ``isolate`` times
     local ONNX Runtime in a child process of its own, away from the worker's PyTorch threads.
+    ``rounds``: on a backend that shares this machine (``shares_host``), each model is timed in
+    this many rounds alternating with the unpruned baseline, and its latency is the median
+    per-round ratio times the study's reference baseline latency, so load drift cancels out.
     """
 
     backend: str = "onnxruntime"
@@ -248,6 +279,7 @@ class LatencySection:
     options: dict = field(default_factory=dict)
     cache: bool = True
     isolate: bool = True
+    rounds: int = 3
 
     def __post_init__(self) -> None:
         from hybridprune.evaluators.base import LATENCY_BACKENDS
@@ -256,6 +288,8 @@ class LatencySection:
         _choice(self.statistic, "latency.statistic", LATENCY_STATISTICS)
         _positive(self.batch_size, "latency.batch_size")
         _at_most(self.batch_size, "latency.batch_size", MAX_BATCH)
+        _positive(self.rounds, "latency.rounds")
+        _at_most(self.rounds, "latency.rounds", MAX_ROUNDS)
         _choice(self.backend, "latency.backend", list_latency_backends())
         precisions = LATENCY_BACKENDS.get(self.backend).precisions
         _choice(self.precision, f"latency.precision (backend {self.backend})", precisions)
@@ -347,6 +381,9 @@ class StudyConfig:
     def __post_init__(self) -> None:
         if self.model.checkpoint is not None and not Path(self.model.checkpoint).is_file():
             raise ConfigError(f"model.checkpoint {self.model.checkpoint} does not exist")
+        if self.baseline.adapt_epochs is not None and self.model.checkpoint is None:
+            raise ConfigError("baseline.adapt_epochs adapts model.checkpoint to the data, but the study has no "
+                              "model.checkpoint; set one, or train the baseline with baseline.epochs")
         if self.data.root is not None and not Path(self.data.root).exists():
             raise ConfigError(f"data.root {self.data.root} does not exist")
         kind = self.space.get("kind", "hybrid")

@@ -17,7 +17,7 @@ import torch
 from hybridprune.errors import ConfigError, DataError
 from hybridprune.io import device_lock
 from hybridprune.search.config import StudyConfig
-from hybridprune.search.latency_cache import ISOLATED_BACKENDS, IsolatedTimer
+from hybridprune.search.latency import StudyLatency
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,9 @@ class WorkerContext:
         normalization: Its input normalisation.
         input_size: (C, H, W).
         space: The search space.
-        backend: The latency backend.
-        lock_path: File locked while measuring locally (``None`` for remote agents, which queue).
+        latency: The study's one latency step (backend, lock, isolated child, cache, rounds).
         device: Torch device for fine-tuning and evaluation.
         baseline_metrics: Metrics stored with the baseline checkpoint.
-        timer: An :class:`IsolatedTimer` when latency is timed in a child process, else ``None``.
         heartbeat: Whether the study's storage runs Optuna heartbeats.
     """
 
@@ -47,11 +45,9 @@ class WorkerContext:
     normalization: Any
     input_size: tuple[int, int, int]
     space: Any
-    backend: Any
-    lock_path: Path | None
+    latency: StudyLatency
     device: str = "cpu"
     baseline_metrics: dict = field(default_factory=dict)
-    timer: Any = None
     heartbeat: bool = False  # set by the worker from its storage
     _calib: list | None = None
 
@@ -74,42 +70,13 @@ class WorkerContext:
         """A zero batch of one input, on the context's device (for tracing the pruner's graph)."""
         return torch.zeros(1, *self.input_size, device=self.device)
 
-    def measure_lock(self):
-        """Context manager serialising local latency measurements across workers."""
-        return device_lock(self.lock_path)
-
     def precision_kwargs(self) -> dict[str, Any]:
         """Keyword arguments selecting the fine-tune/evaluation precision of ``[finetune]``."""
         return {"precision": self.cfg.finetune.precision}
 
-    def measure(self, study: Any, model: torch.nn.Module, onnx_path: Path) -> tuple[Any, bool, str]:
-        """Latency of a trial's model: from the study's cache, or measured (and cached).
-
-        The cache is checked and filled under the measurement lock, so local workers never time
-        one architecture twice.
-
-        Returns:
-            ``(LatencyResult, from_cache, cache_key)``.
-        """
-        from hybridprune.evaluators import LatencyResult
-        from hybridprune.search.latency_cache import LatencyCache, architecture_key, settings_key
-
-        lat_cfg = self.cfg.latency
-        key = settings_key(architecture_key(onnx_path), lat_cfg.backend, lat_cfg.options, lat_cfg.batch_size,
-                           lat_cfg.precision, self.input_size)
-        cache = LatencyCache(study) if lat_cfg.cache else None
-        shape = dict(input_shape=self.input_size, batch_size=lat_cfg.batch_size, precision=lat_cfg.precision)
-        with self.measure_lock():
-            hit = cache.get(key) if cache is not None else None
-            if hit is not None:
-                return LatencyResult.from_dict(hit), True, key
-            if self.timer is not None:
-                result = self.timer.measure(onnx_path, **shape)
-            else:
-                result = self.backend.measure(model if self.backend.takes == "module" else onnx_path, **shape)
-            if cache is not None:
-                cache.put(key, result.to_dict())
-        return result, False, key
+    def close(self) -> None:
+        """Release what the context started (the latency step's child process and files)."""
+        self.latency.close()
 
 
 def _subset(split: Any, n: int | None, seed: int) -> Any:
@@ -134,7 +101,7 @@ def load_data(cfg: StudyConfig) -> Any:
 
     d = cfg.data
     data = load_dataset(d.dataset, d.root, val_size=d.val_size, seed=cfg.study.seed,
-                        cache_dir=d.cache_dir, image_size=d.image_size)
+                        cache_dir=d.cache_dir, image_size=d.image_size, val_from=d.val_from)
     if len(data.val) == 0:
         raise DataError(f"dataset {d.dataset!r} has an empty validation split; set data.val_size > 0")
     return dataclasses.replace(
@@ -172,6 +139,8 @@ def load_baseline(cfg: StudyConfig, data: Any, *, train_if_missing: bool = True)
     if cfg.model.checkpoint:
         loaded = load_checkpoint(cfg.model.checkpoint, cfg.model.name)
         check(loaded.model, f"model.checkpoint {cfg.model.checkpoint}")
+        if cfg.baseline.adapt_epochs is not None:
+            return adapt_baseline(cfg, data, loaded, train_if_missing=train_if_missing)
         return loaded.model, loaded.normalization, dict(loaded.metrics)
     path = cfg.baseline_path
     with device_lock(cfg.run_dir / "baseline.lock"):
@@ -195,12 +164,94 @@ def load_baseline(cfg: StudyConfig, data: Any, *, train_if_missing: bool = True)
     return loaded.model, loaded.normalization, dict(loaded.metrics)
 
 
+def adapted_path(cfg: StudyConfig) -> Path:
+    """Where the adapted baseline (``[baseline] adapt_epochs``) is cached."""
+    return cfg.run_dir / "adapted.pt"
+
+
+def _adaptation(cfg: StudyConfig) -> dict[str, Any]:
+    """What the cached adapted baseline must have been made from (a mismatch adapts again)."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(cfg.model.checkpoint).read_bytes()).hexdigest()
+    b = cfg.baseline
+    return {"checkpoint_sha256": digest, "epochs": b.adapt_epochs, "lr": b.adapt_lr, "batch_size": b.batch_size,
+            "split": split_record(cfg), "train_subset": cfg.data.train_subset}
+
+
+def adapt_baseline(cfg: StudyConfig, data: Any, loaded: Any, *, train_if_missing: bool = True) -> tuple[Any, Any, dict]:
+    """``model.checkpoint`` fine-tuned ``adapt_epochs`` on the train split, once, cached in ``run_dir``.
+
+    Its validation and test top-1 are recorded in the checkpoint's metrics and printed.
+
+    Returns:
+        ``(model, normalization, metrics)`` of the adapted model.
+    """
+    from hybridprune.checkpoints import load_checkpoint, save_checkpoint
+    from hybridprune.recipe import Budget
+    from hybridprune.training import evaluate, finetune, seed_everything
+
+    path, want = adapted_path(cfg), _adaptation(cfg)
+    with device_lock(cfg.run_dir / "baseline.lock"):
+        cached = load_checkpoint(path, cfg.model.name) if path.is_file() else None
+        if cached is None or cached.metrics.get("adapted_from") != want:
+            if not train_if_missing:
+                raise ConfigError(f"the adapted baseline {path} is missing or was made from other settings; "
+                                  f"run the study first: hybridprune run {cfg.path}")
+            b = cfg.baseline
+            print(f"adapting model.checkpoint to {cfg.data.dataset}: {b.adapt_epochs:g} epoch(s), lr {b.adapt_lr:g}; "
+                  f"cached at {path}", flush=True)
+            seed_everything(cfg.study.seed)
+            model = loaded.model
+            norm = loaded.normalization
+            before = evaluate(model, data.val, norm, device="cpu", precision=b.precision).top1
+            result = finetune(model, data, Budget(epochs=b.adapt_epochs), norm, lr=b.adapt_lr,
+                              batch_size=b.batch_size, precision=b.precision, seed=cfg.study.seed, device="cpu",
+                              evaluate_val=False, progress=_baseline_progress(label="adapt"))
+            val = evaluate(model, data.val, norm, device="cpu", precision=b.precision).top1
+            test = evaluate(model, data.test, norm, device="cpu", precision=b.precision).top1
+            print(f"adapted baseline: validation top-1 {100 * before:.2f}% -> {100 * val:.2f}%, test top-1 "
+                  f"{100 * test:.2f}% ({describe_split(cfg, 'val', len(data.val))}; "
+                  f"{describe_split(cfg, 'test', len(data.test))})", flush=True)
+            save_checkpoint(path, model.cpu(), norm, record=loaded.record, input_size=tuple(data.image_size),
+                            metrics={**{k: v for k, v in loaded.metrics.items() if k != "train"},
+                                     "val_top1": float(val), "test_top1": float(test),
+                                     "val_top1_before": float(before), "train": result.to_dict(),
+                                     "split": split_record(cfg), "adapted_from": want})
+            cached = load_checkpoint(path, cfg.model.name)
+    return cached.model, cached.normalization, dict(cached.metrics)
+
+
 def split_record(cfg: StudyConfig) -> dict[str, Any]:
     """The data split of the study, stored with its checkpoints (``train``/``evaluate`` reuse it)."""
-    return {"dataset": cfg.data.dataset, "val_size": cfg.data.val_size, "seed": cfg.study.seed}
+    return {"dataset": cfg.data.dataset, "val_size": cfg.data.val_size, "seed": cfg.study.seed,
+            "val_from": cfg.data.val_from}
 
 
-def _baseline_progress(every_s: float = 10.0):
+def describe_split(cfg: StudyConfig, split: str, images: int | None = None) -> str:
+    """Which images a ``"val"`` or ``"test"`` accuracy of the study was measured on, in words."""
+    d = cfg.data
+    n = f"{images:,} images" if images is not None else "images"
+    if d.val_from == "test":
+        half = "first" if split == "val" else "rest"
+        return (f"{split}: {n} of the {d.dataset} test folder, the {half} of each class by sorted file name "
+                f"(val_size {d.val_size:g})")
+    if split == "val":
+        return f"val: {n} held out of the {d.dataset} training set (val_size {d.val_size:g}, seed {cfg.study.seed})"
+    return f"test: {n}, the {d.dataset} test set"
+
+
+def split_warning(cfg: StudyConfig) -> str | None:
+    """Why validation is optimistic, when a foreign checkpoint meets validation from its training set."""
+    if cfg.model.checkpoint and cfg.data.val_from == "train":
+        return ("warning: model.checkpoint is a pretrained file and validation is held out of the training set, "
+                "which such weights have usually seen: validation accuracy then measures memorisation and reads "
+                "optimistic; set [data] val_from = \"test\" and val_size = 0.5 to validate on the first half of "
+                "each test class")
+    return None
+
+
+def _baseline_progress(every_s: float = 10.0, label: str = "baseline"):
     """A ``train`` progress callback printing a line at most every ``every_s`` seconds."""
     import time
 
@@ -210,7 +261,7 @@ def _baseline_progress(every_s: float = 10.0):
         now = time.monotonic()
         if now - state["last"] >= every_s or info.step == info.total_steps:
             state["last"] = now
-            print(f"baseline: step {info.step}/{info.total_steps}, loss {info.loss:.3f}, "
+            print(f"{label}: step {info.step}/{info.total_steps}, loss {info.loss:.3f}, "
                   f"{info.images_per_second:.0f} img/s", flush=True)
 
     return report
@@ -265,10 +316,7 @@ def build_context(cfg: StudyConfig, *, train_if_missing: bool = True, device: st
     space = build_space(cfg, model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     size = tuple(int(s) for s in data.image_size)
-    lock = None if backend.queues_itself else cfg.run_dir / "latency.lock"
-    timer = None
-    if cfg.latency.isolate and cfg.latency.backend in ISOLATED_BACKENDS:
-        timer = IsolatedTimer(cfg.latency.backend, cfg.latency.options)
+    latency = StudyLatency(cfg.latency, backend, size, lock_path=cfg.run_dir / "latency.lock", baseline=model,
+                           work_dir=cfg.run_dir)
     return WorkerContext(cfg=cfg, data=data, model=model.to(device).eval(), normalization=norm, input_size=size,
-                        space=space, backend=backend, lock_path=lock, device=device, baseline_metrics=metrics,
-                        timer=timer)
+                        space=space, latency=latency, device=device, baseline_metrics=metrics)

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hybridprune.search import trials as T
+from hybridprune.search._optuna import set_study_system_attr, study_system_attrs
 
-#: Backends timed in the isolated child (local, ONNX-file based, CPU).
-ISOLATED_BACKENDS = ("onnxruntime",)
 _SECRET_OPTIONS = ("token", "token_env")
 
 
@@ -82,16 +81,15 @@ class LatencyCache:
     """Latency results of one study, kept in its storage (shared by all workers and machines)."""
 
     def __init__(self, study: Any) -> None:
-        self._storage = study._storage
-        self._study_id = study._study_id
+        self._study = study
 
     def get(self, key: str) -> dict | None:
         """The stored result dict for ``key``, or ``None``."""
-        return self._storage.get_study_system_attrs(self._study_id).get(T.LATENCY_CACHE_PREFIX + key)
+        return study_system_attrs(self._study).get(T.LATENCY_CACHE_PREFIX + key)
 
     def put(self, key: str, result: Mapping[str, Any]) -> None:
         """Store a result dict under ``key``."""
-        self._storage.set_study_system_attr(self._study_id, T.LATENCY_CACHE_PREFIX + key, dict(result))
+        set_study_system_attr(self._study, T.LATENCY_CACHE_PREFIX + key, dict(result))
 
 
 _CHILD_BACKENDS: dict[str, Any] = {}
@@ -124,7 +122,7 @@ class IsolatedTimer:
     """Times ONNX files with a latency backend in a dedicated child process.
 
     Args:
-        name: Backend name (one of :data:`ISOLATED_BACKENDS`).
+        name: Backend name (one whose class is ``isolatable``).
         options: Its options (as in the study file).
     """
 

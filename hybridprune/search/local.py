@@ -113,14 +113,15 @@ def worker(cfg: StudyConfig, storage: Any = None, *, threads: int | None = None,
     try:
         return _loop(cfg, study, ctx, store, heartbeat, on_trial, on_start)
     finally:
-        if own_ctx and ctx.timer is not None:
-            ctx.timer.close()  # a child process left running would keep this one alive
+        if own_ctx:
+            ctx.close()  # a child process left running would keep this one alive
 
 
 def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
           on_trial: Callable[[Any], None] | None, on_start: Callable[[Any], None] | None = None) -> int:
     import optuna
 
+    from hybridprune.search._optuna import record_heartbeat
     from hybridprune.search.objective import TRIAL_ERRORS, run_trial
     from hybridprune.search.study import counts
 
@@ -129,7 +130,7 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
             # beat at once, not only when Optuna's heartbeat thread first gets to run: a worker
             # killed right after ask() then leaves a trial that goes stale and is retried, instead
             # of one without any heartbeat, which stays RUNNING for good
-            study._storage.record_heartbeat(trial._trial_id)
+            record_heartbeat(study, trial)
         if on_start is not None:
             on_start(trial)
         return run_trial(ctx, trial, store)

@@ -29,7 +29,8 @@ from hybridprune.errors import HybridPruneError, TrainingDiverged, first_line
 from hybridprune.search import fidelity as F
 from hybridprune.search import trials as T
 from hybridprune.search.context import WorkerContext, split_record
-from hybridprune.search.storage import upload
+from hybridprune.search.latency import Timed
+from hybridprune.search.storage import store_model
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def run_trial(ctx: WorkerContext, trial: Any, artifact_store: Any) -> list[float
 
 
 def _values(cfg: Any, accuracy: float, latency_ms: float, cx: Any) -> list[float]:
-    by_name = {T.ACCURACY: accuracy, T.LATENCY: latency_ms, "params": float(cx.params), "macs": float(cx.macs)}
+    by_name = {T.ACCURACY: accuracy, T.LATENCY_MS: latency_ms, T.PARAMS: float(cx.params), T.MACS: float(cx.macs)}
     return [by_name[name] for name in cfg.objectives.names()]
 
 
@@ -137,7 +138,6 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
 
 
 def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
-    from hybridprune.checkpoints import save_checkpoint
     from hybridprune.evaluators import export_onnx
     from hybridprune.models.complexity import complexity, describe_architecture
     from hybridprune.search.reuse import find_twin, reuse
@@ -174,13 +174,14 @@ def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
         with timer.phase("export"):
             onnx_path = export_onnx(model, tmp / "measure.onnx", (cfg.latency.batch_size, *ctx.input_size), check=False)
         with timer.phase("latency"):
-            lat, cached, key = ctx.measure(trial.study, model, onnx_path)
-        latency_ms = float(getattr(lat, cfg.latency.statistic))
+            timed = ctx.latency.trial(trial.study, Timed(model, onnx_path))
+        lat, latency_ms = timed.result, timed.latency_ms
         trial.set_user_attr(T.LATENCY_RESULT, lat.to_dict())
         trial.set_user_attr(T.LATENCY_MS, latency_ms)
+        trial.set_user_attr(T.LATENCY_RATIO, timed.ratio)
         trial.set_user_attr(T.LATENCY_BACKEND, lat.backend)
-        trial.set_user_attr(T.LATENCY_CACHED, cached)
-        trial.set_user_attr(T.LATENCY_KEY, key)
+        trial.set_user_attr(T.LATENCY_CACHED, timed.cached)
+        trial.set_user_attr(T.LATENCY_KEY, timed.key)
 
         budget = cfg.constraints.max_latency_ms
         gated = budget is not None and latency_ms > budget
@@ -191,19 +192,17 @@ def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
         if gated:
             trial.set_user_attr(T.GATED, f"latency {latency_ms:.4g} ms is over the budget "
                                          f"constraints.max_latency_ms = {budget:g} ms: not fine-tuned")
-            trial.set_user_attr(T.ACCURACY_ATTR, float(before.top1))
+            trial.set_user_attr(T.ACCURACY, float(before.top1))
             return _finish(trial, cfg, timer, float(before.top1), latency_ms, cx)
 
         accuracy = _finetune(ctx, trial, model, latency_ms, timer)
-        trial.set_user_attr(T.ACCURACY_ATTR, accuracy)
+        trial.set_user_attr(T.ACCURACY, accuracy)
         with timer.phase("save"):
             model = model.cpu().eval()
             metrics = {"val_top1": accuracy, "latency_ms": latency_ms, "latency": lat.to_dict(),
                        "params": int(cx.params), "macs": int(cx.macs), "study": cfg.name, "trial": trial.number,
                        "finetune_steps": trial.user_attrs.get(T.FIDELITY_STEPS), "split": split_record(cfg)}
-            ckpt = save_checkpoint(tmp / "checkpoint.pt", model, ctx.normalization, record=record,
-                                   input_size=ctx.input_size, metrics=metrics)
-            onnx_final = export_onnx(model, tmp / "model.onnx", (cfg.latency.batch_size, *ctx.input_size))
-            trial.set_user_attr(T.ARTIFACTS, {"checkpoint": upload(trial, store, ckpt),
-                                              "onnx": upload(trial, store, onnx_final)})
+            trial.set_user_attr(T.ARTIFACTS, store_model(trial, store, model, ctx.normalization, tmp, "model",
+                                                         record=record, input_size=ctx.input_size,
+                                                         batch_size=cfg.latency.batch_size, metrics=metrics))
     return _finish(trial, cfg, timer, accuracy, latency_ms, cx)

@@ -90,7 +90,7 @@ def plot_png(study: Any, path: str | Path, title: str = "") -> Path:
     ax.plot(
         [r.latency_ms for r in front], [100 * r.accuracy for r in front], "-o", c="tab:red", ms=5, label="Pareto front"
     )
-    for kind, marker in (("baseline", "*"), ("paper", "s")):
+    for kind, marker in ((T.REF_BASELINE, "*"), (T.REF_PAPER, "s")):
         ref = [r for r in rows if r.reference == kind]
         if ref:
             ax.scatter(
@@ -100,7 +100,7 @@ def plot_png(study: Any, path: str | Path, title: str = "") -> Path:
                 s=110,
                 facecolors="none",
                 edgecolors="black",
-                label=f"{kind} setting" if kind == "paper" else "unpruned baseline",
+                label=f"{kind} setting" if kind == T.REF_PAPER else "unpruned baseline",
             )
     return save_figure(fig, ax, path, "latency (ms)", "validation accuracy (%)", title or study.study_name)
 
@@ -138,12 +138,12 @@ def plot_html(study: Any, path: str | Path, title: str = "") -> Path:
         ("infeasible", [r for r in rows if not r.feasible], dict(color="lightgray", size=7)),
         (
             "unpruned baseline",
-            [r for r in rows if r.reference == "baseline"],
+            [r for r in rows if r.reference == T.REF_BASELINE],
             dict(symbol="star", size=14, color="black"),
         ),
         (
             "paper setting",
-            [r for r in rows if r.reference == "paper"],
+            [r for r in rows if r.reference == T.REF_PAPER],
             dict(symbol="square-open", size=12, color="black"),
         ),
     ):
@@ -158,3 +158,24 @@ def plot_html(study: Any, path: str | Path, title: str = "") -> Path:
     with atomic_path(path, suffix=".html") as tmp:
         fig.write_html(str(tmp), include_plotlyjs=True)
     return Path(path)
+
+
+def plot_refined(rows: list[tuple[Any, dict]], path: Path, title: str) -> Path:
+    """Test top-1 vs re-measured latency of the refined trials, the unpruned baseline starred."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    pruned = [(t, r) for t, r in rows if not T.is_reference(t, T.REF_BASELINE)]
+    base = [(t, r) for t, r in rows if T.is_reference(t, T.REF_BASELINE)]
+    ax.scatter([r[T.R_LATENCY] for _, r in pruned], [100 * r[T.R_TEST] for _, r in pruned], c="tab:red", s=25,
+               label="refined trials")
+    for t, r in pruned:
+        ax.annotate(str(t.number), (r[T.R_LATENCY], 100 * r[T.R_TEST]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.scatter([r[T.R_LATENCY] for _, r in base], [100 * r[T.R_TEST] for _, r in base], marker="*", s=140,
+               facecolors="none", edgecolors="black", label="unpruned baseline")
+    return save_figure(fig, ax, path, "latency (ms: ratio to the baseline x its reference latency)",
+                       "test top-1 (%)", title)

@@ -38,7 +38,9 @@ class DefineByRun:
 
     def __call__(self, trial: Any) -> dict:
         self.space.suggest_params(trial)
-        return {TRIAL_ID_KEY: int(trial._trial_id)}
+        from hybridprune.search._optuna import trial_id
+
+        return {TRIAL_ID_KEY: trial_id(trial)}
 
 
 def _trainable(config: dict, cfg: StudyConfig) -> None:
@@ -60,8 +62,7 @@ def _trainable(config: dict, cfg: StudyConfig) -> None:
     try:
         values = run_trial(ctx, trial, get_artifact_store(cfg.artifact_dir))
     finally:
-        if ctx.timer is not None:
-            ctx.timer.close()
+        ctx.close()
     tune.report(dict(zip(cfg.objectives.names(), values)))
 
 

@@ -46,7 +46,7 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
     Raises:
         HybridPruneError subclasses, before any trial runs.
     """
-    from hybridprune.search.context import build_context
+    from hybridprune.search.context import build_context, describe_split, split_record
     from hybridprune.search.study import enqueue_references, has_heartbeat, open_study
 
     cfg.check_writable()
@@ -57,6 +57,10 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
     study.set_user_attr(T.STUDY_ARTIFACT_DIR, str(cfg.artifact_dir))
     study.set_user_attr(T.STUDY_LATENCY, {"backend": cfg.latency.backend, "statistic": cfg.latency.statistic,
                                           "batch_size": cfg.latency.batch_size, "precision": cfg.latency.precision})
+    study.set_user_attr(T.STUDY_SPLIT, {**split_record(cfg), "val_images": len(ctx.data.val),
+                                        "test_images": len(ctx.data.test),
+                                        "val": describe_split(cfg, "val", len(ctx.data.val)),
+                                        "test": describe_split(cfg, "test", len(ctx.data.test))})
     if cfg.fidelity.enabled:
         study.set_user_attr(T.STUDY_FIDELITY, {"rungs": cfg.fidelity.rungs(), "eta": cfg.fidelity.eta})
     if ctx.baseline_metrics:
@@ -125,6 +129,5 @@ def run(cfg: StudyConfig, *, on_poll: Callable[[], None] | None = None) -> Any:
         else:  # validated in the config already
             raise ConfigError(f"unknown backend {cfg.study.backend!r}")
     finally:
-        if ctx.timer is not None:
-            ctx.timer.close()
+        ctx.close()
     return study

@@ -247,3 +247,22 @@ def upload(owner: Any, store: Any, path: str | os.PathLike) -> str:
     from optuna.artifacts import upload_artifact
 
     return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=owner)
+
+
+def store_model(owner: Any, store: Any, model: Any, normalization: Any, folder: Path, stem: str, *,
+                record: Any, input_size: tuple[int, ...], batch_size: int, metrics: dict) -> dict[str, str]:
+    """Save ``model`` as a checkpoint and a static-batch ONNX file in ``folder``, upload both.
+
+    The one way a trial and ``refine`` store a model.
+
+    Returns:
+        ``{"checkpoint": artifact id, "onnx": artifact id}``.
+    """
+    from hybridprune.checkpoints import save_checkpoint
+    from hybridprune.evaluators import export_onnx
+
+    model = model.cpu().eval()
+    ckpt = save_checkpoint(Path(folder) / f"{stem}.pt", model, normalization, record=record, input_size=input_size,
+                           metrics=metrics)
+    onnx = export_onnx(model, Path(folder) / f"{stem}.onnx", (batch_size, *input_size))
+    return {"checkpoint": upload(owner, store, ckpt), "onnx": upload(owner, store, onnx)}

@@ -11,7 +11,7 @@ from hybridprune.errors import ConfigError
 from hybridprune.search import trials as T
 from hybridprune.search.config import StudyConfig
 from hybridprune.search.samplers import get_sampler
-from hybridprune.search.storage import get_storage
+from hybridprune.search.storage import get_storage, storage_file
 
 
 def quiet_optuna() -> None:
@@ -63,6 +63,12 @@ def open_study(cfg: StudyConfig, storage: Any = None, *, create: bool = True, sa
     import optuna
 
     quiet_optuna()
+    if not create and not isinstance(storage, optuna.storages.BaseStorage):
+        url = storage if isinstance(storage, str) else cfg.storage_url
+        local = storage_file(url) if url else None
+        if local is not None and not local.exists():  # a read-only command creates no database
+            raise ConfigError(f"study {cfg.name!r} has not been run yet (no storage file {local}); "
+                              f"start it with: hybridprune run {cfg.path}")
     storage = storage if isinstance(storage, optuna.storages.BaseStorage) else storage_for(cfg, storage)
     sampler = sampler or get_sampler(cfg.sampler, seed=cfg.study.seed, n_trials=cfg.study.trials)
     names = cfg.objectives.names()
@@ -94,9 +100,9 @@ def worker_sampler(cfg: StudyConfig, study: Any, worker: int) -> Any:
 
 def has_heartbeat(study: Any) -> bool:
     """Whether the study's storage runs Optuna heartbeats (RDB storages with an interval)."""
-    from optuna.storages._heartbeat import is_heartbeat_enabled
+    from hybridprune.search._optuna import heartbeat_enabled
 
-    return is_heartbeat_enabled(study._storage)
+    return heartbeat_enabled(study)
 
 
 def enqueue_references(study: Any, space: Any) -> int:

@@ -11,26 +11,28 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
+from hybridprune.spaces.base import REF_BASELINE, REF_FAMILY, REF_PAPER, REFERENCE_LABELS  # noqa: F401 (re-exported)
+
+# Names shared by an objective and the trial user attribute that holds the same value.
+ACCURACY = "accuracy"                # validation accuracy the trial reports (a fraction)
+LATENCY_MS = "latency_ms"            # the study's latency statistic, ms
+PARAMS = "params"                    # parameter count
+MACS = "macs"                        # multiply-accumulates at the study's input size
 #: Objectives every study has, in this order (``[objectives] extra`` may append more).
-ACCURACY = "accuracy"
-LATENCY = "latency_ms"
-BASE_OBJECTIVES = (ACCURACY, LATENCY)
+BASE_OBJECTIVES = (ACCURACY, LATENCY_MS)
 
 # Trial user attributes.
 CONFIG = "config"                    # the HybridConfig as a dict
 WORKER = "worker"                    # host:pid that ran the trial
-PARAMS = "params"                    # parameter count
-MACS = "macs"                        # multiply-accumulates at the study's input size
 ARCHITECTURE = "architecture"        # blocks kept and widths per stage
 REMOVED_BLOCKS = "removed_blocks"
 RECORD = "record"                    # the pruning record that rebuilds the model
 LATENCY_RESULT = "latency"           # the full LatencyResult dict
-LATENCY_MS = "latency_ms"            # the study's latency statistic
+LATENCY_RATIO = "latency_ratio"      # latency over the study's reference baseline latency (interleaved)
 LATENCY_BACKEND = "latency_backend"
 LATENCY_CACHED = "latency_cached"    # True when the latency came from the study's cache
 LATENCY_KEY = "latency_key"          # architecture fingerprint the cache is keyed by
 ACCURACY_BEFORE = "accuracy_before"  # before fine-tuning (evaluated only where needed)
-ACCURACY_ATTR = "accuracy"           # validation accuracy the trial reports
 FINETUNE = "finetune"                # TrainResult of the (last) fine-tune
 RUNGS = "rungs"                      # multi-fidelity: one entry per rung reached, with the decision
 FIDELITY_STEPS = "finetune_steps"    # fine-tune steps the reported accuracy was reached with
@@ -39,7 +41,7 @@ DUPLICATE_OF = "duplicate_of"        # number of the completed trial whose value
 CONSTRAINTS = "constraints"          # constraint values by name (<= 0 feasible)
 ARTIFACTS = "artifacts"              # artifact ids of the checkpoint and the ONNX file
 TIME_S = "time_s"                    # wall seconds per phase
-REFERENCE = "reference"              # "baseline" / "paper" for enqueued reference points
+REFERENCE = "reference"              # one of REFERENCE_LABELS for enqueued reference points
 FAIL_REASON = "fail_reason"
 
 # Study user / system attributes.
@@ -49,14 +51,31 @@ STUDY_ARTIFACT_DIR = "artifact_dir"
 STUDY_LATENCY = "latency"
 STUDY_BASELINE_METRICS = "baseline_metrics"
 STUDY_FIDELITY = "fidelity"
+STUDY_SPLIT = "split"                # the data split: split_record plus sizes and a description per split
 LATENCY_CACHE_PREFIX = "latency_cache:"  # study system attribute per (backend settings, architecture)
 # ``refine``: Optuna refuses to update a finished trial, so a refined trial's results are a study user
 # attribute ``refined:<trial number>`` (see :func:`refined`); ``refined`` is the summary of the last run.
 REFINED_PREFIX = "refined:"
 STUDY_REFINED = "refined"
-# keys of one refined record
-R_EPOCHS, R_TEST, R_VAL, R_LATENCY, R_RATIO, R_RATIO_CI, R_ARTIFACTS = (
-    "epochs", "test_top1", "val_top1", "latency_ms", "latency_ratio", "ratio_ci", "artifacts")
+# Keys of one refined record (and of the latency fields ``StudyLatency.interleaved`` returns).
+R_EPOCHS = "epochs"                  # refine's fine-tune epochs
+R_LR = "lr"
+R_DISTILL = "distill"                # whether refine distilled from the baseline
+R_SECONDS = "seconds"                # refine's fine-tune + scoring wall time
+R_TEST = "test_top1"
+R_VAL = "val_top1"
+R_ARTIFACTS = "artifacts"            # artifact ids of the refined checkpoint and ONNX file
+R_LATENCY = "latency_ms"             # ratio x the study's reference baseline latency (the study basis)
+R_MEASURED = "measured_ms"           # median of the readings of this re-timing itself
+R_REFERENCE = "reference_ms"         # the study's reference baseline latency
+R_RATIO = "latency_ratio"            # median per-round ratio to the baseline timed next to it
+R_RATIO_CI = "ratio_ci"
+R_ROUNDS = "rounds"
+R_CONFIDENCE = "confidence"
+# Keys of the study's ``refined`` summary (besides R_EPOCHS and R_ROUNDS).
+RS_TRIALS = "trials"
+RS_BASELINE = "baseline"
+RS_LATENCY_SECONDS = "latency_seconds"
 
 
 def objective(trial: Any, name: str, names: Sequence[str] | None = None) -> float:
@@ -83,7 +102,27 @@ def accuracy(trial: Any) -> float:
 
 def latency_ms(trial: Any) -> float:
     """Latency in ms (the second objective of every study)."""
-    return objective(trial, LATENCY)
+    return objective(trial, LATENCY_MS)
+
+
+def is_reference(trial: Any, label: str) -> bool:
+    """Whether ``trial`` is the enqueued reference point labelled ``label`` (e.g. :data:`REF_BASELINE`)."""
+    return trial.user_attrs.get(REFERENCE) == label
+
+
+def baseline_trial(study: Any, *, with_artifacts: bool = False) -> Any | None:
+    """The study's completed unpruned baseline trial (the first, if a resume enqueued another), or ``None``.
+
+    Args:
+        study: The Optuna study.
+        with_artifacts: Only a baseline trial whose checkpoint and ONNX file were stored counts.
+    """
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if is_reference(t, REF_BASELINE) and (not with_artifacts or t.user_attrs.get(ARTIFACTS)):
+            return t
+    return None
 
 
 def refined(study: Any, trial: Any = None) -> dict:

@@ -82,6 +82,13 @@ class Fixed:
 Param = FloatRange | IntRange | Choice | Fixed
 
 
+# Labels of the reference points a study records (trial user attribute ``reference``), defined once:
+# the unpruned baseline, the paper's settings, and another model a user could pick instead.
+REF_BASELINE = "baseline"
+REF_PAPER = "paper"
+REF_FAMILY = "family"
+REFERENCE_LABELS = (REF_BASELINE, REF_PAPER, REF_FAMILY)
+
 # Channel ratio of the paper's configurations, which every space offers as a labelled reference.
 PAPER_CHANNEL_RATIO = 0.3
 

@@ -14,6 +14,8 @@ from typing import Any, Mapping
 from hybridprune.errors import ConfigError
 from hybridprune.spaces.base import (
     PAPER_CHANNEL_RATIO,
+    REF_BASELINE,
+    REF_PAPER,
     BaseSpace,
     Choice,
     Fixed,
@@ -82,7 +84,7 @@ class CompoundSpace(BaseSpace):
         if isinstance(phi, FloatRange) and phi.step:
             paper = phi.low + round((paper - phi.low) / phi.step) * phi.step
         raw = []
-        for label, value in (("baseline", 0.0), ("paper", round(paper, 6))):
+        for label, value in ((REF_BASELINE, 0.0), (REF_PAPER, round(paper, 6))):
             if isinstance(phi, Fixed):
                 value = phi.value
             raw.append((label, {"phi": value, "criterion": criterion, "order": order}))

@@ -7,6 +7,8 @@ from typing import Any, Mapping
 from hybridprune.errors import ConfigError
 from hybridprune.spaces.base import (
     PAPER_CHANNEL_RATIO,
+    REF_BASELINE,
+    REF_PAPER,
     BaseSpace,
     Choice,
     Fixed,
@@ -92,11 +94,11 @@ class HybridSpace(BaseSpace):
             list(self.params["order"].choices) if isinstance(self.params["order"], Choice) else [self._first("order")]
         )
         common = {"round_to": self._first("round_to")} if "round_to" in self.params else {}
-        raw = [("baseline", {"channel_ratio": 0.0, "pruned_blocks": 0, "criterion": criteria[0], "order": orders[0],
+        raw = [(REF_BASELINE, {"channel_ratio": 0.0, "pruned_blocks": 0, "criterion": criteria[0], "order": orders[0],
                              **common})]
         for criterion in criteria:
             for blocks in PAPER_BLOCKS:
                 for order in orders:
-                    raw.append(("paper", {"channel_ratio": PAPER_CHANNEL_RATIO, "pruned_blocks": blocks,
+                    raw.append((REF_PAPER, {"channel_ratio": PAPER_CHANNEL_RATIO, "pruned_blocks": blocks,
                                           "criterion": criterion, "order": order, **common}))
         return self._labelled(raw)

@@ -1,0 +1,86 @@
+"""Every private Optuna name hybridprune touches, in one place, each with the reason.
+
+Optuna's public API has no way to do these things; when a release moves one of them, this module
+is the only one to change (``grep -rn "\\._storage\\|\\._trial_id\\|optuna\\._" hybridprune benchmarks``
+finds nothing else).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+
+def study_system_attrs(study: Any) -> dict:
+    """The study's system attributes, read fresh from its storage.
+
+    Why private: ``Study.system_attrs`` was removed from the public API in Optuna 3; the latency
+    cache and the reference baseline latency are shared between workers through them.
+    """
+    return study._storage.get_study_system_attrs(study._study_id)
+
+
+def set_study_system_attr(study: Any, key: str, value: Any) -> None:
+    """Write one study system attribute (see :func:`study_system_attrs`)."""
+    study._storage.set_study_system_attr(study._study_id, key, value)
+
+
+def trial_id(trial: Any) -> int:
+    """The storage's id of a trial (Ray Tune carries it to the worker that evaluates it).
+
+    Why private: Optuna exposes only the per-study ``number``; storages are keyed by ``_trial_id``.
+    """
+    return int(trial._trial_id)
+
+
+def heartbeat_enabled(study: Any) -> bool:
+    """Whether the study's storage runs Optuna heartbeats (RDB storages with an interval).
+
+    Why private: ``is_heartbeat_enabled`` lives in ``optuna.storages._heartbeat``.
+    """
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return is_heartbeat_enabled(study._storage)
+
+
+def record_heartbeat(study: Any, trial: Any) -> None:
+    """Beat for ``trial`` now, before Optuna's heartbeat thread first runs (a worker killed right
+    after ``ask()`` then leaves a trial that goes stale and is retried)."""
+    study._storage.record_heartbeat(trial._trial_id)
+
+
+def save_finished_trial_note(study: Any, trial: Any, text: str) -> None:
+    """An optuna-dashboard note on a finished trial.
+
+    Why private: ``optuna_dashboard.save_note`` reads ``storage``, ``study`` and ``_trial_id`` of a
+    live ``Trial``, and a finished trial cannot be reopened.
+    """
+    from optuna_dashboard import save_note
+
+    save_note(_note_target(study, trial), text)
+
+
+def finished_trial_note(study: Any, trial: Any) -> str:
+    """The optuna-dashboard note of a finished trial (see :func:`save_finished_trial_note`)."""
+    from optuna_dashboard import get_note
+
+    return get_note(_note_target(study, trial))
+
+
+def _note_target(study: Any, trial: Any) -> SimpleNamespace:
+    return SimpleNamespace(storage=study._storage, study=study, _trial_id=trial._trial_id)
+
+
+def hypervolume(loss_points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """Hypervolume of minimisation points up to ``reference`` (0.0 for none).
+
+    Why private: Optuna's exact hypervolume is ``optuna._hypervolume.compute_hypervolume``; the
+    public ``optuna.visualization`` only plots it.
+    """
+    import numpy as np
+    from optuna._hypervolume import compute_hypervolume
+
+    pts = np.asarray(loss_points, dtype=float).reshape(-1, len(reference))
+    if not len(pts):
+        return 0.0
+    return float(compute_hypervolume(pts, np.asarray(reference, dtype=float), assume_pareto=False))

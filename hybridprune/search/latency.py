@@ -1,0 +1,249 @@
+"""The one latency step of a study: how a trial, ``refine`` and ``publish`` time a model.
+
+:class:`StudyLatency` owns everything about it: the backend, the lock that serialises local
+measurements across workers, the isolated child process (backends whose ``isolatable`` flag is
+set), the study's latency cache, and the interleaved rounds.
+
+**One model, one latency.** On a backend that runs on this machine (``shares_host``) the load of
+everything else (the other worker's fine-tune, a test run, a browser) drifts from minute to
+minute, so a latency read in one trial cannot be compared with one read an hour later. Each model
+is therefore timed in ``[latency] rounds`` rounds that alternate it with the unpruned baseline;
+its latency ratio is the median of its per-round ratios, and its latency is that ratio times the
+study's *reference baseline latency*, measured once and stored in the study. Trials, refined
+models and published models are then all on one basis: ``reference_ms x ratio``. A dedicated
+device (the TX2 agent) runs nothing else; there each model is timed once and its ratio is its
+latency over the reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from hybridprune.io import device_lock
+from hybridprune.search import trials as T
+from hybridprune.search._optuna import set_study_system_attr, study_system_attrs
+from hybridprune.search.latency_cache import IsolatedTimer, LatencyCache, architecture_key, settings_key
+
+#: Study system attribute: the reference baseline latency (ms) per latency-settings key.
+REFERENCE_ATTR = "latency_reference"
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A model in both forms a backend may take: the ``nn.Module`` and its exported ONNX file."""
+
+    module: Any
+    onnx: Path
+
+
+@dataclass(frozen=True)
+class TrialLatency:
+    """A trial's latency: the backend's result, the study-basis value, the ratio, and the cache key."""
+
+    result: Any
+    latency_ms: float
+    ratio: float
+    cached: bool
+    key: str
+
+
+def ratio_summary(model_ms: list[float], baseline_ms: list[float], confidence: float = 0.95) -> dict:
+    """Median latency and the median per-round ratio to the baseline with its distribution-free CI.
+
+    Args:
+        model_ms: The model's latency per round.
+        baseline_ms: The baseline's latency in the same rounds (measured next to it).
+        confidence: Nominal coverage of the CI (with few rounds it is the whole range of ratios).
+    """
+    from hybridprune.evaluators.timing import median_ci_indices
+
+    ratios = sorted(m / b for m, b in zip(model_ms, baseline_ms))
+    lo, hi = median_ci_indices(len(ratios), confidence)
+    return {T.R_MEASURED: statistics.median(model_ms), T.R_RATIO: statistics.median(ratios),
+            T.R_RATIO_CI: [ratios[lo], ratios[hi]], T.R_ROUNDS: len(ratios), T.R_CONFIDENCE: confidence}
+
+
+def interleaved_latency(measure: Callable[[Any], float], baseline: Any, models: dict[int, Any],
+                        rounds: int, on_round: Callable[[int, int], None] | None = None) -> dict[int, dict]:
+    """Time ``models`` and ``baseline`` alternately for ``rounds`` rounds; :func:`ratio_summary` per model.
+
+    Each round measures, for every model in turn, the baseline and then the model, so each ratio
+    compares two measurements taken back to back. The baseline's own entry (key ``-1``) has ratio 1.
+    ``on_round(done, rounds)`` is called after each round (progress).
+    """
+    times: dict[int, list[float]] = {n: [] for n in models}
+    base: dict[int, list[float]] = {n: [] for n in models}
+    alone: list[float] = []
+    for _ in range(rounds):
+        for n, model in models.items():
+            base[n].append(measure(baseline))
+            times[n].append(measure(model))
+        if not models:
+            alone.append(measure(baseline))
+        if on_round is not None:
+            on_round(len(alone) or len(next(iter(times.values()))), rounds)
+    out = {n: ratio_summary(times[n], base[n]) for n in models}
+    every = [v for n in models for v in base[n]] + alone
+    out[-1] = {T.R_MEASURED: statistics.median(every), T.R_RATIO: 1.0, T.R_RATIO_CI: [1.0, 1.0], T.R_ROUNDS: rounds}
+    return out
+
+
+class StudyLatency:
+    """Times the models of one study (see the module docstring).
+
+    Args:
+        settings: The study's ``[latency]`` section.
+        backend: Its latency backend instance.
+        input_size: One sample's shape (C, H, W).
+        lock_path: File locked around local measurements (``None``: the backend queues itself).
+        baseline: The unpruned baseline module; its ONNX file is exported on first use.
+        work_dir: Where that ONNX file goes (a temporary folder inside it, removed by :meth:`close`).
+    """
+
+    def __init__(self, settings: Any, backend: Any, input_size: tuple[int, ...], *, lock_path: Path | None,
+                 baseline: Any, work_dir: Path) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.input_size = tuple(int(s) for s in input_size)
+        self.lock_path = None if backend.queues_itself else lock_path
+        self.interleave = bool(type(backend).shares_host)
+        isolate = settings.isolate and type(backend).isolatable
+        self.timer = IsolatedTimer(settings.backend, settings.options) if isolate else None
+        self._baseline_module = baseline
+        self._work_dir = Path(work_dir)
+        self._tmp: Path | None = None
+        self._baseline: Timed | None = None
+        self._baseline_key: str | None = None
+
+    @property
+    def shape(self) -> dict[str, Any]:
+        """Keyword arguments of every ``measure`` call: input shape, batch size, precision."""
+        s = self.settings
+        return dict(input_shape=self.input_size, batch_size=s.batch_size, precision=s.precision)
+
+    def lock(self):
+        """Context manager serialising local measurements across workers (a no-op for a queueing agent)."""
+        return device_lock(self.lock_path)
+
+    def export(self, module: Any, name: str) -> Timed:
+        """``module`` with a static-batch ONNX export of it in this object's temporary folder."""
+        from hybridprune.evaluators import export_onnx
+
+        if self._tmp is None:
+            self._work_dir.mkdir(parents=True, exist_ok=True)
+            self._tmp = Path(tempfile.mkdtemp(prefix="latency-", dir=self._work_dir))
+        path = export_onnx(module.cpu().eval(), self._tmp / f"{name}.onnx",
+                           (self.settings.batch_size, *self.input_size), check=False)
+        return Timed(module, path)
+
+    @property
+    def baseline(self) -> Timed:
+        """The unpruned baseline in both forms (exported once)."""
+        if self._baseline is None:
+            self._baseline = self.export(self._baseline_module, "baseline")
+            self._baseline_key = self.key(self._baseline)
+        return self._baseline
+
+    def once(self, model: Timed) -> Any:
+        """One measurement of ``model`` (no lock): a ``LatencyResult``, dispatched on the backend's ``takes``."""
+        if self.timer is not None:
+            return self.timer.measure(model.onnx, **self.shape)
+        return self.backend.measure(model.module if self.backend.takes == "module" else model.onnx, **self.shape)
+
+    def value(self, result: Any) -> float:
+        """The study's latency statistic of ``result``, in ms."""
+        return float(getattr(result, self.settings.statistic))
+
+    def key(self, model: Timed) -> str:
+        """Cache key of ``model``: its architecture plus every timing setting."""
+        if model is self._baseline and self._baseline_key is not None:
+            return self._baseline_key
+        s = self.settings
+        return settings_key(architecture_key(model.onnx), s.backend, s.options, s.batch_size, s.precision,
+                            self.input_size)
+
+    def reference_ms(self, study: Any) -> float:
+        """The study's reference baseline latency, measured once (median of ``rounds``) and stored."""
+        key = self.key(self.baseline)
+        with self.lock():
+            stored = (study_system_attrs(study).get(REFERENCE_ATTR) or {}).get(key)
+            if stored is not None:
+                return float(stored)
+            ms = statistics.median(self.value(self.once(self.baseline)) for _ in range(self.settings.rounds))
+            refs = dict(study_system_attrs(study).get(REFERENCE_ATTR) or {})
+            refs[key] = ms
+            set_study_system_attr(study, REFERENCE_ATTR, refs)
+        return ms
+
+    def trial(self, study: Any, model: Timed) -> TrialLatency:
+        """A trial's latency on the study basis: from the study's cache, or measured (and cached).
+
+        The cache is checked and filled under the lock, so local workers never time one
+        architecture twice.
+        """
+        from hybridprune.evaluators import LatencyResult
+
+        reference = self.reference_ms(study)
+        key = self.key(model)
+        cache = LatencyCache(study) if self.settings.cache else None
+        with self.lock():
+            hit = cache.get(key) if cache is not None else None
+            if hit is not None:
+                result = LatencyResult.from_dict(hit)
+                ratio = float(result.extra.get(T.R_RATIO, self.value(result) / reference))
+                return TrialLatency(result, ratio * reference, ratio, True, key)
+            result, ratio, extra = self._measure_ratio(model, key, reference)
+            result = dataclasses.replace(result, extra={**result.extra, **extra})
+            if cache is not None:
+                cache.put(key, result.to_dict())
+        return TrialLatency(result, ratio * reference, ratio, False, key)
+
+    def _measure_ratio(self, model: Timed, key: str, reference: float) -> tuple[Any, float, dict]:
+        if key == self.key(self.baseline):  # the baseline's own architecture: ratio 1 by definition
+            result = self.once(model)
+            return result, 1.0, {T.R_RATIO: 1.0, "reference_ms": reference}
+        if not self.interleave:
+            result = self.once(model)
+            return result, self.value(result) / reference, {"reference_ms": reference}
+        results, model_ms, base_ms = [], [], []
+        for _ in range(self.settings.rounds):
+            base_ms.append(self.value(self.once(self.baseline)))
+            results.append(self.once(model))
+            model_ms.append(self.value(results[-1]))
+        summary = ratio_summary(model_ms, base_ms)
+        median_round = sorted(range(len(results)), key=lambda i: model_ms[i])[len(results) // 2]
+        extra = {T.R_RATIO: summary[T.R_RATIO], T.R_RATIO_CI: summary[T.R_RATIO_CI], "reference_ms": reference,
+                 "round_ms": model_ms, "baseline_round_ms": base_ms}
+        return results[median_round], summary[T.R_RATIO], extra
+
+    def interleaved(self, study: Any, baseline: Timed, models: dict[int, Timed], rounds: int,
+                    on_round: Callable[[int, int], None] | None = None) -> dict[int, dict]:
+        """Re-time ``models`` against ``baseline`` in interleaved rounds (``refine``, ``publish``).
+
+        Returns:
+            Per model number, and ``-1`` for the baseline: :func:`ratio_summary`'s fields with
+            ``latency_ms`` = ratio x the study's reference baseline latency (the study basis) and
+            ``measured_ms`` the median of this run's own readings.
+        """
+        reference = self.reference_ms(study)
+
+        def measure(m: Timed) -> float:
+            with self.lock():
+                return self.value(self.once(m))
+
+        timed = interleaved_latency(measure, baseline, models, rounds, on_round)
+        return {n: {**r, T.R_LATENCY: r[T.R_RATIO] * reference, T.R_REFERENCE: reference} for n, r in timed.items()}
+
+    def close(self) -> None:
+        """Stop the isolated child and remove the exported files."""
+        if self.timer is not None:
+            self.timer.close()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp, self._baseline, self._baseline_key = None, None, None

@@ -1,0 +1,49 @@
+"""optuna-dashboard notes of a refined study: one per refined trial and a table on the study.
+
+The dashboard shows a trial's note beside its parameters, so a refined trial's note names its
+refined artifacts by file (``refined checkpoint``/``refined ONNX``) next to their ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hybridprune.search import trials as T
+from hybridprune.search._optuna import save_finished_trial_note
+
+
+def trial_note(trial: Any, rec: dict) -> str:
+    """Markdown note of one refined trial."""
+    lo, hi = rec.get(T.R_RATIO_CI, [float("nan")] * 2)
+    art = rec[T.R_ARTIFACTS]
+    return "\n".join([
+        f"## Refined trial {trial.number}", "",
+        f"- fine-tuned {rec[T.R_EPOCHS]:g} more epoch(s) (lr {rec.get(T.R_LR)}, distillation {rec.get(T.R_DISTILL)})",
+        f"- test top-1 {100 * rec[T.R_TEST]:.2f}%, validation top-1 {100 * rec[T.R_VAL]:.2f}% "
+        f"(search: {100 * T.accuracy(trial):.2f}%)",
+        f"- latency {rec.get(T.R_LATENCY, float('nan')):.3f} ms = {rec.get(T.R_RATIO, float('nan')):.3f} x the "
+        f"study's reference baseline latency (ratio CI {lo:.3f}-{hi:.3f}, {rec.get(T.R_ROUNDS, '?')} rounds "
+        f"interleaved with the baseline)",
+        f"- refined checkpoint: artifact `{art['checkpoint']}`; refined ONNX: artifact `{art['onnx']}` "
+        f"(`hybridprune select` exports both by trial)", ""])
+
+
+def study_note(study: Any, rows: list[tuple[Any, dict]]) -> str:
+    """Markdown table of all refined trials for the study's note."""
+    lines = [f"## Refined front of {study.study_name}", "",
+             "| trial | test top-1 | val top-1 | latency ms | latency ratio to baseline (CI) | reference |",
+             "|---:|---:|---:|---:|---|---|"]
+    for t, r in rows:
+        lo, hi = r[T.R_RATIO_CI]
+        lines.append(f"| {t.number} | {100 * r[T.R_TEST]:.2f}% | {100 * r[T.R_VAL]:.2f}% | {r[T.R_LATENCY]:.3f} | "
+                     f"{r[T.R_RATIO]:.3f} ({lo:.3f}-{hi:.3f}) | {t.user_attrs.get(T.REFERENCE) or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def save_refined_notes(study: Any, rows: list[tuple[Any, dict]]) -> None:
+    """Write every refined trial's note and the study's refined-front table."""
+    from optuna_dashboard import save_note
+
+    for t, rec in rows:
+        save_finished_trial_note(study, t, trial_note(t, rec))
+    save_note(study, study_note(study, rows))

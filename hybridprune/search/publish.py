@@ -1,0 +1,183 @@
+"""``hybridprune publish``: a refined study's front as a results folder anyone can re-measure.
+
+Writes into ``--out`` (all of it or nothing, and only over an empty folder or an earlier publish):
+
+* the ONNX file (static batch, as ``refine`` exported it) of the refined baseline, of every
+  refined pruned model on the front (test top-1 against latency ratio), of the best refined paper
+  settings and of every refined reference model;
+* ``front.json``: one entry per published model with its test top-1 *measured from that ONNX
+  file* with ONNX Runtime on the whole test split, MACs, parameters, latency on the study basis
+  and its ratio to the baseline re-timed by the study's one latency step (interleaved rounds),
+  configuration, input normalisation, the split and the refine budget;
+* ``front.png`` and ``README.md`` (headline, table, machine, command).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from hybridprune.errors import HybridPruneError
+from hybridprune.io import atomic_dir
+from hybridprune.search import trials as T
+from hybridprune.search.fidelity import nondominated_fronts
+
+MARKER = "front.json"
+PAPER_KEPT = 2  # the best refined paper settings published beside the front
+
+
+def published_name(trial: Any) -> str:
+    """The ONNX file name of a published trial."""
+    return "baseline.onnx" if T.is_reference(trial, T.REF_BASELINE) else f"trial{trial.number}.onnx"
+
+
+def nondominated(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the (accuracy max, cost min) points no other point dominates."""
+    import numpy as np
+
+    return [int(i) for i in nondominated_fronts(np.array([[-a, c] for a, c in points]))[0]] if points else []
+
+
+def choose_front(entries: list[dict]) -> list[dict]:
+    """The baseline, the non-dominated searched models, the best paper settings and every family reference."""
+    base = [e for e in entries if e[T.REFERENCE] == T.REF_BASELINE]
+    searched = [e for e in entries if not e[T.REFERENCE]]
+    keep = nondominated([(e["test_top1"], e["latency_ratio"]) for e in searched])
+    paper = sorted((e for e in entries if e[T.REFERENCE] == T.REF_PAPER), key=lambda e: -e["test_top1"])
+    family = [e for e in entries if e[T.REFERENCE] == T.REF_FAMILY]
+    front = sorted((searched[i] for i in keep), key=lambda e: e["latency_ratio"])
+    return base + front + paper[:PAPER_KEPT] + family
+
+
+def publish(cfg: Any, study: Any, out: str | Path, *, rounds: int = 7,
+            say: Callable[[str], None] = print) -> list[dict]:
+    """Score, re-time and write the refined front of ``study`` into ``out``.
+
+    Raises:
+        HybridPruneError: the study is not refined, or its baseline is not; ``out`` is a folder
+        this command did not write.
+    """
+    refined = T.refined(study)
+    base = T.baseline_trial(study, with_artifacts=True)
+    if not refined:
+        raise HybridPruneError(f"study {cfg.name!r} has not been refined; run: hybridprune refine STUDY")
+    if base is None or base.number not in refined:
+        raise HybridPruneError(f"the unpruned baseline of study {cfg.name!r} has not been refined; run: "
+                               f"hybridprune refine STUDY")
+    with atomic_dir(out, marker=MARKER) as tmp:
+        front = _write(cfg, study, refined, base, tmp, rounds, say)
+    return front
+
+
+def _write(cfg: Any, study: Any, refined: dict, base: Any, out: Path, rounds: int, say: Callable) -> list[dict]:
+    from optuna.artifacts import download_artifact
+
+    from hybridprune.checkpoints import load_checkpoint
+    from hybridprune.evaluators.onnx_eval import onnx_top1
+    from hybridprune.evaluators.timing import machine_description
+    from hybridprune.search.context import build_backend, load_data, split_record
+    from hybridprune.search.latency import StudyLatency, Timed
+    from hybridprune.search.storage import get_artifact_store
+
+    store = get_artifact_store(cfg.artifact_dir)
+    by_no = {t.number: t for t in study.trials}
+    test = load_data(cfg).test
+    images, labels = test.images.numpy(), test.labels.numpy()
+    entries, models = [], {}
+    with tempfile.TemporaryDirectory(prefix="publish-", dir=out.parent) as scratch:
+        for n, rec in sorted(refined.items()):
+            t = by_no[n]
+            path = out / published_name(t)
+            ckpt = Path(scratch) / f"{n}.pt"
+            download_artifact(artifact_store=store, artifact_id=rec[T.R_ARTIFACTS]["onnx"], file_path=str(path))
+            download_artifact(artifact_store=store, artifact_id=rec[T.R_ARTIFACTS]["checkpoint"], file_path=str(ckpt))
+            loaded = load_checkpoint(ckpt)
+            norm = loaded.normalization
+            acc = 100 * onnx_top1(path, images, labels, norm.mean, norm.std)
+            say(f"trial {n}: test top-1 {acc:.2f}% from {path.name} (refine measured {100 * rec[T.R_TEST]:.2f}% "
+                f"in PyTorch)")
+            models[n] = Timed(loaded.model.eval(), path)
+            entries.append({"onnx": path.name, "trial": n, T.REFERENCE: t.user_attrs.get(T.REFERENCE),
+                            "test_top1": round(acc, 2), "test_top1_pytorch": round(100 * rec[T.R_TEST], 2),
+                            "val_top1_search": round(100 * T.accuracy(t), 2), "macs": t.user_attrs.get(T.MACS),
+                            "params": t.user_attrs.get(T.PARAMS), "config": t.user_attrs.get(T.CONFIG),
+                            "finetune_steps_search": t.user_attrs.get(T.FIDELITY_STEPS),
+                            "refine_epochs": rec[T.R_EPOCHS], "mean": list(norm.mean), "std": list(norm.std),
+                            "split": {"name": "test", "images": len(labels), **split_record(cfg)}})
+        latency = StudyLatency(cfg.latency, build_backend(cfg), tuple(loaded.input_size),
+                               lock_path=cfg.run_dir / "latency.lock", baseline=models[base.number].module,
+                               work_dir=Path(scratch))
+        try:
+            timed = latency.interleaved(study, models[base.number],
+                                        {n: m for n, m in models.items() if n != base.number}, rounds,
+                                        on_round=lambda d, r: say(f"re-timing against the baseline: round {d}/{r}"))
+        finally:
+            latency.close()
+    timed[base.number] = timed.pop(-1)
+    how = f"{cfg.latency.backend} {json.dumps(cfg.latency.options, sort_keys=True)}, batch {cfg.latency.batch_size}"
+    for e in entries:
+        r = timed[e["trial"]]
+        e.update(latency_ms=round(r[T.R_LATENCY], 4), latency_ratio=round(r[T.R_RATIO], 4),
+                 latency_ratio_ci=[round(v, 4) for v in r[T.R_RATIO_CI]], latency_rounds=rounds,
+                 latency_measured_ms=round(r[T.R_MEASURED], 4), latency_backend=how)
+    front = choose_front(entries)
+    for e in entries:
+        if e not in front:
+            (out / e["onnx"]).unlink()
+    (out / MARKER).write_text(json.dumps(front, indent=1) + "\n")
+    _plot(front, out / "front.png", cfg.name)
+    (out / "README.md").write_text(readme(cfg, front, machine_description(), how))
+    return front
+
+
+def _plot(front: list[dict], path: Path, name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for kind, marker, color, label in ((None, "o", "tab:red", "refined pruned models (front)"),
+                                       (T.REF_PAPER, "x", "tab:blue", "refined paper settings"),
+                                       (T.REF_FAMILY, "D", "tab:green", "reference models"),
+                                       (T.REF_BASELINE, "*", "black", "refined unpruned baseline")):
+        es = [e for e in front if e[T.REFERENCE] == kind]
+        if not es:
+            continue
+        ax.scatter([e["latency_ratio"] for e in es], [e["test_top1"] for e in es], marker=marker, c=color,
+                   s=140 if kind == T.REF_BASELINE else 30, label=label)
+        for e in es:
+            ax.annotate(str(e["trial"]), (e["latency_ratio"], e["test_top1"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.set(xlabel="latency ratio to the baseline (interleaved rounds)", ylabel="test top-1 (%, from the ONNX file)",
+           title=f"{name}: published models")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def readme(cfg: Any, front: list[dict], machine: str, how: str) -> str:
+    """The results folder's README: the table, the split, the machine and how latency was timed."""
+    split = front[0]["split"]
+    lines = [f"# {cfg.name}: published models", "", "![front](front.png)", "",
+             f"Test top-1 is each ONNX file's own score with ONNX Runtime on the {split['images']} images of the "
+             f"`{split['name']}` split; latency is the study's latency step ({how}), each model timed "
+             f"in {front[0]['latency_rounds']} rounds interleaved with the refined baseline; `latency ms` is the "
+             f"ratio times the study's reference baseline latency. Machine: {machine}.", "",
+             "| onnx | trial | reference | test top-1 | MMACs | params | latency ms | ratio (CI) | config |",
+             "|---|---:|---|---:|---:|---:|---:|---|---|"]
+    for e in front:
+        c = e["config"] or {}
+        desc = ", ".join(f"{k} {v}" for k, v in c.items()) if e[T.REFERENCE] != T.REF_BASELINE else "unpruned"
+        lo, hi = e["latency_ratio_ci"]
+        macs = f"{e['macs'] / 1e6:.1f}" if e["macs"] is not None else "-"
+        params = f"{e['params']:,}" if e["params"] is not None else "-"
+        lines.append(f"| {e['onnx']} | {e['trial']} | {e[T.REFERENCE] or ''} | {e['test_top1']:.2f}% | {macs} | "
+                     f"{params} | {e['latency_ms']:.3f} | {e['latency_ratio']:.3f} ({lo:.3f}-{hi:.3f}) | {desc} |")
+    lines += ["", "Re-measure with code that is not hybridprune's:", "", "```",
+              "python benchmarks/verify_results.py DIR --data DATA", "```", ""]
+    return "\n".join(lines)

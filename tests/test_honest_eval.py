@@ -1,0 +1,69 @@
+"""Honest evaluation: a baseline adapted to the data (cached, resumed, re-adapted on change) and the
+warning for validation held out of a pretrained checkpoint's own training set."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hybridprune.search.config import load_study_config
+from hybridprune.search.context import adapted_path, build_context, split_warning
+
+from helpers import write_study
+
+ADAPT = "\n[baseline]\nadapt_epochs = 0.5\nadapt_lr = {lr}\nbatch_size = 32\nprecision = \"fp32\"\n"
+
+
+def _study(tmp_path, lr=0.01, extra_data=""):
+    path = write_study(tmp_path, name="adapt")
+    text = path.read_text().replace('dataset = "digits"', 'dataset = "digits"' + extra_data)
+    path.write_text(text + ADAPT.format(lr=lr))
+    return path
+
+
+def test_adapted_baseline_is_made_once_cached_and_made_again_when_its_settings_change(tmp_path, capsys):
+    from hybridprune.checkpoints import load_checkpoint
+
+    path = _study(tmp_path)
+    cfg = load_study_config(path)
+    original = load_checkpoint(cfg.model.checkpoint).model.state_dict()
+    ctx = build_context(cfg)
+    ctx.close()
+    out = capsys.readouterr().out
+    assert "adapting model.checkpoint to digits" in out and "adapted baseline: validation top-1" in out
+    metrics = load_checkpoint(adapted_path(cfg)).metrics
+    assert metrics["adapted_from"]["epochs"] == 0.5 and 0 <= metrics["test_top1"] <= 1
+    assert ctx.baseline_metrics["val_top1"] == metrics["val_top1"]  # the adapted model is the baseline
+    changed = [k for k, v in ctx.model.state_dict().items()
+               if v.is_floating_point() and not torch.equal(v, original[k])]
+    assert changed, "the baseline is the adapted model, not the checkpoint as it was"
+    stamp = adapted_path(cfg).stat().st_mtime_ns
+
+    ctx = build_context(load_study_config(path))  # a resume reuses the cache
+    ctx.close()
+    assert "adapting" not in capsys.readouterr().out and adapted_path(cfg).stat().st_mtime_ns == stamp
+
+    path = _study(tmp_path, lr=0.02)  # another recipe: adapted again, not a stale cache
+    ctx = build_context(load_study_config(path))
+    ctx.close()
+    assert "adapting model.checkpoint" in capsys.readouterr().out
+    assert load_checkpoint(adapted_path(cfg)).metrics["adapted_from"]["lr"] == 0.02
+
+
+def test_read_only_use_never_adapts(tmp_path):
+    from hybridprune.errors import ConfigError
+
+    cfg = load_study_config(_study(tmp_path))
+    with pytest.raises(ConfigError, match="adapted baseline .* is missing"):
+        build_context(cfg, train_if_missing=False)
+    assert not adapted_path(cfg).exists()
+
+
+def test_validation_from_a_pretrained_checkpoints_training_set_is_warned_about(tmp_path):
+    cfg = load_study_config(write_study(tmp_path / "a", name="warned"))
+    warning = split_warning(cfg)
+    assert warning.startswith("warning:") and 'val_from = "test"' in warning and "\n" not in warning
+    honest = write_study(tmp_path / "b", name="honest")
+    honest.write_text(honest.read_text().replace('dataset = "digits"', 'dataset = "digits"\nval_from = "test"\n'
+                                                                         'val_size = 0.5'))
+    assert split_warning(load_study_config(honest)) is None
