@@ -1,16 +1,17 @@
 """One model, one latency, under load: does the study's latency step give the same number twice?
 
-A competing CPU-bound process runs the whole time, switching between 0, 1 and 2 busy workers
-every ``--period`` seconds, so the load drifts between measurements the way a second study worker,
-a test run or a browser makes it drift. On ResNet-56 (ONNX Runtime, batch 1, 1 thread) and a
-pruned copy of it (30% of channels, 4 blocks):
+A competing CPU-bound process runs the whole time, switching between 0 and ``--max-busy`` busy
+workers (default 1: one CPU-bound process on and off) every ``--period`` seconds, so the load
+drifts between measurements the way a second study worker, a test run or a browser makes it
+drift; ``--max-busy 2`` oversubscribes a 2-core machine (the harsh case). On ResNet-56 (ONNX
+Runtime, batch 1, 1 thread) and a pruned copy of it (30% of channels, 4 blocks):
 
 * **two trials, same architecture**: the study's latency step (:class:`StudyLatency`, cache off,
-  ``rounds`` interleaved with the baseline) measures the pruned model twice, ``--gap`` seconds
-  apart; target: the two latencies agree within 3%. For contrast, the same with one plain
-  measurement each (what a study did before: no interleaving).
+  ``--rounds`` rounds, each alternating single runs of the model and the baseline) measures the
+  pruned model twice, ``--gap`` seconds apart; target: the two latencies agree within 3%. For
+  contrast, one plain measurement each (what a study did before: no baseline next to it).
 * **in-study ratio vs an interleaved re-measure**: the trial's ratio against a 7-round
-  interleaved re-measure (what ``refine`` and ``publish`` do); target: within 3%.
+  re-measure (what ``refine`` and ``publish`` do); target: within 3%.
 
 Prints the CPU model and flags and the load average with the numbers.
 
@@ -40,9 +41,10 @@ def _spin(stop: mp.Event, active: mp.Value, index: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5, help="pairs of trials measured")
-    ap.add_argument("--rounds", type=int, default=3, help="[latency] rounds of the study")
+    ap.add_argument("--rounds", type=int, default=5, help="[latency] rounds of the study")
     ap.add_argument("--gap", type=float, default=2.0, help="seconds between the two trials of a pair")
-    ap.add_argument("--period", type=float, default=1.5, help="seconds per load phase (0, 1, 2 busy workers)")
+    ap.add_argument("--period", type=float, default=1.5, help="seconds per load phase")
+    ap.add_argument("--max-busy", type=int, default=1, help="busy workers of the competitor at most")
     args = ap.parse_args()
 
     import optuna
@@ -59,16 +61,17 @@ def main() -> None:
     options = {"threads": 1, "warmup_runs": 10, "min_runs": 30, "max_time_s": 0.5}
     settings = LatencySection(backend="onnxruntime", options=options, cache=False, rounds=args.rounds)
     base = create_model("resnet56", num_classes=10).eval()
-    pruned = prune_model(base, HybridConfig(channel_ratio=0.3, pruned_blocks=4), torch.zeros(1, 3, 32, 32)).model.eval()
+    config = HybridConfig(channel_ratio=0.3, pruned_blocks=4, criterion="weight_magnitude")
+    pruned = prune_model(base, config, torch.zeros(1, 3, 32, 32)).model.eval()
 
     stop, active = mp.Event(), mp.Value("i", 0)
-    spinners = [mp.Process(target=_spin, args=(stop, active, i), daemon=True) for i in range(2)]
+    spinners = [mp.Process(target=_spin, args=(stop, active, i), daemon=True) for i in range(args.max_busy)]
     for p in spinners:
         p.start()
     t0 = time.monotonic()
 
     def drift() -> None:
-        active.value = int((time.monotonic() - t0) / args.period) % 3
+        active.value = int((time.monotonic() - t0) / args.period) % (args.max_busy + 1)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,7 +87,7 @@ def main() -> None:
             for _ in range(2):
                 drift()
                 trial = lat.trial(study, model)
-                raw = plain.measure(model.onnx).median_ms
+                raw = plain.measure(model.onnx).median_ms  # one plain measurement, for contrast
                 got.append((trial.latency_ms, trial.ratio, raw))
                 time.sleep(args.gap)
             drift()
@@ -96,7 +99,7 @@ def main() -> None:
         p.join(timeout=5)
 
     print(f"machine: {machine_description()}; load average {os.getloadavg()[0]:.2f} at the end")
-    print(f"reference baseline latency {reference:.3f} ms; competitor: 0/1/2 busy processes, "
+    print(f"reference baseline latency {reference:.3f} ms; competitor: 0-{args.max_busy} busy processes, "
           f"{args.period:g} s per phase; {args.rounds} rounds per trial")
     print("pair | study step A ms | B ms | A-B disagreement | plain A ms | plain B ms | plain disagreement | "
           "ratio A | re-measure ratio (7 rounds) | ratio vs re-measure")

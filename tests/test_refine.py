@@ -167,15 +167,35 @@ def test_study_with_no_completed_trials(tmp_path, capsys):
 def test_ratio_summary_and_interleaving_order():
     s = ratio_summary([1.0, 2.0, 3.0], [2.0, 2.0, 2.0])
     assert s[T.R_RATIO] == 1.0 and s[T.R_RATIO_CI] == [0.5, 1.5] and s[T.R_MEASURED] == 2.0
+    # the ratio comes from the quietest rounds (baseline within 2% of its fastest), the CI from all
+    s = ratio_summary([1.0, 1.0, 1.0], [2.0, 2.5, 2.02], ratios=[0.5, 0.7, 0.52])
+    assert s[T.R_RATIO] == pytest.approx(0.51) and s[T.R_RATIO_CI] == [0.5, 0.7]
     calls = []
 
-    def measure(path):
-        calls.append(path)
-        return {"b": 2.0, "m": 1.0, "n": 4.0}[path]
+    def pair(model, baseline):
+        calls.append((model, baseline))
+        return {"m": 1.0, "n": 4.0}[model], 2.0, {"m": 0.5, "n": 2.0}[model]
 
-    out = interleaved_latency(measure, "b", {1: "m", 2: "n"}, rounds=2)
-    assert calls == ["b", "m", "b", "n"] * 2  # every model timed right after the baseline, each round
+    out = interleaved_latency(pair, "b", {1: "m", 2: "n"}, rounds=2)
+    assert calls == [("m", "b"), ("n", "b")] * 2  # every model timed next to the baseline, each round
     assert out[1][T.R_RATIO] == 0.5 and out[2][T.R_RATIO] == 2.0 and out[-1][T.R_RATIO] == 1.0
+
+
+def test_paired_timing_alternates_single_runs(tmp_path):
+    """onnxruntime's measure_pair: a ratio with its CI and the baseline's own median (no timing asserted)."""
+    from hybridprune.evaluators import export_onnx, get_latency_backend
+    from hybridprune.models import create_model
+
+    small = export_onnx(create_model("resnet20", num_classes=10).eval(), tmp_path / "s.onnx", (1, 3, 32, 32))
+    big = export_onnx(create_model("resnet56", num_classes=10).eval(), tmp_path / "b.onnx", (1, 3, 32, 32))
+    backend = get_latency_backend("onnxruntime", warmup_runs=2, min_runs=20, max_runs=40, max_time_s=1.0)
+    result = backend.measure_pair(big, small)
+    extra = result.extra
+    lo, hi = extra["pair_ratio_ci"]
+    assert 0 < lo <= extra["pair_ratio"] <= hi and extra["baseline_median_ms"] > 0
+    assert 20 <= result.runs <= 40 and result.backend == "onnxruntime"
+    with pytest.raises(Exception, match="cannot load"):
+        backend.measure_pair(tmp_path / "missing.onnx", small)
 
 
 @pytest.fixture

@@ -118,6 +118,7 @@ class BaseLatencyBackend(abc.ABC):
             the ratio. A dedicated device (the agent) does not.
         isolatable: True when an ONNX file can be timed in a child process that imports neither
             torch nor Optuna (``[latency] isolate``).
+        pairs: True when :meth:`measure_pair` times two ONNX files in alternating single runs.
 
     Args:
         opset: ONNX opset of the export (ONNX-taking backends only; default
@@ -135,12 +136,13 @@ class BaseLatencyBackend(abc.ABC):
     queues_itself: ClassVar[bool] = False
     shares_host: ClassVar[bool] = True
     isolatable: ClassVar[bool] = False
+    pairs: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.takes not in TAKES:
             raise TypeError(f"{cls.__name__}.takes must be one of {TAKES}, got {cls.takes!r}")
-        for flag in ("queues_itself", "shares_host", "isolatable"):
+        for flag in ("queues_itself", "shares_host", "isolatable", "pairs"):
             if not isinstance(getattr(cls, flag), bool):
                 raise TypeError(f"{cls.__name__}.{flag} must be a bool, got {getattr(cls, flag)!r}")
         if cls.isolatable and cls.takes != "onnx":
@@ -203,6 +205,16 @@ class BaseLatencyBackend(abc.ABC):
 
         with onnx_for(model, shape, batch_size, self.opset) as path:
             return self._measure(path, input_shape=shape, batch_size=batch_size, precision=precision)
+
+    def measure_pair(self, model: str | Path, baseline: str | Path, *, input_shape: tuple[int, ...] = (3, 32, 32),
+                     batch_size: int = 1, precision: str = "fp32") -> LatencyResult:
+        """Time two ONNX files in alternating single runs (backends whose ``pairs`` flag is set).
+
+        Returns:
+            The model's :class:`LatencyResult`; ``extra`` holds ``pair_ratio`` (median of the
+            per-pair ratios model / baseline), ``pair_ratio_ci`` and ``baseline_median_ms``.
+        """
+        raise NotImplementedError(f"the {self.name} latency backend does not time pairs")
 
     @abc.abstractmethod
     def _measure(self, model: Any, *, input_shape: tuple[int, ...], batch_size: int,

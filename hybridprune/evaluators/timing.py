@@ -319,6 +319,52 @@ class OnnxRuntimeBackend(object):
 
     def measure(self, model_path, protocol, precision="fp32", batch=1, cancelled=None):
         """Time ``model_path`` with the protocol; returns run_protocol's dict plus details."""
+        run_once, feed = self._runner(model_path, precision, batch)
+        stats = run_protocol(run_once, protocol, cancelled)
+        stats["threads"] = self.threads
+        stats["input_shapes"] = dict((k, list(v.shape)) for k, v in feed.items())
+        return stats
+
+    def measure_pair(self, model_path, baseline_path, protocol, precision="fp32", batch=1):
+        """Time ``model_path`` and ``baseline_path`` in alternating single runs (the order flips
+        every pair), so that load drift hits both alike.
+
+        Returns:
+            run_protocol's dict of the model's runs, plus ``pair_ratio`` (median of the per-pair
+            ratios model / baseline), ``pair_ratio_ci`` (its distribution-free CI) and
+            ``baseline_median_ms``.
+        """
+        model, feed = self._runner(model_path, precision, batch)
+        base, _ = self._runner(baseline_path, precision, batch)
+        model_ms, baseline_ms = [], []
+        state = {"flip": False}
+
+        def run_pair():
+            state["flip"] = not state["flip"]
+            if state["flip"]:
+                model_ms.append(model())
+                baseline_ms.append(base())
+            else:
+                baseline_ms.append(base())
+                model_ms.append(model())
+            return model_ms[-1]
+
+        for _ in range(protocol.warmup_runs):
+            base()
+        stats = run_protocol(run_pair, protocol)
+        n = stats["runs"]  # the protocol's warm-up pairs come first and are not timed
+        pairs = baseline_ms[len(baseline_ms) - n:]
+        ratios = sorted(m / b for m, b in zip(model_ms[len(model_ms) - n:], pairs))
+        lo, hi = median_ci_indices(len(ratios), protocol.confidence)
+        stats["pair_ratio"] = percentile(ratios, 50.0)
+        stats["pair_ratio_ci"] = [ratios[lo], ratios[hi]]
+        stats["baseline_median_ms"] = percentile(sorted(pairs), 50.0)
+        stats["threads"] = self.threads
+        stats["input_shapes"] = dict((k, list(v.shape)) for k, v in feed.items())
+        return stats
+
+    def _runner(self, model_path, precision, batch):
+        """A ``run_once`` callable timing one inference of ``model_path`` (ms), and its input feed."""
         if precision != "fp32":
             raise BadRequest("the onnxruntime CPU backend measures fp32 only, got %r" % precision)
         try:
@@ -349,10 +395,7 @@ class OnnxRuntimeBackend(object):
             session.run(None, feed)
             return (time.perf_counter() - start) * 1000.0
 
-        stats = run_protocol(run_once, protocol, cancelled)
-        stats["threads"] = self.threads
-        stats["input_shapes"] = dict((k, list(v.shape)) for k, v in feed.items())
-        return stats
+        return run_once, feed
 
 
 def tensorrt_version():

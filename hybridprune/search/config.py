@@ -279,7 +279,7 @@ class LatencySection:
     options: dict = field(default_factory=dict)
     cache: bool = True
     isolate: bool = True
-    rounds: int = 3
+    rounds: int = 5
 
     def __post_init__(self) -> None:
         from hybridprune.evaluators.base import LATENCY_BACKENDS

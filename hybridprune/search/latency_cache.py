@@ -118,6 +118,16 @@ def _measure_in_child(name: str, options: dict, path: str, input_shape: tuple, b
     return result
 
 
+def _pair_in_child(name: str, options: dict, path: str, baseline: str, input_shape: tuple, batch_size: int,
+                   precision: str) -> dict:
+    from hybridprune.evaluators import get_latency_backend
+
+    key = json.dumps([name, options], sort_keys=True, default=str)
+    backend = _CHILD_BACKENDS.get(key) or _CHILD_BACKENDS.setdefault(key, get_latency_backend(name, **options))
+    return backend.measure_pair(path, baseline, input_shape=input_shape, batch_size=batch_size,
+                                precision=precision).to_dict()
+
+
 class IsolatedTimer:
     """Times ONNX files with a latency backend in a dedicated child process.
 
@@ -133,17 +143,30 @@ class IsolatedTimer:
 
     def measure(self, path: str | Path, *, input_shape: tuple, batch_size: int, precision: str) -> Any:
         """Measure ``path`` in the child; returns a ``LatencyResult`` (its errors are re-raised here)."""
-        import multiprocessing as mp
-
         from hybridprune.evaluators import LatencyResult
+
+        self._start()
+        fut = self._pool.submit(_measure_in_child, self.name, self.options, str(path), tuple(input_shape),
+                                batch_size, precision)
+        return LatencyResult.from_dict(fut.result())
+
+    def measure_pair(self, path: str | Path, baseline: str | Path, *, input_shape: tuple, batch_size: int,
+                     precision: str) -> Any:
+        """``measure_pair`` of the backend, in the child."""
+        from hybridprune.evaluators import LatencyResult
+
+        self._start()
+        fut = self._pool.submit(_pair_in_child, self.name, self.options, str(path), str(baseline), tuple(input_shape),
+                                batch_size, precision)
+        return LatencyResult.from_dict(fut.result())
+
+    def _start(self) -> None:
+        import multiprocessing as mp
 
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
                                              initializer=_die_with_parent)
             atexit.register(self.close)
-        fut = self._pool.submit(_measure_in_child, self.name, self.options, str(path), tuple(input_shape),
-                                batch_size, precision)
-        return LatencyResult.from_dict(fut.result())
 
     def close(self) -> None:
         """Stop the child process."""
