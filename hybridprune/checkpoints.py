@@ -330,6 +330,8 @@ def load_checkpoint(
     path: str | os.PathLike,
     model_name: str | None = None,
     normalization: Normalization | None = None,
+    *,
+    trust_model_code: bool = False,
 ) -> LoadedCheckpoint:
     """Load a hybridprune checkpoint, a classic CIFAR ResNet file, or a plain state_dict.
 
@@ -341,6 +343,9 @@ def load_checkpoint(
             given, must match the stored name.
         normalization: Overrides the stored normalisation. Classic files default to the ImageNet
             statistics they were trained with, plain state_dicts to the model's default.
+        trust_model_code: Import the file or module a hybridprune checkpoint names as its model
+            (``file.py:callable``). Without it such a checkpoint loads only when ``model_name``
+            is that same reference: a file is data, and loading it must not run code it names.
 
     Returns:
         A :class:`LoadedCheckpoint`.
@@ -361,6 +366,10 @@ def load_checkpoint(
         name = f["name"]
         if model_name is not None and canonical_reference(model_name) != name:
             raise CheckpointError(f"{path} holds a {name} checkpoint, not {model_name}")
+        if is_reference(name) and model_name is None and not trust_model_code:
+            raise CheckpointError(f"{path} names model code {name!r}, which loading it would import and run; a "
+                                  f"checkpoint may name registry models only: pass that reference yourself "
+                                  f"(--model {name}) or --trust-model-code if you trust the file")
         model = _build(name, f["kwargs"], path)
         if f["input_size"]:
             model.hp_input_size = f["input_size"]  # the size block detection traces at

@@ -120,7 +120,7 @@ def test_prune_plain_state_dict_through_the_cli_and_reload(user_file, tmp_path, 
                  "--out", str(pruned)])
     text = capsys.readouterr()
     assert code == 0, text.err
-    ck = load_checkpoint(pruned)  # the checkpoint records the reference and rebuilds through it
+    ck = load_checkpoint(pruned, model_name=ref)  # the checkpoint records the reference and rebuilds through it
     assert ck.model_name == f"{user_file.resolve()}:make" and ck.num_classes == 5
     assert len(ck.record["removed_blocks"]) == 2 and set(ck.record["removed_blocks"]) <= {
         "body.0",
@@ -135,7 +135,7 @@ def test_prune_plain_state_dict_through_the_cli_and_reload(user_file, tmp_path, 
         < sum(p.numel() for p in base.parameters())
     )
     assert ck.model.fc.in_features < 16 and ck.model(x).shape == (2, 5)
-    assert main(["info", str(pruned)]) == 0
+    assert main(["info", str(pruned), "--model", ref]) == 0
     out = capsys.readouterr().out
     assert "removable residual blocks: 2" in out and "user_net.py:make" in out
 
@@ -151,13 +151,13 @@ def test_checkpoint_of_a_reference_model_whose_file_or_callable_is_gone(user_fil
         CheckpointError,
         match=r"was saved from model .*user_net.py:make, which cannot be loaded now: model file .* does not exist",
     ):
-        load_checkpoint(path)
+        load_checkpoint(path, trust_model_code=True)
     # the callable is renamed: a fresh interpreter would import the new file, the message lists what is there
     other.rename(user_file)
     from hybridprune.models import reference
 
     reference._LOADED.pop(str(user_file.resolve()), None)
-    assert main(["info", str(path)]) == 2
+    assert main(["info", str(path), "--trust-model-code"]) == 2
     err = capsys.readouterr().err
     assert (
         "has no callable 'make'; callables defined there:" in err
@@ -290,3 +290,36 @@ def test_model_file_may_import_modules_beside_it(tmp_path, capsys):
     assert main(["info", "--model", f"{tmp_path}/broken_import.py:build"]) == 2
     err = capsys.readouterr().err
     assert "importing model file" in err and "ModuleNotFoundError: No module named 'not_installed_pkg_xyz'" in err
+
+
+def test_a_checkpoint_never_runs_the_code_it_names(tmp_path, capsys):
+    """H2: a checkpoint whose model is a file or module reference is refused unless the user names it."""
+    evil = tmp_path / "evil.py"
+    marker = tmp_path / "ran"
+    evil.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('x')\n" + USER_NET)
+    ref = f"{evil}:make"
+    path = save_checkpoint(tmp_path / "evil.pt", create_model(ref), get_model_spec(ref).normalization)
+    marker.unlink()
+    from hybridprune.models import reference
+
+    reference._LOADED.pop(str(evil.resolve()), None)  # as in a fresh process
+    for command in (["info", str(path)], ["evaluate", str(path), "--dataset", "digits"],
+                    ["latency", str(path)], ["prune", "-c", str(path), "--out", str(tmp_path / "p.pt")],
+                    ["train", "--checkpoint", str(path), "--dataset", "digits", "--steps", "1",
+                     "--out", str(tmp_path / "t.pt")]):
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and "names model code" in err and "--trust-model-code" in err, err
+        assert err.count("\n") == 1 and not marker.exists(), command
+    hub = tmp_path / "hub.pt"
+    raw = torch.load(path, weights_only=True)
+    raw["model"]["name"] = "torch.hub:load"
+    raw["model"]["kwargs"] = {"repo_or_dir": str(tmp_path), "model": "m", "source": "local", "trust_repo": True}
+    torch.save(raw, hub)
+    assert main(["info", str(hub)]) == 2 and "names model code 'torch.hub:load'" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="names model code"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    # the user's own reference, or an explicit trust, loads it (and so runs the file, as asked)
+    assert load_checkpoint(path, model_name=ref).model_name == f"{evil.resolve()}:make" and marker.exists()
+    assert main(["info", str(path), "--trust-model-code"]) == 0

@@ -9,3 +9,11 @@ markup. Bad input raises a :class:`~hybridprune.errors.HybridPruneError` (``cli.
 ``error: ...`` and exits 2); a run that fails otherwise ends through :func:`hybridprune.cli.fail`.
 Heavy imports stay inside the functions, so ``hybridprune --help`` stays fast.
 """
+
+import typer
+
+
+def trust_model_code_option():
+    """The ``--trust-model-code`` flag of every command that loads a checkpoint (a fresh Option each call)."""
+    return typer.Option(False, "--trust-model-code",
+                        help="Let a checkpoint that names its model as code (file.py:callable) import and run it.")

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from hybridprune.commands import trust_model_code_option
 from hybridprune.evaluators.base import DEFAULT_BACKEND
 
 agent_app = typer.Typer(help="The device latency agent (stdlib-only; copy agent.pyz to a Jetson).",
@@ -55,6 +56,7 @@ def latency_cmd(
     rel_ci: float = typer.Option(0.01, help="Stop when the median's CI half-width/median <= this."),
     input_size: Optional[str] = typer.Option(None, help="C,H,W (default: from the checkpoint)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON here."),
+    trust_model_code: bool = trust_model_code_option(),
 ) -> None:
     """Measure a model's latency and print a statistics table."""
     from rich.console import Console
@@ -80,7 +82,7 @@ def latency_cmd(
     if "url" in accepted and not url:
         raise ConfigError(f"--backend {backend} needs --url http://HOST:PORT of a running agent")
     evaluator = get_latency_backend(backend, **options)
-    target, shape = _load(model, input_size)
+    target, shape = _load(model, input_size, trust_model_code)
     result = evaluator.measure(target, input_shape=shape, batch_size=batch, precision=precision)
 
     # the file name and the device's self-description are printed literally (no Rich markup)
@@ -110,7 +112,7 @@ def latency_cmd(
             tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str))
 
 
-def _load(model: Path, input_size: str | None) -> tuple[object, tuple[int, ...]]:
+def _load(model: Path, input_size: str | None, trust_model_code: bool = False) -> tuple[object, tuple[int, ...]]:
     """Return (module or ONNX path, per-sample input shape)."""
     from hybridprune.errors import CheckpointError, ConfigError
 
@@ -128,7 +130,7 @@ def _load(model: Path, input_size: str | None) -> tuple[object, tuple[int, ...]]
         return model, shape or (3, 32, 32)
     from hybridprune.checkpoints import load_checkpoint
 
-    loaded = load_checkpoint(model)
+    loaded = load_checkpoint(model, trust_model_code=trust_model_code)
     return loaded.model, shape or tuple(loaded.input_size)
 
 

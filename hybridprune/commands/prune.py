@@ -11,15 +11,17 @@ from typing import Any, Optional
 
 import typer
 
+from hybridprune.commands import trust_model_code_option
 
-def _load(model: Optional[str], checkpoint: Optional[Path]):
+
+def _load(model: Optional[str], checkpoint: Optional[Path], trust_model_code: bool = False):
     """(model, name, kwargs, normalization, input_size, record, metrics) from a file or the registry."""
     from hybridprune.checkpoints import load_checkpoint
     from hybridprune.errors import ConfigError
     from hybridprune.models import create_model, get_model_spec
 
     if checkpoint is not None:
-        ck = load_checkpoint(checkpoint, model_name=model)
+        ck = load_checkpoint(checkpoint, model_name=model, trust_model_code=trust_model_code)
         return ck.model, ck.model_name, ck.model_kwargs, ck.normalization, ck.input_size, ck.record, ck.metrics
     if model is None:
         raise ConfigError("give --checkpoint FILE (a hybridprune or classic checkpoint) and/or --model NAME")
@@ -103,6 +105,7 @@ def prune_cmd(
     calib_batches: int = typer.Option(4, help="Calibration batches."),
     calib_batch_size: int = typer.Option(64, help="Calibration batch size."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the pruned checkpoint."),
+    trust_model_code: bool = trust_model_code_option(),
 ) -> None:
     """Prune channels and residual blocks of a model and write the pruned checkpoint."""
     import torch
@@ -122,7 +125,7 @@ def prune_cmd(
         allocation=allocation, round_to=round_to, calib_batches=calib_batches, seed=seed,
         criterion_options=_options(criterion_option),
     )
-    net, name, kwargs, norm, input_size, record, metrics = _load(model, checkpoint)
+    net, name, kwargs, norm, input_size, record, metrics = _load(model, checkpoint, trust_model_code)
     if record:
         raise ConfigError(f"{checkpoint} is already pruned; prune its unpruned base checkpoint instead")
     calib = None
@@ -226,6 +229,7 @@ def info_cmd(
         help="Registry name or path/to/file.py:callable / package.module:callable "
         "(describes a fresh model without FILE; names the model of a plain state_dict).",
     ),
+    trust_model_code: bool = trust_model_code_option(),
 ) -> None:
     """Describe a checkpoint or model: classes, normalisation, pruning record, size, removable blocks, metrics."""
     from rich.console import Console
@@ -240,7 +244,7 @@ def info_cmd(
     if file is None and model is None:
         raise ConfigError("give a checkpoint FILE and/or --model NAME (or --model path/to/file.py:callable)")
     if file is not None:
-        ck = load_checkpoint(file, model_name=model)
+        ck = load_checkpoint(file, model_name=model, trust_model_code=trust_model_code)
         net, name, kwargs, norm, input_size = ck.model, ck.model_name, ck.model_kwargs, ck.normalization, ck.input_size
         fmt, record, metrics, title = ck.source_format, ck.record, ck.metrics, str(file)
     else:

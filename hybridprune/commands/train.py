@@ -13,6 +13,8 @@ from typing import Optional
 
 import typer
 
+from hybridprune.commands import trust_model_code_option
+
 DEFAULT_VAL_SIZE = 0.1
 DEFAULT_SEED = 0
 
@@ -100,12 +102,12 @@ def _check_classes(data, num_classes: int, source: str) -> None:
                         f"{data.num_classes}; use a checkpoint trained on this dataset")
 
 
-def _load_teacher(path: Path, data, student_input: tuple, student_norm):
+def _load_teacher(path: Path, data, student_input: tuple, student_norm, trust_model_code: bool = False):
     """The teacher checkpoint as a module taking the student's normalised inputs (one-line errors on misfit)."""
     from hybridprune.checkpoints import load_checkpoint
     from hybridprune.errors import DataError
 
-    tck = load_checkpoint(path)
+    tck = load_checkpoint(path, trust_model_code=trust_model_code)
     _check_classes(data, tck.num_classes, f"teacher {path}")  # the student's classes are the dataset's
     for what, size in ((f"dataset {data.name!r} has images of size", tuple(data.image_size)),
                        ("the student takes", tuple(student_input))):
@@ -183,6 +185,7 @@ def train_cmd(
     device: Optional[str] = _shared("device"),
     compile: bool = typer.Option(False, "--compile", help="Use torch.compile."),
     precision: str = _shared("precision"),
+    trust_model_code: bool = trust_model_code_option(),
 ) -> None:
     """Train a model from scratch, or fine-tune a checkpoint, and save it with its metrics."""
     import torch
@@ -201,7 +204,7 @@ def train_cmd(
     recipe = Recipe(epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, precision=prec)
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out {out} is a directory; expected a checkpoint file path")
-    ck = load_checkpoint(checkpoint) if checkpoint is not None else None
+    ck = load_checkpoint(checkpoint, trust_model_code=trust_model_code) if checkpoint is not None else None
     val_size, seed, val_from = _resolve_split(_split_of(ck, checkpoint, dataset) if ck else None, checkpoint,
                                               val_size, seed, val_from)
     data = _load_data(dataset, data_dir, val_size, seed, cache_dir, image_size, val_from)
@@ -217,7 +220,7 @@ def train_cmd(
         input_size = tuple(data.image_size)
     options = recipe.train_kwargs()
     if teacher is not None:
-        options["teacher"] = _load_teacher(teacher, data, input_size, norm)
+        options["teacher"] = _load_teacher(teacher, data, input_size, norm, trust_model_code)
     console = Console(stderr=True)
     with _progress(console) as (progress, task):
         def on_step(s) -> None:
@@ -265,6 +268,7 @@ def evaluate_cmd(
     image_size: Optional[int] = _shared("image_size"),
     device: Optional[str] = _shared("device"),
     precision: str = _shared("precision"),
+    trust_model_code: bool = trust_model_code_option(),
 ) -> None:
     """Report top-1 (and top-5) accuracy of a checkpoint on a dataset split."""
     from hybridprune.checkpoints import load_checkpoint
@@ -275,7 +279,7 @@ def evaluate_cmd(
     prec = resolve_precision(precision, device)
     if split not in ("test", "val"):
         raise ConfigError(f"--split must be test or val, got {split!r}")
-    ck = load_checkpoint(checkpoint)
+    ck = load_checkpoint(checkpoint, trust_model_code=trust_model_code)
     val_size, seed, val_from = _resolve_split(_split_of(ck, checkpoint, dataset), checkpoint, val_size, seed,
                                               val_from)
     data = _load_data(dataset, data_dir, val_size, seed, cache_dir, image_size, val_from)

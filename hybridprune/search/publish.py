@@ -93,7 +93,7 @@ def _write(cfg: Any, study: Any, refined: dict, base: Any, out: Path, rounds: in
             ckpt = Path(scratch) / f"{n}.pt"
             download_artifact(artifact_store=store, artifact_id=rec[T.R_ARTIFACTS]["onnx"], file_path=str(path))
             download_artifact(artifact_store=store, artifact_id=rec[T.R_ARTIFACTS]["checkpoint"], file_path=str(ckpt))
-            loaded = load_checkpoint(ckpt)
+            loaded = load_checkpoint(ckpt, cfg.model.name)
             norm = loaded.normalization
             acc = 100 * onnx_top1(path, images, labels, norm.mean, norm.std)
             say(f"trial {n}: test top-1 {acc:.2f}% from {path.name} (refine measured {100 * rec[T.R_TEST]:.2f}% "

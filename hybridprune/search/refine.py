@@ -139,7 +139,7 @@ def _download_checkpoint(ctx: Any, store: Any, artifact: str, trial: Any, path: 
     except Exception as exc:
         raise HybridPruneError(f"checkpoint artifact {artifact} of trial {trial.number} is missing from "
                                f"{ctx.cfg.artifact_dir}: {exc}") from None
-    loaded = load_checkpoint(path)
+    loaded = load_checkpoint(path, ctx.cfg.model.name)  # the study names its model; the file may not
     path.unlink()
     return loaded
 
