@@ -327,3 +327,14 @@ def test_val_from_bad_input(tmp_path, kwargs, message):
     with pytest.raises((ConfigError, DataError)) as err:
         load_dataset("image_folder", tmp_path / "imgs", cache_dir=tmp_path / "cache", **kwargs)
     assert message in str(err.value)
+
+
+def test_decoding_says_what_it_does_once(tmp_path):
+    write_image_folder(tmp_path / "imgs", per_class=2)
+    lines = []
+    load_dataset("image_folder", tmp_path / "imgs", val_size=0, cache_dir=tmp_path / "cache", say=lines.append)
+    assert len(lines) == 2 and lines[0].startswith("decoding the image_folder images") and "cached at" in lines[0]
+    assert lines[1].startswith("decoded 12 images in")
+    lines.clear()
+    load_dataset("image_folder", tmp_path / "imgs", val_size=0, cache_dir=tmp_path / "cache", say=lines.append)
+    assert lines == []  # from the cache: nothing to wait for

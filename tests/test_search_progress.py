@@ -8,7 +8,7 @@ import pytest
 
 from hybridprune.cli import main
 
-from test_search_support import write_study
+from helpers import write_study
 
 pytestmark = pytest.mark.slow
 
@@ -56,3 +56,31 @@ def test_a_failing_progress_view_does_not_stop_the_study(tmp_path):
         poller.poll()
         poller.poll()
     assert len(calls) == 3  # two on demand, one final; none raised
+
+
+def test_fine_tune_progress_is_recorded_and_shown_with_an_eta(tmp_path):
+    """A running trial's fine-tune writes step/total/elapsed/ETA; ``run`` turns it into lines."""
+    import optuna
+
+    from hybridprune.commands.search import _progress_lines
+    from hybridprune.search import trials as T
+    from hybridprune.search.objective import _Progress
+    from hybridprune.training import StepInfo
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    trial = study.ask()
+    clock = iter([1.0, 10.0, 20.0])
+    progress = _Progress(trial, every_s=5.0)
+    progress.clock = lambda: next(clock)
+    progress.start = progress.last = 0.0
+    progress(StepInfo(1, 40, 0.0, 0.0, 0.0, 0.1))  # 1 s after the start: too soon to write
+    assert T.PROGRESS not in study.trials[0].user_attrs
+    progress(StepInfo(10, 40, 0.0, 0.0, 0.0, 0.1))  # 10 s: written, ETA from the rate so far
+    assert study.trials[0].user_attrs[T.PROGRESS] == {"step": 10, "total": 40, "elapsed_s": 10.0, "eta_s": 30.0}
+    assert _progress_lines(study) == ["trial 0: fine-tune step 10/40, 10 s elapsed, ETA 30 s"]
+    last: dict = {}
+    assert len(_progress_lines(study, last)) == 1 and _progress_lines(study, last) == []  # every 30 s in logs
+    progress.offset, progress.total = 40, 120  # the next rung of a multi-fidelity ladder
+    progress(StepInfo(20, 80, 0.0, 0.0, 0.0, 0.1))
+    recorded = study.trials[0].user_attrs[T.PROGRESS]
+    assert recorded["step"] == 60 and recorded["total"] == 120

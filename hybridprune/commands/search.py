@@ -68,6 +68,29 @@ def _log_started(study, seen: set, console) -> None:
                       soft_wrap=True, markup=False)
 
 
+def _progress_lines(study, last: dict | None = None, every_s: float = 30.0) -> list[str]:
+    """``trial N: fine-tune step k/n, X s elapsed, ETA Y s`` per running trial (with ``last``: only those
+    not reported in the past ``every_s`` seconds)."""
+    import time
+
+    from optuna.trial import TrialState
+
+    from hybridprune.search import trials as T
+
+    lines, now = [], time.monotonic()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        p = t.user_attrs.get(T.PROGRESS)
+        if not p:
+            continue
+        if last is not None:
+            if now - last.get(t.number, -every_s) < every_s or p["step"] >= p["total"]:
+                continue
+            last[t.number] = now
+        eta = f", ETA {p['eta_s']:.0f} s" if p.get("eta_s") is not None else ""
+        lines.append(f"trial {t.number}: fine-tune step {p['step']}/{p['total']}, {p['elapsed_s']:.0f} s elapsed{eta}")
+    return lines
+
+
 def _log_finished(study, seen: set, console) -> None:
     from optuna.trial import TrialState
 
@@ -78,7 +101,7 @@ def _log_finished(study, seen: set, console) -> None:
             continue
         seen.add(t.number)
         c = t.user_attrs.get(T.CONFIG) or {}
-        what = (f"ratio {c.get('channel_ratio')}, blocks {c.get('pruned_blocks')}, {c.get('criterion')}, "
+        what = (f"channels cut {c.get('channel_ratio')}, blocks cut {c.get('pruned_blocks')}, {c.get('criterion')}, "
                 f"{c.get('order')}") if c else ""
         if t.state == TrialState.COMPLETE:
             how = [f"{t.user_attrs.get(T.FIDELITY_STEPS)} steps"] if t.user_attrs.get(T.FIDELITY_STEPS) else []
@@ -90,8 +113,10 @@ def _log_finished(study, seen: set, console) -> None:
                 how.append(f"rung decision {t.user_attrs[T.RUNGS][-1]['decision']}")
             if t.user_attrs.get(T.LATENCY_CACHED):
                 how.append("latency cached")
-            console.print(f"trial {t.number} done: accuracy {100 * T.accuracy(t):.2f}%, "
-                          f"latency {T.latency_ms(t):.3f} ms "
+            ratio = t.user_attrs.get(T.LATENCY_RATIO)
+            x = f" = {ratio:.3f} x baseline" if ratio is not None else ""
+            console.print(f"trial {t.number} done: validation top-1 {100 * T.accuracy(t):.2f}%, "
+                          f"latency {T.latency_ms(t):.3f} ms{x} "
                           f"({what}{'; ' if how else ''}{', '.join(how)})", soft_wrap=True, markup=False)
         else:
             console.print(f"trial {t.number} failed: {t.user_attrs.get(T.FAIL_REASON, 'worker died')} ({what})",
@@ -154,13 +179,19 @@ def run_cmd(
         if not progress:
             return
         study = watcher.get("study") or watcher.setdefault("study", open_study(cfg, create=False))
-        if live is None:  # logs / CI: one line per started and per finished trial
+        if live is None:  # logs / CI: one line per started and per finished trial, progress every 30 s
             _log_finished(study, watcher["seen"], console)
             _log_started(study, watcher["started"], console)
+            for line in _progress_lines(study, watcher.setdefault("progress", {})):
+                console.print(line, soft_wrap=True, markup=False)
             return
+        from rich.console import Group
+        from rich.text import Text
+
         c = counts(study)
-        live.update(rich_table(pareto_rows(study)[:8], f"{cfg.name}: {c.complete} done, {c.failed} failed, "
-                               f"{c.running} running / {cfg.study.trials} - current front"))
+        table = rich_table(pareto_rows(study)[:8], f"{cfg.name}: {c.complete} done, {c.failed} failed, "
+                           f"{c.running} running / {cfg.study.trials} - current front")
+        live.update(Group(table, *(Text(line) for line in _progress_lines(study))))
 
     from hybridprune.search.local import WorkersFailed
 
@@ -264,7 +295,7 @@ def select_cmd(
         from hybridprune.search.context import load_data
         from hybridprune.training import evaluate
 
-        loaded = load_checkpoint(path)
+        loaded = load_checkpoint(path, cfg.model.name)
         return evaluate(loaded.model, load_data(cfg).test, loaded.normalization, device="cpu",
                         precision=cfg.finetune.precision).top1
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -98,7 +100,8 @@ def _write_cache(path: Path, raw: RawDataset) -> None:
 
 
 def load_raw(name: str, root: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None,
-             image_size: int | None = None, download: bool = False) -> tuple[RawDataset, Path, bool]:
+             image_size: int | None = None, download: bool = False,
+             say: Callable[[str], None] | None = None) -> tuple[RawDataset, Path, bool]:
     """Decoded arrays of a dataset, from the cache when its content is unchanged.
 
     Args:
@@ -107,6 +110,7 @@ def load_raw(name: str, root: str | os.PathLike | None = None, *, cache_dir: str
         cache_dir: Where decoded arrays are cached (default :func:`default_cache_dir`).
         image_size: Resize images to this square size.
         download: Fetch the official archive into ``root`` first when it is missing.
+        say: Called with a line before and after decoding (the cache missed), for progress.
 
     Returns:
         ``(raw, cache_file, from_cache)``.
@@ -129,14 +133,20 @@ def load_raw(name: str, root: str | os.PathLike | None = None, *, cache_dir: str
     path = cache_path(name, root, image_size, Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
     if path.is_file() and (raw := _read_cache(path)) is not None:
         return raw, path, True
+    start = time.monotonic()
+    if say is not None:
+        say(f"decoding the {name} images{f' in {root}' if root else ''} (once; cached at {path})")
     raw = fmt.read(root, image_size)
     _write_cache(path, raw)
+    if say is not None:
+        say(f"decoded {len(raw.train_labels) + len(raw.test_labels):,} images in {time.monotonic() - start:.0f} s")
     return raw, path, False
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, *, val_size: float | int = 0.1, seed: int = 0,
                  cache_dir: str | os.PathLike | None = None, image_size: int | None = None,
-                 download: bool = False, val_from: str = "train") -> DataSplits:
+                 download: bool = False, val_from: str = "train",
+                 say: Callable[[str], None] | None = None) -> DataSplits:
     """Load a dataset as uint8 tensors with a validation split.
 
     ``val_from="train"`` holds out a seeded, stratified ``val_size`` of the training set.
@@ -154,6 +164,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, val_size: 
         image_size: Resize images to ``image_size`` x ``image_size``.
         download: For cifar10/cifar100, fetch the official archive when missing (needs network).
         val_from: ``"train"`` or ``"test"``: which split validation is taken from.
+        say: Progress lines while images are decoded (see :func:`load_raw`).
 
     Returns:
         :class:`DataSplits`; the search optimises ``val``, ``test`` is for final reports.
@@ -172,7 +183,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, val_size: 
     if val_from == "test" and not (isinstance(val_size, float) and 0 < val_size < 1):
         raise ConfigError(f"with val_from = 'test', val_size must be a fraction in (0, 1) of each test class, "
                           f"got {val_size!r}")
-    raw, _, _ = load_raw(name, root, cache_dir=cache_dir, image_size=image_size, download=download)
+    raw, _, _ = load_raw(name, root, cache_dir=cache_dir, image_size=image_size, download=download, say=say)
     x, y = torch.from_numpy(raw.train_images), torch.from_numpy(raw.train_labels)
     tx, ty = torch.from_numpy(raw.test_images), torch.from_numpy(raw.test_labels)
     if val_from == "test":

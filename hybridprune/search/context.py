@@ -101,7 +101,8 @@ def load_data(cfg: StudyConfig) -> Any:
 
     d = cfg.data
     data = load_dataset(d.dataset, d.root, val_size=d.val_size, seed=cfg.study.seed,
-                        cache_dir=d.cache_dir, image_size=d.image_size, val_from=d.val_from)
+                        cache_dir=d.cache_dir, image_size=d.image_size, val_from=d.val_from,
+                        say=lambda line: print(line, flush=True))
     if len(data.val) == 0:
         raise DataError(f"dataset {d.dataset!r} has an empty validation split; set data.val_size > 0")
     return dataclasses.replace(

@@ -96,13 +96,38 @@ def _finish(trial: Any, cfg: Any, timer: T.PhaseTimer, accuracy: float, latency_
     return _values(cfg, accuracy, latency_ms, cx)
 
 
+class _Progress:
+    """A fine-tune progress callback that records step, total, elapsed and ETA on the trial
+    (``T.PROGRESS``, at most every ``every_s`` seconds) for ``run``'s live view and log lines."""
+
+    def __init__(self, trial: Any, every_s: float = 5.0) -> None:
+        import time
+
+        self.trial, self.every_s, self.clock = trial, every_s, time.monotonic
+        self.start = self.last = self.clock()
+        self.offset, self.total = 0, None
+
+    def __call__(self, info: Any) -> None:
+        now = self.clock()
+        total = self.total or info.total_steps
+        step = self.offset + info.step
+        if now - self.last < self.every_s and step != total:
+            return
+        self.last = now
+        elapsed = now - self.start
+        eta = elapsed / step * (total - step) if step else None
+        self.trial.set_user_attr(T.PROGRESS, {"step": step, "total": total, "elapsed_s": round(elapsed, 1),
+                                              "eta_s": None if eta is None else round(eta, 1)})
+
+
 def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms: float, timer: T.PhaseTimer) -> float:
     """Fine-tune (rung by rung with ``[fidelity]``) and return the validation accuracy reached."""
     from hybridprune.training import Budget, evaluate, finetune
 
     cfg, f = ctx.cfg, ctx.cfg.finetune
+    progress = _Progress(trial)
     train_kw = dict(teacher=ctx.model if f.distill else None, device=ctx.device, evaluate_val=False,
-                    **f.train_kwargs())
+                    progress=progress, **f.train_kwargs())
 
     def score() -> float:
         with timer.phase("eval"):
@@ -121,7 +146,9 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
     rungs = cfg.fidelity.rungs()
     reference = trial.user_attrs.get(T.REFERENCE) is not None
     done, history, accuracy = 0, [], float("nan")
+    progress.total = rungs[-1]
     for k, steps in enumerate(rungs):
+        progress.offset = done
         with timer.phase("finetune"):
             ft = finetune(model, ctx.data, Budget(steps=steps - done), ctx.normalization, seed=seed + 1000 * k,
                           **train_kw)

@@ -57,8 +57,9 @@ def rich_table(rows: list[Row], title: str):
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("trial", "val acc", "latency ms", "params", "MMACs", "ratio", "blocks", "criterion", "order", "note"):
-        table.add_column(col, justify="right" if col not in ("criterion", "order", "note") else "left")
+    for col in ("trial", "val acc", "latency ms", "params", "MMACs", "channels cut", "blocks cut", "criterion", "order",
+                "reference"):
+        table.add_column(col, justify="right" if col not in ("criterion", "order", "reference") else "left")
     for r in rows:
         table.add_row(
             str(r.number), f"{100 * r.accuracy:.2f}%", f"{r.latency_ms:.3f}",

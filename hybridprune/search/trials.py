@@ -41,6 +41,7 @@ DUPLICATE_OF = "duplicate_of"        # number of the completed trial whose value
 CONSTRAINTS = "constraints"          # constraint values by name (<= 0 feasible)
 ARTIFACTS = "artifacts"              # artifact ids of the checkpoint and the ONNX file
 TIME_S = "time_s"                    # wall seconds per phase
+PROGRESS = "progress"                # fine-tune step, total, elapsed_s and eta_s while the trial runs
 REFERENCE = "reference"              # one of REFERENCE_LABELS for enqueued reference points
 FAIL_REASON = "fail_reason"
 
