@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from hybridprune.cli import main
 
-from test_search_support import REPO, load, write_study
+from helpers import REPO, load, write_study
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from hybridprune.cli import main
 from hybridprune.errors import ConfigError
 from hybridprune.search.config import load_study_config
 
-from test_search_support import REPO, write_checkpoint
+from helpers import REPO, write_checkpoint
 
 BASE = """
 [study]
