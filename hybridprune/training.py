@@ -419,3 +419,41 @@ def evaluate(model: nn.Module, split: Split, normalization: Normalization, *, ba
     return EvalResult(
         top1=top1.item() / n, top5=top5.item() / n if logits.shape[1] > 10 else None, loss=loss.item() / n, n=n
     )
+
+
+@torch.no_grad()
+def adapt_batchnorm(model: nn.Module, split: Split, normalization: Normalization, *, batches: int,
+                    batch_size: int = 128, seed: int = 0, device: str | torch.device | None = None) -> int:
+    """Re-estimate every BatchNorm's running statistics on ``batches`` training batches, nothing else.
+
+    Adaptive batch-norm evaluation (Li et al., "EagleEye", ECCV 2020): after pruning, the stored
+    statistics no longer match the thinner layers' activations; re-estimating them (forward passes
+    only, no gradients, no optimizer) makes validation accuracy a seconds-cheap proxy of how well
+    the pruned model will fine-tune. The running averages are reset and recomputed as a plain mean
+    over the batches (``momentum=None``); weights and biases are untouched.
+
+    Returns:
+        The number of images seen.
+    """
+    from hybridprune.data import calibration_batches
+
+    if not isinstance(batches, int) or batches < 1:
+        raise ConfigError(f"batch-norm adaptation needs batches >= 1, got {batches!r}")
+    dev = resolve_device(device)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    seen = 0
+    was_training = model.training
+    model.to(dev).train()
+    try:
+        for x, _ in calibration_batches(split, normalization, batches, batch_size=batch_size, seed=seed, device=dev):
+            model(x)
+            seen += len(x)
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+        model.train(was_training)
+    return seen

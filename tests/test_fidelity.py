@@ -26,6 +26,7 @@ def test_rungs_grow_by_eta_and_end_at_max():
     assert FidelitySection(min_steps=100, max_steps=800, eta=3).rungs() == [100, 300, 800]
     assert FidelitySection(min_steps=10, max_steps=10, eta=2).rungs() == [10]
     assert FidelitySection().rungs() == [] and not FidelitySection().enabled
+    assert FidelitySection(min_steps=20, max_steps=180, eta=3, bn_batches=8).rungs() == [0, 20, 60, 180]
 
 
 def test_nondominated_fronts_and_priorities():
@@ -58,6 +59,9 @@ def test_continues_follows_moasha():
     ("min_steps = 0\nmax_steps = 4", "fidelity.min_steps must be > 0"),
     ("min_steps = 2", "needs both min_steps and max_steps"),
     ("min_steps = 1\nmax_steps = 4\nrungs = 3", "unknown key"),
+    ("bn_batches = 4", "give min_steps and max_steps too"),
+    ("min_steps = 1\nmax_steps = 4\nbn_batches = -1", "fidelity.bn_batches must be a whole number >= 0"),
+    ("min_steps = 1\nmax_steps = 4\nbn_batches = 1e9", "fidelity.bn_batches"),
 ])
 def test_bad_fidelity_tables_are_refused_before_training(tmp_path, capsys, table, message):
     path = _with_fidelity(write_study(tmp_path, name="bad"), f"\n[fidelity]\n{table}\n")
@@ -128,3 +132,42 @@ def test_multi_fidelity_study_on_ray(tmp_path):
         ray.shutdown()
     complete = _check_rungs(load(path)[1])
     assert len(complete) == 4
+
+
+def test_adaptive_batchnorm_changes_only_the_statistics():
+    """The 0-step rung: BN running statistics re-estimated, every weight as it was, no gradient."""
+    import torch
+
+    from hybridprune.data import load_dataset
+    from hybridprune.models import create_model, get_model_spec
+    from hybridprune.training import adapt_batchnorm
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10).eval()
+    data = load_dataset("digits", val_size=0.1)
+    params = {k: v.clone() for k, v in model.named_parameters()}
+    stats = {k: v.clone() for k, v in model.named_buffers() if "running" in k}
+    momenta = [m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    seen = adapt_batchnorm(model, data.train, get_model_spec("resnet20").normalization, batches=3, batch_size=16)
+    assert seen == 48 and not model.training
+    assert all(torch.equal(v, params[k]) and v.grad is None for k, v in model.named_parameters())
+    changed = [k for k, v in model.named_buffers() if "running" in k and not torch.equal(v, stats[k])]
+    assert len(changed) == len(stats)  # every running mean and variance was re-estimated
+    assert [m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)] == momenta
+
+
+@pytest.mark.slow
+def test_a_study_with_the_adaptive_bn_rung_ranks_candidates_before_any_fine_tune(tmp_path):
+    table = "\n[fidelity]\nmin_steps = 1\nmax_steps = 4\neta = 2\nbn_batches = 2\n"
+    path = _with_fidelity(write_study(tmp_path, name="bn", trials=7), table)
+    assert main(["run", str(path), "--no-progress"]) == 0
+    _, study = load(path)
+    complete = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "duplicate_of" not in t.user_attrs]
+    assert complete
+    for t in complete:
+        rungs = t.user_attrs["rungs"]
+        assert [r["steps"] for r in rungs] == [0, 1, 2, 4][: len(rungs)]
+        if rungs[-1]["steps"] == 0:  # stopped at the BN rung: never fine-tuned
+            assert t.user_attrs["finetune_steps"] == 0 and "finetune" not in t.user_attrs["time_s"]
+            assert "adapt_bn" in t.user_attrs["time_s"]
+    assert any(t.user_attrs["rungs"][-1]["decision"] == "final" for t in complete)

@@ -48,6 +48,10 @@ def _summary(study, cfg, console) -> None:
                   f"(target {cfg.study.trials} evaluated); "
                   f"storage {redact_url(cfg.storage_url)}", soft_wrap=True, markup=False)
     console.print(savings(study, cfg.fidelity.max_steps).line(), soft_wrap=True, markup=False)
+    from hybridprune.search.budget import describe
+
+    if (time_line := describe(study)) is not None:
+        console.print(time_line, soft_wrap=True, markup=False)
     console.print(rich_table(pareto_rows(study), f"Pareto set of {cfg.name} (accuracy max, latency min)"))
 
 
@@ -148,6 +152,9 @@ def run_cmd(
     backend: Optional[str] = typer.Option(None, help="local or ray."),
     storage: Optional[str] = _storage(),
     progress: bool = typer.Option(True, help="Show a live progress view."),
+    time_budget: Optional[str] = typer.Option(
+        None, help="Wall time for this study, e.g. 90m, 2h, 1h30m or seconds: no trial starts after it "
+                   "(default: the study's [study] time_budget; on a resume, what is left of it)."),
 ) -> None:
     """Run (or resume) a multi-objective study and show its Pareto set."""
     from rich.live import Live
@@ -157,7 +164,8 @@ def run_cmd(
     from hybridprune.search.study import counts, open_study
 
     console = _console()
-    cfg = service.load(study_file, trials=trials, workers=workers, backend=backend, storage=storage)
+    cfg = service.load(study_file, trials=trials, workers=workers, backend=backend, storage=storage,
+                       time_budget=time_budget)
     console.print(f"study {cfg.name}: {cfg.study.trials} trials, sampler {cfg.sampler.name}, "
                   f"{cfg.study.workers} worker(s), backend {cfg.study.backend}, "
                   f"storage {redact_url(cfg.storage_url)}",

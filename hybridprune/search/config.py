@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -36,7 +37,34 @@ MAX_RETRY = 1_000
 MAX_BATCH = 4096
 MAX_ROUNDS = 100
 MAX_EPOCHS = 10_000
+MAX_DURATION = 366 * 86_400
+MAX_BN_BATCHES = 10_000
 MAX_SEED = 2**32 - 1  # numpy's seed range
+
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m(?:in)?)?\s*"
+                       r"(?:(\d+(?:\.\d+)?)\s*s)?\s*$")
+
+
+def parse_duration(value: Any, where: str) -> float:
+    """Seconds of a duration: a number of seconds, or text such as ``"90m"``, ``"2h"``, ``"1h30m"``, ``"45s"``.
+
+    Raises:
+        ConfigError: for anything else, a value <= 0 or one over a year.
+    """
+    if isinstance(value, bool):
+        seconds = None
+    elif isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)) and any(m.groups()):
+        h, mins, s = (float(g) if g else 0.0 for g in m.groups())
+        seconds = 3600 * h + 60 * mins + s
+    else:
+        seconds = None
+    if seconds is None or not math.isfinite(seconds) or not 0 < seconds <= MAX_DURATION:
+        raise ConfigError(f"{where} must be a duration > 0 and at most a year: seconds or text like "
+                          f"'90m', '2h', '1h30m'; got {value!r}")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -55,8 +83,11 @@ class StudySection:
     heartbeat_interval: int = 10
     grace_period: int = 30
     max_retry: int = 2
+    time_budget: Any = None  # seconds, or "90m", "2h", "1h30m": no trial starts after it is used up
 
     def __post_init__(self) -> None:
+        if self.time_budget is not None:
+            object.__setattr__(self, "time_budget", parse_duration(self.time_budget, "study.time_budget"))
         _positive(self.trials, "study.trials")
         _positive(self.workers, "study.workers")
         _positive(self.heartbeat_interval, "study.heartbeat_interval")
@@ -227,11 +258,16 @@ class FidelitySection:
     each rung a trial goes on only if it ranks in the top ``1/eta`` of the trials that reached
     that rung, by non-dominated sorting of (accuracy at the rung, latency). Without the table
     every trial fine-tunes for the ``[finetune]`` budget.
+
+    ``bn_batches = N`` adds a first rung of 0 steps: adaptive batch-norm evaluation (EagleEye), the
+    BN statistics re-estimated on N training batches, no optimizer step; candidates that cannot
+    pass it are never fine-tuned.
     """
 
     min_steps: int | None = None
     max_steps: int | None = None
     eta: float = 3.0
+    bn_batches: int = 0
 
     def __post_init__(self) -> None:
         if (self.min_steps is None) != (self.max_steps is None):
@@ -244,6 +280,12 @@ class FidelitySection:
                               f"fidelity.max_steps ({self.max_steps})")
         if not self.eta >= 2:
             raise ConfigError(f"fidelity.eta must be >= 2 (keep the top 1/eta at each rung), got {self.eta}")
+        if isinstance(self.bn_batches, bool) or not isinstance(self.bn_batches, int) or self.bn_batches < 0:
+            raise ConfigError(f"fidelity.bn_batches must be a whole number >= 0, got {self.bn_batches!r}")
+        _at_most(self.bn_batches, "fidelity.bn_batches", MAX_BN_BATCHES)
+        if self.bn_batches and not self.enabled:
+            raise ConfigError("fidelity.bn_batches adds a 0-step rung before min_steps; give min_steps and "
+                              "max_steps too")
 
     @property
     def enabled(self) -> bool:
@@ -251,10 +293,11 @@ class FidelitySection:
         return self.min_steps is not None
 
     def rungs(self) -> list[int]:
-        """Cumulative fine-tune steps at each rung, increasing, the last one ``max_steps``."""
+        """Cumulative fine-tune steps at each rung, increasing, the last one ``max_steps`` (a first 0:
+        the adaptive batch-norm rung)."""
         if not self.enabled:
             return []
-        out, steps = [], float(self.min_steps)
+        out, steps = [0] if self.bn_batches else [], float(self.min_steps)
         while round(steps) < self.max_steps:
             out.append(int(round(steps)))
             steps *= self.eta

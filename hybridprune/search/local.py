@@ -122,6 +122,7 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
     import optuna
 
     from hybridprune.search._optuna import record_heartbeat
+    from hybridprune.search.budget import used_up
     from hybridprune.search.objective import TRIAL_ERRORS, run_trial
     from hybridprune.search.study import counts
 
@@ -138,6 +139,9 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
     ran = 0
     last, since = None, time.monotonic()
     while True:
+        if used_up(study):
+            log.info("stopping: the study's time budget is used up (no new trial starts)")
+            break
         if heartbeat:
             optuna.storages.fail_stale_trials(study)
         c = counts(study)

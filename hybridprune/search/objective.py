@@ -122,7 +122,7 @@ class _Progress:
 
 def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms: float, timer: T.PhaseTimer) -> float:
     """Fine-tune (rung by rung with ``[fidelity]``) and return the validation accuracy reached."""
-    from hybridprune.training import Budget, evaluate, finetune
+    from hybridprune.training import Budget, adapt_batchnorm, evaluate, finetune
 
     cfg, f = ctx.cfg, ctx.cfg.finetune
     progress = _Progress(trial)
@@ -147,17 +147,24 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
     reference = trial.user_attrs.get(T.REFERENCE) is not None
     done, history, accuracy = 0, [], float("nan")
     progress.total = rungs[-1]
+    ft = None
     for k, steps in enumerate(rungs):
         progress.offset = done
-        with timer.phase("finetune"):
-            ft = finetune(model, ctx.data, Budget(steps=steps - done), ctx.normalization, seed=seed + 1000 * k,
-                          **train_kw)
+        if steps == 0:  # the adaptive batch-norm rung: statistics only, no optimizer step
+            with timer.phase("adapt_bn"):
+                adapt_batchnorm(model, ctx.data.train, ctx.normalization, batches=cfg.fidelity.bn_batches,
+                                batch_size=f.batch_size, seed=seed, device=ctx.device)
+        else:
+            with timer.phase("finetune"):
+                ft = finetune(model, ctx.data, Budget(steps=steps - done), ctx.normalization, seed=seed + 1000 * k,
+                              **train_kw)
         done = steps
         accuracy = score()
         decision = F.decide(trial.study, trial.number, k, len(rungs), accuracy, latency_ms, cfg.fidelity.eta, reference)
         history.append(F.RungResult(k, steps, accuracy, latency_ms, decision).to_dict())
         trial.set_user_attr(T.RUNGS, history)
-        trial.set_user_attr(T.FINETUNE, ft.to_dict())
+        if ft is not None:
+            trial.set_user_attr(T.FINETUNE, ft.to_dict())
         trial.set_user_attr(T.FIDELITY_STEPS, steps)
         if decision != F.CONTINUE:
             break

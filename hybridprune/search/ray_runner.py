@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from hybridprune.search.config import StudyConfig
@@ -108,10 +109,14 @@ def run_ray(cfg: StudyConfig, *, ctx: Any) -> Any:
                      log_to_driver=True, configure_logging=False)
     gpus = 1 if torch.cuda.is_available() else 0
     trainable = tune.with_resources(tune.with_parameters(_trainable, cfg=cfg), {"cpu": 1, "gpu": gpus})
+    from hybridprune.search.budget import deadline
+
+    end = deadline(study)
+    left = None if end is None else max(1.0, end - time.time())  # Ray Tune's own wall-time stop
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=search, num_samples=remaining,
-                                    max_concurrent_trials=cfg.study.workers),
+                                    max_concurrent_trials=cfg.study.workers, time_budget_s=left),
         run_config=tune.RunConfig(name=f"{cfg.name}-ray", storage_path=str(cfg.run_dir / "ray"), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )

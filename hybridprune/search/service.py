@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def load(path: str, *, trials: int | None = None, workers: int | None = None, backend: str | None = None,
-         storage: str | None = None) -> StudyConfig:
+         storage: str | None = None, time_budget: str | None = None) -> StudyConfig:
     """Read a study file and apply command-line overrides (validated like the file's values).
 
     Raises:
@@ -33,6 +33,10 @@ def load(path: str, *, trials: int | None = None, workers: int | None = None, ba
         over["backend"] = backend
     if storage is not None:
         over["storage"] = resolve_storage_url(storage, cfg.path.parent)
+    if time_budget is not None:
+        from hybridprune.search.config import parse_duration
+
+        over["time_budget"] = parse_duration(time_budget, "--time-budget")
     return cfg.replace(**over) if over else cfg
 
 
@@ -114,7 +118,10 @@ def run(cfg: StudyConfig, *, on_poll: Callable[[], None] | None = None) -> Any:
     Returns:
         The ``optuna.Study``.
     """
+    from hybridprune.search import budget as B
+
     study, ctx = prepare(cfg)
+    budget = B.start(study, cfg.study.time_budget)
     try:
         if cfg.study.backend == "ray":
             from hybridprune.search.ray_runner import run_ray
@@ -129,5 +136,7 @@ def run(cfg: StudyConfig, *, on_poll: Callable[[], None] | None = None) -> Any:
         else:  # validated in the config already
             raise ConfigError(f"unknown backend {cfg.study.backend!r}")
     finally:
+        if budget is not None:
+            budget.finish()
         ctx.close()
     return study

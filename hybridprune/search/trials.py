@@ -52,6 +52,7 @@ STUDY_ARTIFACT_DIR = "artifact_dir"
 STUDY_LATENCY = "latency"
 STUDY_BASELINE_METRICS = "baseline_metrics"
 STUDY_FIDELITY = "fidelity"
+STUDY_TIME = "time_budget"           # budget_s, used_s and the deadline of the run in progress
 STUDY_SPLIT = "split"                # the data split: split_record plus sizes and a description per split
 LATENCY_CACHE_PREFIX = "latency_cache:"  # study system attribute per (backend settings, architecture)
 # ``refine``: Optuna refuses to update a finished trial, so a refined trial's results are a study user
