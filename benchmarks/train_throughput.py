@@ -108,7 +108,8 @@ def run_ours(name, nc, data, norm, batch, steps, warmup) -> tuple[float, str]:
     res = train(model, data.train, Budget(steps=warmup + steps), norm, lr=0.01, batch_size=batch, device="cpu",
                 evaluate_val=False,
                 progress=lambda s: times.append(time.perf_counter()))
-    return steps * batch / (times[-1] - times[warmup - 1]), res.precision
+    chosen = res.layout["chosen"] if res.layout else res.precision  # what precision = auto measured and chose
+    return steps * batch / (times[-1] - times[warmup - 1]), chosen
 
 
 def run_cli(name, args) -> float:

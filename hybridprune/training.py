@@ -82,11 +82,14 @@ class TrainResult:
     seconds: float
     val: EvalResult | None = None
     precision: str = "fp32"
+    channels_last: bool = False
+    layout: dict | None = None  # how precision = auto chose: source and step times per candidate
 
     def to_dict(self) -> dict:
         return {"steps": self.steps, "epochs": self.epochs, "train_loss": self.train_loss,
                 "train_accuracy": self.train_accuracy, "images_per_second": self.images_per_second,
-                "seconds": self.seconds, "precision": self.precision, "val": self.val.to_dict() if self.val else None}
+                "seconds": self.seconds, "precision": self.precision, "channels_last": self.channels_last,
+                "layout": self.layout, "val": self.val.to_dict() if self.val else None}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -208,9 +211,11 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
         temperature: Distillation temperature.
         distill_weight: Weight of the distillation loss; the hard-label loss gets ``1 - distill_weight``.
         compile: Run the step through ``torch.compile``.
-        precision: ``auto`` (bf16 autocast where the hardware has native bf16, else fp32), ``bf16`` or
-            ``fp32``; see :func:`resolve_precision`. Weights and optimiser state stay fp32.
-        channels_last: Use channels_last tensors (default: on CUDA, and whenever bf16 is on).
+        precision: ``auto`` (with ``channels_last`` None: the fastest of fp32/bf16 x contiguous/
+            channels_last, measured on this machine and model family, bf16 only where native; see
+            :mod:`hybridprune.speed`), ``bf16`` or ``fp32``. Weights and optimiser state stay fp32.
+        channels_last: Use channels_last tensors (default: measured under ``auto``; else on CUDA and
+            whenever bf16 is on).
         evaluate_val: Evaluate the validation split at the end (when ``data`` has one).
         progress: Called after every step with a :class:`StepInfo`.
 
@@ -232,6 +237,13 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
     train_split = splits.train if splits else data
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
+    layout = None
+    if precision == "auto" and channels_last is None:  # measured, not assumed (hybridprune.speed)
+        from hybridprune.speed import fastest_layout
+
+        shape = (batch_size, *train_split.images.shape[1:])
+        layout = fastest_layout(model, shape, int(train_split.labels.max()) + 1, dev, bf16=prec == "bf16")
+        prec, channels_last = layout.precision, layout.channels_last
     channels_last = (dev.type == "cuda" or prec == "bf16") if channels_last is None else channels_last
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if dev.type == "cuda":
@@ -335,7 +347,9 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
     train_loss = (losses.cpu() @ torch.tensor(sizes, dtype=torch.float)).item() / seen
     return TrainResult(steps=done, epochs=done / len(loader), train_loss=train_loss,
                        train_accuracy=hits.sum().item() / seen, images_per_second=ips, seconds=loop_end - start,
-                       val=val, precision=prec)
+                       val=val, precision=prec, channels_last=bool(channels_last),
+                       layout=None if layout is None else {"chosen": layout.name, "source": layout.source,
+                                                           "step_ms": layout.step_ms})
 
 
 def finetune(model: nn.Module, data: DataSplits | Split, budget: Budget, normalization: Normalization, *,

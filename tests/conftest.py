@@ -13,6 +13,15 @@ from helpers import CIFAR10_JPEG, RESNET20_TH, RESNET56_TH, TRTEXEC_FIXTURES, wr
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _speed_cache(tmp_path_factory):
+    """precision = auto measures layouts once per model family: keep that cache out of the user's home."""
+    import os
+
+    os.environ["HYBRIDPRUNE_SPEED_CACHE"] = str(tmp_path_factory.mktemp("speed") / "speed.json")
+    yield
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not present (the ../shared folder beside the checkout)")

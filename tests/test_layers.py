@@ -1,6 +1,6 @@
 """Layering: no module imports a module of a higher layer, lazily (inside a function) or not.
 
-models < data, pruning < checkpoints < evaluators, training < spaces < search < commands, cli.
+models, speed < data, pruning < checkpoints < evaluators, training < spaces < search < commands, cli.
 ``errors``, ``registry``, ``io`` and ``recipe`` are the base every layer (and each other) may use.
 Within one layer a package imports only itself (``data`` and ``pruning`` do not know each other,
 nor do ``evaluators`` and ``training``), except the CLI pair: ``cli`` registers the command
@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "hybridprune"
 
 LAYERS = [
     {"__init__", "errors", "registry", "io", "recipe"},
-    {"models"},
+    {"models", "speed"},
     {"data", "pruning"},
     {"checkpoints"},
     {"evaluators", "training"},
