@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hybridprune.search.baseline import adapted_path
 from hybridprune.search.config import load_study_config
-from hybridprune.search.context import adapted_path, build_context, split_warning
+from hybridprune.search.context import build_context
+from hybridprune.search.split import split_warning
 
 from helpers import write_study
 
@@ -30,7 +32,7 @@ def test_adapted_baseline_is_made_once_cached_and_made_again_when_its_settings_c
     ctx = build_context(cfg)
     ctx.close()
     out = capsys.readouterr().out
-    assert "adapting model.checkpoint to digits" in out and "adapted baseline: validation top-1" in out
+    assert "adapting model.checkpoint to digits" in out and "adapted model.checkpoint: validation top-1" in out
     metrics = load_checkpoint(adapted_path(cfg)).metrics
     assert metrics["adapted_from"]["epochs"] == 0.5 and 0 <= metrics["test_top1"] <= 1
     assert ctx.baseline_metrics["val_top1"] == metrics["val_top1"]  # the adapted model is the baseline

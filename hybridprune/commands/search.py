@@ -171,7 +171,7 @@ def run_cmd(
                   f"storage {redact_url(cfg.storage_url)}",
                   soft_wrap=True, markup=False)
     cfg.check_writable()  # (prepare checks again) before announcing a baseline that would not train
-    from hybridprune.search.context import split_warning
+    from hybridprune.search.split import split_warning
 
     if (warning := split_warning(cfg)) is not None:
         console.print(warning, soft_wrap=True, markup=False)

@@ -44,6 +44,13 @@ class Split:
         """The first ``n`` samples (a view)."""
         return Split(self.images[:n], self.labels[:n])
 
+    def sample(self, n: int | None, seed: int) -> "Split":
+        """A seeded random ``n`` of the samples (the whole split when ``n`` is None or not smaller)."""
+        if n is None or n >= len(self):
+            return self
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return Split(self.images[idx].contiguous(), self.labels[idx].contiguous())
+
 
 @dataclass(frozen=True)
 class DataSplits:

@@ -142,6 +142,58 @@ class ModelSection:
 
 
 @dataclass(frozen=True)
+class ReferencesSection:
+    """``[references]``: other models a user could pick instead of a pruned one.
+
+    ``models = [{ model = "resnet20", checkpoint = "resnet20.th", name = "ResNet-20" }, ...]``:
+    ``model`` a registry name or factory reference, ``checkpoint`` its weights (required),
+    ``name`` a label (default: ``model``). Each is adapted like the baseline, timed like a trial,
+    refined under the same budget, and shown on every front (see :mod:`hybridprune.search.references`).
+    """
+
+    models: tuple[dict, ...] = ()
+
+    KEYS: ClassVar[tuple[str, ...]] = ("model", "checkpoint", "name", "kwargs")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.models, (list, tuple)):
+            raise ConfigError(f"references.models must be a list of tables, got {self.models!r}")
+        out, names = [], set()
+        for i, entry in enumerate(self.models):
+            where = f"references.models[{i}]"
+            if not isinstance(entry, Mapping):
+                raise ConfigError(f"{where} must be a table like {{ model = \"resnet20\", checkpoint = \"...\" }}, "
+                                  f"got {entry!r}")
+            unknown = sorted(set(entry) - set(self.KEYS))
+            if unknown:
+                raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {list(self.KEYS)}")
+            if not isinstance(entry.get("model"), str) or not isinstance(entry.get("checkpoint"), str):
+                raise ConfigError(f"{where} needs model (a registry name or file.py:callable) and checkpoint "
+                                  f"(a file), got {dict(entry)!r}")
+            name = entry.get("name", entry["model"])
+            if not isinstance(name, str) or not name or name in names:
+                raise ConfigError(f"{where}.name must be a unique non-empty text, got {name!r}")
+            names.add(name)
+            out.append({"model": entry["model"], "checkpoint": entry["checkpoint"], "name": name,
+                        "kwargs": dict(entry.get("kwargs") or {})})
+        object.__setattr__(self, "models", tuple(out))
+
+    def resolve_paths(self, base: Path, resolve: Any) -> "ReferencesSection":
+        """A copy with checkpoints resolved against ``base`` and each model checked (registry or reference)."""
+        from hybridprune.models import get_model_spec
+        from hybridprune.models.reference import canonical_reference
+
+        out = []
+        for i, m in enumerate(self.models):
+            entry = {**m, "model": canonical_reference(m["model"], base), "checkpoint": resolve(base, m["checkpoint"])}
+            if not Path(entry["checkpoint"]).is_file():
+                raise ConfigError(f"references.models[{i}].checkpoint {entry['checkpoint']} does not exist")
+            get_model_spec(entry["model"])  # UnknownNameError lists the models
+            out.append(entry)
+        return dataclasses.replace(self, models=tuple(out))
+
+
+@dataclass(frozen=True)
 class BaselineSection(Recipe):
     """``[baseline]``: how to train the unpruned model when ``model.checkpoint`` is not given.
 
@@ -400,6 +452,7 @@ SECTIONS = {
     "objectives": ObjectivesSection,
     "constraints": ConstraintsSection,
     "sampler": SamplerSection,
+    "references": ReferencesSection,
 }
 
 
@@ -420,6 +473,7 @@ class StudyConfig:
     objectives: ObjectivesSection
     constraints: ConstraintsSection
     sampler: SamplerSection
+    references: ReferencesSection = field(default_factory=ReferencesSection)
 
     def __post_init__(self) -> None:
         if self.model.checkpoint is not None and not Path(self.model.checkpoint).is_file():
@@ -523,6 +577,7 @@ def load_study_config(path: str | Path) -> StudyConfig:
         storage=resolve_storage_url(st.storage, base),
     )
     sections["model"] = sections["model"].resolve_paths(base, _resolve)
+    sections["references"] = sections["references"].resolve_paths(base, _resolve)
     d = sections["data"]
     sections["data"] = dataclasses.replace(d, root=_resolve(base, d.root), cache_dir=_resolve(base, d.cache_dir))
     space = raw.get("space") or {}

@@ -28,8 +28,9 @@ import torch
 from hybridprune.errors import HybridPruneError, TrainingDiverged, first_line
 from hybridprune.search import fidelity as F
 from hybridprune.search import trials as T
-from hybridprune.search.context import WorkerContext, split_record
+from hybridprune.search.context import WorkerContext
 from hybridprune.search.latency import Timed
+from hybridprune.search.split import split_record
 from hybridprune.search.storage import store_model
 
 log = logging.getLogger(__name__)

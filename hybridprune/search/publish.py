@@ -77,8 +77,9 @@ def _write(cfg: Any, study: Any, refined: dict, base: Any, out: Path, rounds: in
     from hybridprune.checkpoints import load_checkpoint
     from hybridprune.evaluators.onnx_eval import onnx_top1
     from hybridprune.evaluators.timing import machine_description
-    from hybridprune.search.context import build_backend, load_data, split_record
+    from hybridprune.search.context import build_backend, load_data
     from hybridprune.search.latency import StudyLatency, Timed
+    from hybridprune.search.split import split_record
     from hybridprune.search.storage import get_artifact_store
 
     store = get_artifact_store(cfg.artifact_dir)

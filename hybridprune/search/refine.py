@@ -104,7 +104,7 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
     Returns:
         The refined record (epochs, test/val top-1, artifact ids; latency fields come later).
     """
-    from hybridprune.search.context import split_record
+    from hybridprune.search.split import split_record
     from hybridprune.training import Budget, evaluate, finetune
 
     cfg, f = ctx.cfg, ctx.cfg.finetune

@@ -50,7 +50,8 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
     Raises:
         HybridPruneError subclasses, before any trial runs.
     """
-    from hybridprune.search.context import build_context, describe_split, split_record
+    from hybridprune.search.context import build_context
+    from hybridprune.search.split import describe_split, split_record
     from hybridprune.search.study import enqueue_references, has_heartbeat, open_study
 
     cfg.check_writable()

@@ -1,0 +1,151 @@
+"""The unpruned baseline of a study: ``model.checkpoint`` (adapted to the data when asked) or trained once.
+
+Both are cached in the run directory (``baseline.pt``, ``adapted.pt``) under a file lock, so
+parallel workers make them once and re-runs reuse them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hybridprune.errors import ConfigError
+from hybridprune.io import device_lock
+from hybridprune.search.config import StudyConfig
+from hybridprune.search.split import describe_split, split_record
+
+log = logging.getLogger(__name__)
+
+
+def load_baseline(cfg: StudyConfig, data: Any, *, train_if_missing: bool = True) -> tuple[Any, Any, dict]:
+    """The unpruned model: ``model.checkpoint`` or the baseline trained once and cached.
+
+    The cache is ``<run_dir>/baseline.pt``; training holds a file lock so parallel workers train it
+    once. Re-runs reuse it.
+
+    Args:
+        cfg: The study.
+        data: Its data (for training and for the class count check).
+        train_if_missing: Train when no checkpoint and no cache exist (else ConfigError).
+
+    Returns:
+        ``(model, normalization, metrics)``.
+
+    Raises:
+        CheckpointError: unreadable checkpoint. ConfigError: class-count mismatch.
+    """
+    from hybridprune.checkpoints import load_checkpoint, save_checkpoint
+    from hybridprune.models import create_model, get_model_spec
+
+    def check(model: Any, where: str) -> None:
+        n = int(model.hp_model_kwargs.get("num_classes", -1)) if hasattr(model, "hp_model_kwargs") else -1
+        if n != data.num_classes:
+            raise ConfigError(f"{where} has {n} classes but dataset {cfg.data.dataset!r} has {data.num_classes}")
+
+    if cfg.model.checkpoint:
+        loaded = load_checkpoint(cfg.model.checkpoint, cfg.model.name)
+        check(loaded.model, f"model.checkpoint {cfg.model.checkpoint}")
+        if cfg.baseline.adapt_epochs is not None:
+            return adapt_baseline(cfg, data, loaded, train_if_missing=train_if_missing)
+        return loaded.model, loaded.normalization, dict(loaded.metrics)
+    path = cfg.baseline_path
+    with device_lock(cfg.run_dir / "baseline.lock"):
+        if not path.is_file():
+            if not train_if_missing:
+                raise ConfigError(f"no model.checkpoint and no trained baseline at {path}")
+            from hybridprune.training import evaluate, seed_everything, train
+
+            b = cfg.baseline
+            seed_everything(cfg.study.seed)  # the initial weights too: the same study trains the same baseline
+            model = create_model(cfg.model.name, num_classes=data.num_classes, **cfg.model.kwargs)
+            norm = get_model_spec(cfg.model.name).normalization
+            log.info("training the baseline %s for %s", cfg.model.name, b.budget)
+            result = train(model, data, b.budget, norm, **b.train_kwargs(), seed=cfg.study.seed, device="cpu",
+                           progress=_baseline_progress())
+            acc = evaluate(model, data.val, norm, device="cpu", precision=b.precision).top1
+            save_checkpoint(path, model.cpu(), norm, metrics={"val_top1": acc, "train": result.to_dict(),
+                                                              "split": split_record(cfg)})
+        loaded = load_checkpoint(path, cfg.model.name)
+    check(loaded.model, f"cached baseline {path}")
+    return loaded.model, loaded.normalization, dict(loaded.metrics)
+
+
+def adapted_path(cfg: StudyConfig) -> Path:
+    """Where the adapted baseline (``[baseline] adapt_epochs``) is cached."""
+    return cfg.run_dir / "adapted.pt"
+
+
+def _adaptation(cfg: StudyConfig, checkpoint: str | Path) -> dict[str, Any]:
+    """What a cached adapted model must have been made from (a mismatch adapts again)."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    b = cfg.baseline
+    return {"checkpoint_sha256": digest, "epochs": b.adapt_epochs, "lr": b.adapt_lr, "batch_size": b.batch_size,
+            "split": split_record(cfg), "train_subset": cfg.data.train_subset}
+
+
+def adapt_baseline(cfg: StudyConfig, data: Any, loaded: Any, *, train_if_missing: bool = True,
+                   checkpoint: str | Path | None = None, model_name: str | None = None, path: Path | None = None,
+                   label: str = "model.checkpoint") -> tuple[Any, Any, dict]:
+    """A checkpoint fine-tuned ``[baseline] adapt_epochs`` on the train split, once, cached in ``run_dir``.
+
+    By default ``model.checkpoint`` into :func:`adapted_path`; a reference model passes its own
+    ``checkpoint``, ``model_name``, cache ``path`` and ``label``. Its validation and test top-1 are
+    recorded in the checkpoint's metrics and printed.
+
+    Returns:
+        ``(model, normalization, metrics)`` of the adapted model.
+    """
+    from hybridprune.checkpoints import load_checkpoint, save_checkpoint
+    from hybridprune.recipe import Budget
+    from hybridprune.training import evaluate, finetune, seed_everything
+
+    checkpoint = checkpoint or cfg.model.checkpoint
+    model_name = model_name or cfg.model.name
+    path, want = path or adapted_path(cfg), _adaptation(cfg, checkpoint)
+    with device_lock(cfg.run_dir / "baseline.lock"):
+        cached = load_checkpoint(path, model_name) if path.is_file() else None
+        if cached is None or cached.metrics.get("adapted_from") != want:
+            if not train_if_missing:
+                raise ConfigError(f"the adapted baseline {path} is missing or was made from other settings; "
+                                  f"run the study first: hybridprune run {cfg.path}")
+            b = cfg.baseline
+            print(f"adapting {label} to {cfg.data.dataset}: {b.adapt_epochs:g} epoch(s), lr {b.adapt_lr:g}; "
+                  f"cached at {path}", flush=True)
+            seed_everything(cfg.study.seed)
+            model = loaded.model
+            norm = loaded.normalization
+            before = evaluate(model, data.val, norm, device="cpu", precision=b.precision).top1
+            result = finetune(model, data, Budget(epochs=b.adapt_epochs), norm, lr=b.adapt_lr,
+                              batch_size=b.batch_size, precision=b.precision, seed=cfg.study.seed, device="cpu",
+                              evaluate_val=False, progress=_baseline_progress(label="adapt"))
+            val = evaluate(model, data.val, norm, device="cpu", precision=b.precision).top1
+            test = evaluate(model, data.test, norm, device="cpu", precision=b.precision).top1
+            print(f"adapted {label}: validation top-1 {100 * before:.2f}% -> {100 * val:.2f}%, test top-1 "
+                  f"{100 * test:.2f}% ({describe_split(cfg, 'val', len(data.val))}; "
+                  f"{describe_split(cfg, 'test', len(data.test))})", flush=True)
+            save_checkpoint(path, model.cpu(), norm, record=loaded.record, input_size=tuple(data.image_size),
+                            metrics={**{k: v for k, v in loaded.metrics.items() if k != "train"},
+                                     "val_top1": float(val), "test_top1": float(test),
+                                     "val_top1_before": float(before), "train": result.to_dict(),
+                                     "split": split_record(cfg), "adapted_from": want})
+            cached = load_checkpoint(path, model_name)
+    return cached.model, cached.normalization, dict(cached.metrics)
+
+
+def _baseline_progress(every_s: float = 10.0, label: str = "baseline"):
+    """A ``train`` progress callback printing a line at most every ``every_s`` seconds."""
+    import time
+
+    state = {"last": time.monotonic()}
+
+    def report(info: Any) -> None:
+        now = time.monotonic()
+        if now - state["last"] >= every_s or info.step == info.total_steps:
+            state["last"] = now
+            print(f"{label}: step {info.step}/{info.total_steps}, loss {info.loss:.3f}, "
+                  f"{info.images_per_second:.0f} img/s", flush=True)
+
+    return report
