@@ -9,7 +9,7 @@ from optuna_dashboard import get_note
 
 from hybridprune.cli import main
 from hybridprune.search import trials as T
-from hybridprune.search.latency import interleaved_latency, ratio_summary
+from hybridprune.search.latency import BASELINE, interleaved_latency, ratio_summary
 
 from helpers import load, write_study
 
@@ -178,7 +178,7 @@ def test_ratio_summary_and_interleaving_order():
 
     out = interleaved_latency(pair, "b", {1: "m", 2: "n"}, rounds=2)
     assert calls == [("m", "b"), ("n", "b")] * 2  # every model timed next to the baseline, each round
-    assert out[1][T.R_RATIO] == 0.5 and out[2][T.R_RATIO] == 2.0 and out[-1][T.R_RATIO] == 1.0
+    assert out[1][T.R_RATIO] == 0.5 and out[2][T.R_RATIO] == 2.0 and out[BASELINE][T.R_RATIO] == 1.0
 
 
 def test_paired_timing_alternates_single_runs(tmp_path):

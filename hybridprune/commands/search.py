@@ -38,7 +38,7 @@ def _console(stderr: bool = False):
 
 
 def _summary(study, cfg, console) -> None:
-    from hybridprune.search.pareto import pareto_rows, rich_table
+    from hybridprune.search.pareto import pareto_rows, reference_rows, rich_table
     from hybridprune.search.study import counts, savings
 
     c = counts(study)
@@ -52,7 +52,8 @@ def _summary(study, cfg, console) -> None:
 
     if (time_line := describe(study)) is not None:
         console.print(time_line, soft_wrap=True, markup=False)
-    console.print(rich_table(pareto_rows(study), f"Pareto set of {cfg.name} (accuracy max, latency min)"))
+    console.print(rich_table(pareto_rows(study) + reference_rows(study),
+                             f"Pareto set of {cfg.name} (accuracy max, latency min) and reference models"))
 
 
 def _log_started(study, seen: set, console) -> None:
@@ -236,10 +237,10 @@ def pareto_cmd(
     """Table of the Pareto set plus PNG and HTML plots of accuracy vs latency."""
     from dataclasses import asdict
 
-    from hybridprune.search.pareto import pareto_rows, plot_html, plot_png, rich_table
+    from hybridprune.search.pareto import pareto_rows, plot_html, plot_png, reference_rows, rich_table
 
     cfg, study = _open(study_file, storage)
-    rows = pareto_rows(study)
+    rows = pareto_rows(study) + reference_rows(study)
     if as_json:
         typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
         return
@@ -258,13 +259,15 @@ def select_cmd(
     min_accuracy: Optional[float] = typer.Option(
         None, help="Minimum validation accuracy, a fraction (default: the study's constraints.min_accuracy)."),
     export: Path = typer.Option(..., help="Directory for model.pt, model.onnx, record.json, REPORT.md."),
+    allow_reference: bool = typer.Option(False, "--allow-reference",
+                                         help="A reference model ([references] models) may be exported too."),
     storage: Optional[str] = _storage(),
 ) -> None:
     """Export the most accurate trial that meets the latency budget."""
 
     from hybridprune.errors import ConfigError
     from hybridprune.search.pareto import rich_table
-    from hybridprune.search.select import NoFeasibleTrial, basis, choose, drop_warning, export_trial
+    from hybridprune.search.select import NoFeasibleTrial, basis, choose, drop_warning, export_trial, reference_note
 
     if (max_latency_ms is None) == (max_latency_ratio is None):
         raise ConfigError("give exactly one of --max-latency-ms and --max-latency-ratio")
@@ -289,7 +292,7 @@ def select_cmd(
                       f"{max_latency_ms:.3f} ms", soft_wrap=True, markup=False)
     console.print(on.describe(), soft_wrap=True, markup=False)
     try:
-        chosen = choose(study, max_latency_ms, min_accuracy, on=on)
+        chosen = choose(study, max_latency_ms, min_accuracy, on=on, allow_reference=allow_reference)
     except NoFeasibleTrial as exc:
         if exc.closest:
             _console(stderr=True).print(rich_table(exc.closest, f"closest trials ({on.name} basis; none meets the "
@@ -312,6 +315,9 @@ def select_cmd(
     console.print(f"selected trial {trial.number}: validation top-1 {100 * chosen.accuracy:.2f}%{test}, latency "
                   f"{chosen.latency_ms:.3f} ms ({chosen.ratio:.3f} x the baseline); wrote "
                   f"{', '.join(sel.files.values())}", soft_wrap=True, markup=False)
+    note = reference_note(on, chosen, max_latency_ms)
+    if note:
+        console.print(note, soft_wrap=True, markup=False)
     warning = drop_warning(on, chosen)
     if warning:
         _console(stderr=True).print(warning, soft_wrap=True, markup=False)

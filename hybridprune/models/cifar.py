@@ -7,7 +7,7 @@ from functools import partial
 from hybridprune.models.registry import ModelSpec, register_model
 from hybridprune.models.resnet_cifar import CifarResNet
 
-CIFAR_DEPTHS = (20, 32, 44, 56, 110)
+CIFAR_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
 
 
 def _factory(depth: int, num_classes: int = 10, shortcut: str = "A", width: int = 16) -> CifarResNet:

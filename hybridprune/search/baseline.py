@@ -35,8 +35,7 @@ def load_baseline(cfg: StudyConfig, data: Any, *, train_if_missing: bool = True)
     Raises:
         CheckpointError: unreadable checkpoint. ConfigError: class-count mismatch.
     """
-    from hybridprune.checkpoints import load_checkpoint, save_checkpoint
-    from hybridprune.models import create_model, get_model_spec
+    from hybridprune.checkpoints import load_checkpoint
 
     def check(model: Any, where: str) -> None:
         n = int(model.hp_model_kwargs.get("num_classes", -1)) if hasattr(model, "hp_model_kwargs") else -1
@@ -50,25 +49,40 @@ def load_baseline(cfg: StudyConfig, data: Any, *, train_if_missing: bool = True)
             return adapt_baseline(cfg, data, loaded, train_if_missing=train_if_missing)
         return loaded.model, loaded.normalization, dict(loaded.metrics)
     path = cfg.baseline_path
+    loaded = train_once(cfg, data, cfg.model.name, cfg.model.kwargs, path, train_if_missing=train_if_missing)
+    check(loaded.model, f"cached baseline {path}")
+    return loaded.model, loaded.normalization, dict(loaded.metrics)
+
+
+def train_once(cfg: StudyConfig, data: Any, name: str, kwargs: dict, path: Path, *, train_if_missing: bool = True,
+               label: str = "baseline") -> Any:
+    """``name`` trained from scratch with the ``[baseline]`` recipe once, cached at ``path`` (under a lock).
+
+    The baseline of a study without ``model.checkpoint``, and a reference model without a checkpoint.
+
+    Returns:
+        The :class:`~hybridprune.checkpoints.LoadedCheckpoint`.
+    """
+    from hybridprune.checkpoints import load_checkpoint, save_checkpoint
+    from hybridprune.models import create_model, get_model_spec
+
     with device_lock(cfg.run_dir / "baseline.lock"):
         if not path.is_file():
             if not train_if_missing:
-                raise ConfigError(f"no model.checkpoint and no trained baseline at {path}")
+                raise ConfigError(f"no trained {label} at {path}; run the study first: hybridprune run {cfg.path}")
             from hybridprune.training import evaluate, seed_everything, train
 
             b = cfg.baseline
-            seed_everything(cfg.study.seed)  # the initial weights too: the same study trains the same baseline
-            model = create_model(cfg.model.name, num_classes=data.num_classes, **cfg.model.kwargs)
-            norm = get_model_spec(cfg.model.name).normalization
-            log.info("training the baseline %s for %s", cfg.model.name, b.budget)
+            seed_everything(cfg.study.seed)  # the initial weights too: the same study trains the same model
+            model = create_model(name, num_classes=data.num_classes, **kwargs)
+            norm = get_model_spec(name).normalization
+            log.info("training the %s %s for %s", label, name, b.budget)
             result = train(model, data, b.budget, norm, **b.train_kwargs(), seed=cfg.study.seed, device="cpu",
-                           progress=_baseline_progress())
+                           progress=_baseline_progress(label=label))
             acc = evaluate(model, data.val, norm, device="cpu", precision=b.precision).top1
             save_checkpoint(path, model.cpu(), norm, metrics={"val_top1": acc, "train": result.to_dict(),
                                                               "split": split_record(cfg)})
-        loaded = load_checkpoint(path, cfg.model.name)
-    check(loaded.model, f"cached baseline {path}")
-    return loaded.model, loaded.normalization, dict(loaded.metrics)
+        return load_checkpoint(path, name)
 
 
 def adapted_path(cfg: StudyConfig) -> Path:

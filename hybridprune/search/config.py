@@ -146,8 +146,9 @@ class ReferencesSection:
     """``[references]``: other models a user could pick instead of a pruned one.
 
     ``models = [{ model = "resnet20", checkpoint = "resnet20.th", name = "ResNet-20" }, ...]``:
-    ``model`` a registry name or factory reference, ``checkpoint`` its weights (required),
-    ``name`` a label (default: ``model``). Each is adapted like the baseline, timed like a trial,
+    ``model`` a registry name or factory reference, ``checkpoint`` its weights (without one the
+    model is trained from scratch with the ``[baseline]`` recipe, ``kwargs`` passed to its
+    factory), ``name`` a label (default: ``model``). Each is adapted like the baseline, timed like a trial,
     refined under the same budget, and shown on every front (see :mod:`hybridprune.search.references`).
     """
 
@@ -167,14 +168,17 @@ class ReferencesSection:
             unknown = sorted(set(entry) - set(self.KEYS))
             if unknown:
                 raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {list(self.KEYS)}")
-            if not isinstance(entry.get("model"), str) or not isinstance(entry.get("checkpoint"), str):
-                raise ConfigError(f"{where} needs model (a registry name or file.py:callable) and checkpoint "
-                                  f"(a file), got {dict(entry)!r}")
+            checkpoint = entry.get("checkpoint")
+            if not isinstance(entry.get("model"), str) or not (checkpoint is None or isinstance(checkpoint, str)):
+                raise ConfigError(f"{where} needs model (a registry name or file.py:callable) and may give a "
+                                  f"checkpoint (a file), got {dict(entry)!r}")
+            if not isinstance(entry.get("kwargs", {}), Mapping):
+                raise ConfigError(f"{where}.kwargs must be a table, got {entry['kwargs']!r}")
             name = entry.get("name", entry["model"])
             if not isinstance(name, str) or not name or name in names:
                 raise ConfigError(f"{where}.name must be a unique non-empty text, got {name!r}")
             names.add(name)
-            out.append({"model": entry["model"], "checkpoint": entry["checkpoint"], "name": name,
+            out.append({"model": entry["model"], "checkpoint": entry.get("checkpoint"), "name": name,
                         "kwargs": dict(entry.get("kwargs") or {})})
         object.__setattr__(self, "models", tuple(out))
 
@@ -186,7 +190,7 @@ class ReferencesSection:
         out = []
         for i, m in enumerate(self.models):
             entry = {**m, "model": canonical_reference(m["model"], base), "checkpoint": resolve(base, m["checkpoint"])}
-            if not Path(entry["checkpoint"]).is_file():
+            if entry["checkpoint"] is not None and not Path(entry["checkpoint"]).is_file():
                 raise ConfigError(f"references.models[{i}].checkpoint {entry['checkpoint']} does not exist")
             get_model_spec(entry["model"])  # UnknownNameError lists the models
             out.append(entry)

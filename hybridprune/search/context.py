@@ -144,8 +144,11 @@ def build_context(cfg: StudyConfig, *, train_if_missing: bool = True, device: st
     Raises:
         HybridPruneError subclasses naming what is wrong.
     """
+    from hybridprune.search.references import check_references
+
     backend = build_backend(cfg)  # cheapest check first
     data = load_data(cfg)
+    check_references(cfg, data, tuple(int(s) for s in data.image_size))  # before the baseline trains
     model, norm, metrics = load_baseline(cfg, data, train_if_missing=train_if_missing)
     space = build_space(cfg, model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

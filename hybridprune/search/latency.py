@@ -30,6 +30,8 @@ from hybridprune.search import trials as T
 from hybridprune.search._optuna import set_study_system_attr, study_system_attrs
 from hybridprune.search.latency_cache import IsolatedTimer, LatencyCache, architecture_key, settings_key
 
+#: Key of the baseline's own entry in interleaved results (model numbers may be negative: reference models).
+BASELINE = "baseline"
 #: Rounds whose baseline read within this fraction of its fastest reading count as quiet.
 QUIET = 0.02
 #: Study system attribute: the reference baseline latency (ms) per latency-settings key.
@@ -85,12 +87,12 @@ def ratio_summary(model_ms: list[float], baseline_ms: list[float], confidence: f
 
 def interleaved_latency(pair: Callable[[Any, Any], tuple[float, float, float]], baseline: Any,
                         models: dict[int, Any], rounds: int,
-                        on_round: Callable[[int, int], None] | None = None) -> dict[int, dict]:
+                        on_round: Callable[[int, int], None] | None = None) -> dict[Any, dict]:
     """Time ``models`` against ``baseline`` for ``rounds`` rounds; :func:`ratio_summary` per model.
 
     ``pair(model, baseline)`` measures the two next to each other and returns ``(model ms,
     baseline ms, ratio)``, so each ratio compares measurements taken under the same load. The
-    baseline's own entry (key ``-1``) has ratio 1. ``on_round(done, rounds)`` follows each round.
+    baseline's own entry (key :data:`BASELINE`) has ratio 1. ``on_round(done, rounds)`` follows each round.
     """
     times: dict[int, list[float]] = {n: [] for n in models}
     base: dict[int, list[float]] = {n: [] for n in models}
@@ -108,7 +110,8 @@ def interleaved_latency(pair: Callable[[Any, Any], tuple[float, float, float]], 
             on_round(done, rounds)
     out = {n: ratio_summary(times[n], base[n], ratios=ratios[n]) for n in models}
     every = [v for n in models for v in base[n]] + alone
-    out[-1] = {T.R_MEASURED: statistics.median(every), T.R_RATIO: 1.0, T.R_RATIO_CI: [1.0, 1.0], T.R_ROUNDS: rounds}
+    out[BASELINE] = {T.R_MEASURED: statistics.median(every), T.R_RATIO: 1.0, T.R_RATIO_CI: [1.0, 1.0],
+                     T.R_ROUNDS: rounds}
     return out
 
 
@@ -261,11 +264,11 @@ class StudyLatency:
         return results[median_round], summary[T.R_RATIO], extra
 
     def interleaved(self, study: Any, baseline: Timed, models: dict[int, Timed], rounds: int,
-                    on_round: Callable[[int, int], None] | None = None) -> dict[int, dict]:
+                    on_round: Callable[[int, int], None] | None = None) -> dict[Any, dict]:
         """Re-time ``models`` against ``baseline`` in interleaved rounds (``refine``, ``publish``).
 
         Returns:
-            Per model number, and ``-1`` for the baseline: :func:`ratio_summary`'s fields with
+            Per model number, and :data:`BASELINE` for the baseline: :func:`ratio_summary`'s fields with
             ``latency_ms`` = ratio x the study's reference baseline latency (the study basis) and
             ``measured_ms`` the median of this run's own readings.
         """

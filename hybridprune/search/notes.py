@@ -35,15 +35,42 @@ def study_note(study: Any, rows: list[tuple[Any, dict]]) -> str:
              "|---:|---:|---:|---:|---|---|"]
     for t, r in rows:
         lo, hi = r[T.R_RATIO_CI]
+        label = t.user_attrs.get(T.REFERENCE) or ""
+        if t.number < 0:
+            label = f"{label}: {t.user_attrs.get('reference_name')}"
         lines.append(f"| {t.number} | {100 * r[T.R_TEST]:.2f}% | {100 * r[T.R_VAL]:.2f}% | {r[T.R_LATENCY]:.3f} | "
-                     f"{r[T.R_RATIO]:.3f} ({lo:.3f}-{hi:.3f}) | {t.user_attrs.get(T.REFERENCE) or ''} |")
+                     f"{r[T.R_RATIO]:.3f} ({lo:.3f}-{hi:.3f}) | {label} |")
     return "\n".join(lines) + "\n"
+
+
+def references_note(study: Any) -> str:
+    """Markdown table of the study's reference models (``[references] models``), or ``""``."""
+    from hybridprune.search.references import NAME, reference_trials
+
+    refs = reference_trials(study)
+    if not refs:
+        return ""
+    lines = ["## Reference models", "", "Models a user could pick instead of a pruned one, adapted and timed the "
+             "same way (validation top-1; latency on the study basis, next to the baseline).", "",
+             "| reference | validation top-1 | latency ms | latency ratio | MMACs |", "|---|---:|---:|---:|---:|"]
+    for r in refs:
+        ratio, macs = r.user_attrs.get(T.LATENCY_RATIO, float("nan")), r.user_attrs.get(T.MACS, 0) / 1e6
+        lines.append(f"| {r.user_attrs[NAME]} | {100 * T.accuracy(r):.2f}% | {T.latency_ms(r):.3f} | "
+                     f"{ratio:.3f} | {macs:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def save_study_note(study: Any, rows: list[tuple[Any, dict]] | None = None) -> None:
+    """The study's dashboard note: its reference models, then (once refined) the refined front."""
+    from optuna_dashboard import save_note
+
+    parts = [references_note(study), study_note(study, rows) if rows else ""]
+    save_note(study, "\n".join(p for p in parts if p))
 
 
 def save_refined_notes(study: Any, rows: list[tuple[Any, dict]]) -> None:
     """Write every refined trial's note and the study's refined-front table."""
-    from optuna_dashboard import save_note
-
     for t, rec in rows:
-        save_finished_trial_note(study, t, trial_note(t, rec))
-    save_note(study, study_note(study, rows))
+        if t.number >= 0:  # a reference model is no Optuna trial: it has a row in the study's note
+            save_finished_trial_note(study, t, trial_note(t, rec))
+    save_study_note(study, rows)

@@ -46,6 +46,16 @@ def completed(study: Any) -> list[Any]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
+def reference_rows(study: Any) -> list[Row]:
+    """The reference models (``[references] models``) as rows, labelled ``family: <name>``."""
+    import dataclasses
+
+    from hybridprune.search.references import NAME, reference_trials
+
+    return [dataclasses.replace(Row.from_trial(r), reference=f"{T.REF_FAMILY}: {r.user_attrs[NAME]}")
+            for r in reference_trials(study)]
+
+
 def pareto_rows(study: Any) -> list[Row]:
     """Feasible Pareto-optimal trials by increasing latency (a reused duplicate shows as its twin)."""
     best = [t for t in study.best_trials if T.counts_towards_target(t)]
@@ -103,6 +113,13 @@ def plot_png(study: Any, path: str | Path, title: str = "") -> Path:
                 edgecolors="black",
                 label=f"{kind} setting" if kind == T.REF_PAPER else "unpruned baseline",
             )
+    family = reference_rows(study)
+    if family:
+        ax.scatter([r.latency_ms for r in family], [100 * r.accuracy for r in family], marker="D", s=60,
+                   c="tab:green", label="reference models")
+        for r in family:
+            ax.annotate(r.reference.partition(": ")[2], (r.latency_ms, 100 * r.accuracy), fontsize=7,
+                        xytext=(4, -8), textcoords="offset points")
     return save_figure(fig, ax, path, "latency (ms)", "validation accuracy (%)", title or study.study_name)
 
 
@@ -130,8 +147,10 @@ def plot_html(study: Any, path: str | Path, title: str = "") -> Path:
     front = pareto_rows(study)
 
     def text(r: Row) -> str:
-        return (f"trial {r.number}<br>ratio {r.channel_ratio} blocks {r.pruned_blocks}<br>{r.criterion} {r.order}"
-                f"<br>params {r.params}")
+        if r.number < 0:
+            return f"{r.reference}<br>params {r.params}"
+        return (f"trial {r.number}<br>channels cut {r.channel_ratio}, blocks cut {r.pruned_blocks}<br>{r.criterion} "
+                f"{r.order}<br>params {r.params}")
 
     fig = go.Figure()
     for name, sel, style in (
@@ -147,6 +166,7 @@ def plot_html(study: Any, path: str | Path, title: str = "") -> Path:
             [r for r in rows if r.reference == T.REF_PAPER],
             dict(symbol="square-open", size=12, color="black"),
         ),
+        ("reference models", reference_rows(study), dict(symbol="diamond", size=11, color="seagreen")),
     ):
         if sel:
             fig.add_trace(go.Scatter(x=[r.latency_ms for r in sel], y=[100 * r.accuracy for r in sel], mode="markers",

@@ -30,7 +30,12 @@ PAPER_KEPT = 2  # the best refined paper settings published beside the front
 
 def published_name(trial: Any) -> str:
     """The ONNX file name of a published trial."""
-    return "baseline.onnx" if T.is_reference(trial, T.REF_BASELINE) else f"trial{trial.number}.onnx"
+    if T.is_reference(trial, T.REF_BASELINE):
+        return "baseline.onnx"
+    if T.is_reference(trial, T.REF_FAMILY):
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in trial.user_attrs.get("reference_name", ""))
+        return f"reference-{safe or -trial.number}.onnx"
+    return f"trial{trial.number}.onnx"
 
 
 def nondominated(points: list[tuple[float, float]]) -> list[int]:
@@ -78,12 +83,13 @@ def _write(cfg: Any, study: Any, refined: dict, base: Any, out: Path, rounds: in
     from hybridprune.evaluators.onnx_eval import onnx_top1
     from hybridprune.evaluators.timing import machine_description
     from hybridprune.search.context import build_backend, load_data
-    from hybridprune.search.latency import StudyLatency, Timed
+    from hybridprune.search.latency import BASELINE, StudyLatency, Timed
+    from hybridprune.search.references import by_number, model_name_of
     from hybridprune.search.split import split_record
     from hybridprune.search.storage import get_artifact_store
 
     store = get_artifact_store(cfg.artifact_dir)
-    by_no = {t.number: t for t in study.trials}
+    by_no = by_number(study)
     test = load_data(cfg).test
     images, labels = test.images.numpy(), test.labels.numpy()
     entries, models = [], {}
@@ -94,13 +100,14 @@ def _write(cfg: Any, study: Any, refined: dict, base: Any, out: Path, rounds: in
             ckpt = Path(scratch) / f"{n}.pt"
             download_artifact(artifact_store=store, artifact_id=rec[T.R_ARTIFACTS]["onnx"], file_path=str(path))
             download_artifact(artifact_store=store, artifact_id=rec[T.R_ARTIFACTS]["checkpoint"], file_path=str(ckpt))
-            loaded = load_checkpoint(ckpt, cfg.model.name)
+            loaded = load_checkpoint(ckpt, model_name_of(cfg, t))
             norm = loaded.normalization
             acc = 100 * onnx_top1(path, images, labels, norm.mean, norm.std)
             say(f"trial {n}: test top-1 {acc:.2f}% from {path.name} (refine measured {100 * rec[T.R_TEST]:.2f}% "
                 f"in PyTorch)")
             models[n] = Timed(loaded.model.eval(), path)
             entries.append({"onnx": path.name, "trial": n, T.REFERENCE: t.user_attrs.get(T.REFERENCE),
+                            "reference_name": t.user_attrs.get("reference_name"),
                             "test_top1": round(acc, 2), "test_top1_pytorch": round(100 * rec[T.R_TEST], 2),
                             "val_top1_search": round(100 * T.accuracy(t), 2), "macs": t.user_attrs.get(T.MACS),
                             "params": t.user_attrs.get(T.PARAMS), "config": t.user_attrs.get(T.CONFIG),
@@ -116,7 +123,7 @@ def _write(cfg: Any, study: Any, refined: dict, base: Any, out: Path, rounds: in
                                         on_round=lambda d, r: say(f"re-timing against the baseline: round {d}/{r}"))
         finally:
             latency.close()
-    timed[base.number] = timed.pop(-1)
+    timed[base.number] = timed.pop(BASELINE)
     how = f"{cfg.latency.backend} {json.dumps(cfg.latency.options, sort_keys=True)}, batch {cfg.latency.batch_size}"
     for e in entries:
         r = timed[e["trial"]]

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from hybridprune.errors import ConfigError, HybridPruneError
 from hybridprune.search import trials as T
+from hybridprune.search.latency import BASELINE
 from hybridprune.search.notes import save_refined_notes
 from hybridprune.search.pareto import completed, pareto_rows
 from hybridprune.search.storage import store_model
@@ -55,7 +56,7 @@ class RefineOptions:
 def candidates(study: Any, *, top: int | None = None, max_latency_ms: float | None = None,
                numbers: list[int] | None = None) -> list[Any]:
     """The trials to refine: the Pareto set, the ``top`` most accurate, those under a budget or
-    the trial ``numbers`` named, plus the baseline.
+    the trial ``numbers`` named, plus the baseline and every reference model (last).
 
     Only feasible completed trials with artifacts that are not reused duplicates qualify (named
     ``numbers`` may be infeasible: below ``min_accuracy`` after the search's short fine-tune). The
@@ -95,7 +96,10 @@ def candidates(study: Any, *, top: int | None = None, max_latency_ms: float | No
     else:
         front = {r.number for r in pareto_rows(study)}
         chosen = [t for t in ok if t.number in front]
-    return base[:1] + sorted((t for t in chosen if t.number != base[0].number), key=lambda t: t.number)
+    from hybridprune.search.references import reference_trials
+
+    return (base[:1] + sorted((t for t in chosen if t.number != base[0].number), key=lambda t: t.number)
+            + reference_trials(study))
 
 
 def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOptions, tmp: Path) -> dict:
@@ -139,7 +143,9 @@ def _download_checkpoint(ctx: Any, store: Any, artifact: str, trial: Any, path: 
     except Exception as exc:
         raise HybridPruneError(f"checkpoint artifact {artifact} of trial {trial.number} is missing from "
                                f"{ctx.cfg.artifact_dir}: {exc}") from None
-    loaded = load_checkpoint(path, ctx.cfg.model.name)  # the study names its model; the file may not
+    from hybridprune.search.references import model_name_of
+
+    loaded = load_checkpoint(path, model_name_of(ctx.cfg, trial))  # the study names its models; the file may not
     path.unlink()
     return loaded
 
@@ -177,7 +183,7 @@ def refine(ctx: Any, study: Any, trials: list[Any], store: Any, options: RefineO
         start = time.perf_counter()
         timed = ctx.latency.interleaved(study, models[base_no], {n: m for n, m in models.items() if n != base_no},
                                         options.rounds, on_round=on_round)
-        timed[base_no] = timed.pop(-1)
+        timed[base_no] = timed.pop(BASELINE)
         latency_s = time.perf_counter() - start
     out = []
     for t, rec in records:

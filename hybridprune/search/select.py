@@ -59,11 +59,13 @@ class Basis:
 
     def describe(self) -> str:
         """One line saying what is compared."""
+        refs = sum(T.is_reference(c.trial, T.REF_FAMILY) for c in self.candidates)
+        n = f"{len(self.candidates) - refs}" + (f" (+{refs} reference model{'s' if refs > 1 else ''})" if refs else "")
         if self.name == "refined":
-            return (f"basis: the {len(self.candidates)} refined trials (validation top-1 after refine; latency = "
+            return (f"basis: the {n} refined trials (validation top-1 after refine; latency = "
                     f"ratio to the baseline, timed interleaved, x the reference baseline latency "
                     f"{self.baseline_ms:.3f} ms)")
-        return (f"basis: the {len(self.candidates)} search trials (validation top-1 after the search's fine-tune; "
+        return (f"basis: the {n} search trials (validation top-1 after the search's fine-tune; "
                 f"latency on the study basis, reference baseline latency {self.baseline_ms:.3f} ms)")
 
 
@@ -86,9 +88,12 @@ def basis(study: Any) -> Basis:
     Refined and unrefined numbers are never mixed: a refined model's longer fine-tune and its
     re-timing would otherwise compete with search numbers of another fine-tune and another load.
     """
+    from hybridprune.search.references import reference_trials
+
     base = T.baseline_trial(study)
     base_ms = T.latency_ms(base) if base is not None else float("nan")
     usable = [t for t in completed(study) if t.user_attrs.get(T.ARTIFACTS) and T.counts_towards_target(t)]
+    usable += reference_trials(study)
     refined = T.refined(study)
     timed = [t for t in usable if refined.get(t.number, {}).get(T.R_RATIO) is not None]
     if timed and base is not None:
@@ -103,7 +108,7 @@ def basis(study: Any) -> Basis:
 
 
 def choose(study: Any, max_latency_ms: float, min_accuracy: float | None = None,
-           on: Basis | None = None) -> Candidate:
+           on: Basis | None = None, allow_reference: bool = False) -> Candidate:
     """The candidate with the best accuracy among those with latency <= budget, on one basis.
 
     Ties go to the lower latency, then the lower trial number. A latency exactly equal to the
@@ -114,6 +119,7 @@ def choose(study: Any, max_latency_ms: float, min_accuracy: float | None = None,
         max_latency_ms: Latency budget (the study's latency statistic, on the study basis).
         min_accuracy: Optional minimum validation accuracy (fraction).
         on: The basis (default: :func:`basis` of ``study``).
+        allow_reference: A reference model (``[references] models``) may be chosen too.
 
     Returns:
         The chosen :class:`Candidate`.
@@ -122,7 +128,7 @@ def choose(study: Any, max_latency_ms: float, min_accuracy: float | None = None,
         NoFeasibleTrial: when none qualifies (message lists the closest trials).
     """
     on = on or basis(study)
-    cands = on.candidates
+    cands = [c for c in on.candidates if allow_reference or not is_family(c)]
     ok = [c for c in cands if c.latency_ms <= max_latency_ms and (min_accuracy is None or c.accuracy >= min_accuracy)]
     if ok:
         return min(ok, key=lambda c: (-c.accuracy, c.latency_ms, c.trial.number))
@@ -143,6 +149,27 @@ def choose(study: Any, max_latency_ms: float, min_accuracy: float | None = None,
         f"{fastest.trial.number} at {fastest.latency_ms:.3f} ms with accuracy {100 * fastest.accuracy:.2f}%", closest)
 
 
+def is_family(c: Candidate) -> bool:
+    """Whether a candidate is a reference model rather than a trial of the study."""
+    return T.is_reference(c.trial, T.REF_FAMILY)
+
+
+def reference_note(on: Basis, chosen: Candidate, max_latency_ms: float) -> str | None:
+    """One line naming the reference model that meets the budget and beats every pruned model, if any."""
+    from hybridprune.search.references import NAME
+
+    pruned = [c for c in on.candidates if not is_family(c) and c.latency_ms <= max_latency_ms]
+    best = max((c.accuracy for c in pruned), default=float("-inf"))
+    better = [c for c in on.candidates if is_family(c) and c.latency_ms <= max_latency_ms and c.accuracy > best]
+    if not better:
+        return None
+    top = max(better, key=lambda c: (c.accuracy, -c.latency_ms))
+    what = "exported instead" if top is chosen else "pass --allow-reference to export it instead"
+    return (f"note: reference model {top.trial.user_attrs[NAME]} meets the budget with a higher validation top-1 "
+            f"than every pruned model: {100 * top.accuracy:.2f}% at {top.latency_ms:.3f} ms ({top.ratio:.3f} x the "
+            f"baseline) against {100 * chosen.accuracy:.2f}% ({what})")
+
+
 def _row(c: Candidate) -> Row:
     """The table row of a candidate, with its basis' accuracy and latency."""
     import dataclasses
@@ -157,7 +184,7 @@ def drop_warning(on: Basis, chosen: Candidate, points: float = 5.0) -> str | Non
     """
     if on.baseline is None or on.baseline.accuracy - chosen.accuracy <= points / 100:
         return None
-    close = [c for c in on.candidates if on.baseline.accuracy - c.accuracy <= points / 100]
+    close = [c for c in on.candidates if on.baseline.accuracy - c.accuracy <= points / 100 and not is_family(c)]
     better = min(close, key=lambda c: (c.latency_ms, -c.accuracy, c.trial.number))
     return (f"warning: trial {chosen.trial.number} is {100 * (on.baseline.accuracy - chosen.accuracy):.2f} points "
             f"below the unpruned baseline ({100 * chosen.accuracy:.2f}% vs {100 * on.baseline.accuracy:.2f}%); the "
@@ -230,6 +257,20 @@ def _refined_lines(r: dict) -> list[str]:
     ]
 
 
+def _reference_lines(study: Any) -> list[str]:
+    """The reference models beside the exported one (``[references] models``)."""
+    from hybridprune.search.references import NAME, reference_trials
+
+    out = []
+    for r in reference_trials(study):
+        ref = T.refined(study, r)
+        test = f", test top-1 {100 * ref[T.R_TEST]:.2f}% refined" if ref.get(T.R_TEST) is not None else ""
+        out.append(f"- reference model {r.user_attrs[NAME]}: validation top-1 {100 * T.accuracy(r):.2f}%{test}, "
+                   f"latency {T.latency_ms(r):.3f} ms ({r.user_attrs.get(T.LATENCY_RATIO, float('nan')):.3f} x the "
+                   f"baseline), {r.user_attrs.get(T.MACS, 0) / 1e6:.1f} MMACs")
+    return out
+
+
 def _report(study: Any, trial: Any, row: Row, refined: dict | None = None, test: float | None = None) -> str:
     lat = trial.user_attrs.get(T.LATENCY_RESULT, {})
     before = trial.user_attrs.get(T.ACCURACY_BEFORE)
@@ -248,6 +289,7 @@ def _report(study: Any, trial: Any, row: Row, refined: dict | None = None, test:
             if row.params is not None and row.macs is not None
             else "- params: -",
             *_refined_lines(refined or {}),
+            *_reference_lines(study),
             f"- pruning: channel ratio {row.channel_ratio}, {row.pruned_blocks} blocks removed "
             f"({', '.join(trial.user_attrs.get(T.REMOVED_BLOCKS) or []) or 'none'}), "
             f"criterion {row.criterion}, order {row.order}",

@@ -72,6 +72,11 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
         study.set_user_attr(T.STUDY_BASELINE_METRICS, {k: v for k, v in ctx.baseline_metrics.items() if k != "train"})
     if cfg.study.references:
         enqueue_references(study, ctx.space)
+    if cfg.references.models:
+        from hybridprune.search.references import prepare_references
+        from hybridprune.search.storage import get_artifact_store
+
+        prepare_references(cfg, ctx, study, get_artifact_store(cfg.artifact_dir))
     if has_heartbeat(study):  # trials of dead workers stop counting as running (and are queued again)
         import optuna
 
