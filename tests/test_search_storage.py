@@ -85,10 +85,10 @@ def test_device_lock_excludes_other_processes(tmp_path):
 
 
 def test_banners_never_print_database_passwords(tmp_path, capsys):
-    from test_search_support import write_study
-
     from hybridprune.cli import main
     from hybridprune.search.storage import redact_url
+
+    from helpers import write_study
 
     assert redact_url("postgresql+psycopg2://me:s3cret@db.example/hp") == "postgresql+psycopg2://me:***@db.example/hp"
     assert redact_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
@@ -120,10 +120,10 @@ def test_one_resolver_for_storage_specs(tmp_path, monkeypatch):
 
 
 def test_journal_url_in_a_study_file_resolves_against_its_folder(tmp_path, monkeypatch):
-    from test_search_support import write_study
-
     from hybridprune.search.service import load
     from hybridprune.search.study import open_study
+
+    from helpers import write_study
 
     path = write_study(tmp_path / "studies", name="j", study_extra='storage = "journal://db/j.log"')
     monkeypatch.chdir(tmp_path)  # elsewhere than the study file

@@ -1,0 +1,94 @@
+"""Does refine's distillation from the adapted teacher beat a plain fine-tune of the same budget?
+
+The honest protocol of the real-scale study: the public ResNet-56 (``../shared/models/``), the JPEG
+CIFAR-10 copy with validation = the first half of each test class by sorted file name and test =
+the second half (``val_from = "test"``, ``val_size = 0.5``). Steps:
+
+1. **Adapt**: the public checkpoint fine-tuned ``--adapt-epochs`` on the whole train folder (plain
+   cross-entropy, ``[baseline] adapt_lr``, as ``[baseline] adapt_epochs`` does): the teacher.
+2. For each budget in ``--budgets`` (epochs): the adapted model fine-tuned that much more, once
+   plainly and once distilling from the adapted teacher with refine's recipe (``finetune``'s
+   defaults: distill_weight 0.5, temperature 4, cosine schedule, lr ``--lr``).
+3. With ``--pruned``, the same two ways for the adapted model pruned by 30% of channels and 4 blocks
+   (weight magnitude, layer first).
+
+Prints test top-1 (second half of the test folder, 5,000 images) of every model and the machine.
+
+    python benchmarks/distill_vs_plain.py --data ../shared/data/cifar10-jpeg \\
+        --checkpoint ../shared/models/resnet56-4bfd9763.th --adapt-epochs 1 --budgets 0.5 1 --pruned
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--model", default="resnet56")
+    ap.add_argument("--adapt-epochs", type=float, default=1.0)
+    ap.add_argument("--adapt-lr", type=float, default=0.01)
+    ap.add_argument("--budgets", type=float, nargs="+", default=[0.5, 1.0])
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--pruned", action="store_true")
+    ap.add_argument("--cache-dir", default=None)
+    args = ap.parse_args()
+
+    import torch
+
+    from hybridprune.checkpoints import load_checkpoint
+    from hybridprune.data import load_dataset
+    from hybridprune.evaluators.timing import machine_description
+    from hybridprune.pruning import HybridConfig, prune_model
+    from hybridprune.recipe import Budget
+    from hybridprune.training import evaluate, finetune, seed_everything
+
+    start = time.monotonic()
+    data = load_dataset("image_folder", args.data, val_size=0.5, val_from="test", cache_dir=args.cache_dir,
+                        say=print)
+    loaded = load_checkpoint(args.checkpoint, args.model)
+    norm = loaded.normalization
+
+    def test(model) -> float:
+        return 100 * evaluate(model, data.test, norm, device="cpu").top1
+
+    def fit(model, epochs, teacher=None, lr=args.lr):
+        seed_everything(0)
+        t0 = time.monotonic()
+        r = finetune(model, data, Budget(epochs=epochs), norm, teacher=teacher, lr=lr, batch_size=args.batch_size,
+                     seed=0, device="cpu", evaluate_val=False)
+        return time.monotonic() - t0, r
+
+    rows = [("public checkpoint, as it is", test(loaded.model), 0.0)]
+    print(f"public: test top-1 {rows[0][1]:.2f}% ({len(data.test)} images)", flush=True)
+    teacher = copy.deepcopy(loaded.model)
+    secs, r = fit(teacher, args.adapt_epochs, lr=args.adapt_lr)
+    rows.append((f"adapted {args.adapt_epochs:g} epoch(s), plain CE, lr {args.adapt_lr:g} (the teacher)", test(teacher),
+                 secs))
+    print(f"adapted: test top-1 {rows[-1][1]:.2f}% in {secs:.0f} s ({r.precision})", flush=True)
+    teacher.eval()
+    starts = [("unpruned", teacher)]
+    if args.pruned:
+        config = HybridConfig(channel_ratio=0.3, pruned_blocks=4, criterion="weight_magnitude", order="layer_first")
+        starts.append(("pruned 30% channels, 4 blocks", prune_model(teacher, config, torch.zeros(1, 3, 32, 32)).model))
+    for label, model in starts:
+        for epochs in args.budgets if label == "unpruned" else args.budgets[:1]:
+            for how, t in (("plain", None), ("distilled from the adapted teacher", teacher)):
+                student = copy.deepcopy(model)
+                secs, _ = fit(student, epochs, teacher=t)
+                rows.append((f"{label} + {epochs:g} epoch(s) {how}", test(student), secs))
+                print(f"{rows[-1][0]}: test top-1 {rows[-1][1]:.2f}% in {secs:.0f} s", flush=True)
+    print(f"\nmachine: {machine_description()}; total {time.monotonic() - start:.0f} s")
+    print("| model | test top-1 (2nd half of each test class, 5,000 images) | fine-tune s |")
+    print("|---|---:|---:|")
+    for name, acc, secs in rows:
+        print(f"| {name} | {acc:.2f}% | {secs:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
