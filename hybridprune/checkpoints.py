@@ -362,42 +362,52 @@ def load_checkpoint(
     if "format" in raw and raw["format"] != FORMAT:
         raise CheckpointError(f"{path} has checkpoint format {_short(raw['format'])}; this version reads {FORMAT}")
     if raw.get("format") == FORMAT:
-        f = _validate(raw, path)
-        name = f["name"]
-        if model_name is not None and canonical_reference(model_name) != name:
-            raise CheckpointError(f"{path} holds a {name} checkpoint, not {model_name}")
-        if is_reference(name) and model_name is None and not trust_model_code:
-            raise CheckpointError(f"{path} names model code {name!r}, which loading it would import and run; a "
-                                  f"checkpoint may name registry models only: pass that reference yourself "
-                                  f"(--model {name}) or --trust-model-code if you trust the file")
-        model = _build(name, f["kwargs"], path)
-        if f["input_size"]:
-            model.hp_input_size = f["input_size"]  # the size block detection traces at
-        if f["record"]:
-            from hybridprune.pruning.record import apply_record  # lazy: unpruned models need no torch-pruning
-
-            try:
-                model = apply_record(model, f["record"])
-            except HybridPruneError as exc:
-                raise CheckpointError(f"{path}: {exc}") from None
-            except Exception as exc:
-                raise CheckpointError(
-                    f"{path}: pruning record cannot be applied: {type(exc).__name__}: {exc}"
-                ) from None
-        _load_state(model, f["state"], path, name)
-        input_size = f["input_size"] or tuple(get_model_spec(name).input_size)
-        model.hp_input_size = input_size
-        return LoadedCheckpoint(
-            model=model.eval(), model_name=name, model_kwargs=f["kwargs"],
-            normalization=normalization or f["normalization"], input_size=input_size,
-            record=f["record"], metrics=f["metrics"],
-        )
+        return _load_hybridprune(path, raw, model_name, normalization, trust_model_code)
     state = raw.get("state_dict", raw)
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} has no state_dict of tensors; it is not a model checkpoint")
     state = {k.removeprefix("module."): v for k, v in _check_state(state, path).items()}
     if model_name is not None and (is_reference(model_name) or get_model_spec(model_name).family != "cifar_resnet"):
         return _load_plain(path, state, model_name, normalization)
+    return _load_classic(path, state, model_name, normalization)
+
+
+def _load_hybridprune(path: Path, raw: dict, model_name: str | None, normalization: Normalization | None,
+                      trust_model_code: bool) -> LoadedCheckpoint:
+    """A file in hybridprune's own format: model name and kwargs, pruning record, state, metrics."""
+    f = _validate(raw, path)
+    name = f["name"]
+    if model_name is not None and canonical_reference(model_name) != name:
+        raise CheckpointError(f"{path} holds a {name} checkpoint, not {model_name}")
+    if is_reference(name) and model_name is None and not trust_model_code:
+        raise CheckpointError(f"{path} names model code {name!r}, which loading it would import and run; a "
+                              f"checkpoint may name registry models only: pass that reference yourself "
+                              f"(--model {name}) or --trust-model-code if you trust the file")
+    model = _build(name, f["kwargs"], path)
+    if f["input_size"]:
+        model.hp_input_size = f["input_size"]  # the size block detection traces at
+    if f["record"]:
+        from hybridprune.pruning.record import apply_record  # lazy: unpruned models need no torch-pruning
+
+        try:
+            model = apply_record(model, f["record"])
+        except HybridPruneError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        except Exception as exc:
+            raise CheckpointError(f"{path}: pruning record cannot be applied: {type(exc).__name__}: {exc}") from None
+    _load_state(model, f["state"], path, name)
+    input_size = f["input_size"] or tuple(get_model_spec(name).input_size)
+    model.hp_input_size = input_size
+    return LoadedCheckpoint(
+        model=model.eval(), model_name=name, model_kwargs=f["kwargs"],
+        normalization=normalization or f["normalization"], input_size=input_size,
+        record=f["record"], metrics=f["metrics"],
+    )
+
+
+def _load_classic(path: Path, state: dict, model_name: str | None,
+                  normalization: Normalization | None) -> LoadedCheckpoint:
+    """A classic CIFAR ResNet state_dict (the public pretrained files), its depth inferred from the keys."""
     classic = _infer_classic(state, path)
     if classic is None:
         raise CheckpointError(
