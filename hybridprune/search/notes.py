@@ -43,6 +43,40 @@ def study_note(study: Any, rows: list[tuple[Any, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+OBJECTIVE_WORDS = {
+    T.ACCURACY: "validation top-1 after the trial's fine-tune, a fraction (0.93 = 93%), maximised",
+    T.LATENCY_MS: "latency in ms on the study basis (ratio to the unpruned baseline timed next to it x the "
+                  "reference baseline latency), minimised",
+    T.PARAMS: "parameter count, minimised",
+    T.MACS: "multiply-accumulates per image, minimised",
+}
+
+
+def about_note(study: Any) -> str:
+    """What the dashboard shows: the objectives and their units, the constraints, the reference points."""
+    names = study.metric_names or list(T.BASE_OBJECTIVES)
+    lines = [f"## About {study.study_name}", "", "**Objectives** (the dashboard's metric names):"]
+    lines += [f"- `{n}`: {OBJECTIVE_WORDS.get(n, n)}" for n in names]
+    lines += ["", "**Constraints**: each trial records `constraints` as values that are <= 0 when met: "
+              "`min_accuracy` is min_accuracy - accuracy, `max_latency_ms` is latency - budget. A trial with any "
+              "value > 0 is infeasible: greyed out in the plots and never on the Pareto front.", "",
+              "**Reference trials** carry a note and the user attribute `reference`: `baseline` is the unpruned "
+              "model, `paper` the settings of Sadaqa & Liu (30% of channels, 1-9 blocks); reference models "
+              "(`family`) are listed below when the study has any.", ""]
+    split = study.user_attrs.get(T.STUDY_SPLIT) or {}
+    if split.get("val"):
+        lines += [f"**Data**: {split['val']}; {split.get('test', '')}.", ""]
+    return "\n".join(lines)
+
+
+def reference_trial_note(label: str) -> str:
+    """The note of an enqueued reference trial (baseline, paper setting)."""
+    what = {T.REF_BASELINE: "the unpruned baseline: the accuracy and latency every trial is compared with",
+            T.REF_PAPER: "a setting of the reference paper (Sadaqa & Liu, ECML PKDD 2025): 30% of channels and "
+                         "the number of blocks in its parameters"}.get(label, label)
+    return f"## Reference point: {label}\n\nThis trial is {what}. It always runs to the last rung.\n"
+
+
 def references_note(study: Any) -> str:
     """Markdown table of the study's reference models (``[references] models``), or ``""``."""
     from hybridprune.search.references import NAME, reference_trials
@@ -61,10 +95,10 @@ def references_note(study: Any) -> str:
 
 
 def save_study_note(study: Any, rows: list[tuple[Any, dict]] | None = None) -> None:
-    """The study's dashboard note: its reference models, then (once refined) the refined front."""
+    """The study's dashboard note: what it shows, its reference models, then (once refined) the refined front."""
     from optuna_dashboard import save_note
 
-    parts = [references_note(study), study_note(study, rows) if rows else ""]
+    parts = [about_note(study), references_note(study), study_note(study, rows) if rows else ""]
     save_note(study, "\n".join(p for p in parts if p))
 
 

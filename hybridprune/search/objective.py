@@ -183,6 +183,12 @@ def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
     config = ctx.space.suggest(trial)
     trial.set_user_attr(T.CONFIG, config.to_dict())
     trial.set_user_attr(T.WORKER, f"{socket.gethostname()}:{os.getpid()}")
+    if trial.user_attrs.get(T.REFERENCE):  # marked where the dashboard's user looks: the trial's note
+        from optuna_dashboard import save_note
+
+        from hybridprune.search.notes import reference_trial_note
+
+        save_note(trial, reference_trial_note(trial.user_attrs[T.REFERENCE]))
     for key in (T.RUNGS, T.GATED, T.DUPLICATE_OF):  # a heartbeat retry starts with its failed twin's records
         if trial.user_attrs.get(key):
             trial.set_user_attr(key, None)

@@ -116,12 +116,7 @@ def prepare_references(cfg: Any, ctx: Any, study: Any, store: Any) -> list[Refer
                                                  "user_attrs": attrs})
         print(f"reference {m['name']}: validation top-1 {100 * val:.2f}%, latency {timed.latency_ms:.3f} ms = "
               f"{timed.ratio:.3f} x baseline, {cx.macs / 1e6:.1f} MMACs", flush=True)
-    from hybridprune.search.notes import save_study_note
-
-    refs = reference_trials(study)
-    if refs and not T.refined(study):  # once refined, refine's note holds them (and the refined front)
-        save_study_note(study)
-    return refs
+    return reference_trials(study)
 
 
 def model_name_of(cfg: Any, trial: Any) -> str:

@@ -77,6 +77,10 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
         from hybridprune.search.storage import get_artifact_store
 
         prepare_references(cfg, ctx, study, get_artifact_store(cfg.artifact_dir))
+    if not T.refined(study):  # once refined, refine keeps the note (with the refined front)
+        from hybridprune.search.notes import save_study_note
+
+        save_study_note(study)
     if has_heartbeat(study):  # trials of dead workers stop counting as running (and are queued again)
         import optuna
 
