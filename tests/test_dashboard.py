@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +111,40 @@ def test_dashboard_rejects_a_bad_port(tiny_study, capsys):
 
     assert main(["dashboard", str(tiny_study), "--port", "70000"]) == 2
     assert "--port must be in 1..65535" in capsys.readouterr().err
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def test_dashboard_in_a_real_browser_shows_the_study_note(tiny_study, tmp_path):
+    """Headless Chromium renders the study page; the notes a user reads come through the dashboard's API.
+
+    ``HYBRIDPRUNE_SCREENSHOT_DIR`` keeps the screenshots (to look at them); Debian's ``chromium``
+    package provides the browser, and the test skips without one.
+    """
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium)")
+    cfg, study = load(tiny_study)
+    keep = os.environ.get("HYBRIDPRUNE_SCREENSHOT_DIR")
+    out = (Path(keep) if keep else tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    with _dashboard(tiny_study) as (proc, base):
+        studies = _first_answer(proc, lambda: json.loads(_get(f"{base}/api/studies"))["study_summaries"])
+        (entry,) = [s for s in studies if s["study_name"] == cfg.name]
+        detail = json.loads(_get(f"{base}/api/studies/{entry['study_id']}"))
+        assert "## About" in detail["note"]["body"] and "**Constraints**" in detail["note"]["body"]
+        baseline = next(t for t in detail["trials"]
+                        if any(a["key"] == "reference" and a["value"] == "baseline" for a in t["user_attrs"]))
+        assert "Reference point: baseline" in baseline["note"]["body"]
+        for page, url in (("study", f"{base}/dashboard/studies/{entry['study_id']}"),
+                          ("trials", f"{base}/dashboard/studies/{entry['study_id']}/trials")):
+            png = out / f"dashboard-{page}.png"
+            subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                            "--window-size=1400,1000", "--virtual-time-budget=8000", f"--screenshot={png}", url],
+                           check=True, capture_output=True, timeout=120)
+            data = png.read_bytes()
+            assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # a rendered page, not a blank one
