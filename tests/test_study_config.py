@@ -228,6 +228,16 @@ def test_shipped_studies_are_valid(name, tmp_path):
         assert first.pruned_blocks == 0 and first.channel_ratio == 0
 
 
+def test_a_shipped_study_without_shared_beside_the_checkout_says_where_it_looks(tmp_path, capsys):
+    text = (REPO / "studies" / "resnet56-cifar10-jpeg.toml").read_text()
+    path = tmp_path / "checkout" / "studies" / "r56.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    assert main(["run", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err and "must sit beside the checkout (../shared)" in err
+
+
 def test_paper_study_needs_its_data_and_agent_token(tmp_path, monkeypatch):
     from hybridprune.search.context import build_backend
 

@@ -43,8 +43,10 @@ def _summary(study, cfg, console) -> None:
 
     c = counts(study)
     stale = f" (+{c.stale} stopped with their worker)" if c.stale else ""
+    waiting = (f"{c.waiting} reference points still queued for a larger --trials" if c.done >= cfg.study.trials
+               else f"{c.waiting} waiting")
     console.print(f"study {cfg.name}: {c.complete} complete ({c.duplicates} reused duplicates), "
-                  f"{c.failed} failed{stale}, {c.running} running, {c.waiting} waiting "
+                  f"{c.failed} failed{stale}, {c.running} running, {waiting} "
                   f"(target {cfg.study.trials} evaluated); "
                   f"storage {redact_url(cfg.storage_url)}", soft_wrap=True, markup=False)
     console.print(savings(study, cfg.fidelity.max_steps).line(), soft_wrap=True, markup=False)

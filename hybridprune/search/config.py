@@ -481,12 +481,13 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         if self.model.checkpoint is not None and not Path(self.model.checkpoint).is_file():
-            raise ConfigError(f"model.checkpoint {self.model.checkpoint} does not exist")
+            hint = _shared_hint(self.model.checkpoint)
+            raise ConfigError(f"model.checkpoint {self.model.checkpoint} does not exist{hint}")
         if self.baseline.adapt_epochs is not None and self.model.checkpoint is None:
             raise ConfigError("baseline.adapt_epochs adapts model.checkpoint to the data, but the study has no "
                               "model.checkpoint; set one, or train the baseline with baseline.epochs")
         if self.data.root is not None and not Path(self.data.root).exists():
-            raise ConfigError(f"data.root {self.data.root} does not exist")
+            raise ConfigError(f"data.root {self.data.root} does not exist{_shared_hint(self.data.root)}")
         kind = self.space.get("kind", "hybrid")
         from hybridprune.spaces import list_spaces
 
@@ -533,6 +534,12 @@ class StudyConfig:
     def replace(self, **sections: Any) -> "StudyConfig":
         """A copy with some ``[study]`` fields replaced (CLI overrides such as ``--trials``)."""
         return dataclasses.replace(self, study=dataclasses.replace(self.study, **sections))
+
+
+def _shared_hint(path: str) -> str:
+    """Why a shipped study's file may be missing: the data and models live in ``shared/`` beside the checkout."""
+    return ("; the shipped studies read the data and models of the shared/ folder, which must sit beside the "
+            "checkout (../shared)" if "/shared/" in Path(path).as_posix() else "")
 
 
 def _resolve(base: Path, value: str | None, keep_urls: bool = False) -> str | None:
