@@ -59,9 +59,16 @@ def main() -> None:
 
     def fit(model, epochs, teacher=None, lr=args.lr):
         seed_everything(0)
-        t0 = time.monotonic()
+        t0 = last = time.monotonic()
+
+        def say(info) -> None:
+            nonlocal last
+            if time.monotonic() - last >= 60:
+                last = time.monotonic()
+                print(f"  step {info.step}/{info.total_steps}, {info.images_per_second:.0f} img/s", flush=True)
+
         r = finetune(model, data, Budget(epochs=epochs), norm, teacher=teacher, lr=lr, batch_size=args.batch_size,
-                     seed=0, device="cpu", evaluate_val=False)
+                     seed=0, device="cpu", evaluate_val=False, progress=say)
         return time.monotonic() - t0, r
 
     rows = [("public checkpoint, as it is", test(loaded.model), 0.0)]

@@ -190,10 +190,17 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def _metric_cell(value: Any):
-    """A metric: scalars as text, dicts (a latency record, train stats) as a key/value table."""
+def _metric_cell(value: Any, key: str = ""):
+    """A metric: accuracies as percent, a latency record as one line, other dicts as a key/value table."""
     from rich.table import Table
 
+    if key.endswith(("top1", "top5")) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _cell(f"{100 * value:.2f}%")
+    if key == "latency" and isinstance(value, dict) and "median_ms" in value:
+        extra = value.get("extra") or {}
+        ratio = f" ({extra['latency_ratio']:.3f} x the baseline)" if "latency_ratio" in extra else ""
+        return _cell(f"median {value['median_ms']:.3f} ms{ratio}, {value.get('backend')} on {value.get('device')}, "
+                     f"batch {value.get('batch_size')}, {value.get('precision')}, {value.get('runs')} runs")
     if not isinstance(value, dict) or not value:
         return _cell(value)
     grid = Table(show_header=False, box=None, pad_edge=False)
@@ -261,7 +268,8 @@ def info_cmd(
     table.add_row("format", _cell(fmt))
     table.add_row("classes", _cell(kwargs.get("num_classes")))
     table.add_row("input size", _cell("x".join(str(v) for v in input_size)))
-    table.add_row("normalization", _cell(f"mean {norm.mean}, std {norm.std}"))
+    where = "" if file is not None else " (the registry's default; a trained checkpoint records its own)"
+    table.add_row("normalization", _cell(f"mean {norm.mean}, std {norm.std}{where}"))
     table.add_row("pruning", _cell(PruningRecord.from_dict(record).summary() if record else "not pruned"))
     if record and isinstance(record.get("config"), dict):
         table.add_row("pruning config", _cell(", ".join(f"{k}={v}" for k, v in record["config"].items())))
@@ -271,7 +279,7 @@ def info_cmd(
         table.add_row("residual blocks", _cell(_blocks(arch)))
         table.add_row("widths (stream / internal)", _cell(_widths(arch)))
     for k, v in sorted(metrics.items()):
-        table.add_row(_cell(f"metric {k}"), _metric_cell(v))
+        table.add_row(_cell(f"metric {k}"), _metric_cell(v, k))
     console = Console(highlight=False)
     console.print(table)
     console.print(_blocks_table(net, input_size))
