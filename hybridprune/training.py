@@ -134,6 +134,15 @@ def bf16_supported(device: str | torch.device | None = None) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def fixed_layout() -> bool:
+    """Whether ``precision = auto`` keeps the flag rule (bf16 + channels_last where native, else fp32)
+    instead of measuring: ``HYBRIDPRUNE_AUTO_LAYOUT=flags``, for runs that must not depend on timing
+    (the test suite, a bit-for-bit rerun on another machine)."""
+    import os
+
+    return os.environ.get("HYBRIDPRUNE_AUTO_LAYOUT", "measure") == "flags"
+
+
 def resolve_precision(precision: str, device: str | torch.device | None = None) -> str:
     """The compute precision ``precision`` means on ``device``: ``"bf16"`` or ``"fp32"``.
 
@@ -238,7 +247,7 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     layout = None
-    if precision == "auto" and channels_last is None:  # measured, not assumed (hybridprune.speed)
+    if precision == "auto" and channels_last is None and not fixed_layout():  # measured (hybridprune.speed)
         from hybridprune.speed import fastest_layout
 
         shape = (batch_size, *train_split.images.shape[1:])

@@ -64,12 +64,13 @@ def test_a_pruned_model_shares_its_familys_entry_and_a_failure_falls_back(fresh)
     assert (layout.name, layout.source) == ("fp32", "fallback")
 
 
-def test_train_records_the_choice_and_a_forced_precision_measures_nothing(fresh):
+def test_train_records_the_choice_and_a_forced_precision_measures_nothing(fresh, monkeypatch):
     from hybridprune.data import load_dataset
     from hybridprune.models import get_model_spec
     from hybridprune.recipe import Budget
     from hybridprune.training import train
 
+    monkeypatch.setenv("HYBRIDPRUNE_AUTO_LAYOUT", "measure")
     data = load_dataset("digits", val_size=0.1)
     norm = get_model_spec("resnet20").normalization
     result = train(create_model("resnet20", num_classes=10), data.train, Budget(steps=2), norm, batch_size=16)
@@ -79,3 +80,6 @@ def test_train_records_the_choice_and_a_forced_precision_measures_nothing(fresh)
     forced = train(create_model("resnet20", num_classes=10), data.train, Budget(steps=2), norm, batch_size=16,
                    precision="fp32")
     assert forced.layout is None and forced.precision == "fp32" and not forced.channels_last
+    monkeypatch.setenv("HYBRIDPRUNE_AUTO_LAYOUT", "flags")  # the flag rule: nothing timed, no cache entry
+    ruled = train(create_model("resnet32", num_classes=10), data.train, Budget(steps=1), norm, batch_size=16)
+    assert ruled.layout is None and len(json.loads(fresh.read_text())) == 1
