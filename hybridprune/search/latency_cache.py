@@ -108,11 +108,16 @@ def _die_with_parent() -> None:
             pass
 
 
-def _measure_in_child(name: str, options: dict, path: str, input_shape: tuple, batch_size: int, precision: str) -> dict:
+def _child_backend(name: str, options: dict) -> Any:
+    """The child's backend for these settings, built once per child process."""
     from hybridprune.evaluators import get_latency_backend
 
     key = json.dumps([name, options], sort_keys=True, default=str)
-    backend = _CHILD_BACKENDS.get(key) or _CHILD_BACKENDS.setdefault(key, get_latency_backend(name, **options))
+    return _CHILD_BACKENDS.get(key) or _CHILD_BACKENDS.setdefault(key, get_latency_backend(name, **options))
+
+
+def _measure_in_child(name: str, options: dict, path: str, input_shape: tuple, batch_size: int, precision: str) -> dict:
+    backend = _child_backend(name, options)
     result = backend.measure(path, input_shape=input_shape, batch_size=batch_size, precision=precision).to_dict()
     result["extra"] = {**result.get("extra", {}), "measured_in_pid": os.getpid()}
     return result
@@ -120,11 +125,7 @@ def _measure_in_child(name: str, options: dict, path: str, input_shape: tuple, b
 
 def _pair_in_child(name: str, options: dict, path: str, baseline: str, input_shape: tuple, batch_size: int,
                    precision: str) -> dict:
-    from hybridprune.evaluators import get_latency_backend
-
-    key = json.dumps([name, options], sort_keys=True, default=str)
-    backend = _CHILD_BACKENDS.get(key) or _CHILD_BACKENDS.setdefault(key, get_latency_backend(name, **options))
-    return backend.measure_pair(path, baseline, input_shape=input_shape, batch_size=batch_size,
+    return _child_backend(name, options).measure_pair(path, baseline, input_shape=input_shape, batch_size=batch_size,
                                 precision=precision).to_dict()
 
 
