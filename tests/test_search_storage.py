@@ -133,3 +133,44 @@ def test_journal_url_in_a_study_file_resolves_against_its_folder(tmp_path, monke
     assert (tmp_path / "studies" / "db" / "j.log").is_file() and not (tmp_path / "db").exists()
     over = load(str(path), storage="journal://other.log")  # --storage resolves the same way
     assert over.storage_url == f"journal://{tmp_path / 'studies' / 'other.log'}"
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_trial_whose_local_worker_exited_is_failed_and_queued_again_at_once(tmp_path):
+    import os
+    import socket
+    import time
+
+    from optuna.trial import TrialState
+
+    from hybridprune.search import trials as T
+    from hybridprune.search.study import _gone, fail_dead_trials
+
+    storage = get_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=60, grace_period=3600, max_retry=1)
+    study = optuna.create_study(storage=storage, study_name="s")
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        host = socket.gethostname()
+        workers = {"exited": f"{host}:{exited.pid}", "alive": f"{host}:{alive.pid}", "elsewhere": "other-host:1",
+                   "unmarked": None}
+        trials = {}
+        for name, worker in workers.items():
+            trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+            if worker:
+                trial.set_user_attr(T.WORKER, worker)
+            trials[name] = trial.number
+        assert fail_dead_trials(study) == [trials["exited"]]  # no heartbeat is late: grace_period is an hour
+        state = {t.number: t.state for t in study.get_trials()}
+        assert state[trials["exited"]] == TrialState.FAIL
+        assert [state[trials[n]] for n in ("alive", "elsewhere", "unmarked")] == [TrialState.RUNNING] * 3
+        retry = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == trials["exited"]]
+        assert len(retry) == 1 and retry[0].state == TrialState.WAITING
+        assert fail_dead_trials(study) == []
+        # a pid that now belongs to a process started after the trial did was reused: the worker is gone
+        assert _gone(alive.pid, time.time() - 3600) and not _gone(alive.pid, time.time() + 3600)
+        assert _gone(os.getpid(), time.time() + 3600)
+    finally:
+        alive.kill()
+        alive.wait()

@@ -84,3 +84,33 @@ def hypervolume(loss_points: Sequence[Sequence[float]], reference: Sequence[floa
     if not len(pts):
         return 0.0
     return float(compute_hypervolume(pts, np.asarray(reference, dtype=float), assume_pareto=False))
+
+
+def fail_trials(study: Any, trial_ids: Sequence[int]) -> list[int]:
+    """Fail running trials as Optuna's heartbeat would, and run its stale-trial callback (the
+    retry) on each; a trial another process finished first is skipped.
+
+    Why private: ``fail_stale_trials`` only fails the trials whose heartbeat is late, and the
+    callback lives on the storage (``get_heartbeat_stale_trial_callback``).
+
+    Returns:
+        The storage ids of the trials this call failed.
+    """
+    import copy
+
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    failed = []
+    for tid in trial_ids:
+        try:
+            if storage.set_trial_state_values(tid, state=TrialState.FAIL):
+                failed.append(tid)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+    callback = storage.get_heartbeat_stale_trial_callback() if heartbeat_enabled(study) else None
+    if callback is not None:
+        for tid in failed:
+            callback(study, copy.deepcopy(storage.get_trial(tid)))
+    return failed

@@ -52,7 +52,7 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
     """
     from hybridprune.search.context import build_context
     from hybridprune.search.split import describe_split, split_record
-    from hybridprune.search.study import enqueue_references, has_heartbeat, open_study
+    from hybridprune.search.study import enqueue_references, fail_dead_trials, has_heartbeat, open_study
 
     cfg.check_writable()
     ctx = build_context(cfg)
@@ -81,7 +81,11 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
         from hybridprune.search.notes import save_study_note
 
         save_study_note(study)
-    if has_heartbeat(study):  # trials of dead workers stop counting as running (and are queued again)
+    dead = fail_dead_trials(study)  # trials of dead workers stop counting as running (and are queued again)
+    if dead:
+        log.info("failed %d trial(s) whose worker on this machine has exited: %s", len(dead),
+                 ", ".join(map(str, dead)))
+    if has_heartbeat(study):
         import optuna
 
         optuna.storages.fail_stale_trials(study)

@@ -105,6 +105,53 @@ def has_heartbeat(study: Any) -> bool:
     return heartbeat_enabled(study)
 
 
+def _gone(pid: int, since: float) -> bool:
+    """Whether process ``pid`` of this machine no longer runs the trial started at ``since``
+    (epoch seconds): it does not exist, or the pid now belongs to a process started later."""
+    import os
+
+    if pid == os.getpid():  # this process runs no trial yet: the pid was reused
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: alive, and its start cannot be read
+        return False
+    try:  # Linux: the process's start, from boot time plus its start in clock ticks
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+    return boot + ticks / os.sysconf("SC_CLK_TCK") > since + 1.0
+
+
+def fail_dead_trials(study: Any) -> list[int]:
+    """Fail the running trials whose worker process ran on this machine and has exited, at once
+    rather than a ``grace_period`` after its last heartbeat (a heartbeat storage then queues each
+    again, as for a stale trial); trials of other machines and of live processes are left alone.
+
+    Returns:
+        The numbers of the trials failed.
+    """
+    import socket
+
+    from optuna.trial import TrialState
+
+    from hybridprune.search._optuna import fail_trials, trial_id
+
+    host = socket.gethostname()
+    dead = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        name, _, pid = str(t.user_attrs.get(T.WORKER, "")).rpartition(":")
+        if name == host and pid.isdigit() and t.datetime_start and _gone(int(pid), t.datetime_start.timestamp()):
+            dead.append(t)
+    failed = set(fail_trials(study, [trial_id(t) for t in dead]))
+    return [t.number for t in dead if trial_id(t) in failed]
+
+
 def enqueue_references(study: Any, space: Any) -> int:
     """Enqueue the unpruned baseline and the paper's settings first (skipped if already there).
 
