@@ -22,9 +22,9 @@ import argparse
 import contextlib
 import io
 import os
-import platform
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,8 +32,11 @@ import torch.nn as nn
 
 from hybridprune.checkpoints import load_checkpoint
 from hybridprune.data import load_dataset
+from hybridprune.evaluators.timing import machine_description
 from hybridprune.models import create_model, get_model_spec
 from hybridprune.training import Budget, bf16_supported, train
+
+SHARED_JPEG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"
 
 
 class PerSampleDataset(torch.utils.data.Dataset):
@@ -129,7 +132,8 @@ def run_cli(name, args) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="image_folder")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=str(SHARED_JPEG) if SHARED_JPEG.is_dir() else None,
+                   help="image folder (default: the shared JPEG CIFAR-10 copy beside the checkout)")
     p.add_argument("--models", default="resnet56")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=8)
@@ -144,7 +148,7 @@ def main() -> None:
     size = data.train.images.shape[-1]
     configs = [("fp32", False), ("fp32", True)] + ([("bf16", False), ("bf16", True)] if bf16_supported("cpu") else [])
     load = os.getloadavg()[0]
-    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()}, "
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine_description()}, "
           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, dataset {args.dataset} "
           f"({len(data.train)} train images), batch {args.batch_size}, {args.steps} timed steps after {args.warmup} "
           f"warm-up, best of {args.repeats}, load avg {load:.1f} at start")
