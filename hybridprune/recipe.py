@@ -15,12 +15,27 @@ from typing import Any, Callable, ClassVar
 from hybridprune.errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp32")
+# Bounds of every budget: past them a run never ends or torch fails in C++ (an int64 overflow).
+MAX_EPOCHS = 10_000
+MAX_STEPS = 100_000_000
+MAX_LR = 10.0  # peak SGD learning rate; above it every loss diverges
+
+
+def check_lr(lr: Any, name: str) -> None:
+    """A learning rate is a finite number in (0, :data:`MAX_LR`].
+
+    Raises:
+        ConfigError: naming the field.
+    """
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and 0 < lr <= MAX_LR):
+        raise ConfigError(f"{name} must be a number in (0, {MAX_LR:g}], got {lr!r}")
 
 
 def check_budget(epochs: Any, steps: Any, where: str = "a budget",
                  key: Callable[[str], str] = "budget {}".format) -> None:
-    """The one rule of a training budget: ``epochs`` (a positive number, fractions allowed) or
-    ``steps`` (a positive whole number), exactly one of them.
+    """The one rule of a training budget: ``epochs`` (a positive number, fractions allowed, at most
+    :data:`MAX_EPOCHS`) or ``steps`` (a positive whole number, at most :data:`MAX_STEPS`), exactly
+    one of them.
 
     Args:
         epochs: Epochs, or None.
@@ -33,12 +48,17 @@ def check_budget(epochs: Any, steps: Any, where: str = "a budget",
     """
     if (epochs is None) == (steps is None):
         raise ConfigError(f"{where} needs exactly one of epochs or steps, got epochs={epochs} steps={steps}")
-    if epochs is not None and not (isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0):
+    if epochs is not None and not (isinstance(epochs, (int, float)) and not isinstance(epochs, bool)
+                                   and math.isfinite(epochs) and epochs > 0):
         raise ConfigError(f"need {key('epochs')} > 0, got {epochs!r}")
+    if epochs is not None and epochs > MAX_EPOCHS:
+        raise ConfigError(f"{key('epochs')} must be at most {MAX_EPOCHS:,}, got {epochs:g}")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)):
         raise ConfigError(f"{key('steps')} must be a whole number, got {steps!r}")
     if steps is not None and steps < 1:
         raise ConfigError(f"need {key('steps')} > 0, got {steps!r}")
+    if steps is not None and steps > MAX_STEPS:
+        raise ConfigError(f"{key('steps')} must be at most {MAX_STEPS:,}, got {steps}")
 
 
 @dataclass(frozen=True)
@@ -86,8 +106,8 @@ class Recipe:
         if self.epochs is None and self.steps is None and self.default_epochs is not None:
             object.__setattr__(self, "epochs", self.default_epochs)
         check_budget(self.epochs, self.steps, f"[{self.section}]" if self.section else "hybridprune train", self.key)
-        if self.lr is not None and not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ConfigError(f"need {self.key('lr')} > 0, got {self.lr!r}")
+        if self.lr is not None:
+            check_lr(self.lr, self.key("lr"))
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
             raise ConfigError(f"{self.key('batch_size')} must be a whole number, got {self.batch_size!r}")
         if self.batch_size < 1:

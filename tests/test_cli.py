@@ -52,6 +52,14 @@ def test_exit_codes_pass_through(capsys):
         (["latency", "--runs", "-x"], "error: no such option"),
         (["no-such-command"], "error: no such command 'no-such-command'"),
         (["agent", "serve", "--port", "many"], "error: invalid value for '--port'"),
+        (["agent", "serve", "--port", "18470000"], "error: --port must be a whole number in [0, 65535]"),
+        (["agent", "serve", "--threads", "0"], "error: --threads must be a whole number in [1, 1024]"),
+        (["train", "--model", "resnet8", "--dataset", "digits", "--steps", "99999999999999999999", "--out", "m.pt"],
+         "error: --steps must be at most 100,000,000"),
+        (["train", "--model", "resnet8", "--dataset", "digits", "--epochs", "1e300", "--out", "m.pt"],
+         "error: --epochs must be at most 10,000"),
+        (["train", "--model", "resnet8", "--dataset", "digits", "--steps", "1", "--lr", "inf", "--out", "m.pt"],
+         "error: --lr must be a number in (0, 10]"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, message):

@@ -133,3 +133,19 @@ def test_idle_connections_are_bounded_and_time_out(front):
             break
         time.sleep(0.05)
     assert status == 200
+
+
+def test_a_port_in_use_is_one_error_line_for_the_dashboard_and_the_agent(tiny_study, capsys):
+    from hybridprune.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for argv in (["dashboard", str(tiny_study), "--port", str(port)], ["agent", "serve", "--port", str(port)]):
+            assert main(argv) == 2
+            captured = capsys.readouterr()
+            err = captured.err.strip()
+            assert err == f"error: cannot listen on 127.0.0.1:{port} (Address already in use); pick another --port " \
+                          f"or --host", (argv, err)
+            assert "optuna-dashboard for" not in captured.out  # no URL announced that does not answer

@@ -108,13 +108,16 @@ def test_select_exports_the_refined_model(refined_study, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (("--top", "0"), "--top must be >= 1"),
-    (("--epochs", "-1"), "--epochs must be > 0"),
-    (("--epochs", "0"), "--epochs must be > 0"),
+    (("--epochs", "-1"), "need --epochs > 0"),
+    (("--epochs", "0"), "need --epochs > 0"),
+    (("--epochs", "1e300"), "--epochs must be at most 10,000"),
+    (("--top", "1", "--lr", "inf"), "--lr must be a number in (0, 10]"),
+    (("--top", "1", "--lr", "0"), "--lr must be a number in (0, 10]"),
     (("--top", "2", "--max-latency-ms", "5"), "give one of --top, --trial or a latency budget"),
     (("--top", "2", "--max-latency-ratio", "0.5"), "give one of --top, --trial or a latency budget"),
     (("--top", "2", "--trial", "1"), "give one of --top, --trial or a latency budget"),
     (("--trial", "999"), "--trial 999: not a completed trial with artifacts"),
-    (("--epochs", "inf"), "--epochs must be > 0"),
+    (("--epochs", "inf"), "need --epochs > 0"),
     (("--rounds", "0"), "--rounds must be >= 1"),
 ])
 def test_bad_options_are_one_line_errors(refined_study, capsys, args, message):

@@ -417,7 +417,6 @@ def dashboard_cmd(
     from hybridprune.search.service import load
 
     cfg = load(study_file, storage=storage)
-    typer.echo(f"optuna-dashboard for {cfg.name} on http://{host}:{port} (Ctrl+C stops)")
     serve_dashboard(cfg, host=host, port=port, token=token)
 
 

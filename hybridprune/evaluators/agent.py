@@ -460,6 +460,10 @@ def serve(host="127.0.0.1", port=DEFAULT_PORT, token=None, backend="auto",
     agent = Agent(backend=backend, token=token, max_bytes=max_bytes, threads=threads, trtexec=trtexec)
     try:
         server = AgentServer((host, port), Handler)
+    except OSError as exc:  # port taken, address not on this machine, name unknown
+        agent.close()
+        raise OSError("cannot listen on %s:%d (%s); pick another --port or --host"
+                      % (host, port, exc.strerror or exc)) from None
     except Exception:
         agent.close()
         raise
@@ -506,6 +510,11 @@ def main(argv=None):
     parser.add_argument("--trtexec", default=None, help="path of trtexec (default: search)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
+    for name, value, low, high in (("--port", args.port, 0, 65535), ("--threads", args.threads, 1, 1024),
+                                   ("--max-bytes", args.max_bytes, 1, 1 << 40)):
+        if not low <= value <= high:
+            sys.stderr.write("error: %s must be a whole number in [%d, %d], got %d\n" % (name, low, high, value))
+            return 2
     try:
         serve(args.host, args.port, args.token, args.backend, args.max_bytes, args.threads,
               args.trtexec, args.verbose)

@@ -234,11 +234,22 @@ class BaseLatencyBackend(abc.ABC):
         """
 
 
+MAX_BATCH = 4096  # latency batch sizes: beyond, one input is gigabytes and torch fails in C++
+MAX_THREADS = 1024  # intra-op threads of a backend: beyond, the runtime spends its time spawning threads
+
+
 def check_batch(batch_size: int) -> int:
-    """Validate a batch size (ConfigError unless a positive int)."""
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
+    """Validate a batch size (ConfigError unless an int in [1, :data:`MAX_BATCH`])."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= MAX_BATCH:
+        raise ConfigError(f"batch size must be a whole number in [1, {MAX_BATCH}], got {batch_size!r}")
     return batch_size
+
+
+def check_threads(threads: Any, backend: str) -> int:
+    """Validate a backend's thread count (ConfigError unless an int in [1, :data:`MAX_THREADS`])."""
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS:
+        raise ConfigError(f"{backend} threads must be a whole number in [1, {MAX_THREADS}], got {threads!r}")
+    return threads
 
 
 def is_onnx_path(model: Any) -> bool:

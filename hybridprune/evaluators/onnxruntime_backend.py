@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult
+from hybridprune.errors import LatencyError
+from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult, check_threads
 from hybridprune.evaluators.timing import AgentError, OnnxRuntimeBackend, device_description
 
 
@@ -27,9 +27,7 @@ class OnnxRuntimeLatency(BaseLatencyBackend):
 
     def __init__(self, threads: int = 1, **options: Any) -> None:
         super().__init__(**options)
-        if not isinstance(threads, int) or threads < 1:
-            raise ConfigError(f"onnxruntime threads must be a positive integer, got {threads!r}")
-        self.threads = threads
+        self.threads = check_threads(threads, "onnxruntime")
         self._timer = OnnxRuntimeBackend(threads)
 
     @classmethod

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from hybridprune.errors import ConfigError, LatencyError
-from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult
+from hybridprune.evaluators.base import LATENCY_BACKENDS, BaseLatencyBackend, LatencyResult, check_threads
 from hybridprune.evaluators.timing import device_description, run_protocol
 
 
@@ -36,8 +36,8 @@ class TorchLatency(BaseLatencyBackend):
         super().__init__(**protocol)
         if not (device == "cpu" or str(device).startswith("cuda")):
             raise ConfigError(f"torch latency device must be 'cpu' or 'cuda[:N]', got {device!r}")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise ConfigError(f"torch threads must be a positive integer, got {threads!r}")
+        if threads is not None:
+            check_threads(threads, "torch")
         self.device, self.compile, self.threads, self.channels_last = str(device), bool(compile), threads, channels_last
 
     @classmethod

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from hybridprune.errors import ConfigError
-from hybridprune.recipe import Recipe
+from hybridprune.recipe import MAX_EPOCHS, MAX_STEPS, Recipe, check_lr
 from hybridprune.search.samplers import SAMPLER_ORDER
 from hybridprune.search.storage import check_storage_url, check_writable, resolve_storage_url, storage_file
 from hybridprune.search.toml_schema import at_most as _at_most
@@ -36,7 +36,6 @@ MAX_SECONDS = 86_400  # heartbeat_interval / grace_period: one day (a huge one c
 MAX_RETRY = 1_000
 MAX_BATCH = 4096
 MAX_ROUNDS = 100
-MAX_EPOCHS = 10_000
 MAX_DURATION = 366 * 86_400
 MAX_BN_BATCHES = 10_000
 MAX_SEED = 2**32 - 1  # numpy's seed range
@@ -218,8 +217,7 @@ class BaselineSection(Recipe):
                 isinstance(self.adapt_epochs, (int, float)) and not isinstance(self.adapt_epochs, bool)
                 and math.isfinite(self.adapt_epochs) and 0 < self.adapt_epochs <= MAX_EPOCHS):
             raise ConfigError(f"baseline.adapt_epochs must be a number in (0, {MAX_EPOCHS}], got {self.adapt_epochs!r}")
-        if not (isinstance(self.adapt_lr, (int, float)) and math.isfinite(self.adapt_lr) and self.adapt_lr > 0):
-            raise ConfigError(f"baseline.adapt_lr must be > 0, got {self.adapt_lr!r}")
+        check_lr(self.adapt_lr, "baseline.adapt_lr")
 
     section: ClassVar[str] = "baseline"
     default_epochs: ClassVar[float] = 10.0
@@ -334,8 +332,10 @@ class FidelitySection:
         if self.min_steps is not None and self.min_steps > self.max_steps:
             raise ConfigError(f"fidelity.min_steps ({self.min_steps}) must not exceed "
                               f"fidelity.max_steps ({self.max_steps})")
-        if not self.eta >= 2:
-            raise ConfigError(f"fidelity.eta must be >= 2 (keep the top 1/eta at each rung), got {self.eta}")
+        _at_most(self.max_steps, "fidelity.max_steps", MAX_STEPS)
+        if isinstance(self.eta, bool) or not isinstance(self.eta, (int, float)) or not 2 <= self.eta <= 1000:
+            raise ConfigError(f"fidelity.eta must be a number in [2, 1000] (keep the top 1/eta at each rung), "
+                              f"got {self.eta!r}")
         if isinstance(self.bn_batches, bool) or not isinstance(self.bn_batches, int) or self.bn_batches < 0:
             raise ConfigError(f"fidelity.bn_batches must be a whole number >= 0, got {self.bn_batches!r}")
         _at_most(self.bn_batches, "fidelity.bn_batches", MAX_BN_BATCHES)

@@ -203,7 +203,7 @@ def make_dashboard_server(app: Callable, host: str = "127.0.0.1", port: int = 80
 
 
 def serve_dashboard(cfg: StudyConfig, host: str = "127.0.0.1", port: int = 8080, storage: Any = None,
-                    token: str | None = None) -> None:
+                    token: str | None = None, say: Callable[[str], None] | None = None) -> None:
     """Serve optuna-dashboard (blocks until interrupted).
 
     Args:
@@ -214,9 +214,10 @@ def serve_dashboard(cfg: StudyConfig, host: str = "127.0.0.1", port: int = 8080,
         token: Require this token (default: ``$HYBRIDPRUNE_DASHBOARD_TOKEN`` when set); without a
             token only the Host check guards the dashboard, and binding a non-loopback address
             prints a warning.
+        say: Gets the line with the URL once the port is bound (default: printed).
 
     Raises:
-        ConfigError: for a bad port or an empty token.
+        ConfigError: for a bad port, one that cannot be bound, or an empty token.
     """
     import optuna_dashboard
 
@@ -234,5 +235,12 @@ def serve_dashboard(cfg: StudyConfig, host: str = "127.0.0.1", port: int = 8080,
     quiet_optuna()
     store = get_artifact_store(cfg.artifact_dir)
     app = optuna_dashboard.wsgi(storage_for(cfg, storage), artifact_store=store)
-    with make_dashboard_server(app, host, port, token) as httpd:
+    try:
+        httpd = make_dashboard_server(app, host, port, token)
+    except OSError as exc:  # port taken, address not on this machine, name unknown
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port or "
+                          f"--host") from None
+    with httpd:
+        line = f"optuna-dashboard for {cfg.name} on http://{host}:{httpd.server_address[1]} (Ctrl+C stops)"
+        (say or (lambda text: print(text, flush=True)))(line)
         httpd.serve_forever()

@@ -14,7 +14,6 @@ and ONNX file are study artifacts, and its optuna-dashboard note is stored under
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -41,10 +40,11 @@ class RefineOptions:
     rounds: int = 5
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.epochs, (int, float)) and math.isfinite(self.epochs) and self.epochs > 0):
-            raise ConfigError(f"--epochs must be > 0, got {self.epochs}")
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        from hybridprune.recipe import check_budget, check_lr
+
+        check_budget(self.epochs, None, "refine", "--{}".format)
+        if self.lr is not None:
+            check_lr(self.lr, "--lr")
         from hybridprune.search.config import MAX_ROUNDS
 
         if not self.rounds >= 1:

@@ -1,0 +1,202 @@
+"""How far can each cheap score of a pruned model be trusted? Rank correlation of every proxy with
+the test top-1 the model reaches after ``refine``.
+
+Configurations: ``--configs`` points spread over the hybrid space by a Latin hypercube (channel
+ratio 0-``--max-ratio``, 0-``--max-blocks`` removed blocks), cycling through every criterion and
+both orders. Each is pruned from the study's adapted baseline and scored by:
+
+* ``pruned``: validation top-1 right after pruning;
+* ``bn``: after adaptive batch norm (``--bn-batches`` train batches, forward only: the 0-step rung);
+* ``ft<N>``: after N fine-tune steps (``--steps``, continuing from the BN-adapted model as a
+  study's rung ladder does, with the study's ``[finetune]`` recipe and teacher);
+* the reference, ``refined``: test top-1 after ``--refine-epochs`` more epochs of distillation from
+  the adapted teacher (refine's recipe), starting from the last rung's model, as ``refine`` does.
+
+Validation and test are the study's splits (with ``val_from = "test"``: the two halves of each test
+class, so neither was seen by the public weights). ``--train-images`` limits the refine epochs to a
+class-balanced subset of the train split (to fit a session; say so when quoting the numbers).
+
+Results go one JSON line per configuration to ``--out`` and a run resumes where it stopped; the
+summary (Spearman and Kendall per proxy, the share of the reference's top third that the proxy
+also ranks in its top third, mean cost in seconds) is printed as a Markdown table, and a scatter
+plot is written next to ``--out``.
+
+    python benchmarks/proxy.py studies/resnet56-cifar10-jpeg.toml --configs 24 --train-images 10000 \\
+        --out runs/proxy/resnet56.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+
+def configurations(n: int, criteria: list[str], orders: list[str], max_ratio: float, max_blocks: int,
+                   seed: int = 0) -> list[dict]:
+    """``n`` points of the hybrid space: a Latin hypercube over (channel ratio, removed blocks),
+    criteria and orders cycled so that every (criterion, order) pair appears."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ratio = (rng.permutation(n) + rng.random(n)) / n * max_ratio
+    blocks = np.floor((rng.permutation(n) + rng.random(n)) / n * (max_blocks + 1)).astype(int)
+    return [{"channel_ratio": round(round(float(ratio[i]) / 0.05) * 0.05, 2), "pruned_blocks": int(blocks[i]),
+             "criterion": criteria[i % len(criteria)], "order": orders[(i // len(criteria)) % len(orders)]}
+            for i in range(n)]
+
+
+def evaluate_config(ctx, params: dict, args, train) -> dict:
+    """Prune one configuration and score it by every proxy and the refined reference."""
+    from hybridprune.models.complexity import complexity
+    from hybridprune.pruning import prune_model
+    from hybridprune.recipe import Budget
+    from hybridprune.training import adapt_batchnorm, evaluate, finetune
+
+    cfg, f = ctx.cfg, ctx.cfg.finetune
+    kw = ctx.precision_kwargs()
+    row: dict = {"params": params, "score": {}, "seconds": {}}
+    t0 = time.perf_counter()
+    config = ctx.space.to_config(params)
+    calib = ctx.calibration(config.calib_batches) if config.make_criterion().data_driven else None
+    model = (prune_model(ctx.model, config, ctx.example_inputs(), calib).model
+             if config.channel_ratio or config.pruned_blocks else copy.deepcopy(ctx.model))
+    row["macs"] = int(complexity(model.cpu().eval(), input_size=ctx.input_size).macs)
+
+    def val() -> float:
+        return 100 * float(evaluate(model, ctx.data.val, ctx.normalization, device=ctx.device, **kw).top1)
+
+    def mark(name: str, score: float) -> None:
+        row["score"][name] = score
+        row["seconds"][name] = time.perf_counter() - t0  # cumulative: what a rung costs from scratch
+
+    mark("pruned", val())
+    adapt_batchnorm(model, ctx.data.train, ctx.normalization, batches=args.bn_batches, batch_size=f.batch_size,
+                    seed=cfg.study.seed, device=ctx.device)
+    mark("bn", val())
+    teacher = ctx.model if f.distill else None
+    done = 0
+    for k, steps in enumerate(args.steps):
+        finetune(model, ctx.data, Budget(steps=steps - done), ctx.normalization, teacher=teacher, seed=1000 * (k + 1),
+                 device=ctx.device, evaluate_val=False, **f.train_kwargs())
+        done = steps
+        mark(f"ft{steps}", val())
+    t1 = time.perf_counter()
+    finetune(model, train, Budget(epochs=args.refine_epochs), ctx.normalization, teacher=ctx.model, lr=f.lr,
+             batch_size=f.batch_size, seed=7, device=ctx.device, evaluate_val=False, **kw)
+    row["refined"] = 100 * float(evaluate(model, ctx.data.test, ctx.normalization, device=ctx.device, **kw).top1)
+    row["refine_seconds"] = time.perf_counter() - t1
+    return row
+
+
+def summary(rows: list[dict], proxies: list[str]) -> list[dict]:
+    """Per proxy: Spearman and Kendall rank correlation with the refined test top-1, the share of
+    the reference's top third the proxy also puts in its top third, and its mean cost."""
+    import numpy as np
+    from scipy.stats import kendalltau, spearmanr
+
+    ref = np.array([r["refined"] for r in rows])
+    k = max(1, len(rows) // 3)
+    best = set(np.argsort(-ref)[:k])
+    out = []
+    for p in proxies:
+        x = np.array([r["score"][p] for r in rows])
+        out.append({"proxy": p, "spearman": float(spearmanr(x, ref).statistic),
+                    "kendall": float(kendalltau(x, ref).statistic),
+                    "top_third": len(best & set(np.argsort(-x)[:k])) / k,
+                    "seconds": float(np.mean([r["seconds"][p] for r in rows]))})
+    return out
+
+
+def plot(rows: list[dict], proxies: list[str], path: Path, stats: list[dict]) -> None:
+    """One scatter per proxy: proxy score against refined test top-1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(proxies), figsize=(3.2 * len(proxies), 3.2), sharey=True)
+    ref = [r["refined"] for r in rows]
+    for ax, p, s in zip(axes, proxies, stats):
+        ax.scatter([r["score"][p] for r in rows], ref, s=14)
+        ax.set_title(f"{p}: rho {s['spearman']:.2f}, {s['seconds']:.0f} s", fontsize=9)
+        ax.set_xlabel("val top-1 (%)")
+    axes[0].set_ylabel("test top-1 after refine (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("study", help="study file: its model, adapted baseline, data, space and [finetune]")
+    ap.add_argument("--configs", type=int, default=24)
+    ap.add_argument("--max-ratio", type=float, default=0.7)
+    ap.add_argument("--max-blocks", type=int, default=20)
+    ap.add_argument("--bn-batches", type=int, default=8)
+    ap.add_argument("--steps", type=int, nargs="+", default=[20, 60, 180], help="cumulative fine-tune rungs")
+    ap.add_argument("--refine-epochs", type=float, default=2.0)
+    ap.add_argument("--train-images", type=int, default=None, help="refine on this many train images")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True, help="JSON lines, one per configuration (resumed)")
+    args = ap.parse_args()
+    if args.configs < 4 or sorted(set(args.steps)) != args.steps or args.steps[0] < 1 or args.refine_epochs <= 0:
+        raise SystemExit("error: --configs >= 4, --steps strictly increasing and >= 1, --refine-epochs > 0")
+
+    import dataclasses
+
+    from hybridprune.evaluators.timing import machine_description
+    from hybridprune.search.config import load_study_config
+    from hybridprune.search.context import build_context
+    from hybridprune.spaces.base import Choice
+
+    cfg = load_study_config(args.study)
+    ctx = build_context(cfg)
+    train = ctx.data.train.sample(args.train_images, args.seed) if args.train_images else ctx.data.train
+    data = dataclasses.replace(ctx.data, train=train)
+    crit, order = ctx.space.params["criterion"], ctx.space.params["order"]
+    points = configurations(args.configs, list(crit.choices) if isinstance(crit, Choice) else [crit.value],
+                            list(order.choices) if isinstance(order, Choice) else [order.value],
+                            args.max_ratio, min(args.max_blocks, ctx.space.removable_blocks), args.seed)
+    if "round_to" in ctx.space.params:
+        points = [{**p, "round_to": 1} for p in points]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    done = {json.dumps(r["params"], sort_keys=True) for r in rows}
+    print(f"# {machine_description()}; {len(rows)} of {len(points)} configurations already in {out}; "
+          f"val {len(ctx.data.val)} images, test {len(ctx.data.test)}, refine on {len(train)} train images "
+          f"x {args.refine_epochs:g} epochs", flush=True)
+    for i, params in enumerate(points):
+        if json.dumps(params, sort_keys=True) in done:
+            continue
+        row = evaluate_config(ctx, params, args, data.train)
+        row["machine"] = machine_description()
+        with out.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        rows.append(row)
+        print(f"[{i + 1}/{len(points)}] {params}: " + ", ".join(f"{k} {v:.2f}" for k, v in row["score"].items())
+              + f", refined {row['refined']:.2f} ({row['seconds'][f'ft{args.steps[-1]}']:.0f} s + refine "
+              f"{row['refine_seconds']:.0f} s)", flush=True)
+    rows = [r for r in rows if json.dumps(r["params"], sort_keys=True) in
+            {json.dumps(p, sort_keys=True) for p in points}]
+    proxies = ["pruned", "bn"] + [f"ft{s}" for s in args.steps]
+    stats = summary(rows, proxies)
+    print(f"\n{len(rows)} configurations; reference: test top-1 after {args.refine_epochs:g} epoch(s) of refine "
+          f"(distilled from the adapted teacher) on {len(train)} train images")
+    print("| proxy | Spearman | Kendall | top-third recall | mean cost (s, cumulative) |\n|---|---|---|---|---|")
+    for s in stats:
+        print(f"| {s['proxy']} | {s['spearman']:.3f} | {s['kendall']:.3f} | {s['top_third']:.2f} | "
+              f"{s['seconds']:.1f} |")
+    spread = [r["refined"] for r in rows]
+    print(f"refined test top-1: min {min(spread):.2f}, max {max(spread):.2f}; "
+          f"nan-free: {all(math.isfinite(x) for x in spread)}")
+    png = out.with_suffix(".png")
+    plot(rows, proxies, png, stats)
+    print(f"plot: {png}")
+
+
+if __name__ == "__main__":
+    main()
