@@ -93,8 +93,9 @@ def test_read_only_commands_on_an_unrun_study_create_nothing(tmp_path, capsys, c
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no study.db, no run folder, no output
 
 
-def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path):
-    """An unreachable latency agent fails each trial (LatencyError); the study still finishes."""
+def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path, capsys, caplog):
+    """An unreachable latency agent fails each trial (LatencyError); the study still finishes, and
+    each failure is one line (no Optuna traceback)."""
     import socket
 
     with socket.socket() as s:  # a port nobody listens on
@@ -107,6 +108,12 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path):
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 2 and not study.get_trials(states=(TrialState.COMPLETE,))
     assert all(t.user_attrs["fail_reason"].startswith("LatencyError") for t in failed)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "failed with parameters" not in err, err
+    lines = [r.getMessage() for r in caplog.records]
+    assert not [m for m in lines if "failed with" in m], lines  # Optuna's two warnings, one with a traceback
+    assert [m.split(":")[0] for m in lines if " failed: " in m] == ["trial 0 failed", "trial 1 failed"]
+    assert not [r for r in caplog.records if r.exc_info and r.levelno >= 30]
 
 
 def test_exported_onnx_matches_checkpoint(tiny_study, tmp_path):

@@ -156,3 +156,49 @@ def test_isolated_timer_measures_in_another_process(tmp_path):
             timer.measure(tmp_path / "missing.onnx", input_shape=(3, 32, 32), batch_size=1, precision="fp32")
     finally:
         timer.close()
+
+
+def test_a_corrupt_latency_cache_entry_is_measured_again(tmp_path):
+    """An entry that is not a latency result (written by hand, another version) is a cache miss,
+    not a crash: the trial measures again, completes, and the entry is rewritten."""
+    from hybridprune.search._optuna import set_study_system_attr, study_system_attrs
+    from hybridprune.search.trials import LATENCY_CACHE_PREFIX
+
+    path = write_study(tmp_path, name="corrupt", trials=2)  # the baseline, then 30% / 1 block channel first
+    assert main(["run", str(path), "--no-progress"]) == 0
+    _, study = load(path)
+    keys = [k for k in study_system_attrs(study) if k.startswith(LATENCY_CACHE_PREFIX)]
+    assert keys
+    for key in keys:
+        set_study_system_attr(study, key, "garbage")
+    assert main(["run", str(path), "--no-progress", "--trials", "3"]) == 0  # 30% / 1 block layer first: same graph
+    _, study = load(path)
+    third = study.trials[2]
+    assert third.state == TrialState.COMPLETE and third.user_attrs["latency_cached"] is False
+    assert third.user_attrs["latency_key"] == study.trials[1].user_attrs["latency_key"]
+    assert isinstance(study_system_attrs(study)[LATENCY_CACHE_PREFIX + third.user_attrs["latency_key"]], dict)
+
+
+def test_an_unexpected_error_fails_its_trial_with_the_reason_and_the_study_goes_on(tmp_path, monkeypatch):
+    """A full disk while a trial stores its model (any exception nobody planned for) fails that
+    trial with a one-line reason; the next trials still run and the command succeeds."""
+    import errno
+
+    from hybridprune.search import objective
+
+    real, calls = objective.store_model, []
+
+    def full_disk_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(objective, "store_model", full_disk_once)
+    path = write_study(tmp_path, name="fulldisk", trials=3)
+    assert main(["run", str(path), "--no-progress"]) == 0
+    _, study = load(path)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.FAIL) == 1 and states.count(TrialState.COMPLETE) == 2  # failed trials count
+    failed = study.get_trials(states=(TrialState.FAIL,))[0]
+    assert failed.user_attrs["fail_reason"] == "OSError: [Errno 28] No space left on device"

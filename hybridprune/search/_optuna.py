@@ -114,3 +114,29 @@ def fail_trials(study: Any, trial_ids: Sequence[int]) -> list[int]:
         for tid in failed:
             callback(study, copy.deepcopy(storage.get_trial(tid)))
     return failed
+
+
+class _OwnTrialFailures:
+    """Drops Optuna's two warnings about a failed trial (the second with the traceback of an
+    exception the objective already recorded as ``fail_reason`` and logged in one line)."""
+
+    def filter(self, record: Any) -> bool:
+        text = str(record.msg)
+        return not (text.startswith("Trial ") and (" failed with parameters: " in text
+                                                   or " failed with value " in text))
+
+
+_FILTER = _OwnTrialFailures()
+
+
+def quiet_trial_failures() -> None:
+    """Keep Optuna's per-failed-trial warnings and tracebacks off the console (idempotent).
+
+    Why private: the warnings come from the logger of ``optuna.study._optimize``, a private module
+    (its name is the logger's), with no switch of their own.
+    """
+    import logging
+
+    logger = logging.getLogger("optuna.study._optimize")
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)

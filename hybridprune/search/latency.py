@@ -18,6 +18,8 @@ latency over the reference.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import shutil
 import statistics
 import tempfile
@@ -29,6 +31,8 @@ from hybridprune.io import device_lock
 from hybridprune.search import trials as T
 from hybridprune.search._optuna import set_study_system_attr, study_system_attrs
 from hybridprune.search.latency_cache import IsolatedTimer, LatencyCache, architecture_key, settings_key
+
+log = logging.getLogger(__name__)
 
 #: Key of the baseline's own entry in interleaved results (model numbers may be negative: reference models).
 BASELINE = "baseline"
@@ -234,9 +238,15 @@ class StudyLatency:
         with self.lock():
             hit = cache.get(key) if cache is not None else None
             if hit is not None:
-                result = LatencyResult.from_dict(hit)
-                ratio = float(result.extra.get(T.R_RATIO, self.value(result) / reference))
-                return TrialLatency(result, ratio * reference, ratio, True, key)
+                try:
+                    result = LatencyResult.from_dict(hit)
+                    ratio = float(result.extra.get(T.R_RATIO, self.value(result) / reference))
+                    if not (math.isfinite(ratio) and ratio > 0):
+                        raise ValueError(f"ratio {ratio}")
+                    return TrialLatency(result, ratio * reference, ratio, True, key)
+                except (TypeError, KeyError, ValueError, AttributeError) as exc:  # written by hand or another version
+                    log.warning("latency cache entry %s is unusable (%s: %s): measuring again", key,
+                                type(exc).__name__, exc)
             result, ratio, extra = self._measure_ratio(model, key, reference)
             result = dataclasses.replace(result, extra={**result.extra, **extra})
             if cache is not None:

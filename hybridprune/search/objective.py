@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 TRIAL_ERRORS: tuple[type[BaseException], ...] = (HybridPruneError, MemoryError, torch.OutOfMemoryError)
 
 
+class UnexpectedTrialError(HybridPruneError):
+    """Any other exception inside a trial (a bug, a full disk, a corrupt file): the trial fails with
+    its reason and the study goes on; the traceback goes to the log."""
+
+
 def constraint_values(cfg: Any, accuracy: float, latency_ms: float) -> dict[str, float]:
     """Constraint values of a trial (<= 0 means satisfied), by name."""
     out: dict[str, float] = {}
@@ -72,15 +77,29 @@ def run_trial(ctx: WorkerContext, trial: Any, artifact_store: Any) -> list[float
 
     Raises:
         HybridPruneError, MemoryError, torch.OutOfMemoryError: the trial fails (``fail_reason``
-            is set first).
+            is set first); any other exception is recorded the same way and raised as
+            :class:`UnexpectedTrialError` (also a trial failure), Optuna's own exceptions as they are.
     """
+    import optuna
+
     try:
         return _run(ctx, trial, artifact_store)
     except TRIAL_ERRORS as exc:
-        reason = f"{type(exc).__name__}: {first_line(exc)}"[:500]
-        trial.set_user_attr(T.FAIL_REASON, reason)
-        log.warning("trial %s failed: %s", trial.number, reason)
+        _fail(trial, exc)
         raise
+    except (optuna.TrialPruned, optuna.exceptions.UpdateFinishedTrialError):
+        raise  # Optuna's own control flow: the trial is not ours to fail
+    except Exception as exc:
+        log.debug("trial %s: unexpected error", trial.number, exc_info=True)  # the reason is one line
+        raise UnexpectedTrialError(_fail(trial, exc)) from exc
+
+
+def _fail(trial: Any, exc: BaseException) -> str:
+    """Record why ``trial`` failed (``fail_reason``, one line) and return the reason."""
+    reason = f"{type(exc).__name__}: {first_line(exc)}"[:500]
+    trial.set_user_attr(T.FAIL_REASON, reason)
+    log.warning("trial %s failed: %s", trial.number, reason)
+    return reason
 
 
 def _values(cfg: Any, accuracy: float, latency_ms: float, cx: Any) -> list[float]:

@@ -15,12 +15,16 @@ from hybridprune.search.storage import get_storage, storage_file
 
 
 def quiet_optuna() -> None:
-    """Keep Optuna's experimental-feature warnings and per-trial INFO lines off the console."""
+    """Keep Optuna's experimental-feature warnings, per-trial INFO lines and failed-trial tracebacks
+    off the console."""
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from hybridprune.search._optuna import quiet_trial_failures
+
+    quiet_trial_failures()  # the objective logs each failure in one line and records it on the trial
 
 
 def storage_for(cfg: StudyConfig, storage: Any = None, *, heartbeat: bool = True) -> Any:
