@@ -34,6 +34,10 @@ class TrainingDiverged(HybridPruneError, ArithmeticError):
     """The training loss became NaN or infinite; the trial that hit it is recorded as failed."""
 
 
+class OutputError(HybridPruneError, OSError):
+    """An output file or folder cannot be written (full disk, read-only, a name too long)."""
+
+
 class LatencyError(HybridPruneError):
     """A latency measurement could not be made (backend missing, agent unreachable, bad reply)."""
 

@@ -3,6 +3,10 @@
 - :func:`atomic_path`: write one file beside its destination, ``fsync`` it, rename it into place.
 - :func:`atomic_dir`: build a whole folder beside its destination and swap it into place at once.
 - :func:`device_lock`: an exclusive ``flock`` on a lock file, so processes of one machine take turns.
+- :func:`check_writable`: refuse an output path that cannot be written, before any work.
+
+Writing errors of the file system (full disk, read-only, a name too long) become one-line
+:class:`~hybridprune.errors.OutputError` messages.
 
 Outputs get ordinary permissions (``0666``/``0777`` minus the umask), not the ``0600``/``0700``
 of :mod:`tempfile`.
@@ -20,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from hybridprune.errors import ConfigError
+from hybridprune.errors import ConfigError, OutputError
 
 
 def _umask() -> int:
@@ -51,6 +55,56 @@ def _fsync_path(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
+NAME_MAX = 255  # bytes per path component on Linux file systems (ext4, xfs, tmpfs)
+
+
+def _check_names(p: Path, what: str) -> None:
+    for part in p.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise ConfigError(f"{what}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long; file systems "
+                              f"allow at most {NAME_MAX} bytes per name")
+
+
+def check_writable(path: str | os.PathLike, what: str, *, directory: bool = True) -> None:
+    """Raise ConfigError unless ``path`` (a folder, or a file with ``directory=False``) can be
+    created or written. Creates nothing: it probes the nearest existing folder with an
+    anonymous temporary file.
+
+    Args:
+        path: The folder or file.
+        what: Its name in messages (e.g. ``"study.run_dir"``).
+        directory: Whether ``path`` is a folder.
+
+    Raises:
+        ConfigError: naming ``what`` when it is a file where a folder is needed (or the
+            reverse), sits below a file, has a name the file system cannot hold, or is not
+            writable.
+    """
+    p = Path(path)
+    _check_names(p, what)
+    if p.exists():
+        if directory and not p.is_dir():
+            raise ConfigError(f"{what} {p} is a file, not a folder; give a folder (it is created if missing)")
+        if not directory and p.is_dir():
+            raise ConfigError(f"{what} {p} is a folder, not a file")
+        if not directory and not os.access(p, os.R_OK | os.W_OK):
+            raise ConfigError(f"{what} {p} is not writable")
+        folder = p if directory else p.parent
+    else:
+        folder = p.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise ConfigError(f"{what} {p} cannot be created: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{what} {p} is not writable ({folder}: {exc.strerror or exc}); "
+                          f"give a folder you can write") from None
+
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
@@ -67,11 +121,18 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         A context manager yielding the temporary :class:`Path` to write.
 
     Raises:
-        Whatever the block raises; the temporary file is removed and ``path`` is untouched.
+        OutputError: when the file system refuses (``path`` is a folder, the disk is full, the
+            name is too long), also for an ``OSError`` of the block; whatever else the block
+            raises as it is. The temporary file is removed and ``path`` is untouched.
     """
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix, dir=dest.parent)
+    try:
+        if dest.is_dir():
+            raise IsADirectoryError(21, "it is a folder; give a file path")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:200]}.", suffix=suffix or dest.suffix, dir=dest.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {dest}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -80,6 +141,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         _fsync_path(tmp_path)
         os.replace(tmp_path, dest)
         _fsync_path(dest.parent, directory=True)
+    except OSError as exc:  # full disk, quota, a name too long: one line, and the old file stays
+        raise OutputError(f"cannot write {dest}: {exc.strerror or exc}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()

@@ -94,3 +94,45 @@ def test_atomic_dir_without_rename_exchange(tmp_path, monkeypatch):
             (tmp / f"{n}.txt").write_text(n)
     assert [p.name for p in dest.iterdir()] == ["2.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
+
+
+def test_file_system_refusals_are_one_line_output_errors(tmp_path, monkeypatch):
+    import errno
+
+    from hybridprune.errors import OutputError
+
+    (tmp_path / "keep.txt").write_text("old")
+    with pytest.raises(OutputError, match=r"^cannot write .*keep.txt: No space left on device$"):
+        with atomic_path(tmp_path / "keep.txt"):
+            raise OSError(errno.ENOSPC, "No space left on device")  # what torch.save meets on a full disk
+    assert (tmp_path / "keep.txt").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+    with pytest.raises(OutputError, match="it is a folder"):
+        with atomic_path(tmp_path):
+            pass
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--model", "resnet8", "--dataset", "digits", "--steps", "1", "--out", "/proc/x/y.pt"],
+     "error: --out /proc/x/y.pt is not writable"),
+    (["train", "--model", "resnet8", "--dataset", "digits", "--steps", "1", "--out", "a" * 300 + ".pt"],
+     "error: --out: the name aaaa"),
+    (["train", "--model", "resnet8", "--dataset", "digits", "--steps", "1", "--out", "file.txt/m.pt"],
+     "error: --out file.txt/m.pt cannot be created: file.txt is a file, not a folder"),
+    (["train", "--model", "resnet8", "--dataset", "digits", "--steps", "1", "--out", "."],
+     "error: --out . is a folder, not a file"),
+    (["prune", "--model", "resnet8", "--ratio", "0.1", "--out", "."], "error: --out . is a folder, not a file"),
+    (["latency", "model.onnx", "--json", "."], "error: --json . is a folder, not a file"),
+])
+def test_unusable_output_paths_are_refused_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
+    from hybridprune.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "model.onnx").write_text("not read: the output is checked first")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith(message) and len(err.splitlines()) == 1, err
+    assert "training" not in captured.out and "test:" not in captured.out  # refused before, not after, the work
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

@@ -138,3 +138,12 @@ def test_params_as_a_third_objective(tmp_path):
     (t,) = study.get_trials(states=(TrialState.COMPLETE,))
     assert study.metric_names == ["accuracy", "latency_ms", "params"]
     assert t.values[2] == t.user_attrs["params"]
+
+
+def test_pareto_out_that_is_a_file_is_one_error_line(tiny_study, tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep")
+    assert main(["pareto", str(tiny_study), "--out", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --out {target} is a file, not a folder; give a folder (it is created if missing)"
+    assert target.read_text() == "keep"

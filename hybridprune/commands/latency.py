@@ -67,7 +67,10 @@ def latency_cmd(
     from hybridprune.errors import ConfigError
     from hybridprune.evaluators import get_latency_backend
     from hybridprune.evaluators.base import LATENCY_BACKENDS
+    from hybridprune.io import check_writable
 
+    if json_out is not None:
+        check_writable(json_out, "--json", directory=False)
     accepted = LATENCY_BACKENDS.get(backend).option_names()  # unknown name: error listing the valid ones
     options: dict = {"max_time_s": max_time, "rel_ci": rel_ci}
     given = {"--url": url, "--token": token, "--threads": threads, "--device": device}

@@ -116,10 +116,12 @@ def prune_cmd(
     from hybridprune.checkpoints import save_checkpoint
     from hybridprune.cli import printable
     from hybridprune.errors import ConfigError
+    from hybridprune.io import check_writable
     from hybridprune.models.complexity import complexity, describe_architecture
     from hybridprune.pruning import HybridConfig, prune_model
     from hybridprune.pruning.criteria import data_free_criteria
 
+    check_writable(out, "--out", directory=False)
     config = HybridConfig(
         channel_ratio=ratio, pruned_blocks=blocks, criterion=criterion, order=order, scope=scope,
         allocation=allocation, round_to=round_to, calib_batches=calib_batches, seed=seed,

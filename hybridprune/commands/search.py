@@ -239,9 +239,12 @@ def pareto_cmd(
     """Table of the Pareto set plus PNG and HTML plots of accuracy vs latency."""
     from dataclasses import asdict
 
+    from hybridprune.io import check_writable
     from hybridprune.search.pareto import pareto_rows, plot_html, plot_png, reference_rows, rich_table
 
     cfg, study = _open(study_file, storage)
+    if out and not as_json:
+        check_writable(out, "--out")
     rows = pareto_rows(study) + reference_rows(study)
     if as_json:
         typer.echo(json.dumps([asdict(r) for r in rows], indent=2))

@@ -202,8 +202,9 @@ def train_cmd(
     if (model is None) == (checkpoint is None):
         raise ConfigError("pass exactly one of --model (train from scratch) or --checkpoint (start from it)")
     recipe = Recipe(epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, precision=prec)
-    if out.exists() and out.is_dir():
-        raise ConfigError(f"--out {out} is a directory; expected a checkpoint file path")
+    from hybridprune.io import check_writable
+
+    check_writable(out, "--out", directory=False)  # before training, not after
     ck = load_checkpoint(checkpoint, trust_model_code=trust_model_code) if checkpoint is not None else None
     val_size, seed, val_from = _resolve_split(_split_of(ck, checkpoint, dataset) if ck else None, checkpoint,
                                               val_size, seed, val_from)

@@ -14,11 +14,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from hybridprune.errors import ConfigError, MissingDependencyError
+from hybridprune.io import check_writable  # noqa: F401 - re-exported: the study's writers check with it
 
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
 
@@ -78,43 +78,6 @@ def storage_file(url: str) -> Path | None:
     if url.startswith("sqlite:///"):
         return Path(url[len("sqlite:///"):].split("?", 1)[0])
     return None
-
-
-def check_writable(path: str | os.PathLike, what: str, *, directory: bool = True) -> None:
-    """Raise ConfigError unless ``path`` (a folder, or a file with ``directory=False``) can be
-    created or written. Creates nothing: it probes the nearest existing folder with an
-    anonymous temporary file.
-
-    Args:
-        path: The folder or file.
-        what: Its name in messages (e.g. ``"study.run_dir"``).
-        directory: Whether ``path`` is a folder.
-
-    Raises:
-        ConfigError: naming ``what`` when it is a file where a folder is needed (or the
-            reverse), sits below a file, or is not writable.
-    """
-    p = Path(path)
-    if p.exists():
-        if directory and not p.is_dir():
-            raise ConfigError(f"{what} {p} is a file, not a folder; give a folder (it is created if missing)")
-        if not directory and p.is_dir():
-            raise ConfigError(f"{what} {p} is a folder, not a file")
-        if not directory and not os.access(p, os.R_OK | os.W_OK):
-            raise ConfigError(f"{what} {p} is not writable")
-        folder = p if directory else p.parent
-    else:
-        folder = p.parent
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        if not folder.is_dir():
-            raise ConfigError(f"{what} {p} cannot be created: {folder} is a file, not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"{what} {p} is not writable ({folder}: {exc.strerror or exc}); "
-                          f"give a folder you can write") from None
 
 
 def get_storage(
