@@ -277,3 +277,55 @@ def test_stale_trial_folders_are_removed_at_the_start_of_a_run(tmp_path):
     ctx.close()
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(("trial", "notes"))) == [
         "notes", "trial0-live", "trial2-file"]
+
+
+def _wait_for_running(path, proc, limit=300):
+    """Poll read-only until one trial is complete and another RUNNING (the one Ctrl+C interrupts)."""
+    import sqlite3
+
+    db = path.parent / "run" / "study.db"
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"run exited early: {proc.communicate()}"
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
+                    states = dict(con.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+                if states.get("COMPLETE", 0) >= 1 and states.get("RUNNING", 0) >= 1:
+                    return
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.1)
+    raise AssertionError("no trial was running")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_is_one_line_and_the_interrupted_reference_point_runs_on_resume(tmp_path, workers):
+    path = write_study(tmp_path, name="ctrlc", trials=5)  # the baseline and the 4 paper points are queued first
+    proc = subprocess.Popen([sys.executable, "-m", "hybridprune.cli", "run", str(path), "--no-progress",
+                             "--workers", str(workers)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        _wait_for_running(path, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl+C does: every process of the run
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("interrupted: ")], err
+    _, study = load(path)
+    assert [t for t in study.get_trials() if t.state in (TrialState.RUNNING, TrialState.FAIL)]
+
+    assert main(["run", str(path), "--no-progress"]) == 0
+    _, study = load(path)
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed and all("fail_reason" not in t.user_attrs for t in failed)  # interrupted, not failed by itself
+    for t in failed:  # each interrupted trial ran again, with its parameters and its reference label
+        retry = [r for r in trials if r.system_attrs.get("failed_trial") == t.number]
+        assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+        assert retry[0].params == (t.params or t.system_attrs["fixed_params"])  # interrupted before it suggested
+        assert retry[0].user_attrs.get("reference") == t.user_attrs.get("reference")
+    references = [t for t in trials if t.user_attrs.get("reference") and t.state == TrialState.COMPLETE]
+    assert len({tuple(sorted(t.params.items())) for t in references}) == 5  # no paper point lost

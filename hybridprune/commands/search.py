@@ -216,6 +216,10 @@ def run_cmd(
         from hybridprune.cli import fail
 
         fail(exc, code=1)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: finished trials are saved in {redact_url(str(cfg.storage_url))}; run the same "
+                   f"command again to resume (the interrupted trials run first)", err=True)
+        raise typer.Exit(130) from None
     _summary(study, cfg, console)
     png = plot_png(study, cfg.run_dir / "pareto.png")
     html = plot_html(study, cfg.run_dir / "pareto.html")

@@ -33,6 +33,15 @@ def trial_id(trial: Any) -> int:
     return int(trial._trial_id)
 
 
+def snapshot(study: Any, trial: Any) -> Any:
+    """A ``FrozenTrial`` of a live trial, read from the storage.
+
+    Why private: a live ``Trial`` offers no frozen copy of itself; the storage's ``get_trial`` is
+    keyed by ``_trial_id``.
+    """
+    return study._storage.get_trial(trial._trial_id)
+
+
 def heartbeat_enabled(study: Any) -> bool:
     """Whether the study's storage runs Optuna heartbeats (RDB storages with an interval).
 

@@ -96,10 +96,13 @@ _CHILD_BACKENDS: dict[str, Any] = {}
 
 
 def _die_with_parent() -> None:
-    """Pool initializer: on Linux the kernel kills the timer when its worker dies (kill -9 too)."""
+    """Pool initializer: on Linux the kernel kills the timer when its worker dies (kill -9 too);
+    Ctrl+C, which the terminal sends to every process of the run, is its worker's to handle."""
     import ctypes
     import signal
     import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     if sys.platform.startswith("linux"):
         try:

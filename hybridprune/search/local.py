@@ -124,7 +124,7 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
     from hybridprune.search._optuna import record_heartbeat
     from hybridprune.search.budget import used_up
     from hybridprune.search.objective import TRIAL_ERRORS, run_trial
-    from hybridprune.search.study import counts
+    from hybridprune.search.study import counts, requeue
 
     def objective(trial: Any) -> Any:
         if heartbeat:
@@ -134,7 +134,11 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
             record_heartbeat(study, trial)
         if on_start is not None:
             on_start(trial)
-        return run_trial(ctx, trial, store)
+        try:
+            return run_trial(ctx, trial, store)
+        except KeyboardInterrupt:  # Ctrl+C: Optuna fails the trial; queue it again so a resume runs it
+            requeue(study, trial, cfg.study.max_retry)
+            raise
 
     ran = 0
     last, since = None, time.monotonic()
@@ -264,13 +268,21 @@ def run_local(cfg: StudyConfig, storage: Any = None, *, workers: int = 1,
     mpctx = mp.get_context("spawn")
     procs = [mpctx.Process(target=_worker_main, args=(cfg, storage, threads, i, os.getpid()), daemon=False)
              for i in range(workers)]
-    for p in procs:
-        p.start()
+    ctrl_c = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited: Ctrl+C is this process's to handle
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        signal.signal(signal.SIGINT, ctrl_c)
     try:
         while any(p.is_alive() for p in procs):
             if on_poll:
                 on_poll()
             time.sleep(POLL_S)
+    except KeyboardInterrupt:  # stop the workers; their trials are failed and queued again on resume
+        for p in procs:
+            p.terminate()
+        raise
     finally:
         for p in procs:
             p.join()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,8 @@ from hybridprune.search import trials as T
 from hybridprune.search.config import StudyConfig
 from hybridprune.search.samplers import get_sampler
 from hybridprune.search.storage import get_storage, storage_file
+
+log = logging.getLogger(__name__)
 
 
 def quiet_optuna() -> None:
@@ -154,6 +157,20 @@ def fail_dead_trials(study: Any) -> list[int]:
             dead.append(t)
     failed = set(fail_trials(study, [trial_id(t) for t in dead]))
     return [t.number for t in dead if trial_id(t) in failed]
+
+
+def requeue(study: Any, trial: Any, max_retry: int | None) -> None:
+    """Queue an interrupted trial again with its parameters and records, as Optuna's heartbeat
+    retry does for a stale one (``failed_trial`` names it; at most ``max_retry`` times), so that a
+    resumed run evaluates it first; a reference point is never lost to a Ctrl+C."""
+    import optuna
+
+    from hybridprune.search._optuna import snapshot
+
+    try:
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, snapshot(study, trial))
+    except Exception as exc:  # interrupted mid-write: the resume's dead-worker check retries it instead
+        log.warning("could not queue interrupted trial %s again: %s", trial.number, exc)
 
 
 def enqueue_references(study: Any, space: Any) -> int:
