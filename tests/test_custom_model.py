@@ -323,3 +323,21 @@ def test_a_checkpoint_never_runs_the_code_it_names(tmp_path, capsys):
     # the user's own reference, or an explicit trust, loads it (and so runs the file, as asked)
     assert load_checkpoint(path, model_name=ref).model_name == f"{evil.resolve()}:make" and marker.exists()
     assert main(["info", str(path), "--trust-model-code"]) == 0
+
+
+@pytest.mark.parametrize("code, words", [
+    ("import sys\nsys.exit(0)\n", "it called sys.exit(0) while being imported"),
+    ("raise SystemExit('bye')\n", "it called sys.exit('bye') while being imported"),
+])
+def test_a_model_file_that_exits_at_import_is_an_error_not_a_success(tmp_path, capsys, monkeypatch, code, words):
+    path = tmp_path / "quits.py"
+    path.write_text(code + "def make(num_classes=10):\n    raise AssertionError('never reached')\n")
+    study = tmp_path / "study.toml"
+    study.write_text('[study]\ntrials = 1\nrun_dir = "run"\n[model]\nname = "quits.py:make"\n'
+                     '[data]\ndataset = "digits"\n')
+    monkeypatch.chdir(tmp_path)
+    for argv in (["info", "--model", f"{path}:make"], ["run", str(study), "--no-progress"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and words in err and len(err.splitlines()) == 1, (argv, err)
+    assert not (tmp_path / "run").exists()

@@ -23,8 +23,8 @@ def _unique_params(trials) -> bool:
     return len(keys) == len(set(keys))
 
 
-def _wait_for_complete(path, proc, n=1, limit=300):
-    """Poll the study's SQLite file read-only until ``n`` trials are complete.
+def _wait_for(path, proc, n=1, running=0, limit=300):
+    """Poll the study's SQLite file read-only until ``n`` trials are complete and ``running`` RUNNING.
 
     Read-only so that the test never races the worker at creating the schema; the limit only
     guards against hangs.
@@ -34,17 +34,17 @@ def _wait_for_complete(path, proc, n=1, limit=300):
     db = path.parent / "run" / "study.db"
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"worker exited early: {proc.stdout.read()}"
+        assert proc.poll() is None, f"worker exited early: {proc.communicate()}"
         if db.exists():
             try:
                 with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
-                    done = con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
-                if done >= n:
+                    states = dict(con.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+                if states.get("COMPLETE", 0) >= n and states.get("RUNNING", 0) >= running:
                     return
             except sqlite3.OperationalError:  # schema not there yet
                 pass
-        time.sleep(0.2)
-    raise AssertionError("no trial completed")
+        time.sleep(0.1)
+    raise AssertionError("the study did not get there")
 
 
 def test_kill_9_mid_study_then_resume(tmp_path):
@@ -52,7 +52,7 @@ def test_kill_9_mid_study_then_resume(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "hybridprune.cli", "run", str(path), "--no-progress"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for_complete(path, proc)
+        _wait_for(path, proc)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -279,26 +279,6 @@ def test_stale_trial_folders_are_removed_at_the_start_of_a_run(tmp_path):
         "notes", "trial0-live", "trial2-file"]
 
 
-def _wait_for_running(path, proc, limit=300):
-    """Poll read-only until one trial is complete and another RUNNING (the one Ctrl+C interrupts)."""
-    import sqlite3
-
-    db = path.parent / "run" / "study.db"
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"run exited early: {proc.communicate()}"
-        if db.exists():
-            try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
-                    states = dict(con.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
-                if states.get("COMPLETE", 0) >= 1 and states.get("RUNNING", 0) >= 1:
-                    return
-            except sqlite3.OperationalError:
-                pass
-        time.sleep(0.1)
-    raise AssertionError("no trial was running")
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_is_one_line_and_the_interrupted_reference_point_runs_on_resume(tmp_path, workers):
     path = write_study(tmp_path, name="ctrlc", trials=5)  # the baseline and the 4 paper points are queued first
@@ -306,7 +286,7 @@ def test_ctrl_c_is_one_line_and_the_interrupted_reference_point_runs_on_resume(t
                              "--workers", str(workers)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
-        _wait_for_running(path, proc)
+        _wait_for(path, proc, running=1)  # one trial done, the next one running: Ctrl+C interrupts it
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl+C does: every process of the run
         _, err = proc.communicate(timeout=120)

@@ -88,9 +88,9 @@ def _import_file(path: Path) -> Any:
     sys.path.insert(0, str(path.parent))  # like running the file: its sibling modules import
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() at import must not end the command as a success
         sys.modules.pop(mod_name, None)
-        raise ModelReferenceError(f"importing model file {path} failed: {type(exc).__name__}: {exc}") from None
+        raise ModelReferenceError(f"importing model file {path} failed: {_describe(exc)}") from None
     finally:
         with contextlib.suppress(ValueError):
             sys.path.remove(str(path.parent))
@@ -105,8 +105,14 @@ def _import_module(target: str) -> Any:
         raise ModelReferenceError(
             f"model module {target!r} cannot be imported ({exc}); for a file write path/to/file.py:callable"
         ) from None
-    except Exception as exc:
-        raise ModelReferenceError(f"importing model module {target!r} failed: {type(exc).__name__}: {exc}") from None
+    except (Exception, SystemExit) as exc:
+        raise ModelReferenceError(f"importing model module {target!r} failed: {_describe(exc)}") from None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}) while being imported"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def load_factory(name: str) -> Callable[..., Any]:
@@ -155,9 +161,9 @@ def build_from_reference(name: str, factory: Callable[..., Any], num_classes: in
         model = factory(num_classes=num_classes, **kwargs)
     except HybridPruneError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise ModelReferenceError(
-            f"model factory {name} raised {type(exc).__name__}: {exc} (called with num_classes={num_classes}"
+            f"model factory {name} raised {_describe(exc)} (called with num_classes={num_classes}"
             f"{''.join(f', {k}={v!r}' for k, v in kwargs.items())})"
         ) from None
     if not isinstance(model, nn.Module):
