@@ -75,6 +75,26 @@ def test_refined_checkpoint_carries_test_top1(refined_study, capsys):
     assert "test_top1" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("change, key, value", [(("--no-distill",), T.R_DISTILL, False),
+                                                (("--lr", "0.003"), T.R_LR, 0.003)])
+def test_a_changed_recipe_is_refined_again_not_reused(refined_study, tmp_path, capsys, change, key, value):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(refined_study.parent, copy)  # the study file, its run folder and its checkpoint
+    study_file = copy / refined_study.name
+    _, study = load(study_file)
+    before = T.refined(study)
+    assert main(["refine", str(study_file), *REFINE, *change]) == 0
+    assert "reused (already refined)" not in capsys.readouterr().out
+    _, study = load(study_file)
+    after = T.refined(study)
+    assert set(after) == set(before)
+    for n in before:
+        assert after[n][key] == value and after[n][key] != before[n][key]
+        assert after[n][T.R_ARTIFACTS] != before[n][T.R_ARTIFACTS]
+
+
 def test_second_run_skips_the_fine_tunes_but_retimes(refined_study, capsys):
     _, study = load(refined_study)
     before = T.refined(study)

@@ -33,15 +33,6 @@ def trial_id(trial: Any) -> int:
     return int(trial._trial_id)
 
 
-def snapshot(study: Any, trial: Any) -> Any:
-    """A ``FrozenTrial`` of a live trial, read from the storage.
-
-    Why private: a live ``Trial`` offers no frozen copy of itself; the storage's ``get_trial`` is
-    keyed by ``_trial_id``.
-    """
-    return study._storage.get_trial(trial._trial_id)
-
-
 def heartbeat_enabled(study: Any) -> bool:
     """Whether the study's storage runs Optuna heartbeats (RDB storages with an interval).
 
@@ -95,9 +86,9 @@ def hypervolume(loss_points: Sequence[Sequence[float]], reference: Sequence[floa
     return float(compute_hypervolume(pts, np.asarray(reference, dtype=float), assume_pareto=False))
 
 
-def fail_trials(study: Any, trial_ids: Sequence[int]) -> list[int]:
-    """Fail running trials as Optuna's heartbeat would, and run its stale-trial callback (the
-    retry) on each; a trial another process finished first is skipped.
+def fail_trials(study: Any, trial_ids: Sequence[int], *, retry: bool = True) -> list[int]:
+    """Fail running trials as Optuna's heartbeat would, and (``retry``) run its stale-trial
+    callback (the retry) on each; a trial another process finished first is skipped.
 
     Why private: ``fail_stale_trials`` only fails the trials whose heartbeat is late, and the
     callback lives on the storage (``get_heartbeat_stale_trial_callback``).
@@ -118,7 +109,7 @@ def fail_trials(study: Any, trial_ids: Sequence[int]) -> list[int]:
                 failed.append(tid)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass
-    callback = storage.get_heartbeat_stale_trial_callback() if heartbeat_enabled(study) else None
+    callback = storage.get_heartbeat_stale_trial_callback() if retry and heartbeat_enabled(study) else None
     if callback is not None:
         for tid in failed:
             callback(study, copy.deepcopy(storage.get_trial(tid)))

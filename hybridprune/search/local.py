@@ -124,7 +124,7 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
     from hybridprune.search._optuna import record_heartbeat
     from hybridprune.search.budget import used_up
     from hybridprune.search.objective import TRIAL_ERRORS, run_trial
-    from hybridprune.search.study import counts, requeue
+    from hybridprune.search.study import abandon, counts
 
     def objective(trial: Any) -> Any:
         if heartbeat:
@@ -134,11 +134,7 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
             record_heartbeat(study, trial)
         if on_start is not None:
             on_start(trial)
-        try:
-            return run_trial(ctx, trial, store)
-        except KeyboardInterrupt:  # Ctrl+C: Optuna fails the trial; queue it again so a resume runs it
-            requeue(study, trial, cfg.study.max_retry)
-            raise
+        return run_trial(ctx, trial, store)
 
     ran = 0
     last, since = None, time.monotonic()
@@ -170,9 +166,16 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
             # after 2 x grace_period without change this worker runs a trial itself
             time.sleep(POLL_S)
             continue
+        from optuna.trial import TrialState
+
+        waiting = {t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING}
+        newest = len(study.get_trials(deepcopy=False))  # this call runs a queued trial or creates one
         try:
             study.optimize(objective, n_trials=1, catch=TRIAL_ERRORS,
                            gc_after_trial=False)
+        except KeyboardInterrupt:  # Ctrl+C, inside the objective or inside Optuna's ask/tell
+            abandon(study, waiting, newest, cfg.study.max_retry)
+            raise
         except optuna.exceptions.UpdateFinishedTrialError as exc:
             # another worker declared this trial dead (heartbeat older than grace_period) and queued
             # it again; the retry runs it, so this worker just goes on

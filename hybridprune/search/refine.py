@@ -150,12 +150,20 @@ def _download_checkpoint(ctx: Any, store: Any, artifact: str, trial: Any, path: 
     return loaded
 
 
+def same_recipe(rec: dict, options: RefineOptions, default_lr: float) -> bool:
+    """Whether a stored refine record was made with ``options``' recipe: the same epochs, peak lr
+    (``None``: the study's ``[finetune] lr``) and distillation; otherwise it is refined again."""
+    return (rec.get(T.R_EPOCHS) == options.epochs and rec.get(T.R_LR) == (options.lr or default_lr)
+            and rec.get(T.R_DISTILL) == options.distill)
+
+
 def refine(ctx: Any, study: Any, trials: list[Any], store: Any, options: RefineOptions,
            on_trial: Callable[[Any, dict, bool], None] | None = None,
            on_round: Callable[[int, int], None] | None = None) -> list[tuple[Any, dict]]:
     """Refine ``trials`` (the baseline first), re-time them interleaved, record everything on the study.
 
-    A trial whose stored record has the same ``epochs`` is not fine-tuned again; each new record is
+    A trial whose stored record has the same recipe (epochs, lr, distillation: :func:`same_recipe`)
+    is not fine-tuned again; each new record is
     stored as soon as its fine-tune ends, so a killed run resumes. The latency step always re-runs.
 
     Returns:
@@ -168,7 +176,7 @@ def refine(ctx: Any, study: Any, trials: list[Any], store: Any, options: RefineO
         tmp = Path(tmp)
         for t in trials:
             rec = T.refined(study, t)
-            reused = rec.get(T.R_EPOCHS) == options.epochs and bool(rec.get(T.R_ARTIFACTS))
+            reused = same_recipe(rec, options, ctx.cfg.finetune.lr) and bool(rec.get(T.R_ARTIFACTS))
             if not reused:
                 rec = refine_trial(ctx, study, t, store, options, tmp)
                 study.set_user_attr(f"{T.REFINED_PREFIX}{t.number}", rec)

@@ -159,18 +159,41 @@ def fail_dead_trials(study: Any) -> list[int]:
     return [t.number for t in dead if trial_id(t) in failed]
 
 
-def requeue(study: Any, trial: Any, max_retry: int | None) -> None:
-    """Queue an interrupted trial again with its parameters and records, as Optuna's heartbeat
-    retry does for a stale one (``failed_trial`` names it; at most ``max_retry`` times), so that a
-    resumed run evaluates it first; a reference point is never lost to a Ctrl+C."""
+def abandon(study: Any, waiting: set[int], since: int, max_retry: int | None) -> list[int]:
+    """After Ctrl+C: fail this process's interrupted trial (one of the ``waiting`` queued trials,
+    or a new one numbered ``since`` or more) and queue it
+    again with its parameters and records, as Optuna's heartbeat retry does for a stale one
+    (``failed_trial`` names it; at most ``max_retry`` times), so a resumed run evaluates it first
+    and no reference point is lost. A trial Optuna already failed for the interrupt (no
+    ``fail_reason``) is queued too; one interrupted inside Optuna's ``ask`` (still RUNNING, its
+    worker not yet recorded) is failed here.
+
+    Returns:
+        The numbers queued again.
+    """
+    import os
+    import socket
+
     import optuna
+    from optuna.trial import TrialState
 
-    from hybridprune.search._optuna import snapshot
+    from hybridprune.search._optuna import fail_trials, trial_id
 
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    own = [t for t in trials if (t.number in waiting or t.number >= since) and t.user_attrs.get(T.WORKER) in (None, me)
+           and (t.state == TrialState.RUNNING or (t.state == TrialState.FAIL and T.FAIL_REASON not in t.user_attrs))
+           and t.number not in retried]
+    done = []
     try:
-        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, snapshot(study, trial))
+        fail_trials(study, [trial_id(t) for t in own if t.state == TrialState.RUNNING], retry=False)
+        for t in own:
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, t)
+            done.append(t.number)
     except Exception as exc:  # interrupted mid-write: the resume's dead-worker check retries it instead
-        log.warning("could not queue interrupted trial %s again: %s", trial.number, exc)
+        log.warning("could not queue interrupted trial(s) again: %s", exc)
+    return done
 
 
 def enqueue_references(study: Any, space: Any) -> int:
