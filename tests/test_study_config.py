@@ -278,3 +278,20 @@ def test_study_with_other_objectives_in_the_same_storage_is_refused(tmp_path, ck
     path.write_text(BASE + "[objectives]\nextra = [\"params\"]\n")
     with pytest.raises(ConfigError, match="optimises"):
         open_study(load_study_config(path))
+
+
+@pytest.mark.parametrize("space, words", [
+    ('criterion = ["l7"]', ["space.criterion", "weight_magnitude"]),
+    ("ratio = 0.3", ["ratio", "allowed", "channel_ratio"]),
+    ('references = "paper_gird"', ["space.references", "paper_grid"]),
+    ("pruned_blocks = { low = 0, high = 99 }", ["space.pruned_blocks.high"]),
+])
+def test_space_errors_come_before_a_baseline_trains(tmp_path, ckpt, capsys, space, words):
+    """Without a checkpoint (or with adapt_epochs) the baseline trains first: [space] is checked before that."""
+    text = BASE.replace('checkpoint = "base.pt"\n', "").replace("[finetune]", f"[baseline]\nsteps = 1\n[space]\n{space}"
+                                                                              f"\n[finetune]")
+    path = _file(tmp_path, ckpt, text)
+    assert main(["run", str(path), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and all(w in captured.err for w in words), captured.err
+    assert "baseline" not in captured.out and not (tmp_path / "run").exists()

@@ -173,14 +173,11 @@ def run_cmd(
                   f"{cfg.study.workers} worker(s), backend {cfg.study.backend}, "
                   f"storage {redact_url(cfg.storage_url)}",
                   soft_wrap=True, markup=False)
-    cfg.check_writable()  # (prepare checks again) before announcing a baseline that would not train
+    cfg.check_writable()  # (prepare checks again) before any data is read
     from hybridprune.search.split import split_warning
 
     if (warning := split_warning(cfg)) is not None:
         console.print(warning, soft_wrap=True, markup=False)
-    if not cfg.model.checkpoint and not cfg.baseline_path.is_file():
-        console.print(f"training the unpruned baseline first ({cfg.baseline.budget}); "
-                      f"cached at {cfg.baseline_path} for re-runs")
     live = None
     if progress and console.is_terminal:
         live = Live(console=console, refresh_per_second=2, transient=False)

@@ -76,7 +76,7 @@ def train_once(cfg: StudyConfig, data: Any, name: str, kwargs: dict, path: Path,
             seed_everything(cfg.study.seed)  # the initial weights too: the same study trains the same model
             model = create_model(name, num_classes=data.num_classes, **kwargs)
             norm = get_model_spec(name).normalization
-            log.info("training the %s %s for %s", label, name, b.budget)
+            print(f"training the unpruned {label} {name} first ({b.budget}); cached at {path} for re-runs", flush=True)
             result = train(model, data, b.budget, norm, **b.train_kwargs(), seed=cfg.study.seed, device="cpu",
                            progress=_baseline_progress(label=label))
             acc = evaluate(model, data.val, norm, device="cpu", precision=b.precision).top1

@@ -112,6 +112,17 @@ def build_space(cfg: StudyConfig, model: torch.nn.Module) -> Any:
                      criteria=list_criteria(), fixed=cfg.pruning.fixed(cfg.study.seed))
 
 
+def _architecture(cfg: StudyConfig, num_classes: int) -> torch.nn.Module:
+    """The baseline's architecture without its training: the checkpoint as it is, or a fresh model."""
+    if cfg.model.checkpoint:
+        from hybridprune.checkpoints import load_checkpoint
+
+        return load_checkpoint(cfg.model.checkpoint, cfg.model.name).model
+    from hybridprune.models import create_model
+
+    return create_model(cfg.model.name, num_classes=num_classes, **cfg.model.kwargs)
+
+
 def build_backend(cfg: StudyConfig) -> Any:
     """The latency backend of ``[latency]`` (unknown names/options raise ConfigError).
 
@@ -149,6 +160,8 @@ def build_context(cfg: StudyConfig, *, train_if_missing: bool = True, device: st
     backend = build_backend(cfg)  # cheapest check first
     data = load_data(cfg)
     check_references(cfg, data, tuple(int(s) for s in data.image_size))  # before the baseline trains
+    if not cfg.model.checkpoint or cfg.baseline.adapt_epochs is not None:  # a baseline may train first:
+        build_space(cfg, _architecture(cfg, data.num_classes))  # bad [space] keys fail now, not after it
     model, norm, metrics = load_baseline(cfg, data, train_if_missing=train_if_missing)
     space = build_space(cfg, model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
