@@ -362,14 +362,24 @@ def load_checkpoint(
     if "format" in raw and raw["format"] != FORMAT:
         raise CheckpointError(f"{path} has checkpoint format {_short(raw['format'])}; this version reads {FORMAT}")
     if raw.get("format") == FORMAT:
-        return _load_hybridprune(path, raw, model_name, normalization, trust_model_code)
+        return _finite(_load_hybridprune(path, raw, model_name, normalization, trust_model_code), path)
     state = raw.get("state_dict", raw)
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} has no state_dict of tensors; it is not a model checkpoint")
     state = {k.removeprefix("module."): v for k, v in _check_state(state, path).items()}
     if model_name is not None and (is_reference(model_name) or get_model_spec(model_name).family != "cifar_resnet"):
-        return _load_plain(path, state, model_name, normalization)
-    return _load_classic(path, state, model_name, normalization)
+        return _finite(_load_plain(path, state, model_name, normalization), path)
+    return _finite(_load_classic(path, state, model_name, normalization), path)
+
+
+def _finite(loaded: LoadedCheckpoint, path: Path) -> LoadedCheckpoint:
+    """Refuse weights or statistics that are NaN or infinite: every score of such a model is garbage."""
+    for name, tensor in loaded.model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{path}: {name} holds {bad} NaN or infinite value(s) of {tensor.numel()}; "
+                                  f"the model is broken (a diverged training?)")
+    return loaded
 
 
 def _load_hybridprune(path: Path, raw: dict, model_name: str | None, normalization: Normalization | None,

@@ -196,3 +196,22 @@ def test_info_of_a_registry_model_lists_its_removable_blocks(capsys, monkeypatch
     out = capsys.readouterr().out
     assert "fresh model (no weights)" in out and "removable residual blocks: 25" in out
     assert "layer2.0 " not in out and "layer2.1 " in out and "853,018" in out
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("command", ["info", "prune", "evaluate"])
+def test_non_finite_weights_are_refused(tmp_path, capsys, command, value):
+    from hybridprune.checkpoints import save_checkpoint
+    from hybridprune.models import Normalization, create_model
+
+    model = create_model("resnet20")
+    with torch.no_grad():
+        model.conv1.weight[0, 0, 0, 0] = value
+    bad = save_checkpoint(tmp_path / "bad.pt", model, Normalization())
+    argv = {"info": ["info", str(bad)], "evaluate": ["evaluate", str(bad), "--dataset", "digits"],
+            "prune": ["prune", "-c", str(bad), "--ratio", "0.2", "--out", str(tmp_path / "o.pt")]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {bad}: conv1.weight holds 1 NaN or infinite value(s) of 432; the model is broken " \
+                  f"(a diverged training?)", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt"]
