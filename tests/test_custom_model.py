@@ -341,3 +341,23 @@ def test_a_model_file_that_exits_at_import_is_an_error_not_a_success(tmp_path, c
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and words in err and len(err.splitlines()) == 1, (argv, err)
     assert not (tmp_path / "run").exists()
+
+
+def test_read_only_commands_do_not_import_the_model_file_a_study_names(tmp_path, capsys, monkeypatch):
+    from hybridprune.search.config import load_study_config
+
+    marker = tmp_path / "imported"
+    (tmp_path / "net.py").write_text(f"open({str(marker)!r}, 'a').write('x')\n"
+                                     "def make(num_classes=10):\n    raise AssertionError('not built')\n")
+    study = tmp_path / "study.toml"
+    study.write_text('[study]\ntrials = 1\nrun_dir = "run"\n[model]\nname = "net.py:make"\n[data]\ndataset = "digits"\n'
+                     '[references]\nmodels = [{ model = "net.py:make" }]\n')
+    monkeypatch.chdir(tmp_path)
+    cfg = load_study_config(study, import_models=False)
+    assert cfg.model.name == f"{(tmp_path / 'net.py').resolve()}:make"
+    for argv in (["status", str(study)], ["pareto", str(study)]):
+        assert main(argv) == 2  # nothing to show yet, and that is all they find out
+        assert "has not been run yet" in capsys.readouterr().err
+    assert not marker.exists()
+    load_study_config(study)  # a command that builds the model checks it, and so imports it
+    assert marker.exists()

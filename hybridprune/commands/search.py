@@ -21,11 +21,12 @@ def _storage():
     return typer.Option(None, help="Storage URL (overrides the study file).")
 
 
-def _open(study_file: str, storage: str | None):
+def _open(study_file: str, storage: str | None, *, read_only: bool = False):
+    """The study's config and its existing study; ``read_only`` commands import no model code."""
     from hybridprune.search.service import load
     from hybridprune.search.study import open_study
 
-    cfg = load(study_file, storage=storage)
+    cfg = load(study_file, storage=storage, import_models=not read_only)
     return cfg, open_study(cfg, create=False)
 
 
@@ -228,7 +229,7 @@ def status_cmd(
 ) -> None:
     """Show trial counts and the current Pareto set of a study."""
 
-    cfg, study = _open(study_file, storage)
+    cfg, study = _open(study_file, storage, read_only=True)
     _summary(study, cfg, _console())
 
 def pareto_cmd(
@@ -243,7 +244,7 @@ def pareto_cmd(
     from hybridprune.io import check_writable
     from hybridprune.search.pareto import pareto_rows, plot_html, plot_png, reference_rows, rich_table
 
-    cfg, study = _open(study_file, storage)
+    cfg, study = _open(study_file, storage, read_only=True)
     if out and not as_json:
         check_writable(out, "--out")
     rows = pareto_rows(study) + reference_rows(study)
@@ -420,7 +421,7 @@ def dashboard_cmd(
     from hybridprune.search.dashboard import serve_dashboard
     from hybridprune.search.service import load
 
-    cfg = load(study_file, storage=storage)
+    cfg = load(study_file, storage=storage, import_models=False)  # it serves records, it runs no model
     serve_dashboard(cfg, host=host, port=port, token=token)
 
 

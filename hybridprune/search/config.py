@@ -8,6 +8,7 @@ against the study file's directory. See ``studies/quickstart.toml`` for a commen
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import math
 import re
@@ -39,6 +40,19 @@ MAX_ROUNDS = 100
 MAX_DURATION = 366 * 86_400
 MAX_BN_BATCHES = 10_000
 MAX_SEED = 2**32 - 1  # numpy's seed range
+
+
+# False while a read-only command (status, pareto, dashboard) loads a study: model references are
+# then checked for form only, and no model file or module is imported (it may run code).
+_IMPORT_MODELS: contextvars.ContextVar[bool] = contextvars.ContextVar("import_models", default=True)
+
+
+def _check_model(name: str) -> None:
+    from hybridprune.models import get_model_spec
+    from hybridprune.models.reference import is_reference
+
+    if _IMPORT_MODELS.get() or not is_reference(name):
+        get_model_spec(name)  # UnknownNameError lists the models; references are imported
 
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m(?:in)?)?\s*"
@@ -123,14 +137,13 @@ class ModelSection:
     kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from hybridprune.models import get_model_spec
         from hybridprune.models.reference import is_file_reference, is_reference, split_reference
 
         if is_reference(self.name) and is_file_reference(self.name):
             target, _ = split_reference(self.name)
             if not Path(target).expanduser().is_absolute():
                 return  # checked once resolve_paths() has made it absolute
-        get_model_spec(self.name)  # UnknownNameError lists the models; references are imported
+        _check_model(self.name)
 
     def resolve_paths(self, base: Path, resolve: Any) -> "ModelSection":
         """A copy with ``checkpoint`` (through ``resolve``) and a file reference made absolute against ``base``."""
@@ -183,15 +196,15 @@ class ReferencesSection:
 
     def resolve_paths(self, base: Path, resolve: Any) -> "ReferencesSection":
         """A copy with checkpoints resolved against ``base`` and each model checked (registry or reference)."""
-        from hybridprune.models import get_model_spec
         from hybridprune.models.reference import canonical_reference
 
         out = []
         for i, m in enumerate(self.models):
             entry = {**m, "model": canonical_reference(m["model"], base), "checkpoint": resolve(base, m["checkpoint"])}
             if entry["checkpoint"] is not None and not Path(entry["checkpoint"]).is_file():
-                raise ConfigError(f"references.models[{i}].checkpoint {entry['checkpoint']} does not exist")
-            get_model_spec(entry["model"])  # UnknownNameError lists the models
+                raise ConfigError(f"references.models[{i}].checkpoint {entry['checkpoint']} does not exist"
+                                  f"{_shared_hint(entry['checkpoint'])}")
+            _check_model(entry["model"])
             out.append(entry)
         return dataclasses.replace(self, models=tuple(out))
 
@@ -550,11 +563,13 @@ def _resolve(base: Path, value: str | None, keep_urls: bool = False) -> str | No
     return str((base / Path(value).expanduser()).resolve())
 
 
-def load_study_config(path: str | Path) -> StudyConfig:
+def load_study_config(path: str | Path, *, import_models: bool = True) -> StudyConfig:
     """Read and validate a study file.
 
     Args:
         path: The TOML file.
+        import_models: Import the model files and modules the study names, to check them
+            (``False`` for read-only commands: a reference is then checked for form only).
 
     Returns:
         The :class:`StudyConfig`, with absolute paths.
@@ -564,7 +579,14 @@ def load_study_config(path: str | Path) -> StudyConfig:
             checkpoint / data directory.
         MissingDependencyError: on Python 3.10 without ``tomli``.
     """
-    path = Path(path).resolve()
+    token = _IMPORT_MODELS.set(import_models)
+    try:
+        return _load(Path(path).resolve())
+    finally:
+        _IMPORT_MODELS.reset(token)
+
+
+def _load(path: Path) -> StudyConfig:
     raw = _load_toml(path)
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:

@@ -17,13 +17,14 @@ log = logging.getLogger(__name__)
 
 
 def load(path: str, *, trials: int | None = None, workers: int | None = None, backend: str | None = None,
-         storage: str | None = None, time_budget: str | None = None) -> StudyConfig:
-    """Read a study file and apply command-line overrides (validated like the file's values).
+         storage: str | None = None, time_budget: str | None = None, import_models: bool = True) -> StudyConfig:
+    """Read a study file and apply command-line overrides (validated like the file's values);
+    ``import_models=False`` for read-only commands (see :func:`load_study_config`).
 
     Raises:
         ConfigError: for bad files or overrides.
     """
-    cfg = load_study_config(path)
+    cfg = load_study_config(path, import_models=import_models)
     over: dict[str, Any] = {}
     if trials is not None:
         over["trials"] = trials
