@@ -171,3 +171,32 @@ def test_a_study_with_the_adaptive_bn_rung_ranks_candidates_before_any_fine_tune
             assert t.user_attrs["finetune_steps"] == 0 and "finetune" not in t.user_attrs["time_s"]
             assert "adapt_bn" in t.user_attrs["time_s"]
     assert any(t.user_attrs["rungs"][-1]["decision"] == "final" for t in complete)
+
+
+def _proxy_benchmark():
+    import importlib.util
+
+    from helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("proxy", REPO / "benchmarks" / "proxy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_proxy_benchmark_spreads_configurations_and_scores_rank_agreement():
+    proxy = _proxy_benchmark()
+    criteria, orders = ["a", "b", "c", "d", "e"], ["channel_first", "layer_first"]
+    points = proxy.configurations(24, criteria, orders, 0.7, 20)
+    assert len(points) == 24 and points == proxy.configurations(24, criteria, orders, 0.7, 20)  # seeded
+    assert {(p["criterion"], p["order"]) for p in points} == {(c, o) for c in criteria for o in orders}
+    ratios, blocks = sorted(p["channel_ratio"] for p in points), sorted(p["pruned_blocks"] for p in points)
+    assert 0 <= ratios[0] <= 0.05 and 0.65 <= ratios[-1] <= 0.7 and blocks[0] == 0 and blocks[-1] == 20
+    assert all(abs(r / 0.05 - round(r / 0.05)) < 1e-9 for r in ratios)  # the study's step
+
+    rows = [{"refined": 50 + i, "score": {"same": float(i), "reversed": float(-i), "flat": 1.0 + (i % 2)},
+             "seconds": {"same": 1.0, "reversed": 2.0, "flat": 3.0}} for i in range(9)]
+    stats = {s["proxy"]: s for s in proxy.summary(rows, ["same", "reversed", "flat"])}
+    assert stats["same"]["spearman"] == pytest.approx(1) and stats["same"]["kendall"] == pytest.approx(1)
+    assert stats["same"]["top_third"] == 1 and stats["reversed"]["top_third"] == 0
+    assert stats["reversed"]["spearman"] == pytest.approx(-1) and stats["flat"]["seconds"] == 3.0
