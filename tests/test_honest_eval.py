@@ -69,3 +69,27 @@ def test_validation_from_a_pretrained_checkpoints_training_set_is_warned_about(t
     honest.write_text(honest.read_text().replace('dataset = "digits"', 'dataset = "digits"\nval_from = "test"\n'
                                                                          'val_size = 0.5'))
     assert split_warning(load_study_config(honest)) is None
+
+
+def test_studies_sharing_a_cache_folder_train_their_baseline_once(tmp_path, capsys):
+    """[baseline] cache_dir: a hybrid study and its single-mode twin share the trained (or adapted)
+    baseline; a study that trains differently (another seed) does not take it, it trains its own."""
+    from hybridprune.search.baseline import load_baseline
+    from hybridprune.search.context import load_data
+
+    def study(name, seed=0):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(f'[study]\nname = "{name}"\nseed = {seed}\nrun_dir = "run-{name}"\n[model]\nname = "resnet8"\n'
+                        '[baseline]\nsteps = 2\ncache_dir = "models"\n[data]\ndataset = "digits"\n')
+        return load_study_config(path)
+
+    first, twin, other = study("hybrid"), study("block"), study("reseeded", seed=1)
+    assert first.baseline_path == twin.baseline_path == tmp_path / "models" / "baseline.pt"
+    a, _, _ = load_baseline(first, load_data(first))
+    assert capsys.readouterr().out.count("training the unpruned baseline") == 1
+    b, _, _ = load_baseline(twin, load_data(twin))
+    assert "training the unpruned baseline" not in capsys.readouterr().out
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    load_baseline(other, load_data(other))
+    assert capsys.readouterr().out.count("training the unpruned baseline") == 1  # not the other seed's model
+    assert not (tmp_path / "run-hybrid").exists()  # nothing of the cache in a run folder

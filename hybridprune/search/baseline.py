@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def load_baseline(cfg: StudyConfig, data: Any, *, train_if_missing: bool = True) -> tuple[Any, Any, dict]:
     """The unpruned model: ``model.checkpoint`` or the baseline trained once and cached.
 
-    The cache is ``<run_dir>/baseline.pt``; training holds a file lock so parallel workers train it
+    The cache is ``<cache_dir>/baseline.pt``; training holds a file lock so parallel workers train it
     once. Re-runs reuse it.
 
     Args:
@@ -66,10 +66,15 @@ def train_once(cfg: StudyConfig, data: Any, name: str, kwargs: dict, path: Path,
     from hybridprune.checkpoints import load_checkpoint, save_checkpoint
     from hybridprune.models import create_model, get_model_spec
 
-    with device_lock(cfg.run_dir / "baseline.lock"):
-        if not path.is_file():
+    want = {"model": name, "kwargs": dict(kwargs), "recipe": {"epochs": cfg.baseline.epochs,
+            "steps": cfg.baseline.steps, "lr": cfg.baseline.lr, "batch_size": cfg.baseline.batch_size},
+            "seed": cfg.study.seed, "split": split_record(cfg), "train_subset": cfg.data.train_subset}
+    with device_lock(cfg.cache_dir / "baseline.lock"):
+        stale = path.is_file() and load_checkpoint(path, name).metrics.get("trained_with", want) != want
+        if not path.is_file() or stale:  # a file of another study sharing the cache folder: train anew
             if not train_if_missing:
-                raise ConfigError(f"no trained {label} at {path}; run the study first: hybridprune run {cfg.path}")
+                raise ConfigError(f"no {label} trained for this study at {path}; run the study first: "
+                                  f"hybridprune run {cfg.path}")
             from hybridprune.training import evaluate, seed_everything, train
 
             b = cfg.baseline
@@ -81,13 +86,13 @@ def train_once(cfg: StudyConfig, data: Any, name: str, kwargs: dict, path: Path,
                            progress=_baseline_progress(label=label))
             acc = evaluate(model, data.val, norm, device="cpu", precision=b.precision).top1
             save_checkpoint(path, model.cpu(), norm, metrics={"val_top1": acc, "train": result.to_dict(),
-                                                              "split": split_record(cfg)})
+                                                              "split": split_record(cfg), "trained_with": want})
         return load_checkpoint(path, name)
 
 
 def adapted_path(cfg: StudyConfig) -> Path:
     """Where the adapted baseline (``[baseline] adapt_epochs``) is cached."""
-    return cfg.run_dir / "adapted.pt"
+    return cfg.cache_dir / "adapted.pt"
 
 
 def _adaptation(cfg: StudyConfig, checkpoint: str | Path) -> dict[str, Any]:
@@ -103,7 +108,8 @@ def _adaptation(cfg: StudyConfig, checkpoint: str | Path) -> dict[str, Any]:
 def adapt_baseline(cfg: StudyConfig, data: Any, loaded: Any, *, train_if_missing: bool = True,
                    checkpoint: str | Path | None = None, model_name: str | None = None, path: Path | None = None,
                    label: str = "model.checkpoint") -> tuple[Any, Any, dict]:
-    """A checkpoint fine-tuned ``[baseline] adapt_epochs`` on the train split, once, cached in ``run_dir``.
+    """A checkpoint fine-tuned ``[baseline] adapt_epochs`` on the train split, once, cached in
+    ``cfg.cache_dir`` (``[baseline] cache_dir`` or the run directory).
 
     By default ``model.checkpoint`` into :func:`adapted_path`; a reference model passes its own
     ``checkpoint``, ``model_name``, cache ``path`` and ``label``. Its validation and test top-1 are
@@ -119,7 +125,7 @@ def adapt_baseline(cfg: StudyConfig, data: Any, loaded: Any, *, train_if_missing
     checkpoint = checkpoint or cfg.model.checkpoint
     model_name = model_name or cfg.model.name
     path, want = path or adapted_path(cfg), _adaptation(cfg, checkpoint)
-    with device_lock(cfg.run_dir / "baseline.lock"):
+    with device_lock(cfg.cache_dir / "baseline.lock"):
         cached = load_checkpoint(path, model_name) if path.is_file() else None
         if cached is None or cached.metrics.get("adapted_from") != want:
             if not train_if_missing:

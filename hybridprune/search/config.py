@@ -218,11 +218,16 @@ class BaselineSection(Recipe):
     once before the study (peak lr ``adapt_lr``, cached as ``<run_dir>/adapted.pt``): the adapted
     model is the pruning start point, the distillation teacher, the baseline trial and the latency
     reference.
+
+    ``cache_dir`` (default: the run directory) is where the trained or adapted baseline and the
+    reference models are cached: studies that give one folder share them (a hybrid and its
+    single-mode searches then adapt the public weights once).
     """
 
     lr: float = 0.1
     adapt_epochs: float | None = None
     adapt_lr: float = 0.01
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -527,9 +532,14 @@ class StudyConfig:
         return self.study.storage or f"sqlite:///{self.run_dir / 'study.db'}"
 
     @property
+    def cache_dir(self) -> Path:
+        """Where trained and adapted models are cached: ``[baseline] cache_dir`` or the run directory."""
+        return Path(self.baseline.cache_dir) if self.baseline.cache_dir else self.run_dir
+
+    @property
     def baseline_path(self) -> Path:
         """Where the trained baseline is cached."""
-        return self.run_dir / "baseline.pt"
+        return self.cache_dir / "baseline.pt"
 
     def check_writable(self) -> None:
         """Refuse (before any training, creating nothing) a run directory, artifact folder or local
@@ -539,6 +549,8 @@ class StudyConfig:
             ConfigError: naming the key.
         """
         check_writable(self.run_dir, "study.run_dir")
+        if self.baseline.cache_dir:
+            check_writable(self.cache_dir, "baseline.cache_dir")
         check_writable(self.artifact_dir, "study.artifact_dir" if self.study.artifact_dir else "study.run_dir")
         db = storage_file(self.storage_url)
         if db is not None:
@@ -613,6 +625,8 @@ def _load(path: Path) -> StudyConfig:
     sections["references"] = sections["references"].resolve_paths(base, _resolve)
     d = sections["data"]
     sections["data"] = dataclasses.replace(d, root=_resolve(base, d.root), cache_dir=_resolve(base, d.cache_dir))
+    sections["baseline"] = dataclasses.replace(sections["baseline"],
+                                               cache_dir=_resolve(base, sections["baseline"].cache_dir))
     space = raw.get("space") or {}
     if not isinstance(space, Mapping):
         raise ConfigError(f"[space] must be a table, got {space!r}")

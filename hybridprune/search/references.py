@@ -1,7 +1,7 @@
 """Reference models: what a user could pick instead of a pruned model (``[references] models``).
 
 Each is loaded from its checkpoint, adapted to the data like the baseline when ``[baseline]
-adapt_epochs`` is set (cached as ``<run_dir>/reference-<i>.pt``), scored on validation, timed by
+adapt_epochs`` is set (cached in ``[baseline] cache_dir``, by default the run folder), scored on validation, timed by
 the study's latency step next to the baseline, stored as study artifacts, and recorded as the
 study user attribute ``reference_model:<name>``. It is not an Optuna trial: it has no pruning
 parameters, and the samplers must not learn from it. :class:`ReferenceTrial` gives it the face of
@@ -38,6 +38,16 @@ class ReferenceTrial:
     def name(self) -> str:
         """The reference's label."""
         return self.user_attrs[NAME]
+
+
+def _cache_name(m: dict) -> str:
+    """The cached file of a reference: named by what it is made from, so studies sharing a cache
+    folder never take each other's models (the adaptation settings are checked inside the file)."""
+    import hashlib
+    import json
+
+    key = json.dumps({k: m[k] for k in ("model", "checkpoint", "kwargs")}, sort_keys=True, default=str)
+    return f"reference-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
 
 
 def reference_trials(study: Any) -> list[ReferenceTrial]:
@@ -87,7 +97,7 @@ def prepare_references(cfg: Any, ctx: Any, study: Any, store: Any) -> list[Refer
         stored = study.user_attrs.get(PREFIX + m["name"])
         if stored and stored["user_attrs"].get("source") == source:
             continue
-        path = cfg.run_dir / f"reference-{i}.pt"
+        path = cfg.cache_dir / _cache_name(m)  # studies sharing [baseline] cache_dir share it
         if m["checkpoint"] is None:
             loaded = train_once(cfg, ctx.data, m["model"], m["kwargs"], path, label=f"reference {m['name']}")
         else:
