@@ -273,10 +273,18 @@ def test_stale_trial_folders_are_removed_at_the_start_of_a_run(tmp_path):
         (run / name).mkdir(parents=True)
         (run / name / "measure.onnx").write_text("x")
     (run / "trial2-file").write_text("not a folder")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # the pid of a killed refine or run
+    for name in (f"refine-{dead.pid}-x", f"latency-{dead.pid}-y", f"reference0-{dead.pid}-z",
+                 f"refine-{os.getpid()}-live", "refine-nopid"):
+        (run / name).mkdir()
     _, ctx = prepare(cfg)
     ctx.close()
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(("trial", "notes"))) == [
         "notes", "trial0-live", "trial2-file"]
+    left = sorted(p.name for p in run.iterdir() if p.name.startswith(("refine", "latency-", "reference")))
+    assert [n for n in left if str(dead.pid) in n] == [] and f"refine-{os.getpid()}-live" in left
+    assert "refine-nopid" in left
 
 
 @pytest.mark.parametrize("workers", [1, 2])

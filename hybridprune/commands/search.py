@@ -351,6 +351,7 @@ def refine_cmd(
     from hybridprune.search.pareto import plot_refined
     from hybridprune.search.refine import RefineOptions, candidates, refine
     from hybridprune.search.select import baseline_latency
+    from hybridprune.search.service import remove_stale_temp_dirs
     from hybridprune.search.storage import get_artifact_store
 
     options = RefineOptions(epochs=epochs, lr=lr, distill=distill, rounds=rounds)
@@ -366,6 +367,7 @@ def refine_cmd(
     console.print(f"refining {len(trials)} trials of {cfg.name} ({', '.join(str(t.number) for t in trials)}; "
                   f"baseline {trials[0].number}) for {epochs:g} epochs", soft_wrap=True, markup=False)
     ctx = build_context(cfg, train_if_missing=False)
+    remove_stale_temp_dirs(cfg.run_dir)  # what a killed refine or run left behind
 
     def said(t, rec, reused) -> None:
         how = "reused (already refined)" if reused else "fine-tuned"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import shutil
 import statistics
 import tempfile
@@ -162,7 +163,7 @@ class StudyLatency:
 
         if self._tmp is None:
             self._work_dir.mkdir(parents=True, exist_ok=True)
-            self._tmp = Path(tempfile.mkdtemp(prefix="latency-", dir=self._work_dir))
+            self._tmp = Path(tempfile.mkdtemp(prefix=f"latency-{os.getpid()}-", dir=self._work_dir))
         path = export_onnx(module.cpu().eval(), self._tmp / f"{name}.onnx",
                            (self.settings.batch_size, *self.input_size), check=False)
         return Timed(module, path)

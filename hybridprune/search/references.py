@@ -12,6 +12,7 @@ the same test split, the same latency basis.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +113,7 @@ def prepare_references(cfg: Any, ctx: Any, study: Any, store: Any) -> list[Refer
         model = model.cpu().eval()
         cx = complexity(model, input_size=ctx.input_size)
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f"reference{i}-", dir=cfg.run_dir) as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"reference{i}-{os.getpid()}-", dir=cfg.run_dir) as tmp:
             timed = ctx.latency.trial(study, ctx.latency.export(model, f"reference{i}"))
             ids = store_model(study, store, model, norm, Path(tmp), f"reference-{i}", record=None,
                               input_size=ctx.input_size, batch_size=cfg.latency.batch_size,

@@ -14,6 +14,7 @@ and ONNX file are study artifacts, and its optuna-dashboard note is stored under
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -172,7 +173,7 @@ def refine(ctx: Any, study: Any, trials: list[Any], store: Any, options: RefineO
     cfg = ctx.cfg
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     records: list[tuple[Any, dict]] = []
-    with tempfile.TemporaryDirectory(prefix="refine-", dir=cfg.run_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"refine-{os.getpid()}-", dir=cfg.run_dir) as tmp:
         tmp = Path(tmp)
         for t in trials:
             rec = T.refined(study, t)

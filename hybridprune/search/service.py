@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -90,7 +91,7 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
         import optuna
 
         optuna.storages.fail_stale_trials(study)
-    removed = remove_stale_trial_dirs(cfg.run_dir, study)
+    removed = remove_stale_trial_dirs(cfg.run_dir, study) + remove_stale_temp_dirs(cfg.run_dir)
     if removed:
         log.info("removed %d temporary folder(s) of trials that no longer run: %s", len(removed),
                  ", ".join(p.name for p in removed))
@@ -98,6 +99,37 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
 
 
 TRIAL_DIR = re.compile(r"^trial(\d+)-")
+PROCESS_DIR = re.compile(r"^(?:latency|refine|reference\d+)-(\d+)-")  # tagged with the pid that made it
+
+
+def remove_stale_temp_dirs(run_dir: Path) -> list[Path]:
+    """Delete the temporary folders (``latency-``, ``refine-``, ``reference<i>-``, each tagged with
+    its process id) that a killed process left in ``run_dir``; those of live processes stay.
+
+    Returns:
+        The folders removed.
+    """
+    if not Path(run_dir).is_dir():
+        return []
+    removed = []
+    for path in sorted(Path(run_dir).iterdir()):
+        m = PROCESS_DIR.match(path.name)
+        if m and path.is_dir() and not path.is_symlink() and not _alive(int(m.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remove_stale_trial_dirs(run_dir: Path, study: Any) -> list[Path]:
