@@ -317,7 +317,7 @@ def test_val_from_test_takes_the_first_part_of_each_class_by_sorted_file_name(tm
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"val_size": 0.5, "val_from": "valid"}, "val_from must be one of train, test"),
+    ({"val_size": 0.5, "val_from": "valid"}, "val_from must be one of train, test, folder"),
     ({"val_size": 2, "val_from": "test"}, "val_size must be a fraction in (0, 1)"),
     ({"val_size": 0.1, "val_from": "test"}, "leaves validation without that class"),
     ({"val_size": 0.9, "val_from": "test"}, "leaves test without that class"),
@@ -338,3 +338,30 @@ def test_decoding_says_what_it_does_once(tmp_path):
     lines.clear()
     load_dataset("image_folder", tmp_path / "imgs", val_size=0, cache_dir=tmp_path / "cache", say=lines.append)
     assert lines == []  # from the cache: nothing to wait for
+
+
+def test_val_from_folder_validates_on_the_image_folders_own_val_split(tmp_path):
+    root = tmp_path / "imgs"
+    write_image_folder(root, per_class=2)
+    with pytest.raises(DataError, match="needs .*/val/<class>/\\*.jpg beside train/ and test/"):
+        load_dataset("image_folder", root, val_from="folder", cache_dir=tmp_path / "cache")
+    rng = np.random.default_rng(1)
+    pixels = []
+    for c in ("cat", "emu"):  # a val/ folder may lack classes; labels follow train/'s class folders
+        (root / "val" / c).mkdir(parents=True)
+        for name in ("b.png", "a.png"):
+            arr = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / "val" / c / name)
+            pixels.append((c, name, torch.from_numpy(arr).permute(2, 0, 1)))
+    d = load_dataset("image_folder", root, val_from="folder", cache_dir=tmp_path / "cache")
+    assert (len(d.train), len(d.val), len(d.test)) == (6, 4, 6)  # train and test stay whole
+    want = [p for c, n, p in sorted(pixels, key=lambda t: (t[0], t[1]))]
+    assert torch.equal(d.val.images, torch.stack(want)) and d.val.labels.tolist() == [0, 0, 2, 2]
+    again = load_dataset("image_folder", root, val_from="folder", cache_dir=tmp_path / "cache")  # from the cache
+    assert torch.equal(again.val.images, d.val.images)
+    assert len(load_dataset("image_folder", root, val_size=0.5, cache_dir=tmp_path / "cache").train) == 3
+    (root / "val" / "owl").mkdir()
+    with pytest.raises(DataError, match="val has class folders \\['owl'\\] that .*train lacks"):
+        load_dataset("image_folder", root, val_from="folder", cache_dir=tmp_path / "cache")
+    with pytest.raises(ConfigError, match="val/ folder of an image_folder dataset"):
+        load_dataset("digits", val_from="folder")

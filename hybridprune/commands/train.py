@@ -26,8 +26,8 @@ SHARED_OPTIONS = {
     "val_size": (None, "Validation part of the training set: fraction < 1 or count (default: the checkpoint's "
                        "split, else 0.1)."),
     "val_from": (None, "Where validation comes from: train (held out of the training set) or test (the first "
-                       "--val-size of each test class by sorted file name; the rest stays test). Default: the "
-                       "checkpoint's split, else train."),
+                       "--val-size of each test class by sorted file name; the rest stays test) or folder (an image "
+                       "folder's val/). Default: the checkpoint's split, else train."),
     "cache_dir": (None, "Decoded-dataset cache directory."),
     "image_size": (None, "Resize images to this square size."),
     "device": (None, "cpu, cuda, cuda:1 ... (default: cuda if available)."),

@@ -92,7 +92,8 @@ def cache_path(name: str, root: Path | None, image_size: int | None, cache_dir: 
 def _read_cache(path: Path) -> RawDataset | None:
     try:
         with np.load(path, allow_pickle=False) as z:
-            return RawDataset(z["train_x"], z["train_y"], z["test_x"], z["test_y"], [str(n) for n in z["names"]])
+            val = (z["val_x"], z["val_y"]) if "val_x" in z.files else (None, None)
+            return RawDataset(z["train_x"], z["train_y"], z["test_x"], z["test_y"], [str(n) for n in z["names"]], *val)
     except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
         return None  # unreadable cache: decode again and overwrite it
 
@@ -100,8 +101,9 @@ def _read_cache(path: Path) -> RawDataset | None:
 def _write_cache(path: Path, raw: RawDataset) -> None:
     try:
         with atomic_path(path, suffix=".npz") as tmp:
+            val = {} if raw.val_images is None else {"val_x": raw.val_images, "val_y": raw.val_labels}
             np.savez(tmp, train_x=raw.train_images, train_y=raw.train_labels, test_x=raw.test_images,
-                     test_y=raw.test_labels, names=np.array(raw.class_names, dtype=str))
+                     test_y=raw.test_labels, names=np.array(raw.class_names, dtype=str), **val)
     except OSError as exc:
         raise DataError(f"cannot write the dataset cache {path} ({exc}); pass another cache_dir") from None
 
@@ -160,6 +162,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, val_size: 
     ``val_from="test"`` takes validation from the test set instead, for weights that were trained
     on every training image (public checkpoints): of each class, in sorted-file-name order, the
     first ``val_size`` (a fraction) becomes validation and the rest stays test, with no seed.
+    ``val_from="folder"`` validates on an image folder's own ``val/`` folder (``val_size`` unused).
 
     Args:
         name: One of :func:`list_datasets` (cifar10, cifar100, image_folder, digits).
@@ -170,7 +173,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, val_size: 
         cache_dir: Directory of the decoded-array cache.
         image_size: Resize images to ``image_size`` x ``image_size``.
         download: For cifar10/cifar100, fetch the official archive when missing (needs network).
-        val_from: ``"train"`` or ``"test"``: which split validation is taken from.
+        val_from: ``"train"``, ``"test"`` or ``"folder"``: where validation is taken from.
         say: Progress lines while images are decoded (see :func:`load_raw`).
 
     Returns:
@@ -187,13 +190,22 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, val_size: 
         raise ConfigError(f"val_size must be a fraction in [0, 1) or a sample count >= 0, got {val_size!r}")
     if val_from not in VAL_FROM:
         raise ConfigError(f"val_from must be one of {', '.join(VAL_FROM)}, got {val_from!r}")
+    if val_from == "folder" and name != "image_folder":
+        raise ConfigError(f"val_from = 'folder' reads the val/ folder of an image_folder dataset; {name!r} has "
+                          f"none: use val_from = 'train' or 'test'")
     if val_from == "test" and not (isinstance(val_size, float) and 0 < val_size < 1):
         raise ConfigError(f"with val_from = 'test', val_size must be a fraction in (0, 1) of each test class, "
                           f"got {val_size!r}")
     raw, _, _ = load_raw(name, root, cache_dir=cache_dir, image_size=image_size, download=download, say=say)
     x, y = torch.from_numpy(raw.train_images), torch.from_numpy(raw.train_labels)
     tx, ty = torch.from_numpy(raw.test_images), torch.from_numpy(raw.test_labels)
-    if val_from == "test":
+    if val_from == "folder":
+        if raw.val_images is None:
+            raise DataError(f"val_from = 'folder' needs {root}/val/<class>/*.jpg beside train/ and test/; there is "
+                            f"no val/ folder")
+        train, val = Split(x, y), Split(torch.from_numpy(raw.val_images), torch.from_numpy(raw.val_labels))
+        test = Split(tx, ty)
+    elif val_from == "test":
         val_idx, test_idx = (torch.from_numpy(i) for i in first_per_class(raw.test_labels, val_size))
         train, val, test = Split(x, y), Split(tx[val_idx], ty[val_idx]), Split(tx[test_idx], ty[test_idx])
     else:

@@ -33,7 +33,7 @@ def stratified_split(labels: np.ndarray, size: float | int, seed: int) -> tuple[
     return np.sort(kept), np.sort(held)
 
 
-VAL_FROM = ("train", "test")  # where a validation split may come from
+VAL_FROM = ("train", "test", "folder")  # where a validation split may come from (folder: an image folder's val/)
 
 
 def first_per_class(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:

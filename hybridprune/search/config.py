@@ -247,7 +247,8 @@ class DataSection:
     """``[data]``: dataset, split and optional subsets (to keep studies small).
 
     ``val_from = "test"`` takes validation from the test folder: the first ``val_size`` of each
-    class by sorted file name; the rest stays test (see :func:`hybridprune.data.load_dataset`).
+    class by sorted file name; the rest stays test. ``val_from = "folder"`` validates on an image
+    folder's own ``val/`` (see :func:`hybridprune.data.load_dataset`).
     """
 
     dataset: str = "digits"
@@ -264,7 +265,10 @@ class DataSection:
 
         _choice(self.dataset, "data.dataset", list_datasets())
         _positive(self.val_size, "data.val_size")
-        _choice(self.val_from, "data.val_from", ("train", "test"))
+        _choice(self.val_from, "data.val_from", ("train", "test", "folder"))
+        if self.val_from == "folder" and self.dataset != "image_folder":
+            raise ConfigError(f"data.val_from = 'folder' reads the val/ folder of an image_folder dataset; "
+                              f"{self.dataset!r} has none: use 'train' or 'test'")
         if self.val_from == "test" and not (isinstance(self.val_size, float) and 0 < self.val_size < 1):
             raise ConfigError(f"data.val_from = 'test' needs data.val_size as a fraction in (0, 1) of each test "
                               f"class (e.g. 0.5: the first half of each class by sorted file name), "

@@ -22,6 +22,8 @@ def describe_split(cfg: StudyConfig, split: str, images: int | None = None) -> s
     """Which images a ``"val"`` or ``"test"`` accuracy of the study was measured on, in words."""
     d = cfg.data
     n = f"{images:,} images" if images is not None else "images"
+    if d.val_from == "folder":
+        return f"{split}: {n}, the {'val' if split == 'val' else 'test'}/ folder of {d.root}"
     if d.val_from == "test":
         half = "first" if split == "val" else "rest"
         return (f"{split}: {n} of the {d.dataset} test folder, the {half} of each class by sorted file name "

@@ -27,6 +27,8 @@ class RawDataset:
         test_images: uint8 ``[M, 3, H, W]``.
         test_labels: int64 ``[M]``.
         class_names: One name per class index.
+        val_images, val_labels: A validation set of the dataset's own (an image folder's ``val/``),
+            or None.
     """
 
     train_images: np.ndarray
@@ -34,6 +36,8 @@ class RawDataset:
     test_images: np.ndarray
     test_labels: np.ndarray
     class_names: list[str]
+    val_images: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
 
 
 class DatasetFormat:

@@ -1,4 +1,5 @@
-"""Image folders: ``root/train/<class>/*.jpg|png`` and ``root/test/<class>/...`` (Pillow decodes)."""
+"""Image folders: ``root/train/<class>/*.jpg|png``, ``root/test/<class>/...`` and optionally
+``root/val/<class>/...`` (Pillow decodes)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def _decode(path: Path, size: int | None) -> np.ndarray:
 
 @FORMATS.register()
 class ImageFolder(DatasetFormat):
-    """``root/train/<class>/*.jpg|png`` and ``root/test/<class>/...``; classes sorted by name."""
+    """``root/train/<class>/*.jpg|png``, ``root/test/<class>/...`` and an optional ``root/val/<class>/...``
+    (a validation set of its own: ``val_from = "folder"``); classes sorted by name."""
 
     name = "image_folder"
 
@@ -44,11 +46,13 @@ class ImageFolder(DatasetFormat):
         classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
         if not classes:
             raise DataError(f"{root}/train has no class folders; expected {root}/train/<class>/*.jpg")
-        extra = sorted({p.name for p in (root / "test").iterdir() if p.is_dir()} - set(classes))
-        if extra:
-            raise DataError(f"{root}/test has class folders {extra} that {root}/train lacks")
+        splits = ("train", "test", "val") if (root / "val").is_dir() else ("train", "test")
+        for split in splits[1:]:
+            extra = sorted({p.name for p in (root / split).iterdir() if p.is_dir()} - set(classes))
+            if extra:
+                raise DataError(f"{root}/{split} has class folders {extra} that {root}/train lacks")
         files: dict[str, list[tuple[Path, int]]] = {}
-        for split in ("train", "test"):
+        for split in splits:
             files[split] = [
                 (p, label)
                 for label, c in enumerate(classes)
@@ -62,13 +66,13 @@ class ImageFolder(DatasetFormat):
 
     def fingerprint(self, root: Path | None) -> str:
         _, files = self._files(root)
-        return stat_fingerprint([p for split in ("train", "test") for p, _ in files[split]], root)
+        return stat_fingerprint([p for split in files for p, _ in files[split]], root)
 
     def read(self, root: Path | None, image_size: int | None) -> RawDataset:
         classes, files = self._files(root)
         out = []
         with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-            for split in ("train", "test"):
+            for split in files:
                 arrays = list(pool.map(lambda pl: _decode(pl[0], image_size), files[split], chunksize=256))
                 shapes = {a.shape for a in arrays}
                 if len(shapes) > 1:
@@ -77,7 +81,8 @@ class ImageFolder(DatasetFormat):
                         f"pass image_size to resize them"
                     )
                 out.append((np.stack(arrays), np.array([lab for _, lab in files[split]], dtype=np.int64)))
-        shapes = {out[0][0].shape[1:], out[1][0].shape[1:]}
+        shapes = {images.shape[1:] for images, _ in out}
         if len(shapes) > 1:
-            raise DataError(f"{root}: train and test images differ in size {sorted(shapes)}; pass image_size")
-        return RawDataset(out[0][0], out[0][1], out[1][0], out[1][1], classes)
+            raise DataError(f"{root}: {'/'.join(files)} images differ in size {sorted(shapes)}; pass image_size")
+        val = out[2] if len(out) > 2 else (None, None)
+        return RawDataset(out[0][0], out[0][1], out[1][0], out[1][1], classes, *val)
