@@ -174,3 +174,32 @@ def test_a_trial_whose_local_worker_exited_is_failed_and_queued_again_at_once(tm
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_locked_sqlite_study_says_it_waits(tmp_path, capsys, monkeypatch):
+    """Another process's write lock holds a command up for up to 120 s: it says so in one line
+    (once per process) instead of hanging silently, and goes on when the lock is released."""
+    import sqlite3
+    import threading
+
+    from hybridprune.search import storage as S
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(storage=get_storage(url), study_name="s")
+
+    def locked_for(seconds):
+        holder = sqlite3.connect(tmp_path / "study.db", isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN EXCLUSIVE")
+        threading.Timer(seconds, lambda: (holder.execute("COMMIT"), holder.close())).start()
+
+    monkeypatch.setattr(S, "_SAID_WAITING", [])
+    locked_for(5)  # longer than the 2 s that pass silently
+    storage = get_storage(url)  # opening reads the schema
+    assert capsys.readouterr().err.count("waiting for the study database") == 1
+    monkeypatch.setattr(S, "_SAID_WAITING", [])
+    locked_for(5)
+    optuna.create_study(storage=storage, study_name="t")  # a write: BEGIN IMMEDIATE waits
+    err = capsys.readouterr().err
+    assert err == f"waiting for the study database {tmp_path / 'study.db'}: another process holds its write lock " \
+                  f"(up to 120 s)\n"
+    assert {s.study_name for s in optuna.get_all_study_summaries(storage)} == {"s", "t"}

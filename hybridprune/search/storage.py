@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -127,13 +128,20 @@ def get_storage(
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create the folder of SQLite storage {db}: {exc.strerror or exc}") from None
-        engine_kwargs = {"connect_args": {"timeout": 120}}
+        engine_kwargs = {"connect_args": {"timeout": LOCK_WAIT_S}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
     callback = None
     if heartbeat_interval:
         callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    import threading
+
+    waiting = threading.Timer(QUIET_WAIT_MS / 1000, _say_waiting, args=(storage_file(storage),)) \
+        if storage.startswith("sqlite:///") else None
     try:
+        if waiting is not None:  # opening reads the schema: a writer's lock holds it up, silently
+            waiting.daemon = True
+            waiting.start()
         rdb = optuna.storages.RDBStorage(
             storage,
             engine_kwargs=engine_kwargs,
@@ -152,6 +160,25 @@ def get_storage(
     except Exception as exc:  # sqlalchemy ArgumentError / OperationalError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot open storage {redact_url(storage)}: {first[:200]}") from None
+    finally:
+        if waiting is not None:
+            waiting.cancel()
+
+
+_SAID_WAITING: list[bool] = []
+
+
+def _say_waiting(db: Any) -> None:
+    """One line, once per process, when another process's lock on a SQLite study file holds us up."""
+    if not _SAID_WAITING:
+        _SAID_WAITING.append(True)
+        sys.stderr.write(f"waiting for the study database {db}: another process holds its write lock "
+                         f"(up to {LOCK_WAIT_S} s)\n")
+        sys.stderr.flush()
+
+
+LOCK_WAIT_S = 120  # how long a SQLite transaction waits for another process's write lock
+QUIET_WAIT_MS = 2000  # waits up to this long pass silently; a longer one says so once
 
 
 def _serialize_sqlite(engine: Any) -> None:
@@ -169,9 +196,19 @@ def _serialize_sqlite(engine: Any) -> None:
     def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
 
+    from sqlalchemy.exc import OperationalError
+
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql(f"PRAGMA busy_timeout = {QUIET_WAIT_MS}")
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            _say_waiting(engine.url.database)  # once per process: one line, not one per query
+            connection.exec_driver_sql(f"PRAGMA busy_timeout = {LOCK_WAIT_S * 1000 - QUIET_WAIT_MS}")
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     engine.dispose()  # connections opened before the listeners existed
 
