@@ -193,11 +193,11 @@ def test_a_locked_sqlite_study_says_it_waits(tmp_path, capsys, monkeypatch):
         threading.Timer(seconds, lambda: (holder.execute("COMMIT"), holder.close())).start()
 
     monkeypatch.setattr(S, "_SAID_WAITING", [])
-    locked_for(5)  # longer than the 2 s that pass silently
+    locked_for(8)  # longer than the 5 s that pass silently
     storage = get_storage(url)  # opening reads the schema
     assert capsys.readouterr().err.count("waiting for the study database") == 1
     monkeypatch.setattr(S, "_SAID_WAITING", [])
-    locked_for(5)
+    locked_for(8)
     optuna.create_study(storage=storage, study_name="t")  # a write: BEGIN IMMEDIATE waits
     err = capsys.readouterr().err
     assert err == f"waiting for the study database {tmp_path / 'study.db'}: another process holds its write lock " \

@@ -178,7 +178,7 @@ def _say_waiting(db: Any) -> None:
 
 
 LOCK_WAIT_S = 120  # how long a SQLite transaction waits for another process's write lock
-QUIET_WAIT_MS = 2000  # waits up to this long pass silently; a longer one says so once
+QUIET_WAIT_MS = 5000  # waits up to this long pass silently (busy workers); a longer one says so once
 
 
 def _serialize_sqlite(engine: Any) -> None:
