@@ -55,7 +55,7 @@ def test_continues_follows_moasha():
 
 @pytest.mark.parametrize("table, message", [
     ("min_steps = 10\nmax_steps = 5", "must not exceed"),
-    ("min_steps = 1\nmax_steps = 4\neta = 1.5", "eta must be >= 2"),
+    ("min_steps = 1\nmax_steps = 4\neta = 1.5", "eta must be a number in [2, 1000]"),
     ("min_steps = 0\nmax_steps = 4", "fidelity.min_steps must be > 0"),
     ("min_steps = 2", "needs both min_steps and max_steps"),
     ("min_steps = 1\nmax_steps = 4\nrungs = 3", "unknown key"),
