@@ -59,7 +59,7 @@ def test_train_then_evaluate(tmp_path, capsys):
         (["--dataset", "svhn"], "unknown dataset 'svhn'; choose one of: cifar10, cifar100, digits, image_folder"),
         (["--dataset", "digits", "--val-size", "2.5"], "val_size must be a fraction"),
         (["--dataset", "digits", "--epochs", "1", "--steps", "2"], "exactly one of epochs or steps"),
-        (["--dataset", "digits", "--lr", "-1"], "lr > 0"),
+        (["--dataset", "digits", "--lr", "-1"], "--lr must be a number in (0, 10]"),
         (["--dataset", "digits", "--precision", "fp16"], "unknown precision 'fp16'; choose one of: auto, bf16, fp32"),
         (["--dataset", "digits", "--device", "gpu0"], "bad device 'gpu0'"),
     ],
