@@ -71,8 +71,14 @@ def test_refined_checkpoint_carries_test_top1(refined_study, capsys):
                       file_path=str(path))
     metrics = load_checkpoint(path).metrics
     assert metrics["test_top1"] == rec[T.R_TEST] and metrics["trial"] == number
+    from hybridprune.search.context import load_data
+
+    data = load_data(cfg)
+    assert metrics["test_split"] == f"test: {len(data.test):,} images, the digits test set"  # which images, how many
+    assert metrics["val_split"].startswith(f"val: {len(data.val):,} images held out of the digits training set")
     assert main(["info", str(path)]) == 0
-    assert "test_top1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "test_top1" in out and "test_split" in out
 
 
 @pytest.mark.parametrize("change, key, value", [(("--no-distill",), T.R_DISTILL, False),

@@ -257,6 +257,10 @@ def refine_cmd(
                   f"baseline {trials[0].number}) for {epochs:g} epochs", soft_wrap=True, markup=False)
     ctx = build_context(cfg, train_if_missing=False)
     remove_stale_temp_dirs(cfg.run_dir)  # what a killed refine or run left behind
+    from hybridprune.search.split import describe_split
+
+    console.print(f"accuracies below: {describe_split(cfg, 'test', len(ctx.data.test))}; "
+                  f"{describe_split(cfg, 'val', len(ctx.data.val))}", soft_wrap=True, markup=False)
 
     def said(t, rec, reused) -> None:
         how = "reused (already refined)" if reused else "fine-tuned"

@@ -109,7 +109,7 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
     Returns:
         The refined record (epochs, test/val top-1, artifact ids; latency fields come later).
     """
-    from hybridprune.search.split import split_record
+    from hybridprune.search.split import describe_split, split_record
     from hybridprune.training import Budget, evaluate, finetune
 
     cfg, f = ctx.cfg, ctx.cfg.finetune
@@ -124,7 +124,8 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
     val = evaluate(model, ctx.data.val, ctx.normalization, device=ctx.device, **ctx.precision_kwargs()).top1
     metrics = {**loaded.metrics, "val_top1": float(val), "test_top1": float(test), "study": cfg.name,
                "trial": trial.number, "refine": {"epochs": options.epochs, "finetune": ft.to_dict()},
-               "split": split_record(cfg)}
+               "split": split_record(cfg), "test_split": describe_split(cfg, "test", len(ctx.data.test)),
+               "val_split": describe_split(cfg, "val", len(ctx.data.val))}
     ids = store_model(study, store, model, ctx.normalization, tmp, f"trial{trial.number}-refined",
                       record=loaded.record, input_size=ctx.input_size, batch_size=cfg.latency.batch_size,
                       metrics=metrics)
