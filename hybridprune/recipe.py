@@ -8,6 +8,7 @@ runs a recipe (``train(model, data, recipe.budget, norm, **recipe.train_kwargs()
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
@@ -77,6 +78,71 @@ class Budget:
 
     def __str__(self) -> str:
         return f"{self.epochs:g} epochs" if self.steps is None else f"{self.steps} steps"
+
+
+SCHEDULES = ("cosine", "onecycle", "constant")
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How one training run optimises, whatever its length: the argument of
+    :func:`hybridprune.training.train` (:data:`FROM_SCRATCH`) and ``finetune`` (:data:`FINETUNE`).
+
+    Attributes:
+        lr: Peak learning rate of SGD (Nesterov).
+        batch_size: Images per step.
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay of the weights (not of biases and norm scales).
+        label_smoothing: Cross-entropy label smoothing.
+        schedule: ``onecycle`` (linear warm-up, linear decay), ``cosine`` (warm-up, cosine decay) or
+            ``constant``.
+        warmup: Fraction of the steps spent warming up.
+        temperature: Distillation temperature (with a teacher).
+        distill_weight: Weight of the distillation loss; the hard-label loss gets ``1 - distill_weight``.
+        precision: ``auto`` (measured: see :mod:`hybridprune.speed`), ``bf16`` or ``fp32``.
+    """
+
+    lr: float = 0.1
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    schedule: str = "onecycle"
+    warmup: float = 0.1
+    temperature: float = 4.0
+    distill_weight: float = 0.5
+    precision: str = "auto"
+
+    def check(self) -> "TrainRecipe":
+        """Return itself when every value is usable.
+
+        Raises:
+            ConfigError: naming the bad value and what is allowed.
+        """
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        if not (self.lr > 0 and 0 <= self.warmup < 1 and 0 <= self.distill_weight <= 1 and self.temperature > 0
+                and 0 <= self.label_smoothing < 1):
+            raise ConfigError(
+                "need lr > 0, 0 <= warmup < 1, 0 <= distill_weight <= 1, temperature > 0, 0 <= label_smoothing < 1"
+            )
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        return self
+
+    def with_(self, **changes: Any) -> "TrainRecipe":
+        """A copy with some fields changed (``lr=0.01``); an unknown name is a TypeError listing the fields."""
+        unknown = sorted(set(changes) - set(self.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"unknown training setting(s) {unknown}; a TrainRecipe has "
+                            f"{list(self.__dataclass_fields__)}")
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+#: Training from scratch: lr 0.1, one-cycle schedule with 10% warm-up, label smoothing 0.1.
+FROM_SCRATCH = TrainRecipe()
+#: A brief fine-tune of a trained (pruned) model: lr 0.01, cosine decay, no warm-up, no smoothing.
+FINETUNE = TrainRecipe(lr=0.01, schedule="cosine", warmup=0.0, label_smoothing=0.0)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,9 +22,7 @@ import torch.nn.functional as F
 from hybridprune.data import DataSplits, DeviceLoader, Split
 from hybridprune.errors import ConfigError, DataError, TrainingDiverged, first_line
 from hybridprune.models import Normalization
-from hybridprune.recipe import PRECISIONS, Budget
-
-SCHEDULES = ("cosine", "onecycle", "constant")
+from hybridprune.recipe import FINETUNE, FROM_SCRATCH, PRECISIONS, SCHEDULES, Budget, TrainRecipe  # noqa: F401 - SCHEDULES re-exported
 
 
 @dataclass(frozen=True)
@@ -193,13 +191,11 @@ def _check_classes(model: nn.Module, x: torch.Tensor, num_classes: int | None, l
         )
 
 
-def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalization: Normalization, *,
-          lr: float = 0.1, batch_size: int = 128, seed: int = 0, device: str | torch.device | None = None,
-          momentum: float = 0.9, weight_decay: float = 5e-4, label_smoothing: float = 0.1,
-          schedule: str = "onecycle", warmup: float = 0.1, teacher: nn.Module | None = None,
-          temperature: float = 4.0, distill_weight: float = 0.5, compile: bool = False,
-          precision: str = "auto", channels_last: bool | None = None, evaluate_val: bool = True,
-          progress: Callable[[StepInfo], None] | None = None) -> TrainResult:
+def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalization: Normalization,
+          recipe: TrainRecipe | None = None, *, seed: int = 0, device: str | torch.device | None = None,
+          teacher: nn.Module | None = None, compile: bool = False, channels_last: bool | None = None,
+          evaluate_val: bool = True, progress: Callable[[StepInfo], None] | None = None,
+          **changes: Any) -> TrainResult:
     """Train ``model`` in place with SGD (Nesterov) on ``data``.
 
     Args:
@@ -207,26 +203,18 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
         data: A :class:`DataSplits` (trains on ``train``, evaluates ``val`` at the end) or a :class:`Split`.
         budget: Epochs or steps.
         normalization: Mean/std the model expects.
-        lr: Peak learning rate.
-        batch_size: Batch size.
+        recipe: How to optimise (:class:`~hybridprune.recipe.TrainRecipe`: lr, batch size, momentum,
+            weight decay, label smoothing, schedule, warm-up, distillation temperature and weight,
+            precision); default :data:`~hybridprune.recipe.FROM_SCRATCH`.
         seed: Seeds shuffling, augmentation and anything random in the model; same seed, same numbers on CPU.
         device: Training device (default CUDA if available).
-        momentum: SGD momentum (Nesterov).
-        weight_decay: L2 weight decay.
-        label_smoothing: Cross-entropy label smoothing.
-        schedule: ``onecycle`` (linear warmup, linear decay), ``cosine`` (warmup, cosine decay) or ``constant``.
-        warmup: Fraction of the steps spent warming up.
         teacher: If given, also distil from its softened outputs (knowledge distillation).
-        temperature: Distillation temperature.
-        distill_weight: Weight of the distillation loss; the hard-label loss gets ``1 - distill_weight``.
         compile: Run the step through ``torch.compile``.
-        precision: ``auto`` (with ``channels_last`` None: the fastest of fp32/bf16 x contiguous/
-            channels_last, measured on this machine and model family, bf16 only where native; see
-            :mod:`hybridprune.speed`), ``bf16`` or ``fp32``. Weights and optimiser state stay fp32.
-        channels_last: Use channels_last tensors (default: measured under ``auto``; else on CUDA and
-            whenever bf16 is on).
+        channels_last: Use channels_last tensors (default: measured under precision ``auto``; else on
+            CUDA and whenever bf16 is on).
         evaluate_val: Evaluate the validation split at the end (when ``data`` has one).
         progress: Called after every step with a :class:`StepInfo`.
+        **changes: Fields of the recipe to change for this run (``lr=0.01, batch_size=64``).
 
     Returns:
         :class:`TrainResult`.
@@ -235,13 +223,12 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
         TrainingDiverged: as soon as the loss is NaN or infinite (on CPU before that step's update; on a
             GPU, where checking means waiting, within 25 steps, naming the first bad step).
         ConfigError: bad hyper-parameters or precision. DataError: dataset classes do not match the model.
+        TypeError: a change that names no recipe field.
     """
-    if schedule not in SCHEDULES:
-        raise ConfigError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-    if not (lr > 0 and 0 <= warmup < 1 and 0 <= distill_weight <= 1 and temperature > 0 and 0 <= label_smoothing < 1):
-        raise ConfigError(
-            "need lr > 0, 0 <= warmup < 1, 0 <= distill_weight <= 1, temperature > 0, 0 <= label_smoothing < 1"
-        )
+    r = (recipe or FROM_SCRATCH).with_(**changes).check()
+    lr, batch_size, momentum, weight_decay = r.lr, r.batch_size, r.momentum, r.weight_decay
+    label_smoothing, schedule, warmup, precision = r.label_smoothing, r.schedule, r.warmup, r.precision
+    temperature, distill_weight = r.temperature, r.distill_weight
     splits = data if isinstance(data, DataSplits) else None
     train_split = splits.train if splits else data
     dev = resolve_device(device)
@@ -361,25 +348,21 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
                                                            "step_ms": layout.step_ms})
 
 
-def finetune(model: nn.Module, data: DataSplits | Split, budget: Budget, normalization: Normalization, *,
-             teacher: nn.Module | None = None, temperature: float = 4.0, distill_weight: float = 0.5,
-             lr: float = 0.01, schedule: str = "cosine", warmup: float = 0.0, label_smoothing: float = 0.0,
-             **kwargs) -> TrainResult:
+def finetune(model: nn.Module, data: DataSplits | Split, budget: Budget, normalization: Normalization,
+             recipe: TrainRecipe | None = None, *, teacher: nn.Module | None = None, **kwargs: Any) -> TrainResult:
     """Briefly fine-tune a (pruned) model, optionally distilling from ``teacher`` (the unpruned model).
+
+    :func:`train` with :data:`~hybridprune.recipe.FINETUNE` (lr 0.01, cosine decay, no warm-up, no
+    label smoothing) unless ``recipe`` is given.
 
     Args:
         model: The network, trained in place.
         data: Splits or a split, as for :func:`train`.
         budget: Epochs or steps.
         normalization: Mean/std the model expects.
+        recipe: How to optimise (default :data:`~hybridprune.recipe.FINETUNE`).
         teacher: Unpruned model to distil from, or None for plain fine-tuning.
-        temperature: Distillation temperature.
-        distill_weight: Weight of the distillation term.
-        lr: Peak learning rate (smaller than from-scratch training).
-        schedule: LR schedule (default cosine decay, no warmup).
-        warmup: Warmup fraction.
-        label_smoothing: Label smoothing of the hard-label loss.
-        **kwargs: Anything else :func:`train` takes (batch_size, seed, device, ...).
+        **kwargs: Anything else :func:`train` takes (seed, device, ...) and recipe changes (lr, batch_size, ...).
 
     Returns:
         :class:`TrainResult`.
@@ -387,9 +370,7 @@ def finetune(model: nn.Module, data: DataSplits | Split, budget: Budget, normali
     Raises:
         TrainingDiverged, ConfigError, DataError: as :func:`train`.
     """
-    return train(model, data, budget, normalization, teacher=teacher, temperature=temperature,
-                 distill_weight=distill_weight if teacher is not None else 0.0, lr=lr, schedule=schedule,
-                 warmup=warmup, label_smoothing=label_smoothing, **kwargs)
+    return train(model, data, budget, normalization, recipe or FINETUNE, teacher=teacher, **kwargs)
 
 
 @torch.no_grad()

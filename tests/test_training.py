@@ -187,3 +187,23 @@ def test_weights_come_back_contiguous(digits):
 def test_cuda_where_there_is_none(digits):
     with pytest.raises(ConfigError, match="device 'cuda' asked for, but this torch build or machine has no CUDA"):
         evaluate(_model(), digits.val, NORM, device="cuda")
+
+
+def test_train_takes_a_recipe_and_changes_to_it(digits):
+    import dataclasses
+
+    from hybridprune.recipe import FINETUNE, FROM_SCRATCH, TrainRecipe
+
+    assert FROM_SCRATCH == TrainRecipe() and (FINETUNE.lr, FINETUNE.schedule, FINETUNE.warmup) == (0.01, "cosine", 0.0)
+    recipe = TrainRecipe(lr=0.05, batch_size=32, momentum=0.8, weight_decay=0.0, label_smoothing=0.0,
+                         schedule="constant", warmup=0.0, precision="fp32")
+    a, b = _model(), _model()
+    b.load_state_dict(a.state_dict())
+    ra = train(a, digits.train, Budget(steps=3), NORM, recipe, seed=1)
+    rb = train(b, digits.train, Budget(steps=3), NORM, dataclasses.replace(recipe, lr=0.5), seed=1, lr=0.05)
+    assert ra.train_loss == rb.train_loss  # a change given as a keyword wins over the recipe's field
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    with pytest.raises(TypeError, match=r"unknown training setting\(s\) \['momentun'\]; a TrainRecipe has"):
+        train(_model(), digits.train, Budget(steps=1), NORM, momentun=0.5)
+    with pytest.raises(ConfigError, match="0 <= warmup < 1"):
+        train(_model(), digits.train, Budget(steps=1), NORM, TrainRecipe(warmup=1.5))
