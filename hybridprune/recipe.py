@@ -20,6 +20,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 MAX_EPOCHS = 10_000
 MAX_STEPS = 100_000_000
 MAX_LR = 10.0  # peak SGD learning rate; above it every loss diverges
+MAX_BATCH = 4096  # every batch size (training, latency): beyond, one input is gigabytes and torch fails in C++
 
 
 def check_lr(lr: Any, name: str) -> None:

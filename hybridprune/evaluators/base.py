@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Mapping
 from hybridprune.errors import ConfigError, LatencyError
 from hybridprune.evaluators.export import DEFAULT_OPSET, check_opset
 from hybridprune.evaluators.timing import Protocol
+from hybridprune.recipe import MAX_BATCH
 from hybridprune.registry import Registry
 
 LATENCY_BACKENDS: Registry[type["BaseLatencyBackend"]] = Registry("latency backend")
@@ -234,12 +235,11 @@ class BaseLatencyBackend(abc.ABC):
         """
 
 
-MAX_BATCH = 4096  # latency batch sizes: beyond, one input is gigabytes and torch fails in C++
 MAX_THREADS = 1024  # intra-op threads of a backend: beyond, the runtime spends its time spawning threads
 
 
 def check_batch(batch_size: int) -> int:
-    """Validate a batch size (ConfigError unless an int in [1, :data:`MAX_BATCH`])."""
+    """Validate a batch size (ConfigError unless an int in [1, :data:`~hybridprune.recipe.MAX_BATCH`])."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= MAX_BATCH:
         raise ConfigError(f"batch size must be a whole number in [1, {MAX_BATCH}], got {batch_size!r}")
     return batch_size

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from hybridprune.errors import ConfigError
+from hybridprune.recipe import MAX_BATCH
 from hybridprune.search.samplers import SAMPLER_ORDER
 from hybridprune.search.storage import check_storage_url
 from hybridprune.search.toml_schema import at_most as _at_most
@@ -31,7 +32,6 @@ MAX_TRIALS = 1_000_000
 MAX_WORKERS = 256
 MAX_SECONDS = 86_400  # heartbeat_interval / grace_period: one day (a huge one crashes Optuna's heartbeat thread)
 MAX_RETRY = 1_000
-MAX_BATCH = 4096
 MAX_ROUNDS = 100
 MAX_DURATION = 366 * 86_400
 MAX_BN_BATCHES = 10_000
