@@ -168,8 +168,8 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
             continue
         from optuna.trial import TrialState
 
-        waiting = {t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING}
-        newest = len(study.get_trials(deepcopy=False))  # this call runs a queued trial or creates one
+        trials = study.get_trials(deepcopy=False)  # this call runs a queued trial or creates the next one
+        waiting, newest = {t.number for t in trials if t.state == TrialState.WAITING}, len(trials)
         try:
             study.optimize(objective, n_trials=1, catch=TRIAL_ERRORS,
                            gc_after_trial=False)

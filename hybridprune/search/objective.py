@@ -17,8 +17,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from hybridprune.search.context import WorkerContext
 from hybridprune.search.latency import Timed
 from hybridprune.search.split import split_record
 from hybridprune.search.storage import store_model
+from hybridprune.search.study import worker_id
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +200,7 @@ def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
     timer = T.PhaseTimer()
     config = ctx.space.suggest(trial)
     trial.set_user_attr(T.CONFIG, config.to_dict())
-    trial.set_user_attr(T.WORKER, f"{socket.gethostname()}:{os.getpid()}")
+    trial.set_user_attr(T.WORKER, worker_id())
     if trial.user_attrs.get(T.REFERENCE):  # marked where the dashboard's user looks: the trial's note
         from optuna_dashboard import save_note
 

@@ -109,27 +109,23 @@ def remove_stale_temp_dirs(run_dir: Path) -> list[Path]:
     Returns:
         The folders removed.
     """
+    from hybridprune.search.study import process_alive
+
+    return _remove_dirs(run_dir, PROCESS_DIR, lambda pid: pid != os.getpid() and not process_alive(pid))
+
+
+def _remove_dirs(run_dir: Path, pattern: re.Pattern, stale: Callable[[int], bool]) -> list[Path]:
+    """Delete the folders of ``run_dir`` whose name matches ``pattern`` and whose number (its first
+    group) is ``stale``; files and symlinks stay. Returns the folders removed."""
     if not Path(run_dir).is_dir():
         return []
     removed = []
     for path in sorted(Path(run_dir).iterdir()):
-        m = PROCESS_DIR.match(path.name)
-        if m and path.is_dir() and not path.is_symlink() and not _alive(int(m.group(1))):
+        m = pattern.match(path.name)
+        if m and path.is_dir() and not path.is_symlink() and stale(int(m.group(1))):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def remove_stale_trial_dirs(run_dir: Path, study: Any) -> list[Path]:
@@ -143,16 +139,8 @@ def remove_stale_trial_dirs(run_dir: Path, study: Any) -> list[Path]:
     """
     from optuna.trial import TrialState
 
-    if not Path(run_dir).is_dir():
-        return []
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    removed = []
-    for path in sorted(Path(run_dir).iterdir()):
-        m = TRIAL_DIR.match(path.name)
-        if m and path.is_dir() and not path.is_symlink() and int(m.group(1)) not in running:
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
+    return _remove_dirs(run_dir, TRIAL_DIR, lambda number: number not in running)
 
 
 def run(cfg: StudyConfig, *, on_poll: Callable[[], None] | None = None) -> Any:

@@ -112,6 +112,27 @@ def has_heartbeat(study: Any) -> bool:
     return heartbeat_enabled(study)
 
 
+def worker_id() -> str:
+    """This process as a trial's ``worker`` record: ``host:pid``."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (another user's counts as alive)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _gone(pid: int, since: float) -> bool:
     """Whether process ``pid`` of this machine no longer runs the trial started at ``since``
     (epoch seconds): it does not exist, or the pid now belongs to a process started later."""
@@ -119,18 +140,14 @@ def _gone(pid: int, since: float) -> bool:
 
     if pid == os.getpid():  # this process runs no trial yet: the pid was reused
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_alive(pid):
         return True
-    except PermissionError:  # another user's process: alive, and its start cannot be read
-        return False
     try:  # Linux: the process's start, from boot time plus its start in clock ticks
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
             ticks = int(f.read().rsplit(")", 1)[1].split()[19])
         with open("/proc/stat", encoding="ascii") as f:
             boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
-    except (OSError, ValueError, IndexError, StopIteration):
+    except (OSError, ValueError, IndexError, StopIteration):  # another user's process, or not Linux
         return False
     return boot + ticks / os.sysconf("SC_CLK_TCK") > since + 1.0
 
@@ -143,13 +160,11 @@ def fail_dead_trials(study: Any) -> list[int]:
     Returns:
         The numbers of the trials failed.
     """
-    import socket
-
     from optuna.trial import TrialState
 
     from hybridprune.search._optuna import fail_trials, trial_id
 
-    host = socket.gethostname()
+    host = worker_id().rpartition(":")[0]
     dead = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         name, _, pid = str(t.user_attrs.get(T.WORKER, "")).rpartition(":")
@@ -171,15 +186,12 @@ def abandon(study: Any, waiting: set[int], since: int, max_retry: int | None) ->
     Returns:
         The numbers queued again.
     """
-    import os
-    import socket
-
     import optuna
     from optuna.trial import TrialState
 
     from hybridprune.search._optuna import fail_trials, trial_id
 
-    me = f"{socket.gethostname()}:{os.getpid()}"
+    me = worker_id()
     trials = study.get_trials(deepcopy=False)
     retried = {t.system_attrs.get("failed_trial") for t in trials}
     own = [t for t in trials if (t.number in waiting or t.number >= since) and t.user_attrs.get(T.WORKER) in (None, me)
@@ -188,8 +200,9 @@ def abandon(study: Any, waiting: set[int], since: int, max_retry: int | None) ->
     done = []
     try:
         fail_trials(study, [trial_id(t) for t in own if t.state == TrialState.RUNNING], retry=False)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         for t in own:
-            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, t)
+            retry(study, t)
             done.append(t.number)
     except Exception as exc:  # interrupted mid-write: the resume's dead-worker check retries it instead
         log.warning("could not queue interrupted trial(s) again: %s", exc)
