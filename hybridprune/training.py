@@ -226,18 +226,15 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
         TypeError: a change that names no recipe field.
     """
     r = (recipe or FROM_SCRATCH).with_(**changes).check()
-    lr, batch_size, momentum, weight_decay = r.lr, r.batch_size, r.momentum, r.weight_decay
-    label_smoothing, schedule, warmup, precision = r.label_smoothing, r.schedule, r.warmup, r.precision
-    temperature, distill_weight = r.temperature, r.distill_weight
     splits = data if isinstance(data, DataSplits) else None
     train_split = splits.train if splits else data
     dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
+    prec = resolve_precision(r.precision, dev)
     layout = None
-    if precision == "auto" and channels_last is None and not fixed_layout():  # measured (hybridprune.speed)
+    if r.precision == "auto" and channels_last is None and not fixed_layout():  # measured (hybridprune.speed)
         from hybridprune.speed import fastest_layout
 
-        shape = (batch_size, *train_split.images.shape[1:])
+        shape = (r.batch_size, *train_split.images.shape[1:])
         layout = fastest_layout(model, shape, int(train_split.labels.max()) + 1, dev, bf16=prec == "bf16")
         prec, channels_last = layout.precision, layout.channels_last
     channels_last = (dev.type == "cuda" or prec == "bf16") if channels_last is None else channels_last
@@ -246,7 +243,7 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(seed)
 
-    loader = DeviceLoader(train_split, batch_size, normalization, device=dev, train=True, seed=seed,
+    loader = DeviceLoader(train_split, r.batch_size, normalization, device=dev, train=True, seed=seed,
                           drop_last=True, channels_last=channels_last)
     total = budget.total_steps(len(loader))
     model.to(dev, memory_format=fmt)
@@ -256,14 +253,14 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
     # foreach: one fused update over all tensors instead of a Python loop per parameter (not the CPU default).
     optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr,
-        momentum=momentum,
+        [{"params": decay, "weight_decay": r.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=r.lr,
+        momentum=r.momentum,
         nesterov=True,
         foreach=True,
     )
-    lr_at = _lr_factor(schedule, round(warmup * total), total)
-    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    lr_at = _lr_factor(r.schedule, round(r.warmup * total), total)
+    criterion = nn.CrossEntropyLoss(label_smoothing=r.label_smoothing)
 
     def step_fn(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with _autocast(dev, prec):
@@ -271,9 +268,10 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
             loss = criterion(logits, y)
             if teacher is not None:
                 with torch.no_grad():
-                    soft = F.log_softmax(teacher(x).float() / temperature, dim=1)
-                kd = F.kl_div(F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean", log_target=True)
-                loss = (1 - distill_weight) * loss + distill_weight * temperature**2 * kd
+                    soft = F.log_softmax(teacher(x).float() / r.temperature, dim=1)
+                kd = F.kl_div(F.log_softmax(logits / r.temperature, dim=1), soft, reduction="batchmean",
+                              log_target=True)
+                loss = (1 - r.distill_weight) * loss + r.distill_weight * r.temperature**2 * kd
         return loss, logits
 
     step = torch.compile(step_fn) if compile else step_fn
@@ -291,7 +289,7 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
         if len(bad):
             at = checked_to + int(bad[0])
             raise TrainingDiverged(f"training loss became {float(losses[at])} at step {at + 1} of {total} "
-                                   f"(lr {lr * lr_at(at):.4g}); lower the learning rate")
+                                   f"(lr {r.lr * lr_at(at):.4g}); lower the learning rate")
         checked_to = upto
 
     checked = False
@@ -306,7 +304,7 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
                     _check_classes(model, x, splits.num_classes if splits else None, train_split.labels)
                     model.train()
                     checked = True
-                step_lr = lr * lr_at(done)
+                step_lr = r.lr * lr_at(done)
                 for group in optimizer.param_groups:
                     group["lr"] = step_lr
                 loss, logits = step(x, y)

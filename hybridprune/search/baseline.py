@@ -70,8 +70,8 @@ def train_once(cfg: StudyConfig, data: Any, name: str, kwargs: dict, path: Path,
             "steps": cfg.baseline.steps, "lr": cfg.baseline.lr, "batch_size": cfg.baseline.batch_size},
             "seed": cfg.study.seed, "split": split_record(cfg), "train_subset": cfg.data.train_subset}
     with device_lock(cfg.cache_dir / "baseline.lock"):
-        stale = path.is_file() and load_checkpoint(path, name).metrics.get("trained_with", want) != want
-        if not path.is_file() or stale:  # a file of another study sharing the cache folder: train anew
+        cached = load_checkpoint(path, name) if path.is_file() else None
+        if cached is None or cached.metrics.get("trained_with", want) != want:  # another study's file: train anew
             if not train_if_missing:
                 raise ConfigError(f"no {label} trained for this study at {path}; run the study first: "
                                   f"hybridprune run {cfg.path}")
@@ -87,7 +87,8 @@ def train_once(cfg: StudyConfig, data: Any, name: str, kwargs: dict, path: Path,
             acc = evaluate(model, data.val, norm, device="cpu", precision=b.precision).top1
             save_checkpoint(path, model.cpu(), norm, metrics={"val_top1": acc, "train": result.to_dict(),
                                                               "split": split_record(cfg), "trained_with": want})
-        return load_checkpoint(path, name)
+            cached = load_checkpoint(path, name)
+    return cached
 
 
 def adapted_path(cfg: StudyConfig) -> Path:

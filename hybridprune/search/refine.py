@@ -40,6 +40,10 @@ class RefineOptions:
     distill: bool = True
     rounds: int = 5
 
+    def peak_lr(self, default: float) -> float:
+        """The learning rate refine uses: ``lr``, else ``default`` (the study's ``[finetune] lr``)."""
+        return self.lr or default
+
     def __post_init__(self) -> None:
         from hybridprune.recipe import check_budget, check_lr
 
@@ -117,7 +121,7 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
     loaded = _download_checkpoint(ctx, store, trial.user_attrs[T.ARTIFACTS]["checkpoint"], trial, tmp / "source.pt")
     model = loaded.model.to(ctx.device)
     ft = finetune(model, ctx.data, Budget(epochs=options.epochs), ctx.normalization,
-                  teacher=ctx.model if options.distill else None, lr=options.lr or f.lr, batch_size=f.batch_size,
+                  teacher=ctx.model if options.distill else None, lr=options.peak_lr(f.lr), batch_size=f.batch_size,
                   seed=cfg.study.seed + trial.number, device=ctx.device, evaluate_val=False,
                   **ctx.precision_kwargs())
     test = evaluate(model, ctx.data.test, ctx.normalization, device=ctx.device, **ctx.precision_kwargs()).top1
@@ -130,7 +134,7 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
                       record=loaded.record, input_size=ctx.input_size, batch_size=cfg.latency.batch_size,
                       metrics=metrics)
     return {T.R_EPOCHS: options.epochs, T.R_TEST: float(test), T.R_VAL: float(val),
-            T.R_LR: options.lr or f.lr, T.R_DISTILL: options.distill, T.R_SECONDS: time.perf_counter() - start,
+            T.R_LR: options.peak_lr(f.lr), T.R_DISTILL: options.distill, T.R_SECONDS: time.perf_counter() - start,
             T.R_ARTIFACTS: ids}
 
 
@@ -155,7 +159,7 @@ def _download_checkpoint(ctx: Any, store: Any, artifact: str, trial: Any, path: 
 def same_recipe(rec: dict, options: RefineOptions, default_lr: float) -> bool:
     """Whether a stored refine record was made with ``options``' recipe: the same epochs, peak lr
     (``None``: the study's ``[finetune] lr``) and distillation; otherwise it is refined again."""
-    return (rec.get(T.R_EPOCHS) == options.epochs and rec.get(T.R_LR) == (options.lr or default_lr)
+    return (rec.get(T.R_EPOCHS) == options.epochs and rec.get(T.R_LR) == options.peak_lr(default_lr)
             and rec.get(T.R_DISTILL) == options.distill)
 
 
@@ -178,7 +182,7 @@ def refine(ctx: Any, study: Any, trials: list[Any], store: Any, options: RefineO
         tmp = Path(tmp)
         for t in trials:
             rec = T.refined(study, t)
-            reused = same_recipe(rec, options, ctx.cfg.finetune.lr) and bool(rec.get(T.R_ARTIFACTS))
+            reused = same_recipe(rec, options, cfg.finetune.lr) and bool(rec.get(T.R_ARTIFACTS))
             if not reused:
                 rec = refine_trial(ctx, study, t, store, options, tmp)
                 study.set_user_attr(f"{T.REFINED_PREFIX}{t.number}", rec)
