@@ -145,8 +145,6 @@ def main() -> None:
     if args.configs < 4 or sorted(set(args.steps)) != args.steps or args.steps[0] < 1 or args.refine_epochs <= 0:
         raise SystemExit("error: --configs >= 4, --steps strictly increasing and >= 1, --refine-epochs > 0")
 
-    import dataclasses
-
     from hybridprune.evaluators.timing import machine_description
     from hybridprune.search.config import load_study_config
     from hybridprune.search.context import build_context
@@ -155,7 +153,6 @@ def main() -> None:
     cfg = load_study_config(args.study)
     ctx = build_context(cfg)
     train = ctx.data.train.sample(args.train_images, args.seed) if args.train_images else ctx.data.train
-    data = dataclasses.replace(ctx.data, train=train)
     crit, order = ctx.space.params["criterion"], ctx.space.params["order"]
     points = configurations(args.configs, list(crit.choices) if isinstance(crit, Choice) else [crit.value],
                             list(order.choices) if isinstance(order, Choice) else [order.value],
@@ -165,14 +162,17 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-    done = {json.dumps(r["params"], sort_keys=True) for r in rows}
+    def key(params: dict) -> str:
+        return json.dumps(params, sort_keys=True)
+
+    done = {key(r["params"]) for r in rows}
     print(f"# {machine_description()}; {len(rows)} of {len(points)} configurations already in {out}; "
           f"val {len(ctx.data.val)} images, test {len(ctx.data.test)}, refine on {len(train)} train images "
           f"x {args.refine_epochs:g} epochs", flush=True)
     for i, params in enumerate(points):
-        if json.dumps(params, sort_keys=True) in done:
+        if key(params) in done:
             continue
-        row = evaluate_config(ctx, params, args, data.train)
+        row = evaluate_config(ctx, params, args, train)
         row["machine"] = machine_description()
         with out.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
@@ -180,8 +180,8 @@ def main() -> None:
         print(f"[{i + 1}/{len(points)}] {params}: " + ", ".join(f"{k} {v:.2f}" for k, v in row["score"].items())
               + f", refined {row['refined']:.2f} ({row['seconds'][f'ft{args.steps[-1]}']:.0f} s + refine "
               f"{row['refine_seconds']:.0f} s)", flush=True)
-    rows = [r for r in rows if json.dumps(r["params"], sort_keys=True) in
-            {json.dumps(p, sort_keys=True) for p in points}]
+    wanted = {key(p) for p in points}
+    rows = [r for r in rows if key(r["params"]) in wanted]
     proxies = ["pruned", "bn"] + [f"ft{s}" for s in args.steps]
     stats = summary(rows, proxies)
     print(f"\n{len(rows)} configurations; reference: test top-1 after {args.refine_epochs:g} epoch(s) of refine "

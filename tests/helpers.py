@@ -212,3 +212,13 @@ def load(path: Path):
 
     cfg = load_cfg(str(path))
     return cfg, open_study(cfg, create=False)
+
+
+def load_benchmark(name: str):
+    """A ``benchmarks/<name>.py`` script as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

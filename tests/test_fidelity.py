@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 
 from hybridprune.cli import main
 
-from helpers import load, write_study
+from helpers import load, load_benchmark, write_study
 
 FIDELITY = "\n[fidelity]\nmin_steps = 1\nmax_steps = 4\neta = 2\n"
 
@@ -173,19 +173,8 @@ def test_a_study_with_the_adaptive_bn_rung_ranks_candidates_before_any_fine_tune
     assert any(t.user_attrs["rungs"][-1]["decision"] == "final" for t in complete)
 
 
-def _proxy_benchmark():
-    import importlib.util
-
-    from helpers import REPO
-
-    spec = importlib.util.spec_from_file_location("proxy", REPO / "benchmarks" / "proxy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_proxy_benchmark_spreads_configurations_and_scores_rank_agreement():
-    proxy = _proxy_benchmark()
+    proxy = load_benchmark("proxy")
     criteria, orders = ["a", "b", "c", "d", "e"], ["channel_first", "layer_first"]
     points = proxy.configurations(24, criteria, orders, 0.7, 20)
     assert len(points) == 24 and points == proxy.configurations(24, criteria, orders, 0.7, 20)  # seeded

@@ -11,7 +11,7 @@ from hybridprune.cli import main
 from hybridprune.search import trials as T
 from hybridprune.search.latency import BASELINE, interleaved_latency, ratio_summary
 
-from helpers import load, write_study
+from helpers import load, load_benchmark, write_study
 
 pytestmark = pytest.mark.slow
 
@@ -285,17 +285,6 @@ def test_refine_and_publish_with_the_torch_latency_backend(tmp_path, capsys):
     assert front[0]["reference"] == T.REF_BASELINE and front[0]["latency_backend"].startswith("torch")
 
 
-def _script(name):
-    import importlib.util
-
-    from helpers import REPO
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_publish_writes_the_refined_front_as_onnx_files(refined_study, tmp_path, capsys):
     """``hybridprune publish``: the baseline and the refined front, each re-scored from its own ONNX file."""
     import json
@@ -315,7 +304,7 @@ def test_publish_writes_the_refined_front_as_onnx_files(refined_study, tmp_path,
     pruned = [(e["test_top1"], e["latency_ratio"]) for e in front[1:] if not e["reference"]]
     assert len(nondominated(pruned)) == len(pruned)
     test = load_data(cfg).test
-    verify = _script("verify_results")  # the outside reader's own ONNX Runtime scoring
+    verify = load_benchmark("verify_results")  # the outside reader's own ONNX Runtime scoring
     for e in front:
         for key in ("onnx", "test_top1", "macs", "params", "latency_ms", "latency_ratio", "config", "mean", "std",
                     "reference", "split", "refine_epochs"):
@@ -347,7 +336,7 @@ def test_real_scale_adds_the_comparison(refined_study, tmp_path):
     import json
 
     out = tmp_path / "results"
-    real_scale = _script("real_scale")
+    real_scale = load_benchmark("real_scale")
     args = [str(refined_study), "--single", str(refined_study), "--out", str(out), "--rounds", "1"]
     assert real_scale.main(args) == 0
     _, study = load(refined_study)
@@ -366,11 +355,11 @@ def test_real_scale_and_verify_refuse_bad_input(tmp_path, capsys):
     """One ``error:`` line, exit 2, and no results folder written."""
     never = write_study(tmp_path / "never", name="never")
     out = tmp_path / "results"
-    assert _script("real_scale").main([str(never), "--out", str(out)]) == 2
+    assert load_benchmark("real_scale").main([str(never), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "has not been run yet" in err and err.count("\n") == 1
     assert not out.exists()
-    verify = _script("verify_results")
+    verify = load_benchmark("verify_results")
     assert verify.main([str(tmp_path / "nowhere"), "--data", str(tmp_path)]) == 2
     assert "has no front.json" in capsys.readouterr().err
     out.mkdir()
