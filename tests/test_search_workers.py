@@ -317,3 +317,33 @@ def test_ctrl_c_is_one_line_and_the_interrupted_reference_point_runs_on_resume(t
         assert retry[0].user_attrs.get("reference") == t.user_attrs.get("reference")
     references = [t for t in trials if t.user_attrs.get("reference") and t.state == TrialState.COMPLETE]
     assert len({tuple(sorted(t.params.items())) for t in references}) == 5  # no paper point lost
+
+
+def test_ctrl_c_while_optuna_starts_its_heartbeat_thread_does_not_leave_it_beating(tmp_path, monkeypatch):
+    # Thread.start() waits for the new thread to run, so a Ctrl+C often lands there: Optuna's
+    # with-block never reaches __exit__ and its non-daemon heartbeat thread would keep the
+    # interpreter from exiting (seen as a run that hung after printing "interrupted")
+    import threading
+
+    import optuna.storages._heartbeat as heartbeat
+
+    start = heartbeat.HeartbeatThread.start
+
+    def start_then_ctrl_c(self):
+        start(self)
+        raise KeyboardInterrupt
+
+    path = write_study(tmp_path, name="ctrlc_heartbeat", trials=2)
+    monkeypatch.setattr(heartbeat.HeartbeatThread, "start", start_then_ctrl_c)
+    assert main(["run", str(path), "--no-progress"]) == 130
+    beating = [t for t in threading.enumerate() if "_record_heartbeat" in t.name]
+    for t in beating:
+        t.join(timeout=60)  # stopped threads return at their next wait; a forgotten one never does
+    assert not [t for t in beating if t.is_alive()]
+
+    monkeypatch.setattr(heartbeat.HeartbeatThread, "start", start)
+    assert main(["run", str(path), "--no-progress"]) == 0
+    _, study = load(path)
+    trials = study.get_trials()
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 2
+    assert not [t for t in trials if t.state == TrialState.RUNNING]

@@ -49,6 +49,28 @@ def record_heartbeat(study: Any, trial: Any) -> None:
     study._storage.record_heartbeat(trial._trial_id)
 
 
+def stop_orphaned_heartbeats() -> int:
+    """Stop Optuna heartbeat threads left beating by an interrupted trial; returns how many.
+
+    Why private: Optuna's ``HeartbeatThread`` (``optuna.storages._heartbeat``) starts a non-daemon
+    thread in the ``__enter__`` of a ``with`` block. A Ctrl+C (or a worker's SIGTERM) that lands
+    inside ``Thread.start()``, which waits until the new thread runs, skips ``__exit__``: the thread
+    beats forever and the interpreter, which joins non-daemon threads, never exits. Its stop event
+    is the third argument of the thread's target. Call this only when the process stops trials
+    for good (it stops every heartbeat thread of the process).
+    """
+    import threading
+
+    from optuna.storages._heartbeat import HeartbeatThread
+
+    stopped = 0
+    for thread in threading.enumerate():
+        if getattr(thread, "_target", None) is HeartbeatThread._record_heartbeat:
+            thread._args[2].set()
+            stopped += 1
+    return stopped
+
+
 def save_finished_trial_note(study: Any, trial: Any, text: str) -> None:
     """An optuna-dashboard note on a finished trial.
 

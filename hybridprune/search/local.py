@@ -121,7 +121,7 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
           on_trial: Callable[[Any], None] | None, on_start: Callable[[Any], None] | None = None) -> int:
     import optuna
 
-    from hybridprune.search._optuna import record_heartbeat
+    from hybridprune.search._optuna import record_heartbeat, stop_orphaned_heartbeats
     from hybridprune.search.budget import used_up
     from hybridprune.search.objective import TRIAL_ERRORS, run_trial
     from hybridprune.search.study import abandon, counts
@@ -174,7 +174,13 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
             study.optimize(objective, n_trials=1, catch=TRIAL_ERRORS,
                            gc_after_trial=False)
         except KeyboardInterrupt:  # Ctrl+C, inside the objective or inside Optuna's ask/tell
-            abandon(study, waiting, newest, cfg.study.max_retry)
+            try:
+                abandon(study, waiting, newest, cfg.study.max_retry)
+            finally:
+                stop_orphaned_heartbeats()
+            raise
+        except ParentDied:
+            stop_orphaned_heartbeats()  # the trial stays RUNNING, so its heartbeat must stop to go stale
             raise
         except optuna.exceptions.UpdateFinishedTrialError as exc:
             # another worker declared this trial dead (heartbeat older than grace_period) and queued
