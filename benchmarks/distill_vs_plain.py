@@ -5,10 +5,12 @@ CIFAR-10 copy with validation = the first half of each test class by sorted file
 the second half (``val_from = "test"``, ``val_size = 0.5``). Steps:
 
 1. **Adapt**: the public checkpoint fine-tuned ``--adapt-epochs`` on the whole train folder (plain
-   cross-entropy, ``[baseline] adapt_lr``, as ``[baseline] adapt_epochs`` does): the teacher.
+   cross-entropy, ``[baseline] adapt_lr``, as ``[baseline] adapt_epochs`` does): the teacher. With
+   ``--teacher FILE`` an already adapted checkpoint is used instead (e.g. the study's cached
+   ``adapted.pt``, which records how it was adapted).
 2. For each budget in ``--budgets`` (epochs): the adapted model fine-tuned that much more, once
-   plainly and once distilling from the adapted teacher with refine's recipe (``finetune``'s
-   defaults: distill_weight 0.5, temperature 4, cosine schedule, lr ``--lr``).
+   plainly and once per ``--distill WEIGHT:TEMPERATURE`` distilling from the adapted teacher
+   (refine's recipe is ``finetune``'s default, 0.5:4, cosine schedule, lr ``--lr``).
 3. With ``--pruned``, the same two ways for the adapted model pruned by 30% of channels and 4 blocks
    (weight magnitude, layer first).
 
@@ -16,6 +18,9 @@ Prints test top-1 (second half of the test folder, 5,000 images) of every model 
 
     python benchmarks/distill_vs_plain.py --data ../shared/data/cifar10-jpeg \\
         --checkpoint ../shared/models/resnet56-4bfd9763.th --adapt-epochs 1 --budgets 0.5 1 --pruned
+
+Every fine-tune starts from seed 0, so the plain and distilled runs of one budget see the same
+batches in the same order.
 """
 
 from __future__ import annotations
@@ -36,12 +41,15 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--pruned", action="store_true")
+    ap.add_argument("--teacher", default=None, help="an adapted checkpoint to use instead of adapting here")
+    ap.add_argument("--distill", nargs="+", default=["0.5:4"], metavar="WEIGHT:TEMPERATURE",
+                    help="distillation recipes to compare with the plain fine-tune")
     ap.add_argument("--cache-dir", default=None)
     args = ap.parse_args()
 
     import torch
 
-    from hybridprune.checkpoints import load_checkpoint
+    from hybridprune.checkpoints import Metrics, load_checkpoint
     from hybridprune.data import load_dataset
     from hybridprune.evaluators.timing import machine_description
     from hybridprune.pruning import HybridConfig, prune_model
@@ -57,7 +65,9 @@ def main() -> None:
     def test(model) -> float:
         return 100 * evaluate(model, data.test, norm, device="cpu").top1
 
-    def fit(model, epochs, teacher=None, lr=args.lr):
+    recipes = [tuple(float(x) for x in r.split(":")) for r in args.distill]
+
+    def fit(model, epochs, teacher=None, lr=args.lr, distill=(0.5, 4.0)):
         seed_everything(0)
         t0 = last = time.monotonic()
 
@@ -68,16 +78,24 @@ def main() -> None:
                 print(f"  step {info.step}/{info.total_steps}, {info.images_per_second:.0f} img/s", flush=True)
 
         r = finetune(model, data, Budget(epochs=epochs), norm, teacher=teacher, lr=lr, batch_size=args.batch_size,
-                     seed=0, device="cpu", evaluate_val=False, progress=say)
+                     seed=0, device="cpu", evaluate_val=False, progress=say,
+                     distill_weight=distill[0], temperature=distill[1])
         return time.monotonic() - t0, r
 
     rows = [("public checkpoint, as it is", test(loaded.model), 0.0)]
     print(f"public: test top-1 {rows[0][1]:.2f}% ({len(data.test)} images)", flush=True)
-    teacher = copy.deepcopy(loaded.model)
-    secs, r = fit(teacher, args.adapt_epochs, lr=args.adapt_lr)
-    rows.append((f"adapted {args.adapt_epochs:g} epoch(s), plain CE, lr {args.adapt_lr:g} (the teacher)", test(teacher),
-                 secs))
-    print(f"adapted: test top-1 {rows[-1][1]:.2f}% in {secs:.0f} s ({r.precision})", flush=True)
+    if args.teacher:
+        adapted = load_checkpoint(args.teacher, args.model)
+        teacher, how = adapted.model, adapted.metrics.get(Metrics.ADAPTED_FROM, {})
+        rows.append((f"adapted {how.get('epochs', '?')} epoch(s), plain CE, lr {how.get('lr', '?')} (the teacher, "
+                     f"{args.teacher.rsplit('/', 1)[-1]})", test(teacher), 0.0))
+        print(f"adapted (from {args.teacher}): test top-1 {rows[-1][1]:.2f}%", flush=True)
+    else:
+        teacher = copy.deepcopy(loaded.model)
+        secs, r = fit(teacher, args.adapt_epochs, lr=args.adapt_lr)
+        rows.append((f"adapted {args.adapt_epochs:g} epoch(s), plain CE, lr {args.adapt_lr:g} (the teacher)",
+                     test(teacher), secs))
+        print(f"adapted: test top-1 {rows[-1][1]:.2f}% in {secs:.0f} s ({r.precision})", flush=True)
     teacher.eval()
     starts = [("unpruned", teacher)]
     if args.pruned:
@@ -85,9 +103,11 @@ def main() -> None:
         starts.append(("pruned 30% channels, 4 blocks", prune_model(teacher, config, torch.zeros(1, 3, 32, 32)).model))
     for label, model in starts:
         for epochs in args.budgets if label == "unpruned" else args.budgets[:1]:
-            for how, t in (("plain", None), ("distilled from the adapted teacher", teacher)):
+            ways = [("plain", None, (0.5, 4.0))] + [
+                (f"distilled from the adapted teacher (weight {w:g}, T {t:g})", teacher, (w, t)) for w, t in recipes]
+            for how, t, recipe in ways:
                 student = copy.deepcopy(model)
-                secs, _ = fit(student, epochs, teacher=t)
+                secs, _ = fit(student, epochs, teacher=t, distill=recipe)
                 rows.append((f"{label} + {epochs:g} epoch(s) {how}", test(student), secs))
                 print(f"{rows[-1][0]}: test top-1 {rows[-1][1]:.2f}% in {secs:.0f} s", flush=True)
     print(f"\nmachine: {machine_description()}; total {time.monotonic() - start:.0f} s")

@@ -28,6 +28,7 @@ from pathlib import Path
 from hybridprune.errors import HybridPruneError
 from hybridprune.search import trials as T
 from hybridprune.search.pareto import completed
+from hybridprune.search.publish import Entry as E
 from hybridprune.search.publish import nondominated, publish
 from hybridprune.search.service import load
 from hybridprune.search.study import open_study, quiet_optuna
@@ -97,9 +98,9 @@ def targets(entries: list[dict]) -> list[dict]:
     for e in entries:
         if e is base:
             continue
-        drop = base["test_top1"] - e["test_top1"]
-        macs_cut, lat_cut = 1 - e["macs"] / base["macs"], 1 - e["latency_ratio"]
-        rows.append({"trial": e["trial"], T.REFERENCE: e[T.REFERENCE], "test_drop_points": round(drop, 2),
+        drop = base[E.TEST_TOP1] - e[E.TEST_TOP1]
+        macs_cut, lat_cut = 1 - e[E.MACS] / base[E.MACS], 1 - e[E.LATENCY_RATIO]
+        rows.append({E.TRIAL: e[E.TRIAL], E.REFERENCE: e[E.REFERENCE], "test_drop_points": round(drop, 2),
                      "macs_cut": round(macs_cut, 4), "latency_cut": round(lat_cut, 4),
                      "meets": drop <= TARGET_DROP and macs_cut >= TARGET_MACS_CUT and lat_cut >= TARGET_LATENCY_CUT})
     return rows
@@ -110,9 +111,9 @@ def refined_dominance(entries: list[dict]) -> list[dict]:
     searched = [e for e in entries if not e[T.REFERENCE]]
     out = []
     for p in (e for e in entries if e[T.REFERENCE] == T.REF_PAPER):
-        by = [e["trial"] for e in searched if dominates((e["test_top1"], e["latency_ratio"]),
-                                                          (p["test_top1"], p["latency_ratio"]))]
-        out.append({"trial": p["trial"], "test_top1": p["test_top1"], "latency_ratio": p["latency_ratio"],
+        by = [e[E.TRIAL] for e in searched if dominates((e[E.TEST_TOP1], e[E.LATENCY_RATIO]),
+                                                          (p[E.TEST_TOP1], p[E.LATENCY_RATIO]))]
+        out.append({E.TRIAL: p[E.TRIAL], E.TEST_TOP1: p[E.TEST_TOP1], E.LATENCY_RATIO: p[E.LATENCY_RATIO],
                     "dominated_by_refined_searched": by})
     return out
 
@@ -153,10 +154,10 @@ def plot(cfg, study, points: dict, entries: list[dict], path: Path) -> None:
                                        (T.REF_FAMILY, "D", "tab:green", "refined reference models"),
                                        (T.REF_BASELINE, "*", "black", "refined baseline")):
         es = [e for e in entries if e[T.REFERENCE] == kind]
-        right.scatter([e["latency_ratio"] for e in es], [e["test_top1"] for e in es], marker=marker, c=color,
+        right.scatter([e[E.LATENCY_RATIO] for e in es], [e[E.TEST_TOP1] for e in es], marker=marker, c=color,
                       s=140 if kind == T.REF_BASELINE else 30, label=label)
         for e in es:
-            right.annotate(str(e["trial"]), (e["latency_ratio"], e["test_top1"]), fontsize=7, xytext=(3, 3),
+            right.annotate(str(e[E.TRIAL]), (e[E.LATENCY_RATIO], e[E.TEST_TOP1]), fontsize=7, xytext=(3, 3),
                            textcoords="offset points")
     right.set(xlabel="latency / refined baseline (interleaved rounds, ONNX Runtime, batch 1, 1 thread)",
               ylabel="test top-1 (%, ONNX Runtime, whole test split)", title="refined models")
@@ -195,10 +196,10 @@ def readme(cfg, front: list[dict], cmp: dict, command: str) -> str:
               "| onnx | trial | test top-1 | MMACs | params | latency ms | ratio (CI) | config |",
               "|---|---:|---:|---:|---:|---:|---|---|"]
     for e in front:
-        c = e["config"] or {}
+        c = e[E.CONFIG] or {}
         desc = (f"{c.get('channel_ratio', 0):.2f} ch, {c.get('pruned_blocks', 0)} blocks, {c.get('criterion')}, "
                 f"{c.get('order')}, round {c.get('round_to', 1)}") if e[T.REFERENCE] != T.REF_BASELINE else "unpruned"
-        lo, hi = e["latency_ratio_ci"]
+        lo, hi = e[E.LATENCY_RATIO_CI]
         lines.append(f"| {e['onnx']} | {e['trial']} | {e['test_top1']:.2f}% | {e['macs'] / 1e6:.1f} | "
                      f"{e['params']:,} | {e['latency_ms']:.3f} | {e['latency_ratio']:.3f} ({lo:.3f}-{hi:.3f}) | "
                      f"{desc} |")
@@ -219,7 +220,7 @@ def readme(cfg, front: list[dict], cmp: dict, command: str) -> str:
     n_paper = len(cmp["paper_settings"])
     lines += ["", f"Paper settings dominated by a searched trial: {n_paper - len(undominated)} of {n_paper}."]
     for p in undominated:
-        c = p["config"] or {}
+        c = p[E.CONFIG] or {}
         lines.append(f"- not dominated: trial {p['trial']} ({c.get('pruned_blocks')} blocks, {c.get('criterion')}, "
                      f"{c.get('order')}): {p['val_top1']:.2f}%, ratio {p['latency_ratio']:.3f}")
     if cmp["refined_paper"]:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from hybridprune.checkpoints import load_checkpoint
+from hybridprune.checkpoints import Metrics, load_checkpoint
 from hybridprune.data import load_dataset
 from hybridprune.evaluators.timing import machine_description
 from hybridprune.models import create_model, get_model_spec
@@ -126,7 +126,7 @@ def run_cli(name, args) -> float:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             if main(argv) != 0:
                 raise SystemExit(f"hybridprune {' '.join(argv)} failed")
-        return load_checkpoint(out).metrics["train"]["images_per_second"]
+        return load_checkpoint(out).metrics[Metrics.TRAIN]["images_per_second"]
 
 
 def main() -> None:

@@ -113,6 +113,7 @@ def prune_cmd(
     from rich.table import Table
     from rich.text import Text
 
+    from hybridprune.checkpoints import Metrics as M
     from hybridprune.checkpoints import save_checkpoint
     from hybridprune.cli import printable
     from hybridprune.errors import ConfigError
@@ -144,7 +145,7 @@ def prune_cmd(
     arch0, arch1 = describe_architecture(net), describe_architecture(result.model)
     save_checkpoint(
         out, result.model, norm, model_name=name, model_kwargs=kwargs, record=result.record.to_dict(),
-        input_size=input_size, metrics={"params": after.params, "macs": after.macs},
+        input_size=input_size, metrics={M.PARAMS: after.params, M.MACS: after.macs},
     )
 
     table = Table(title=_cell(f"{name}: ratio {ratio}, {blocks} blocks, {criterion}, {order}, scope {scope}"))

@@ -1,7 +1,7 @@
 """CLI commands ``hybridprune train`` and ``hybridprune evaluate``.
 
 A checkpoint written by ``train`` records the data split it was trained with in
-``metrics["split"] = {"dataset", "val_size", "seed", "val_from"}``; ``train --checkpoint`` and
+``metrics["split"]`` (a :class:`~hybridprune.checkpoints.SplitRecord`); ``train --checkpoint`` and
 ``evaluate`` reuse it unless ``--val-size``/``--seed``/``--val-from`` are given, so fine-tuning
 never trains on the images a study (or an earlier run) held out for validation.
 """
@@ -9,7 +9,7 @@ never trains on the images a study (or an earlier run) held out for validation.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -45,23 +45,15 @@ def _val_size(value: float) -> float | int:
     return int(value) if value >= 1 and float(value).is_integer() else value
 
 
-def _split_of(ck, path: Path, dataset: str) -> dict | None:
-    """The split recorded in a checkpoint's metrics, if it is for ``dataset``."""
-    from hybridprune.errors import CheckpointError
+def _split_of(ck, path: Path, dataset: str):
+    """The :class:`~hybridprune.checkpoints.SplitRecord` in a checkpoint's metrics, if it is for ``dataset``."""
+    from hybridprune.checkpoints import SplitRecord
 
-    split = ck.metrics.get("split")
-    if split is None:
-        return None
-    ok = (isinstance(split, dict) and isinstance(split.get("dataset"), str)
-          and isinstance(split.get("val_size"), (int, float)) and not isinstance(split.get("val_size"), bool)
-          and split["val_size"] >= 0 and isinstance(split.get("seed"), int) and not isinstance(split.get("seed"), bool))
-    if not ok:
-        raise CheckpointError(f"checkpoint {path} has a malformed metrics['split'] {split!r}; expected "
-                              f"{{'dataset': str, 'val_size': number >= 0, 'seed': int}}")
-    return split if split["dataset"] == dataset else None
+    split = SplitRecord.from_metrics(ck.metrics, path)
+    return split if split is not None and split.dataset == dataset else None
 
 
-def _resolve_split(saved: dict | None, path: Optional[Path], val_size: Optional[float],
+def _resolve_split(saved: Any, path: Optional[Path], val_size: Optional[float],
                    seed: Optional[int], val_from: Optional[str] = None) -> tuple[float | int, int, str]:
     """``--val-size``/``--seed``/``--val-from`` if given (warning when they differ from ``saved``), else
     ``saved``'s, else defaults."""
@@ -73,17 +65,16 @@ def _resolve_split(saved: dict | None, path: Optional[Path], val_size: Optional[
     if saved is None:
         return (_val_size(DEFAULT_VAL_SIZE if val_size is None else val_size),
                 DEFAULT_SEED if seed is None else seed, val_from or "train")
-    saved = {"val_from": "train", **saved}
     for flag, given, key in (("--val-size", val_size, "val_size"), ("--seed", seed, "seed"),
                              ("--val-from", val_from, "val_from")):
-        if given is not None and given != saved[key]:
+        if given is not None and given != getattr(saved, key):
             typer.echo(
-                f"warning: {flag} {_val_size(given)} differs from the {key} {saved[key]} of the split checkpoint "
-                f"{path} was trained with; the validation images may overlap its training images",
+                f"warning: {flag} {_val_size(given)} differs from the {key} {getattr(saved, key)} of the split "
+                f"checkpoint {path} was trained with; the validation images may overlap its training images",
                 err=True,
             )
-    return (_val_size(saved["val_size"] if val_size is None else val_size), saved["seed"] if seed is None else seed,
-            val_from or saved["val_from"])
+    return (_val_size(saved.val_size if val_size is None else val_size), saved.seed if seed is None else seed,
+            val_from or saved.val_from)
 
 
 def _load_data(dataset: str, data_dir: Optional[Path], val_size: float | int, seed: int, cache_dir: Optional[Path],
@@ -191,7 +182,8 @@ def train_cmd(
     import torch
     from rich.console import Console
 
-    from hybridprune.checkpoints import load_checkpoint, save_checkpoint
+    from hybridprune.checkpoints import Metrics as M
+    from hybridprune.checkpoints import SplitRecord, load_checkpoint, save_checkpoint
     from hybridprune.cli import printable
     from hybridprune.errors import ConfigError
     from hybridprune.models import create_model, get_model_spec
@@ -238,11 +230,11 @@ def train_cmd(
         result = fit(net, data, recipe.budget, norm, seed=seed, device=device, compile=compile, progress=on_step,
                      **options)
     test = evaluate(net, data.test, norm, device=device, precision=prec)
-    metrics = {"dataset": dataset, "train": result.to_dict(), "test": test.to_dict(),
-               "val": result.val.to_dict() if result.val else None,
-               "split": {"dataset": dataset, "val_size": val_size, "seed": seed, "val_from": val_from}}
+    metrics = {M.DATASET: dataset, M.TRAIN: result.to_dict(), M.TEST: test.to_dict(),
+               M.VAL: result.val.to_dict() if result.val else None,
+               M.SPLIT: SplitRecord(dataset, val_size, seed, val_from).to_dict()}
     if teacher is not None:
-        metrics["teacher"] = teacher.name
+        metrics[M.TEACHER] = teacher.name
     net.to("cpu", memory_format=torch.contiguous_format)
     save_checkpoint(out, net, norm, model_name=name, model_kwargs=kwargs, record=record, metrics=metrics,
                     input_size=input_size)

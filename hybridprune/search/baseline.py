@@ -63,6 +63,7 @@ def train_once(cfg: StudyConfig, data: Any, name: str, kwargs: dict, path: Path,
     Returns:
         The :class:`~hybridprune.checkpoints.LoadedCheckpoint`.
     """
+    from hybridprune.checkpoints import Metrics as M
     from hybridprune.checkpoints import load_checkpoint, save_checkpoint
     from hybridprune.models import create_model, get_model_spec
 
@@ -71,7 +72,7 @@ def train_once(cfg: StudyConfig, data: Any, name: str, kwargs: dict, path: Path,
             "seed": cfg.study.seed, "split": split_record(cfg), "train_subset": cfg.data.train_subset}
     with device_lock(cfg.cache_dir / "baseline.lock"):
         cached = load_checkpoint(path, name) if path.is_file() else None
-        if cached is None or cached.metrics.get("trained_with", want) != want:  # another study's file: train anew
+        if cached is None or cached.metrics.get(M.TRAINED_WITH, want) != want:  # another study's file: train anew
             if not train_if_missing:
                 raise ConfigError(f"no {label} trained for this study at {path}; run the study first: "
                                   f"hybridprune run {cfg.path}")
@@ -85,8 +86,8 @@ def train_once(cfg: StudyConfig, data: Any, name: str, kwargs: dict, path: Path,
             result = train(model, data, b.budget, norm, **b.train_kwargs(), seed=cfg.study.seed, device="cpu",
                            progress=_baseline_progress(label=label))
             acc = evaluate(model, data.val, norm, device="cpu", precision=b.precision).top1
-            save_checkpoint(path, model.cpu(), norm, metrics={"val_top1": acc, "train": result.to_dict(),
-                                                              "split": split_record(cfg), "trained_with": want})
+            save_checkpoint(path, model.cpu(), norm, metrics={M.VAL_TOP1: acc, M.TRAIN: result.to_dict(),
+                                                              M.SPLIT: split_record(cfg), M.TRAINED_WITH: want})
             cached = load_checkpoint(path, name)
     return cached
 
@@ -119,6 +120,7 @@ def adapt_baseline(cfg: StudyConfig, data: Any, loaded: Any, *, train_if_missing
     Returns:
         ``(model, normalization, metrics)`` of the adapted model.
     """
+    from hybridprune.checkpoints import Metrics as M
     from hybridprune.checkpoints import load_checkpoint, save_checkpoint
     from hybridprune.recipe import Budget
     from hybridprune.training import evaluate, finetune, seed_everything
@@ -128,7 +130,7 @@ def adapt_baseline(cfg: StudyConfig, data: Any, loaded: Any, *, train_if_missing
     path, want = path or adapted_path(cfg), _adaptation(cfg, checkpoint)
     with device_lock(cfg.cache_dir / "baseline.lock"):
         cached = load_checkpoint(path, model_name) if path.is_file() else None
-        if cached is None or cached.metrics.get("adapted_from") != want:
+        if cached is None or cached.metrics.get(M.ADAPTED_FROM) != want:
             if not train_if_missing:
                 raise ConfigError(f"the adapted baseline {path} is missing or was made from other settings; "
                                   f"run the study first: hybridprune run {cfg.path}")
@@ -148,10 +150,10 @@ def adapt_baseline(cfg: StudyConfig, data: Any, loaded: Any, *, train_if_missing
                   f"{100 * test:.2f}% ({describe_split(cfg, 'val', len(data.val))}; "
                   f"{describe_split(cfg, 'test', len(data.test))})", flush=True)
             save_checkpoint(path, model.cpu(), norm, record=loaded.record, input_size=tuple(data.image_size),
-                            metrics={**{k: v for k, v in loaded.metrics.items() if k != "train"},
-                                     "val_top1": float(val), "test_top1": float(test),
-                                     "val_top1_before": float(before), "train": result.to_dict(),
-                                     "split": split_record(cfg), "adapted_from": want})
+                            metrics={**{k: v for k, v in loaded.metrics.items() if k != M.TRAIN},
+                                     M.VAL_TOP1: float(val), M.TEST_TOP1: float(test),
+                                     M.VAL_TOP1_BEFORE: float(before), M.TRAIN: result.to_dict(),
+                                     M.SPLIT: split_record(cfg), M.ADAPTED_FROM: want})
             cached = load_checkpoint(path, model_name)
     return cached.model, cached.normalization, dict(cached.metrics)
 

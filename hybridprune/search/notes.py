@@ -38,7 +38,7 @@ def study_note(study: Any, rows: list[tuple[Any, dict]]) -> str:
         lo, hi = r[T.R_RATIO_CI]
         label = t.user_attrs.get(T.REFERENCE) or ""
         if t.number < 0:
-            label = f"{label}: {t.user_attrs.get('reference_name')}"
+            label = f"{label}: {t.user_attrs.get(T.REFERENCE_NAME)}"
         lines.append(f"| {t.number} | {100 * r[T.R_TEST]:.2f}% | {100 * r[T.R_VAL]:.2f}% | {r[T.R_LATENCY]:.3f} | "
                      f"{r[T.R_RATIO]:.3f} ({lo:.3f}-{hi:.3f}) | {label} |")
     return "\n".join(lines) + "\n"

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from hybridprune.checkpoints import Metrics as M
 from hybridprune.errors import HybridPruneError, TrainingDiverged, first_line
 from hybridprune.search import fidelity as F
 from hybridprune.search import trials as T
@@ -258,9 +259,9 @@ def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
         trial.set_user_attr(T.ACCURACY, accuracy)
         with timer.phase("save"):
             model = model.cpu().eval()
-            metrics = {"val_top1": accuracy, "latency_ms": latency_ms, "latency": lat.to_dict(),
-                       "params": int(cx.params), "macs": int(cx.macs), "study": cfg.name, "trial": trial.number,
-                       "finetune_steps": trial.user_attrs.get(T.FIDELITY_STEPS), "split": split_record(cfg)}
+            metrics = {M.VAL_TOP1: accuracy, M.LATENCY_MS: latency_ms, M.LATENCY: lat.to_dict(),
+                       M.PARAMS: int(cx.params), M.MACS: int(cx.macs), M.STUDY: cfg.name, M.TRIAL: trial.number,
+                       M.FINETUNE_STEPS: trial.user_attrs.get(T.FIDELITY_STEPS), M.SPLIT: split_record(cfg)}
             trial.set_user_attr(T.ARTIFACTS, store_model(trial, store, model, ctx.normalization, tmp, "model",
                                                          record=record, input_size=ctx.input_size,
                                                          batch_size=cfg.latency.batch_size, metrics=metrics))

@@ -28,12 +28,41 @@ MARKER = "front.json"
 PAPER_KEPT = 2  # the best refined paper settings published beside the front
 
 
+class Entry:
+    """The keys of a ``front.json`` entry (``benchmarks/verify_results.py`` reads them on its own)."""
+
+    ONNX = "onnx"                          # the file name in the folder
+    TRIAL = "trial"                        # the study's trial number
+    REFERENCE = T.REFERENCE                # baseline, paper, family, or None for a searched model
+    REFERENCE_NAME = T.REFERENCE_NAME
+    TEST_TOP1 = "test_top1"                # % measured from the ONNX file with ONNX Runtime
+    TEST_TOP1_PYTORCH = "test_top1_pytorch"  # % refine measured in PyTorch
+    VAL_TOP1_SEARCH = "val_top1_search"    # % the search saw
+    MACS = "macs"
+    PARAMS = "params"
+    CONFIG = "config"
+    FINETUNE_STEPS_SEARCH = "finetune_steps_search"
+    REFINE_EPOCHS = "refine_epochs"
+    MEAN = "mean"                          # input normalisation
+    STD = "std"
+    SPLIT = "split"                        # name and images of the test split, plus its SplitRecord
+    LATENCY_MS = "latency_ms"              # ratio x the study's reference baseline latency
+    LATENCY_RATIO = "latency_ratio"        # median per-round ratio to the baseline timed next to it
+    LATENCY_RATIO_CI = "latency_ratio_ci"
+    LATENCY_ROUNDS = "latency_rounds"
+    LATENCY_MEASURED_MS = "latency_measured_ms"
+    LATENCY_BACKEND = "latency_backend"
+
+
+E = Entry
+
+
 def published_name(trial: Any) -> str:
     """The ONNX file name of a published trial."""
     if T.is_reference(trial, T.REF_BASELINE):
         return "baseline.onnx"
     if T.is_reference(trial, T.REF_FAMILY):
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in trial.user_attrs.get("reference_name", ""))
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in trial.user_attrs.get(T.REFERENCE_NAME, ""))
         return f"reference-{safe or -trial.number}.onnx"
     return f"trial{trial.number}.onnx"
 
@@ -47,12 +76,12 @@ def nondominated(points: list[tuple[float, float]]) -> list[int]:
 
 def choose_front(entries: list[dict]) -> list[dict]:
     """The baseline, the non-dominated searched models, the best paper settings and every family reference."""
-    base = [e for e in entries if e[T.REFERENCE] == T.REF_BASELINE]
-    searched = [e for e in entries if not e[T.REFERENCE]]
-    keep = nondominated([(e["test_top1"], e["latency_ratio"]) for e in searched])
-    paper = sorted((e for e in entries if e[T.REFERENCE] == T.REF_PAPER), key=lambda e: -e["test_top1"])
-    family = [e for e in entries if e[T.REFERENCE] == T.REF_FAMILY]
-    front = sorted((searched[i] for i in keep), key=lambda e: e["latency_ratio"])
+    base = [e for e in entries if e[E.REFERENCE] == T.REF_BASELINE]
+    searched = [e for e in entries if not e[E.REFERENCE]]
+    keep = nondominated([(e[E.TEST_TOP1], e[E.LATENCY_RATIO]) for e in searched])
+    paper = sorted((e for e in entries if e[E.REFERENCE] == T.REF_PAPER), key=lambda e: -e[E.TEST_TOP1])
+    family = [e for e in entries if e[E.REFERENCE] == T.REF_FAMILY]
+    front = sorted((searched[i] for i in keep), key=lambda e: e[E.LATENCY_RATIO])
     return base + front + paper[:PAPER_KEPT] + family
 
 
@@ -98,22 +127,23 @@ def _write(cfg: Any, study: Any, refined: dict, base: Any, out: Path, rounds: in
             t = by_no[n]
             path = out / published_name(t)
             ckpt = Path(scratch) / f"{n}.pt"
-            download_artifact(artifact_store=store, artifact_id=rec[T.R_ARTIFACTS]["onnx"], file_path=str(path))
-            download_artifact(artifact_store=store, artifact_id=rec[T.R_ARTIFACTS]["checkpoint"], file_path=str(ckpt))
+            ids = rec[T.R_ARTIFACTS]
+            download_artifact(artifact_store=store, artifact_id=ids[T.ARTIFACT_ONNX], file_path=str(path))
+            download_artifact(artifact_store=store, artifact_id=ids[T.ARTIFACT_CHECKPOINT], file_path=str(ckpt))
             loaded = load_checkpoint(ckpt, model_name_of(cfg, t))
             norm = loaded.normalization
             acc = 100 * onnx_top1(path, images, labels, norm.mean, norm.std)
             say(f"trial {n}: test top-1 {acc:.2f}% from {path.name} (refine measured {100 * rec[T.R_TEST]:.2f}% "
                 f"in PyTorch)")
             models[n] = Timed(loaded.model.eval(), path)
-            entries.append({"onnx": path.name, "trial": n, T.REFERENCE: t.user_attrs.get(T.REFERENCE),
-                            "reference_name": t.user_attrs.get("reference_name"),
-                            "test_top1": round(acc, 2), "test_top1_pytorch": round(100 * rec[T.R_TEST], 2),
-                            "val_top1_search": round(100 * T.accuracy(t), 2), "macs": t.user_attrs.get(T.MACS),
-                            "params": t.user_attrs.get(T.PARAMS), "config": t.user_attrs.get(T.CONFIG),
-                            "finetune_steps_search": t.user_attrs.get(T.FIDELITY_STEPS),
-                            "refine_epochs": rec[T.R_EPOCHS], "mean": list(norm.mean), "std": list(norm.std),
-                            "split": {"name": "test", "images": len(labels), **split_record(cfg)}})
+            entries.append({E.ONNX: path.name, E.TRIAL: n, E.REFERENCE: t.user_attrs.get(T.REFERENCE),
+                            E.REFERENCE_NAME: t.user_attrs.get(T.REFERENCE_NAME),
+                            E.TEST_TOP1: round(acc, 2), E.TEST_TOP1_PYTORCH: round(100 * rec[T.R_TEST], 2),
+                            E.VAL_TOP1_SEARCH: round(100 * T.accuracy(t), 2), E.MACS: t.user_attrs.get(T.MACS),
+                            E.PARAMS: t.user_attrs.get(T.PARAMS), E.CONFIG: t.user_attrs.get(T.CONFIG),
+                            E.FINETUNE_STEPS_SEARCH: t.user_attrs.get(T.FIDELITY_STEPS),
+                            E.REFINE_EPOCHS: rec[T.R_EPOCHS], E.MEAN: list(norm.mean), E.STD: list(norm.std),
+                            E.SPLIT: {"name": "test", "images": len(labels), **split_record(cfg)}})
         latency = StudyLatency(cfg.latency, build_backend(cfg), tuple(loaded.input_size),
                                lock_path=cfg.run_dir / "latency.lock", baseline=models[base.number].module,
                                work_dir=Path(scratch))
@@ -126,14 +156,14 @@ def _write(cfg: Any, study: Any, refined: dict, base: Any, out: Path, rounds: in
     timed[base.number] = timed.pop(BASELINE)
     how = f"{cfg.latency.backend} {json.dumps(cfg.latency.options, sort_keys=True)}, batch {cfg.latency.batch_size}"
     for e in entries:
-        r = timed[e["trial"]]
-        e.update(latency_ms=round(r[T.R_LATENCY], 4), latency_ratio=round(r[T.R_RATIO], 4),
-                 latency_ratio_ci=[round(v, 4) for v in r[T.R_RATIO_CI]], latency_rounds=rounds,
-                 latency_measured_ms=round(r[T.R_MEASURED], 4), latency_backend=how)
+        r = timed[e[E.TRIAL]]
+        e.update({E.LATENCY_MS: round(r[T.R_LATENCY], 4), E.LATENCY_RATIO: round(r[T.R_RATIO], 4),
+                  E.LATENCY_RATIO_CI: [round(v, 4) for v in r[T.R_RATIO_CI]], E.LATENCY_ROUNDS: rounds,
+                  E.LATENCY_MEASURED_MS: round(r[T.R_MEASURED], 4), E.LATENCY_BACKEND: how})
     front = choose_front(entries)
     for e in entries:
         if e not in front:
-            (out / e["onnx"]).unlink()
+            (out / e[E.ONNX]).unlink()
     (out / MARKER).write_text(json.dumps(front, indent=1) + "\n")
     _plot(front, out / "front.png", cfg.name)
     (out / "README.md").write_text(readme(cfg, front, machine_description(), how))
@@ -151,13 +181,13 @@ def _plot(front: list[dict], path: Path, name: str) -> None:
                                        (T.REF_PAPER, "x", "tab:blue", "refined paper settings"),
                                        (T.REF_FAMILY, "D", "tab:green", "reference models"),
                                        (T.REF_BASELINE, "*", "black", "refined unpruned baseline")):
-        es = [e for e in front if e[T.REFERENCE] == kind]
+        es = [e for e in front if e[E.REFERENCE] == kind]
         if not es:
             continue
-        ax.scatter([e["latency_ratio"] for e in es], [e["test_top1"] for e in es], marker=marker, c=color,
+        ax.scatter([e[E.LATENCY_RATIO] for e in es], [e[E.TEST_TOP1] for e in es], marker=marker, c=color,
                    s=140 if kind == T.REF_BASELINE else 30, label=label)
         for e in es:
-            ax.annotate(str(e["trial"]), (e["latency_ratio"], e["test_top1"]), fontsize=7, xytext=(3, 3),
+            ax.annotate(str(e[E.TRIAL]), (e[E.LATENCY_RATIO], e[E.TEST_TOP1]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
     ax.set(xlabel="latency ratio to the baseline (interleaved rounds)", ylabel="test top-1 (%, from the ONNX file)",
            title=f"{name}: published models")
@@ -170,22 +200,22 @@ def _plot(front: list[dict], path: Path, name: str) -> None:
 
 def readme(cfg: Any, front: list[dict], machine: str, how: str) -> str:
     """The results folder's README: the table, the split, the machine and how latency was timed."""
-    split = front[0]["split"]
+    split = front[0][E.SPLIT]
     lines = [f"# {cfg.name}: published models", "", "![front](front.png)", "",
              f"Test top-1 is each ONNX file's own score with ONNX Runtime on the {split['images']} images of the "
              f"`{split['name']}` split; latency is the study's latency step ({how}), each model timed "
-             f"in {front[0]['latency_rounds']} rounds interleaved with the refined baseline; `latency ms` is the "
+             f"in {front[0][E.LATENCY_ROUNDS]} rounds interleaved with the refined baseline; `latency ms` is the "
              f"ratio times the study's reference baseline latency. Machine: {machine}.", "",
              "| onnx | trial | reference | test top-1 | MMACs | params | latency ms | ratio (CI) | config |",
              "|---|---:|---|---:|---:|---:|---:|---|---|"]
     for e in front:
-        c = e["config"] or {}
-        desc = ", ".join(f"{k} {v}" for k, v in c.items()) if e[T.REFERENCE] != T.REF_BASELINE else "unpruned"
-        lo, hi = e["latency_ratio_ci"]
-        macs = f"{e['macs'] / 1e6:.1f}" if e["macs"] is not None else "-"
-        params = f"{e['params']:,}" if e["params"] is not None else "-"
-        lines.append(f"| {e['onnx']} | {e['trial']} | {e[T.REFERENCE] or ''} | {e['test_top1']:.2f}% | {macs} | "
-                     f"{params} | {e['latency_ms']:.3f} | {e['latency_ratio']:.3f} ({lo:.3f}-{hi:.3f}) | {desc} |")
+        c = e[E.CONFIG] or {}
+        desc = ", ".join(f"{k} {v}" for k, v in c.items()) if e[E.REFERENCE] != T.REF_BASELINE else "unpruned"
+        lo, hi = e[E.LATENCY_RATIO_CI]
+        macs = f"{e[E.MACS] / 1e6:.1f}" if e[E.MACS] is not None else "-"
+        params = f"{e[E.PARAMS]:,}" if e[E.PARAMS] is not None else "-"
+        lines.append(f"| {e[E.ONNX]} | {e[E.TRIAL]} | {e[E.REFERENCE] or ''} | {e[E.TEST_TOP1]:.2f}% | {macs} | "
+                     f"{params} | {e[E.LATENCY_MS]:.3f} | {e[E.LATENCY_RATIO]:.3f} ({lo:.3f}-{hi:.3f}) | {desc} |")
     lines += ["", "Re-measure with code that is not hybridprune's:", "", "```",
               "python benchmarks/verify_results.py DIR --data DATA", "```", ""]
     return "\n".join(lines)

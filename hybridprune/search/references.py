@@ -22,7 +22,7 @@ from hybridprune.errors import ConfigError
 from hybridprune.search import trials as T
 
 PREFIX = "reference_model:"
-NAME = "reference_name"  # user attribute: the reference model's label
+NAME = T.REFERENCE_NAME
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ def check_references(cfg: Any, data: Any, input_size: tuple[int, ...]) -> None:
 
 def prepare_references(cfg: Any, ctx: Any, study: Any, store: Any) -> list[ReferenceTrial]:
     """Adapt, score, time and store every reference model not yet recorded (a resume reuses them)."""
+    from hybridprune.checkpoints import Metrics as M
     from hybridprune.checkpoints import load_checkpoint
     from hybridprune.models.complexity import complexity
     from hybridprune.search.baseline import adapt_baseline, train_once
@@ -117,7 +118,7 @@ def prepare_references(cfg: Any, ctx: Any, study: Any, store: Any) -> list[Refer
             timed = ctx.latency.trial(study, ctx.latency.export(model, f"reference{i}"))
             ids = store_model(study, store, model, norm, Path(tmp), f"reference-{i}", record=None,
                               input_size=ctx.input_size, batch_size=cfg.latency.batch_size,
-                              metrics={**metrics, "val_top1": val, "reference": m["name"], "split": split_record(cfg)})
+                              metrics={**metrics, M.VAL_TOP1: val, M.REFERENCE: m["name"], M.SPLIT: split_record(cfg)})
         by_name = {T.ACCURACY: val, T.LATENCY_MS: timed.latency_ms, T.PARAMS: float(cx.params), T.MACS: float(cx.macs)}
         attrs = {T.REFERENCE: T.REF_FAMILY, NAME: m["name"], "source": source, T.CONFIG: {"model": m["model"]},
                  T.PARAMS: int(cx.params), T.MACS: int(cx.macs), T.ARTIFACTS: ids, T.ACCURACY: val,

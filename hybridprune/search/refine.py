@@ -113,12 +113,14 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
     Returns:
         The refined record (epochs, test/val top-1, artifact ids; latency fields come later).
     """
+    from hybridprune.checkpoints import Metrics as M
     from hybridprune.search.split import describe_split, split_record
     from hybridprune.training import Budget, evaluate, finetune
 
     cfg, f = ctx.cfg, ctx.cfg.finetune
     start = time.perf_counter()
-    loaded = _download_checkpoint(ctx, store, trial.user_attrs[T.ARTIFACTS]["checkpoint"], trial, tmp / "source.pt")
+    loaded = _download_checkpoint(ctx, store, trial.user_attrs[T.ARTIFACTS][T.ARTIFACT_CHECKPOINT], trial,
+                                  tmp / "source.pt")
     model = loaded.model.to(ctx.device)
     ft = finetune(model, ctx.data, Budget(epochs=options.epochs), ctx.normalization,
                   teacher=ctx.model if options.distill else None, lr=options.peak_lr(f.lr), batch_size=f.batch_size,
@@ -126,10 +128,10 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
                   **ctx.precision_kwargs())
     test = evaluate(model, ctx.data.test, ctx.normalization, device=ctx.device, **ctx.precision_kwargs()).top1
     val = evaluate(model, ctx.data.val, ctx.normalization, device=ctx.device, **ctx.precision_kwargs()).top1
-    metrics = {**loaded.metrics, "val_top1": float(val), "test_top1": float(test), "study": cfg.name,
-               "trial": trial.number, "refine": {"epochs": options.epochs, "finetune": ft.to_dict()},
-               "split": split_record(cfg), "test_split": describe_split(cfg, "test", len(ctx.data.test)),
-               "val_split": describe_split(cfg, "val", len(ctx.data.val))}
+    metrics = {**loaded.metrics, M.VAL_TOP1: float(val), M.TEST_TOP1: float(test), M.STUDY: cfg.name,
+               M.TRIAL: trial.number, M.REFINE: {"epochs": options.epochs, "finetune": ft.to_dict()},
+               M.SPLIT: split_record(cfg), M.TEST_SPLIT: describe_split(cfg, "test", len(ctx.data.test)),
+               M.VAL_SPLIT: describe_split(cfg, "val", len(ctx.data.val))}
     ids = store_model(study, store, model, ctx.normalization, tmp, f"trial{trial.number}-refined",
                       record=loaded.record, input_size=ctx.input_size, batch_size=cfg.latency.batch_size,
                       metrics=metrics)
@@ -191,7 +193,8 @@ def refine(ctx: Any, study: Any, trials: list[Any], store: Any, options: RefineO
             records.append((t, rec))
         models = {}
         for t, rec in records:
-            loaded = _download_checkpoint(ctx, store, rec[T.R_ARTIFACTS]["checkpoint"], t, tmp / f"timed{t.number}.pt")
+            loaded = _download_checkpoint(ctx, store, rec[T.R_ARTIFACTS][T.ARTIFACT_CHECKPOINT], t,
+                                          tmp / f"timed{t.number}.pt")
             models[t.number] = ctx.latency.export(loaded.model, f"refined{t.number}")
         base_no = trials[0].number
         start = time.perf_counter()

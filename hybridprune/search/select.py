@@ -222,10 +222,11 @@ def export_trial(study: Any, trial: Any, artifact_dir: str | Path, out: str | Pa
     refined = T.refined(study, trial)
     ids = refined.get(T.R_ARTIFACTS) or trial.user_attrs[T.ARTIFACTS]
     row = Row.from_trial(trial)
-    names = {"checkpoint": "model.pt", "onnx": "model.onnx", "record": "record.json", "report": "REPORT.md"}
+    names = {T.ARTIFACT_CHECKPOINT: "model.pt", T.ARTIFACT_ONNX: "model.onnx", "record": "record.json",
+             "report": "REPORT.md"}
     # the folder is replaced as a whole: a kill never leaves one trial's model beside another's report
     with atomic_dir(out, marker="record.json") as tmp:
-        for key in ("checkpoint", "onnx"):
+        for key in (T.ARTIFACT_CHECKPOINT, T.ARTIFACT_ONNX):
             try:
                 download_artifact(artifact_store=store, artifact_id=ids[key], file_path=str(tmp / names[key]))
             except Exception as exc:
@@ -236,7 +237,7 @@ def export_trial(study: Any, trial: Any, artifact_dir: str | Path, out: str | Pa
                   "params": trial.params, "user_attrs": trial.user_attrs, "constraints": trial.constraints,
                   "refined": refined or None}
         (tmp / names["record"]).write_text(json.dumps(record, indent=2, default=str))
-        test = None if refined or test_top1 is None else test_top1(tmp / names["checkpoint"])
+        test = None if refined or test_top1 is None else test_top1(tmp / names[T.ARTIFACT_CHECKPOINT])
         (tmp / names["report"]).write_text(_report(study, trial, row, refined, test))
     files = {k: out / v for k, v in names.items()}
     if refined.get(T.R_TEST) is not None:

@@ -14,8 +14,9 @@ from hybridprune.search.config import StudyConfig
 
 def split_record(cfg: StudyConfig) -> dict[str, Any]:
     """The data split of the study, stored with its checkpoints (``train``/``evaluate`` reuse it)."""
-    return {"dataset": cfg.data.dataset, "val_size": cfg.data.val_size, "seed": cfg.study.seed,
-            "val_from": cfg.data.val_from}
+    from hybridprune.checkpoints import SplitRecord
+
+    return SplitRecord(cfg.data.dataset, cfg.data.val_size, cfg.study.seed, cfg.data.val_from).to_dict()
 
 
 def describe_split(cfg: StudyConfig, split: str, images: int | None = None) -> str:

@@ -265,4 +265,6 @@ def store_model(owner: Any, store: Any, model: Any, normalization: Any, folder: 
     ckpt = save_checkpoint(Path(folder) / f"{stem}.pt", model, normalization, record=record, input_size=input_size,
                            metrics=metrics)
     onnx = export_onnx(model, Path(folder) / f"{stem}.onnx", (batch_size, *input_size))
-    return {"checkpoint": upload(owner, store, ckpt), "onnx": upload(owner, store, onnx)}
+    from hybridprune.search import trials as T
+
+    return {T.ARTIFACT_CHECKPOINT: upload(owner, store, ckpt), T.ARTIFACT_ONNX: upload(owner, store, onnx)}

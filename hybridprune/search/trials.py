@@ -39,10 +39,13 @@ FIDELITY_STEPS = "finetune_steps"    # fine-tune steps the reported accuracy was
 GATED = "latency_gate"               # why the trial was not fine-tuned (over the latency budget)
 DUPLICATE_OF = "duplicate_of"        # number of the completed trial whose values were reused
 CONSTRAINTS = "constraints"          # constraint values by name (<= 0 feasible)
-ARTIFACTS = "artifacts"              # artifact ids of the checkpoint and the ONNX file
+ARTIFACTS = "artifacts"              # artifact ids of the checkpoint and the ONNX file, by these two keys:
+ARTIFACT_CHECKPOINT = "checkpoint"
+ARTIFACT_ONNX = "onnx"
 TIME_S = "time_s"                    # wall seconds per phase
 PROGRESS = "progress"                # fine-tune step, total, elapsed_s and eta_s while the trial runs
 REFERENCE = "reference"              # one of REFERENCE_LABELS for enqueued reference points
+REFERENCE_NAME = "reference_name"    # a reference model's label ([references] models)
 FAIL_REASON = "fail_reason"
 
 # Study user / system attributes.
