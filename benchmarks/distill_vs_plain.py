@@ -49,12 +49,14 @@ def main() -> None:
 
     import torch
 
+    from hybridprune.accuracy import evaluate
     from hybridprune.checkpoints import Metrics, load_checkpoint
     from hybridprune.data import load_dataset
+    from hybridprune.devices import seed_everything
     from hybridprune.evaluators.timing import machine_description
     from hybridprune.pruning import HybridConfig, prune_model
     from hybridprune.recipe import Budget
-    from hybridprune.training import evaluate, finetune, seed_everything
+    from hybridprune.training import finetune
 
     start = time.monotonic()
     data = load_dataset("image_folder", args.data, val_size=0.5, val_from="test", cache_dir=args.cache_dir,

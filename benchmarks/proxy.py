@@ -51,10 +51,11 @@ def configurations(n: int, criteria: list[str], orders: list[str], max_ratio: fl
 
 def evaluate_config(ctx, params: dict, args, train) -> dict:
     """Prune one configuration and score it by every proxy and the refined reference."""
+    from hybridprune.accuracy import adapt_batchnorm, evaluate
     from hybridprune.models.complexity import complexity
     from hybridprune.pruning import prune_model
     from hybridprune.recipe import Budget
-    from hybridprune.training import adapt_batchnorm, evaluate, finetune
+    from hybridprune.training import finetune
 
     cfg, f = ctx.cfg, ctx.cfg.finetune
     kw = ctx.precision_kwargs()

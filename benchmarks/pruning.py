@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hybridprune.accuracy import evaluate
 from hybridprune.checkpoints import load_checkpoint
 from hybridprune.data import Split, calibration_batches
 from hybridprune.models.complexity import complexity
 from hybridprune.models.resnet_cifar import ZeroPadShortcut
 from hybridprune.pruning import HybridConfig, list_criteria, prune_model
 from hybridprune.pruning.graph import ZeroPadPruner
-from hybridprune.training import evaluate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

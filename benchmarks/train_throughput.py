@@ -4,7 +4,7 @@
 
 * limit: the fastest bare training step on this CPU: forward + backward + SGD on one pre-made
   random batch already on the device, no data pipeline, best of {fp32, bf16 autocast} x
-  {contiguous, channels_last} (bf16 only where :func:`hybridprune.training.bf16_supported`).
+  {contiguous, channels_last} (bf16 only where :func:`hybridprune.devices.bf16_supported`).
 * plain fp32: the same bare step in fp32, contiguous tensors: what a straightforward loop gets.
 * ours: :func:`hybridprune.training.train` with its defaults (``precision="auto"``), on the real
   split (uint8 on the device, batched crop/flip/normalise, label smoothing, per-step lr).
@@ -32,9 +32,10 @@ import torch.nn as nn
 
 from hybridprune.checkpoints import Metrics, load_checkpoint
 from hybridprune.data import load_dataset
+from hybridprune.devices import bf16_supported
 from hybridprune.evaluators.timing import machine_description
 from hybridprune.models import create_model, get_model_spec
-from hybridprune.training import Budget, bf16_supported, train
+from hybridprune.training import Budget, train
 
 SHARED_JPEG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"
 

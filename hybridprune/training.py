@@ -1,4 +1,4 @@
-"""Training, fine-tuning (optionally distilled) and evaluation: one flat, fast loop.
+"""Training and fine-tuning (optionally distilled): one flat, fast loop.
 
 The data never leaves the device (:class:`~hybridprune.data.DeviceLoader`). Where the hardware
 computes bf16 natively (CUDA, CPUs with AVX512-BF16 or AMX) the loop runs channels_last under bf16
@@ -9,33 +9,20 @@ smoothing, and a warmup + cosine (or one-cycle) schedule stepped per batch.
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hybridprune.accuracy import EvalResult, evaluate
 from hybridprune.data import DataSplits, DeviceLoader, Split
-from hybridprune.errors import ConfigError, DataError, TrainingDiverged, first_line
+from hybridprune.devices import autocast, fixed_layout, resolve_device, resolve_precision
+from hybridprune.errors import DataError, TrainingDiverged
 from hybridprune.models import Normalization
 from hybridprune.recipe import FINETUNE, FROM_SCRATCH, PRECISIONS, SCHEDULES, Budget, TrainRecipe  # noqa: F401 - SCHEDULES re-exported
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Top-1/top-5 accuracy as fractions (top5 is None for <= 10 classes), mean loss, sample count."""
-
-    top1: float
-    top5: float | None
-    loss: float
-    n: int
-
-    def to_dict(self) -> dict:
-        return {"top1": self.top1, "top5": self.top5, "loss": self.loss, "n": self.n}
 
 
 class StepInfo:
@@ -88,85 +75,6 @@ class TrainResult:
                 "train_accuracy": self.train_accuracy, "images_per_second": self.images_per_second,
                 "seconds": self.seconds, "precision": self.precision, "channels_last": self.channels_last,
                 "layout": self.layout, "val": self.val.to_dict() if self.val else None}
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` or CUDA when available, else CPU.
-
-    Raises:
-        ConfigError: a malformed device string, or CUDA asked for where there is none.
-    """
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"bad device {device!r} ({first_line(exc)[:120]}); use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but this torch build or machine has no CUDA; use --device cpu")
-    return dev
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's ``random``, NumPy and torch (CPU and CUDA): call it before building a model."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def bf16_supported(device: str | torch.device | None = None) -> bool:
-    """Whether ``device`` (default as :func:`resolve_device`) computes bf16 natively.
-
-    CUDA: ``torch.cuda.is_bf16_supported()``. An x86 CPU: oneDNN plus the AVX512-BF16 or AMX-BF16
-    instructions (oneDNN also runs bf16 on plain AVX512 by emulation, slower than fp32). Other CPUs:
-    oneDNN's own check, which there means native bf16 (e.g. Arm BF16).
-    """
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if dev.type != "cpu" or not torch.backends.mkldnn.is_available():
-        return False
-    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
-    if "avx512_bf16" in caps:
-        return bool(caps["avx512_bf16"] or caps.get("amx_bf16"))
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def fixed_layout() -> bool:
-    """Whether ``precision = auto`` keeps the flag rule (bf16 + channels_last where native, else fp32)
-    instead of measuring: ``HYBRIDPRUNE_AUTO_LAYOUT=flags``, for runs that must not depend on timing
-    (the test suite, a bit-for-bit rerun on another machine)."""
-    import os
-
-    return os.environ.get("HYBRIDPRUNE_AUTO_LAYOUT", "measure") == "flags"
-
-
-def resolve_precision(precision: str, device: str | torch.device | None = None) -> str:
-    """The compute precision ``precision`` means on ``device``: ``"bf16"`` or ``"fp32"``.
-
-    Args:
-        precision: ``auto`` (bf16 where the hardware has it natively, else fp32), ``bf16`` or ``fp32``.
-        device: The training/evaluation device (default as :func:`resolve_device`).
-
-    Returns:
-        ``"bf16"`` (autocast + channels_last) or ``"fp32"``.
-
-    Raises:
-        ConfigError: unknown value, or ``bf16`` on hardware without native bf16.
-    """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return "fp32"
-    native = bf16_supported(device)
-    if precision == "bf16" and not native:
-        raise ConfigError(f"precision bf16 needs native bf16 on {resolve_device(device)} (CUDA with bf16, or a CPU "
-                          f"with AVX512-BF16/AMX); use --precision fp32 or auto")
-    return "bf16" if native else "fp32"
-
-
-def _autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def _lr_factor(schedule: str, warmup_steps: int, total: int) -> Callable[[int], float]:
@@ -263,7 +171,7 @@ def train(model: nn.Module, data: DataSplits | Split, budget: Budget, normalizat
     criterion = nn.CrossEntropyLoss(label_smoothing=r.label_smoothing)
 
     def step_fn(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with _autocast(dev, prec):
+        with autocast(dev, prec):
             logits = model(x).float()  # loss, softmax and argmax in fp32 whatever the compute precision
             loss = criterion(logits, y)
             if teacher is not None:
@@ -369,93 +277,3 @@ def finetune(model: nn.Module, data: DataSplits | Split, budget: Budget, normali
         TrainingDiverged, ConfigError, DataError: as :func:`train`.
     """
     return train(model, data, budget, normalization, recipe or FINETUNE, teacher=teacher, **kwargs)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, split: Split, normalization: Normalization, *, batch_size: int = 256,
-             device: str | torch.device | None = None, precision: str = "auto",
-             channels_last: bool | None = None) -> EvalResult:
-    """Top-1 (and top-5 for > 10 classes) accuracy and mean cross-entropy of ``model`` on ``split``.
-
-    Args:
-        model: The network (evaluated in eval mode; its previous mode and contiguous weights are restored).
-        split: The data.
-        normalization: Mean/std the model expects.
-        batch_size: Batch size.
-        device: Device (default CUDA if available).
-        precision: ``auto``, ``bf16`` or ``fp32`` as for :func:`train`; loss and argmax are computed
-            on fp32 logits either way.
-        channels_last: channels_last tensors (default: on CUDA, and whenever bf16 is on).
-
-    Returns:
-        :class:`EvalResult`.
-
-    Raises:
-        DataError: empty split, or labels beyond the model's outputs. ConfigError: bad precision.
-    """
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    channels_last = (dev.type == "cuda" or prec == "bf16") if channels_last is None else channels_last
-    was_training = model.training
-    model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format).eval()
-    loader = DeviceLoader(split, batch_size, normalization, device=dev, channels_last=channels_last)
-    top1 = torch.zeros((), dtype=torch.long, device=dev)
-    top5 = torch.zeros((), dtype=torch.long, device=dev)
-    loss = torch.zeros((), device=dev)
-    label_max = int(split.labels.max())
-    try:
-        for x, y in loader:
-            with _autocast(dev, prec):
-                logits = model(x).float()
-            if label_max >= logits.shape[1]:
-                raise DataError(f"the split has label {label_max} but the model outputs only {logits.shape[1]} classes")
-            loss += F.cross_entropy(logits, y, reduction="sum")
-            top1 += (logits.argmax(1) == y).sum()
-            if logits.shape[1] > 10:
-                top5 += (logits.topk(5, dim=1).indices == y[:, None]).any(1).sum()
-    finally:
-        model.train(was_training)
-        if channels_last:
-            model.to(memory_format=torch.contiguous_format)
-    n = len(split)
-    return EvalResult(
-        top1=top1.item() / n, top5=top5.item() / n if logits.shape[1] > 10 else None, loss=loss.item() / n, n=n
-    )
-
-
-@torch.no_grad()
-def adapt_batchnorm(model: nn.Module, split: Split, normalization: Normalization, *, batches: int,
-                    batch_size: int = 128, seed: int = 0, device: str | torch.device | None = None) -> int:
-    """Re-estimate every BatchNorm's running statistics on ``batches`` training batches, nothing else.
-
-    Adaptive batch-norm evaluation (Li et al., "EagleEye", ECCV 2020): after pruning, the stored
-    statistics no longer match the thinner layers' activations; re-estimating them (forward passes
-    only, no gradients, no optimizer) makes validation accuracy a seconds-cheap proxy of how well
-    the pruned model will fine-tune. The running averages are reset and recomputed as a plain mean
-    over the batches (``momentum=None``); weights and biases are untouched.
-
-    Returns:
-        The number of images seen.
-    """
-    from hybridprune.data import calibration_batches
-
-    if not isinstance(batches, int) or batches < 1:
-        raise ConfigError(f"batch-norm adaptation needs batches >= 1, got {batches!r}")
-    dev = resolve_device(device)
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    seen = 0
-    was_training = model.training
-    model.to(dev).train()
-    try:
-        for x, _ in calibration_batches(split, normalization, batches, batch_size=batch_size, seed=seed, device=dev):
-            model(x)
-            seen += len(x)
-    finally:
-        for m, momentum in zip(norms, saved):
-            m.momentum = momentum
-        model.train(was_training)
-    return seen

@@ -103,8 +103,8 @@ def test_evaluate_bad_input(tmp_path, capsys):
 
 def test_pretrained_resnet56_on_jpeg_test_subset(resnet56_th, cifar10_jpeg, tmp_path):
     """The public checkpoint keeps its ImageNet normalisation and classifies real JPEGs well."""
+    from hybridprune.accuracy import evaluate
     from hybridprune.data import Split, load_dataset
-    from hybridprune.training import evaluate
 
     ck = load_checkpoint(resnet56_th)
     data = load_dataset("image_folder", cifar10_jpeg, val_size=0)  # default cache: decoded once per machine

@@ -138,9 +138,9 @@ def test_adaptive_batchnorm_changes_only_the_statistics():
     """The 0-step rung: BN running statistics re-estimated, every weight as it was, no gradient."""
     import torch
 
+    from hybridprune.accuracy import adapt_batchnorm
     from hybridprune.data import load_dataset
     from hybridprune.models import create_model, get_model_spec
-    from hybridprune.training import adapt_batchnorm
 
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=10).eval()

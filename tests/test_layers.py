@@ -16,9 +16,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "hybridprune"
 
 LAYERS = [
     {"__init__", "errors", "registry", "io", "recipe"},
-    {"models", "speed"},
+    {"models", "speed", "devices"},
     {"data", "pruning"},
-    {"checkpoints"},
+    {"checkpoints", "accuracy"},
     {"evaluators", "training"},
     {"spaces"},
     {"search"},

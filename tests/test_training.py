@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from hybridprune.accuracy import evaluate
 from hybridprune.data import DataSplits, Split, load_dataset
+from hybridprune.devices import bf16_supported, resolve_precision
 from hybridprune.errors import ConfigError, DataError, TrainingDiverged
 from hybridprune.models import Normalization, create_model
-from hybridprune.training import Budget, bf16_supported, evaluate, finetune, resolve_precision, train
+from hybridprune.training import Budget, finetune, train
 
 NORM = Normalization()
 

@@ -198,9 +198,9 @@ def select_cmd(
     trial = chosen.trial
 
     def test_top1(path: Path) -> float:
+        from hybridprune.accuracy import evaluate
         from hybridprune.checkpoints import load_checkpoint
         from hybridprune.search.context import load_data
-        from hybridprune.training import evaluate
 
         loaded = load_checkpoint(path, cfg.model.name)
         return evaluate(loaded.model, load_data(cfg).test, loaded.normalization, device="cpu",

@@ -182,13 +182,15 @@ def train_cmd(
     import torch
     from rich.console import Console
 
+    from hybridprune.accuracy import evaluate
     from hybridprune.checkpoints import Metrics as M
     from hybridprune.checkpoints import SplitRecord, load_checkpoint, save_checkpoint
     from hybridprune.cli import printable
+    from hybridprune.devices import resolve_precision, seed_everything
     from hybridprune.errors import ConfigError
     from hybridprune.models import create_model, get_model_spec
     from hybridprune.recipe import Recipe
-    from hybridprune.training import evaluate, finetune, resolve_precision, seed_everything, train
+    from hybridprune.training import finetune, train
 
     prec = resolve_precision(precision, device)
     if (model is None) == (checkpoint is None):
@@ -264,10 +266,11 @@ def evaluate_cmd(
     trust_model_code: bool = trust_model_code_option(),
 ) -> None:
     """Report top-1 (and top-5) accuracy of a checkpoint on a dataset split."""
+    from hybridprune.accuracy import evaluate
     from hybridprune.checkpoints import load_checkpoint
     from hybridprune.cli import printable
+    from hybridprune.devices import resolve_precision
     from hybridprune.errors import ConfigError
-    from hybridprune.training import evaluate, resolve_precision
 
     prec = resolve_precision(precision, device)
     if split not in ("test", "val"):

@@ -76,7 +76,9 @@ def train_once(cfg: StudyConfig, data: Any, name: str, kwargs: dict, path: Path,
             if not train_if_missing:
                 raise ConfigError(f"no {label} trained for this study at {path}; run the study first: "
                                   f"hybridprune run {cfg.path}")
-            from hybridprune.training import evaluate, seed_everything, train
+            from hybridprune.accuracy import evaluate
+            from hybridprune.devices import seed_everything
+            from hybridprune.training import train
 
             b = cfg.baseline
             seed_everything(cfg.study.seed)  # the initial weights too: the same study trains the same model
@@ -120,10 +122,12 @@ def adapt_baseline(cfg: StudyConfig, data: Any, loaded: Any, *, train_if_missing
     Returns:
         ``(model, normalization, metrics)`` of the adapted model.
     """
+    from hybridprune.accuracy import evaluate
     from hybridprune.checkpoints import Metrics as M
     from hybridprune.checkpoints import load_checkpoint, save_checkpoint
+    from hybridprune.devices import seed_everything
     from hybridprune.recipe import Budget
-    from hybridprune.training import evaluate, finetune, seed_everything
+    from hybridprune.training import finetune
 
     checkpoint = checkpoint or cfg.model.checkpoint
     model_name = model_name or cfg.model.name

@@ -142,7 +142,8 @@ class _Progress:
 
 def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms: float, timer: T.PhaseTimer) -> float:
     """Fine-tune (rung by rung with ``[fidelity]``) and return the validation accuracy reached."""
-    from hybridprune.training import Budget, adapt_batchnorm, evaluate, finetune
+    from hybridprune.accuracy import adapt_batchnorm, evaluate
+    from hybridprune.training import Budget, finetune
 
     cfg, f = ctx.cfg, ctx.cfg.finetune
     progress = _Progress(trial)
@@ -192,10 +193,10 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
 
 
 def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
+    from hybridprune.accuracy import evaluate
     from hybridprune.evaluators import export_onnx
     from hybridprune.models.complexity import complexity, describe_architecture
     from hybridprune.search.reuse import find_twin, reuse
-    from hybridprune.training import evaluate
 
     cfg = ctx.cfg
     timer = T.PhaseTimer()
