@@ -92,6 +92,8 @@ BAD = [
     ("unknown val_from", ('dataset = "digits"', 'dataset = "digits"\nval_from = "valid"'), ["data.val_from", "train", "test"]),
     ("val_from test needs a fraction", ('dataset = "digits"', 'dataset = "digits"\nval_from = "test"\nval_size = 100'),
      ["data.val_from", "fraction"]),
+    ("val_from folder needs an image folder", ('dataset = "digits"', 'dataset = "digits"\nval_from = "folder"'),
+     ["data.val_from", "image_folder", "digits"]),
     ("adapt without checkpoint", ('checkpoint = "base.pt"', '[baseline]\nadapt_epochs = 1'),
      ["baseline.adapt_epochs", "model.checkpoint"]),
     ("adapt_epochs <= 0", ("[finetune]", "[baseline]\nadapt_epochs = -1\n[finetune]"), ["baseline.adapt_epochs", "(0, 10000]"]),
@@ -151,6 +153,7 @@ def test_non_utf8_study_file(tmp_path, ckpt, capsys):
 PATHS = [
     # (what, [study] lines (RUN: a file named "run" exists), expected words)
     ("run_dir is a file", 'run_dir = "taken"', ["study.run_dir", "is a file"]),
+    ("baseline cache_dir is a file", 'run_dir = "run"\n[baseline]\ncache_dir = "taken"', ["baseline.cache_dir", "is a file"]),
     ("run_dir below a file", 'run_dir = "taken/run"', ["study.run_dir", "cannot be created", "is a file"]),
     ("artifact_dir is a file", 'artifact_dir = "taken"', ["study.artifact_dir", "is a file"]),
     ("sqlite below a file", 'storage = "sqlite:///taken/s.db"', ["study.storage", "is a file"]),
