@@ -7,18 +7,29 @@ search differs. ``plain`` fine-tunes every trial for the full budget (``--full-s
 Hypervolume is computed on the objectives every trial reported (what the user sees), normalised
 over all runs of the benchmark together (accuracy -> 1 - (acc - min) / (max - min), latency ->
 (lat - min) / (max - min), both minimised) with reference point (1.1, 1.1), after each trial's
-completion time. Per-trial overhead is everything but fine-tuning (pruning, complexity, export,
-latency, evaluation, saving) as a share of the trial's wall time.
+completion time. Latency is the ratio to the baseline timed next to it where the study has one
+(each run measures its own reference, so ratios compare across runs; ms otherwise). Per-trial
+overhead is everything but fine-tuning (pruning, complexity, export, latency, evaluation, saving)
+as a share of the trial's wall time.
+
+``--bn-batches N`` gives ``mf`` a first rung of 0 steps (adaptive batch-norm on N batches, EagleEye).
+``--spaces FILE ...`` runs each search once per study file, taking only its ``[space]``: the
+hybrid against the channel-only and block-only twins on the same data, baseline and budget.
+With ``--out FILE.jsonl`` every finished run is appended there and a rerun skips it, so a long
+comparison resumes where a stopped one ended (the report covers every run in the file).
 
     python benchmarks/search.py --budget-s 120 --seeds 0 1 2
     python benchmarks/search.py --study studies/resnet56-cifar10-jpeg.toml --train-subset 5000 \\
-        --val-subset 1000 --full-steps 120 --min-steps 15 --budget-s 900 --seeds 0 --samplers nsga2
+        --full-steps 180 --min-steps 20 --bn-batches 8 --budget-s 1800 --seeds 0 1 2 --samplers nsga2 \\
+        --spaces studies/resnet56-cifar10-jpeg.toml studies/resnet56-cifar10-jpeg-channel.toml \\
+        studies/resnet56-cifar10-jpeg-block.toml --modes mf --out runs/search-bench/spaces.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import tempfile
 import time
@@ -29,9 +40,10 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from hybridprune.evaluators.timing import machine_description
 from hybridprune.search import trials as T
 from hybridprune.search.config import FidelitySection, load_study_config
-from hybridprune.search.context import build_context
+from hybridprune.search.context import build_context, build_space
 from hybridprune.search.local import worker
 from hybridprune.search.study import open_study, quiet_optuna, savings
 
@@ -51,14 +63,26 @@ def hypervolume(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     return exact(loss, [1.1, 1.1])
 
 
-def curve(trials: list, start: float, lo: np.ndarray, hi: np.ndarray) -> list[tuple[float, float]]:
-    """(seconds since the run started, hypervolume of the trials completed by then)."""
-    done = sorted(trials, key=lambda t: t.datetime_complete)
+def record(trials: list, start: float) -> list[dict]:
+    """What the report needs of each completed trial, in order of completion (JSON-able)."""
     out = []
-    for i, t in enumerate(done):
-        pts = np.array([[T.accuracy(u), T.latency_ms(u)] for u in done[: i + 1]])
-        out.append((t.datetime_complete.timestamp() - start, hypervolume(pts, lo, hi)))
+    for t in sorted(trials, key=lambda t: t.datetime_complete):
+        ratio = t.user_attrs.get(T.LATENCY_RATIO)
+        times = t.user_attrs.get(T.TIME_S) or {}
+        out.append({"t": t.datetime_complete.timestamp() - start, "acc": T.accuracy(t), "lat_ms": T.latency_ms(t),
+                    "ratio": ratio, "total_s": times.get("total"), "finetune_s": times.get("finetune", 0.0)})
     return out
+
+
+def points(trials: list[dict], by_ratio: bool) -> np.ndarray:
+    """(accuracy, latency) of recorded trials."""
+    return np.array([[r["acc"], r["ratio"] if by_ratio else r["lat_ms"]] for r in trials]).reshape(-1, 2)
+
+
+def curve(trials: list[dict], lo: np.ndarray, hi: np.ndarray, by_ratio: bool) -> list[tuple[float, float]]:
+    """(seconds since the run started, hypervolume of the trials completed by then)."""
+    pts = points(trials, by_ratio)
+    return [(r["t"], hypervolume(pts[: i + 1], lo, hi)) for i, r in enumerate(trials)]
 
 
 def hv_at(c: list[tuple[float, float]], t: float) -> float:
@@ -71,22 +95,25 @@ def time_to(c: list[tuple[float, float]], target: float) -> float:
     return next((s for s, hv in c if hv >= target - 1e-12), float("inf"))
 
 
-def run(base, ctx, name: str, sampler: str, seed: int, mode: str, args, tmp: Path):
-    """One search for ``args.budget_s`` seconds; returns (trials, start timestamp, study)."""
+def run(base, ctx, name: str, sampler: str, seed: int, mode: str, space, args, tmp: Path):
+    """One search for ``args.budget_s`` seconds; returns (completed trials, start timestamp, study, cfg)."""
     fid = (
-        FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta)
+        FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta,
+                        bn_batches=args.bn_batches)
         if mode == "mf"
         else FidelitySection()
     )
     cfg = dataclasses.replace(
         base,
-        study=dataclasses.replace(base.study, name=name, trials=1, seed=seed, references=False,
-                                  storage=f"sqlite:///{tmp / 'bench.db'}", artifact_dir=str(tmp / "artifacts")),
+        study=dataclasses.replace(base.study, name=name, trials=1, seed=seed, references=False, time_budget=None,
+                                  storage=f"sqlite:///{tmp / (name + '.db')}", artifact_dir=str(tmp / "artifacts")),
         sampler=dataclasses.replace(base.sampler, name=sampler),
         finetune=dataclasses.replace(base.finetune, epochs=None, steps=args.full_steps),
         fidelity=fid,
+        space=space,
     )
     ctx.cfg = cfg
+    ctx.space = build_space(cfg, ctx.model)
     start = time.time()
     k = 0
     while time.time() - start < args.budget_s:
@@ -98,6 +125,10 @@ def run(base, ctx, name: str, sampler: str, seed: int, mode: str, args, tmp: Pat
     return [t for t in study.get_trials(states=(TrialState.COMPLETE,))], start, study, cfg
 
 
+def _key(space: str, mode: str, sampler: str, seed: int) -> str:
+    return f"{space}/{mode}/{sampler}/{seed}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", default=str(REPO / "studies" / "quickstart.toml"))
@@ -106,72 +137,103 @@ def main() -> None:
     ap.add_argument("--samplers", nargs="+", default=["nsga2", "tpe", "random"])
     ap.add_argument("--modes", nargs="+", default=["plain", "mf"])
     ap.add_argument("--full-steps", type=int, default=60, help="fine-tune steps of a full trial / the last rung")
-    ap.add_argument("--min-steps", type=int, default=7, help="first rung (mf)")
+    ap.add_argument("--min-steps", type=int, default=7, help="first fine-tuning rung (mf)")
     ap.add_argument("--eta", type=float, default=3.0)
+    ap.add_argument("--bn-batches", type=int, default=0, help="mf: a first rung of 0 steps, adaptive BN on N batches")
+    ap.add_argument("--spaces", nargs="+", default=None, metavar="STUDY_FILE",
+                    help="study files whose [space] each search runs in (default: --study's own)")
     ap.add_argument("--train-subset", type=int, default=None)
     ap.add_argument("--val-subset", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (1 keeps OpenMP barriers from stalling when the machine is shared)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's; 1 keeps OpenMP barriers from stalling on a shared machine)")
+    ap.add_argument("--out", default=None, help="JSONL of finished runs: appended to, and skipped on a rerun")
     args = ap.parse_args()
     quiet_optuna()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     base = load_study_config(args.study)
     if args.train_subset or args.val_subset:
         base = dataclasses.replace(base, data=dataclasses.replace(
             base.data, train_subset=args.train_subset or base.data.train_subset,
             val_subset=args.val_subset or base.data.val_subset))
-    ctx = build_context(base)  # data + baseline (trained once and cached) shared by all runs
+    spaces = {Path(f).stem: load_study_config(f).space for f in args.spaces} if args.spaces else {
+        Path(args.study).stem: base.space}
+    out = Path(args.out) if args.out else None
+    done: dict[str, dict] = {}
+    if out is not None and out.is_file():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            done[r["key"]] = r
+    machine = machine_description()
+    wanted = [(sp, mode, sampler, seed) for sp in spaces for mode in args.modes for sampler in args.samplers
+              for seed in args.seeds]
+    ctx = None
     tmp = Path(tempfile.mkdtemp(prefix="hp-bench-"))
-    runs = {}
-    for mode in args.modes:
-        for sampler in args.samplers:
-            for seed in args.seeds:
-                trials, start, study, cfg = run(
-                    base, ctx, f"bench-{mode}-{sampler}-{seed}", sampler, seed, mode, args, tmp
-                )
-                runs[(mode, sampler, seed)] = (trials, start, study, cfg)
-                print(f"{mode} {sampler} seed {seed}: {len(trials)} trials in {args.budget_s:.0f} s; "
-                      f"{savings(study, args.full_steps).line()}", flush=True)
-    allpts = np.array([[T.accuracy(t), T.latency_ms(t)] for ts, *_ in runs.values() for t in ts])
-    lo, hi = allpts.min(axis=0), allpts.max(axis=0)
-    curves = {k: curve(ts, start, lo, hi) for k, (ts, start, *_) in runs.items()}
-    B = args.budget_s
-    print()
-    print(f"study {base.path.name} (train {len(ctx.data.train)}, val {len(ctx.data.val)} images), one worker, "
-          f"{B:.0f} s per run, seeds {args.seeds}, full fine-tune {args.full_steps} steps, mf rungs "
-          f"{FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta).rungs()}, "
-          f"torch threads {args.threads}")
-    print(f"| mode | sampler | trials | HV at {B / 3:.0f} s | HV at {B / 2:.0f} s | HV at {B:.0f} s | best acc | "
-          f"min latency ms | trial s | overhead (not fine-tune) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for mode in args.modes:
-        for sampler in args.samplers:
-            keys = [(mode, sampler, s) for s in args.seeds]
-            n = [len(runs[k][0]) for k in keys]
-            hv = {f: [hv_at(curves[k], f * B) for k in keys] for f in (1 / 3, 1 / 2, 1.0)}
-            acc = [max(T.accuracy(t) for t in runs[k][0]) for k in keys]
-            lat = [min(T.latency_ms(t) for t in runs[k][0]) for k in keys]
-            own = [t for k in keys for t in runs[k][0] if T.TIME_S in t.user_attrs]
-            secs = [t.user_attrs[T.TIME_S]["total"] for t in own]
-            over = [1 - t.user_attrs[T.TIME_S].get("finetune", 0.0) / t.user_attrs[T.TIME_S]["total"] for t in own]
-            print(
-                f"| {mode} | {sampler} | {statistics.mean(n):.1f} | {statistics.mean(hv[1 / 3]):.3f} | "
-                f"{statistics.mean(hv[1 / 2]):.3f} | {statistics.mean(hv[1.0]):.3f} | "
-                f"{100 * statistics.mean(acc):.1f}% | "
-                f"{statistics.mean(lat):.3f} | {statistics.mean(secs):.1f} | {100 * statistics.mean(over):.0f}% |"
-            )
-    if "plain" in args.modes and "mf" in args.modes:
-        print()
-        print("| sampler | seed | plain final HV | mf reaches it after | share of plain's wall time |")
-        print("|---|---|---|---|---|")
-        for sampler in args.samplers:
-            for seed in args.seeds:
-                target = hv_at(curves[("plain", sampler, seed)], B)
-                t_mf = time_to(curves[("mf", sampler, seed)], target)
-                print(f"| {sampler} | {seed} | {target:.3f} | {t_mf:.0f} s | {t_mf / B:.2f} |")
-    print(f"(normalisation over all runs: accuracy {lo[0]:.3f}..{hi[0]:.3f}, latency {lo[1]:.3f}..{hi[1]:.3f} ms;"
-          f" ideal HV {1.1 * 1.1:.2f})")
+    for sp, mode, sampler, seed in wanted:
+        key = _key(sp, mode, sampler, seed)
+        if key in done:
+            continue
+        if ctx is None:
+            ctx = build_context(base)  # data + baseline (trained once and cached) shared by all runs
+        trials, start, study, cfg = run(base, ctx, f"bench-{sp}-{mode}-{sampler}-{seed}", sampler, seed, mode,
+                                        spaces[sp], args, tmp)
+        rec = {"key": key, "budget_s": args.budget_s, "full_steps": args.full_steps, "rungs": cfg.fidelity.rungs()
+               if mode == "mf" else [args.full_steps], "bn_batches": args.bn_batches if mode == "mf" else 0,
+               "train": len(ctx.data.train), "val": len(ctx.data.val), "machine": machine,
+               "savings": savings(study, args.full_steps).line(), "trials": record(trials, start)}
+        done[key] = rec
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with out.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+        print(f"{key}: {len(trials)} trials in {args.budget_s:.0f} s; {rec['savings']}", flush=True)
+    report({k: done[_key(*k)] for k in wanted if _key(*k) in done}, args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def report(runs: dict[tuple, dict], args) -> None:
+    """Hypervolume at 1/3, 1/2 and all of the budget per (space, mode, sampler), mean over seeds."""
+    by_ratio = all(r["ratio"] is not None for rec in runs.values() for r in rec["trials"])
+    allpts = np.concatenate([points(rec["trials"], by_ratio) for rec in runs.values()])
+    lo, hi = allpts.min(axis=0), allpts.max(axis=0)
+    curves = {k: curve(rec["trials"], lo, hi, by_ratio) for k, rec in runs.items()}
+    B = args.budget_s
+    first = next(iter(runs.values()))
+    print()
+    print(f"study {Path(args.study).name} (train {first['train']}, val {first['val']} images), one worker, {B:.0f} s "
+          f"per run, seeds {args.seeds}, full fine-tune {args.full_steps} steps, mf rungs "
+          f"{FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta).rungs()}"
+          f"{' after a 0-step adaptive-BN rung' if args.bn_batches else ''}; latency as "
+          f"{'ratio to the baseline' if by_ratio else 'ms'}; machine: {first['machine']}")
+    print(f"| space | mode | sampler | trials | HV at {B / 3:.0f} s | HV at {B / 2:.0f} s | HV at {B:.0f} s (sd) | "
+          f"best acc | min latency | trial s | overhead (not fine-tune) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    groups: dict[tuple, list] = {}
+    for k in runs:
+        groups.setdefault(k[:3], []).append(k)
+    for (sp, mode, sampler), keys in groups.items():
+        ts = [runs[k]["trials"] for k in keys]
+        hv = {f: [hv_at(curves[k], f * B) for k in keys] for f in (1 / 3, 1 / 2, 1.0)}
+        sd = statistics.stdev(hv[1.0]) if len(keys) > 1 else 0.0
+        own = [r for t in ts for r in t if r["total_s"]]
+        secs = statistics.mean(r["total_s"] for r in own) if own else float("nan")
+        over = statistics.mean(1 - r["finetune_s"] / r["total_s"] for r in own) if own else float("nan")
+        lat = statistics.mean(points(t, by_ratio)[:, 1].min() for t in ts if t)
+        print(f"| {sp} | {mode} | {sampler} | {statistics.mean(len(t) for t in ts):.1f} | "
+              f"{statistics.mean(hv[1 / 3]):.3f} | {statistics.mean(hv[1 / 2]):.3f} | {statistics.mean(hv[1.0]):.3f} "
+              f"({sd:.3f}) | {100 * statistics.mean(max(r['acc'] for r in t) for t in ts if t):.1f}% | {lat:.3f} | "
+              f"{secs:.1f} | {100 * over:.0f}% |")
+    plain_mf = [(k, (k[0], "mf", *k[2:])) for k in runs if k[1] == "plain" and (k[0], "mf", *k[2:]) in runs]
+    if plain_mf:
+        print()
+        print("| space | sampler | seed | plain final HV | mf reaches it after | share of plain's wall time |")
+        print("|---|---|---|---|---|---|")
+        for p, m in plain_mf:
+            target = hv_at(curves[p], B)
+            t_mf = time_to(curves[m], target)
+            print(f"| {p[0]} | {p[2]} | {p[3]} | {target:.3f} | {t_mf:.0f} s | {t_mf / B:.2f} |")
+    print(f"(normalisation over all runs: accuracy {lo[0]:.3f}..{hi[0]:.3f}, latency {lo[1]:.3f}..{hi[1]:.3f};"
+          f" ideal HV {1.1 * 1.1:.2f})")
 
 
 if __name__ == "__main__":
