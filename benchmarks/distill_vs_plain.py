@@ -50,12 +50,13 @@ def main() -> None:
     import torch
 
     from hybridprune.accuracy import evaluate
-    from hybridprune.checkpoints import Metrics, load_checkpoint
+    from hybridprune.checkpoints import load_checkpoint
     from hybridprune.data import load_dataset
     from hybridprune.devices import seed_everything
     from hybridprune.evaluators.timing import machine_description
     from hybridprune.pruning import HybridConfig, prune_model
     from hybridprune.recipe import Budget
+    from hybridprune.records import Metrics
     from hybridprune.training import finetune
 
     start = time.monotonic()

@@ -30,11 +30,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from hybridprune.checkpoints import Metrics, load_checkpoint
+from hybridprune.checkpoints import load_checkpoint
 from hybridprune.data import load_dataset
 from hybridprune.devices import bf16_supported
 from hybridprune.evaluators.timing import machine_description
 from hybridprune.models import create_model, get_model_spec
+from hybridprune.records import Metrics
 from hybridprune.training import Budget, train
 
 SHARED_JPEG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"

@@ -15,7 +15,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "hybridprune"
 
 LAYERS = [
-    {"__init__", "errors", "registry", "io", "recipe"},
+    {"__init__", "errors", "registry", "io", "recipe", "records"},
     {"models", "speed", "devices"},
     {"data", "pruning"},
     {"checkpoints", "accuracy"},

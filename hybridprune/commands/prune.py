@@ -113,7 +113,6 @@ def prune_cmd(
     from rich.table import Table
     from rich.text import Text
 
-    from hybridprune.checkpoints import Metrics as M
     from hybridprune.checkpoints import save_checkpoint
     from hybridprune.cli import printable
     from hybridprune.errors import ConfigError
@@ -121,6 +120,7 @@ def prune_cmd(
     from hybridprune.models.complexity import complexity, describe_architecture
     from hybridprune.pruning import HybridConfig, prune_model
     from hybridprune.pruning.criteria import data_free_criteria
+    from hybridprune.records import Metrics as M
 
     check_writable(out, "--out", directory=False)
     config = HybridConfig(

@@ -1,7 +1,7 @@
 """CLI commands ``hybridprune train`` and ``hybridprune evaluate``.
 
 A checkpoint written by ``train`` records the data split it was trained with in
-``metrics["split"]`` (a :class:`~hybridprune.checkpoints.SplitRecord`); ``train --checkpoint`` and
+``metrics["split"]`` (a :class:`~hybridprune.records.SplitRecord`); ``train --checkpoint`` and
 ``evaluate`` reuse it unless ``--val-size``/``--seed``/``--val-from`` are given, so fine-tuning
 never trains on the images a study (or an earlier run) held out for validation.
 """
@@ -46,8 +46,8 @@ def _val_size(value: float) -> float | int:
 
 
 def _split_of(ck, path: Path, dataset: str):
-    """The :class:`~hybridprune.checkpoints.SplitRecord` in a checkpoint's metrics, if it is for ``dataset``."""
-    from hybridprune.checkpoints import SplitRecord
+    """The :class:`~hybridprune.records.SplitRecord` in a checkpoint's metrics, if it is for ``dataset``."""
+    from hybridprune.records import SplitRecord
 
     split = SplitRecord.from_metrics(ck.metrics, path)
     return split if split is not None and split.dataset == dataset else None
@@ -183,13 +183,14 @@ def train_cmd(
     from rich.console import Console
 
     from hybridprune.accuracy import evaluate
-    from hybridprune.checkpoints import Metrics as M
-    from hybridprune.checkpoints import SplitRecord, load_checkpoint, save_checkpoint
+    from hybridprune.checkpoints import load_checkpoint, save_checkpoint
     from hybridprune.cli import printable
     from hybridprune.devices import resolve_precision, seed_everything
     from hybridprune.errors import ConfigError
     from hybridprune.models import create_model, get_model_spec
     from hybridprune.recipe import Recipe
+    from hybridprune.records import Metrics as M
+    from hybridprune.records import SplitRecord
     from hybridprune.training import finetune, train
 
     prec = resolve_precision(precision, device)

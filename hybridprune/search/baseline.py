@@ -63,9 +63,9 @@ def train_once(cfg: StudyConfig, data: Any, name: str, kwargs: dict, path: Path,
     Returns:
         The :class:`~hybridprune.checkpoints.LoadedCheckpoint`.
     """
-    from hybridprune.checkpoints import Metrics as M
     from hybridprune.checkpoints import load_checkpoint, save_checkpoint
     from hybridprune.models import create_model, get_model_spec
+    from hybridprune.records import Metrics as M
 
     want = {"model": name, "kwargs": dict(kwargs), "recipe": {"epochs": cfg.baseline.epochs,
             "steps": cfg.baseline.steps, "lr": cfg.baseline.lr, "batch_size": cfg.baseline.batch_size},
@@ -123,10 +123,10 @@ def adapt_baseline(cfg: StudyConfig, data: Any, loaded: Any, *, train_if_missing
         ``(model, normalization, metrics)`` of the adapted model.
     """
     from hybridprune.accuracy import evaluate
-    from hybridprune.checkpoints import Metrics as M
     from hybridprune.checkpoints import load_checkpoint, save_checkpoint
     from hybridprune.devices import seed_everything
     from hybridprune.recipe import Budget
+    from hybridprune.records import Metrics as M
     from hybridprune.training import finetune
 
     checkpoint = checkpoint or cfg.model.checkpoint

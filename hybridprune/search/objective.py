@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from hybridprune.checkpoints import Metrics as M
 from hybridprune.errors import HybridPruneError, TrainingDiverged, first_line
+from hybridprune.records import Metrics as M
 from hybridprune.search import fidelity as F
 from hybridprune.search import trials as T
 from hybridprune.search.context import WorkerContext

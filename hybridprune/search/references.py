@@ -85,9 +85,9 @@ def check_references(cfg: Any, data: Any, input_size: tuple[int, ...]) -> None:
 def prepare_references(cfg: Any, ctx: Any, study: Any, store: Any) -> list[ReferenceTrial]:
     """Adapt, score, time and store every reference model not yet recorded (a resume reuses them)."""
     from hybridprune.accuracy import evaluate
-    from hybridprune.checkpoints import Metrics as M
     from hybridprune.checkpoints import load_checkpoint
     from hybridprune.models.complexity import complexity
+    from hybridprune.records import Metrics as M
     from hybridprune.search.baseline import adapt_baseline, train_once
     from hybridprune.search.split import split_record
     from hybridprune.search.storage import store_model

@@ -114,7 +114,7 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
         The refined record (epochs, test/val top-1, artifact ids; latency fields come later).
     """
     from hybridprune.accuracy import evaluate
-    from hybridprune.checkpoints import Metrics as M
+    from hybridprune.records import Metrics as M
     from hybridprune.search.split import describe_split, split_record
     from hybridprune.training import Budget, finetune
 

@@ -14,7 +14,7 @@ from hybridprune.search.config import StudyConfig
 
 def split_record(cfg: StudyConfig) -> dict[str, Any]:
     """The data split of the study, stored with its checkpoints (``train``/``evaluate`` reuse it)."""
-    from hybridprune.checkpoints import SplitRecord
+    from hybridprune.records import SplitRecord
 
     return SplitRecord(cfg.data.dataset, cfg.data.val_size, cfg.study.seed, cfg.data.val_from).to_dict()
 
