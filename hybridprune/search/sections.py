@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from hybridprune.errors import ConfigError
+from hybridprune.evaluators.base import DEFAULT_BACKEND
 from hybridprune.recipe import MAX_BATCH
 from hybridprune.search.samplers import SAMPLER_ORDER
 from hybridprune.search.storage import check_storage_url
@@ -251,7 +252,7 @@ class LatencySection:
     per-round ratio times the study's reference baseline latency, so load drift cancels out.
     """
 
-    backend: str = "onnxruntime"
+    backend: str = DEFAULT_BACKEND
     statistic: str = "median_ms"
     batch_size: int = 1
     precision: str = "fp32"
