@@ -19,7 +19,7 @@ class-balanced subset of the train split (to fit a session; say so when quoting 
 Results go one JSON line per configuration to ``--out`` and a run resumes where it stopped; the
 summary (Spearman and Kendall per proxy, the share of the reference's top third that the proxy
 also ranks in its top third, mean cost in seconds) is printed as a Markdown table, and a scatter
-plot is written next to ``--out``.
+plot is written next to ``--out`` (``--report-only`` does only that, from the lines already there).
 
     python benchmarks/proxy.py studies/resnet56-cifar10-jpeg.toml --configs 24 --train-images 10000 \\
         --out runs/proxy/resnet56.jsonl
@@ -142,10 +142,16 @@ def main() -> None:
     ap.add_argument("--train-images", type=int, default=None, help="refine on this many train images")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="JSON lines, one per configuration (resumed)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="print the table and write the plot of the configurations already in --out (none run)")
     args = ap.parse_args()
     if args.configs < 4 or sorted(set(args.steps)) != args.steps or args.steps[0] < 1 or args.refine_epochs <= 0:
         raise SystemExit("error: --configs >= 4, --steps strictly increasing and >= 1, --refine-epochs > 0")
 
+    if args.report_only:
+        rows = [json.loads(line) for line in Path(args.out).read_text().splitlines()]
+        report(rows, args, f"{rows[0].get('train_images', args.train_images or 'all')}")
+        return
     from hybridprune.evaluators.timing import machine_description
     from hybridprune.search.config import load_study_config
     from hybridprune.search.context import build_context
@@ -183,10 +189,15 @@ def main() -> None:
               f"{row['refine_seconds']:.0f} s)", flush=True)
     wanted = {key(p) for p in points}
     rows = [r for r in rows if key(r["params"]) in wanted]
+    report(rows, args, len(train))
+
+
+def report(rows: list[dict], args: argparse.Namespace, train_images: int | str) -> None:
+    """The correlation table (printed) and the scatter plot (next to ``--out``) of ``rows``."""
     proxies = ["pruned", "bn"] + [f"ft{s}" for s in args.steps]
     stats = summary(rows, proxies)
     print(f"\n{len(rows)} configurations; reference: test top-1 after {args.refine_epochs:g} epoch(s) of refine "
-          f"(distilled from the adapted teacher) on {len(train)} train images")
+          f"(distilled from the adapted teacher) on {train_images} train images; machine {rows[0].get('machine')}")
     print("| proxy | Spearman | Kendall | top-third recall | mean cost (s, cumulative) |\n|---|---|---|---|---|")
     for s in stats:
         print(f"| {s['proxy']} | {s['spearman']:.3f} | {s['kendall']:.3f} | {s['top_third']:.2f} | "
@@ -194,10 +205,9 @@ def main() -> None:
     spread = [r["refined"] for r in rows]
     print(f"refined test top-1: min {min(spread):.2f}, max {max(spread):.2f}; "
           f"nan-free: {all(math.isfinite(x) for x in spread)}")
-    png = out.with_suffix(".png")
+    png = Path(args.out).with_suffix(".png")
     plot(rows, proxies, png, stats)
     print(f"plot: {png}")
-
 
 if __name__ == "__main__":
     main()
