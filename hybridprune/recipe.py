@@ -144,6 +144,10 @@ class TrainRecipe:
 FROM_SCRATCH = TrainRecipe()
 #: A brief fine-tune of a trained (pruned) model: lr 0.01, cosine decay, no warm-up, no smoothing.
 FINETUNE = TrainRecipe(lr=0.01, schedule="cosine", warmup=0.0, label_smoothing=0.0)
+#: ``refine``'s distillation weight (the hard labels get the rest), chosen on evidence: with the
+#: adapted ResNet-56 as teacher, 0.25 matched or beat a plain fine-tune of the same budget where
+#: 0.5 did not (benchmarks/RESULTS.md, "Distillation from the adapted teacher vs a plain fine-tune").
+REFINE_DISTILL_WEIGHT = 0.25
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,8 @@ def test_refined_checkpoint_carries_test_top1(refined_study, capsys):
 
 
 @pytest.mark.parametrize("change, key, value", [(("--no-distill",), T.R_DISTILL, False),
-                                                (("--lr", "0.003"), T.R_LR, 0.003)])
+                                                (("--lr", "0.003"), T.R_LR, 0.003),
+                                                (("--distill-weight", "0.6"), T.R_DISTILL_WEIGHT, 0.6)])
 def test_a_changed_recipe_is_refined_again_not_reused(refined_study, tmp_path, capsys, change, key, value):
     import shutil
 

@@ -16,6 +16,7 @@ from hybridprune.commands.search_views import (
     _refined_table,
     _summary,
 )
+from hybridprune.recipe import REFINE_DISTILL_WEIGHT
 from hybridprune.search.storage import redact_url
 
 
@@ -230,6 +231,9 @@ def refine_cmd(
     epochs: float = typer.Option(1.0, help="Further fine-tuning epochs per trial."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the study's finetune.lr)."),
     distill: bool = typer.Option(True, help="Distil from the study's unpruned model."),
+    distill_weight: float = typer.Option(REFINE_DISTILL_WEIGHT, help="Weight of the distillation loss (the "
+                                         "hard labels get the rest); the default is chosen on evidence: "
+                                         "benchmarks/RESULTS.md, distillation vs plain fine-tune."),
     rounds: int = typer.Option(5, help="Interleaved latency rounds (each model next to the baseline)."),
     storage: Optional[str] = _storage(),
 ) -> None:
@@ -243,7 +247,7 @@ def refine_cmd(
     from hybridprune.search.service import remove_stale_temp_dirs
     from hybridprune.search.storage import get_artifact_store
 
-    options = RefineOptions(epochs=epochs, lr=lr, distill=distill, rounds=rounds)
+    options = RefineOptions(epochs=epochs, lr=lr, distill=distill, rounds=rounds, distill_weight=distill_weight)
     if max_latency_ms is not None and max_latency_ratio is not None:
         raise ConfigError("give at most one of --max-latency-ms and --max-latency-ratio")
     if max_latency_ratio is not None and not max_latency_ratio > 0:

@@ -18,7 +18,8 @@ def trial_note(trial: Any, rec: dict) -> str:
     art = rec[T.R_ARTIFACTS]
     return "\n".join([
         f"## Refined trial {trial.number}", "",
-        f"- fine-tuned {rec[T.R_EPOCHS]:g} more epoch(s) (lr {rec.get(T.R_LR)}, distillation {rec.get(T.R_DISTILL)})",
+        f"- fine-tuned {rec[T.R_EPOCHS]:g} more epoch(s) (lr {rec.get(T.R_LR)}, distillation {rec.get(T.R_DISTILL)}, "
+        f"weight {rec.get(T.R_DISTILL_WEIGHT)})",
         f"- test top-1 {100 * rec[T.R_TEST]:.2f}%, validation top-1 {100 * rec[T.R_VAL]:.2f}% "
         f"(search: {100 * T.accuracy(trial):.2f}%)",
         f"- latency {rec.get(T.R_LATENCY, float('nan')):.3f} ms = {rec.get(T.R_RATIO, float('nan')):.3f} x the "

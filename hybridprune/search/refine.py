@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hybridprune.errors import ConfigError, HybridPruneError
+from hybridprune.recipe import REFINE_DISTILL_WEIGHT
 from hybridprune.search import trials as T
 from hybridprune.search.latency import BASELINE
 from hybridprune.search.notes import save_refined_notes
@@ -39,6 +40,7 @@ class RefineOptions:
     lr: float | None = None
     distill: bool = True
     rounds: int = 5
+    distill_weight: float = REFINE_DISTILL_WEIGHT
 
     def peak_lr(self, default: float) -> float:
         """The learning rate refine uses: ``lr``, else ``default`` (the study's ``[finetune] lr``)."""
@@ -52,6 +54,8 @@ class RefineOptions:
             check_lr(self.lr, "--lr")
         from hybridprune.search.config import MAX_ROUNDS
 
+        if not (isinstance(self.distill_weight, (int, float)) and 0 < self.distill_weight <= 1):
+            raise ConfigError(f"--distill-weight must be in (0, 1], got {self.distill_weight}")
         if not self.rounds >= 1:
             raise ConfigError(f"--rounds must be >= 1, got {self.rounds}")
         if self.rounds > MAX_ROUNDS:
@@ -124,7 +128,8 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
                                   tmp / "source.pt")
     model = loaded.model.to(ctx.device)
     ft = finetune(model, ctx.data, Budget(epochs=options.epochs), ctx.normalization,
-                  teacher=ctx.model if options.distill else None, lr=options.peak_lr(f.lr), batch_size=f.batch_size,
+                  teacher=ctx.model if options.distill else None, distill_weight=options.distill_weight,
+                  lr=options.peak_lr(f.lr), batch_size=f.batch_size,
                   seed=cfg.study.seed + trial.number, device=ctx.device, evaluate_val=False,
                   **ctx.precision_kwargs())
     test = evaluate(model, ctx.data.test, ctx.normalization, device=ctx.device, **ctx.precision_kwargs()).top1
@@ -137,7 +142,9 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
                       record=loaded.record, input_size=ctx.input_size, batch_size=cfg.latency.batch_size,
                       metrics=metrics)
     return {T.R_EPOCHS: options.epochs, T.R_TEST: float(test), T.R_VAL: float(val),
-            T.R_LR: options.peak_lr(f.lr), T.R_DISTILL: options.distill, T.R_SECONDS: time.perf_counter() - start,
+            T.R_LR: options.peak_lr(f.lr), T.R_DISTILL: options.distill,
+            T.R_DISTILL_WEIGHT: options.distill_weight if options.distill else None,
+            T.R_SECONDS: time.perf_counter() - start,
             T.R_ARTIFACTS: ids}
 
 
@@ -161,9 +168,10 @@ def _download_checkpoint(ctx: Any, store: Any, artifact: str, trial: Any, path: 
 
 def same_recipe(rec: dict, options: RefineOptions, default_lr: float) -> bool:
     """Whether a stored refine record was made with ``options``' recipe: the same epochs, peak lr
-    (``None``: the study's ``[finetune] lr``) and distillation; otherwise it is refined again."""
+    (``None``: the study's ``[finetune] lr``), distillation and its weight; otherwise it is refined again."""
     return (rec.get(T.R_EPOCHS) == options.epochs and rec.get(T.R_LR) == options.peak_lr(default_lr)
-            and rec.get(T.R_DISTILL) == options.distill)
+            and rec.get(T.R_DISTILL) == options.distill
+            and (not options.distill or rec.get(T.R_DISTILL_WEIGHT) == options.distill_weight))
 
 
 def refine(ctx: Any, study: Any, trials: list[Any], store: Any, options: RefineOptions,

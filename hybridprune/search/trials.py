@@ -66,6 +66,7 @@ STUDY_REFINED = "refined"
 R_EPOCHS = "epochs"                  # refine's fine-tune epochs
 R_LR = "lr"
 R_DISTILL = "distill"                # whether refine distilled from the baseline
+R_DISTILL_WEIGHT = "distill_weight"  # the distillation loss's weight (the hard labels get the rest)
 R_SECONDS = "seconds"                # refine's fine-tune + scoring wall time
 R_TEST = "test_top1"
 R_VAL = "val_top1"
