@@ -46,6 +46,12 @@ def completed(study: Any) -> list[Any]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
+def usable(study: Any) -> list[Any]:
+    """Completed trials with a stored model that are not reused duplicates: what refine and select
+    can pick from."""
+    return [t for t in completed(study) if t.user_attrs.get(T.ARTIFACTS) and T.counts_towards_target(t)]
+
+
 def reference_rows(study: Any) -> list[Row]:
     """The reference models (``[references] models``) as rows, labelled ``family: <name>``."""
     import dataclasses

@@ -26,7 +26,7 @@ from hybridprune.recipe import REFINE_DISTILL_WEIGHT
 from hybridprune.search import trials as T
 from hybridprune.search.latency import BASELINE
 from hybridprune.search.notes import save_refined_notes
-from hybridprune.search.pareto import completed, pareto_rows
+from hybridprune.search.pareto import completed, pareto_rows, usable
 from hybridprune.search.storage import store_model
 
 log = logging.getLogger(__name__)
@@ -84,14 +84,14 @@ def candidates(study: Any, *, top: int | None = None, max_latency_ms: float | No
     done = completed(study)
     if not done:
         raise HybridPruneError(f"study {study.study_name!r} has no completed trials to refine")
-    usable = [t for t in done if t.user_attrs.get(T.ARTIFACTS) and T.counts_towards_target(t)]
-    ok = [t for t in usable if T.feasible(t)]
+    pickable = usable(study)
+    ok = [t for t in pickable if T.feasible(t)]
     base = [t for t in [T.baseline_trial(study, with_artifacts=True)] if t is not None]
     if not base:
         raise HybridPruneError(f"study {study.study_name!r} has no completed unpruned baseline trial with artifacts "
                                f"to refine as the reference")
     if numbers is not None:  # named trials may be infeasible: a short search fine-tune can undersell them
-        by_number = {t.number: t for t in usable}
+        by_number = {t.number: t for t in pickable}
         bad = sorted({n for n in numbers if n not in by_number and n != base[0].number})
         if bad:
             raise ConfigError(f"--trial {', '.join(map(str, bad))}: not a completed trial with artifacts "

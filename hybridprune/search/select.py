@@ -10,7 +10,7 @@ from typing import Any, Callable
 from hybridprune.errors import HybridPruneError
 from hybridprune.io import atomic_dir
 from hybridprune.search import trials as T
-from hybridprune.search.pareto import Row, completed
+from hybridprune.search.pareto import Row, usable
 
 
 class NoFeasibleTrial(HybridPruneError):
@@ -92,16 +92,15 @@ def basis(study: Any) -> Basis:
 
     base = T.baseline_trial(study)
     base_ms = T.latency_ms(base) if base is not None else float("nan")
-    usable = [t for t in completed(study) if t.user_attrs.get(T.ARTIFACTS) and T.counts_towards_target(t)]
-    usable += reference_trials(study)
+    pickable = usable(study) + reference_trials(study)
     refined = T.refined(study)
-    timed = [t for t in usable if refined.get(t.number, {}).get(T.R_RATIO) is not None]
+    timed = [t for t in pickable if refined.get(t.number, {}).get(T.R_RATIO) is not None]
     if timed and base is not None:
         cands = [Candidate(t, float(refined[t.number][T.R_VAL]), refined[t.number][T.R_RATIO] * base_ms,
                            float(refined[t.number][T.R_RATIO])) for t in timed]
         name = "refined"
     else:
-        cands = [Candidate(t, T.accuracy(t), T.latency_ms(t), T.latency_ms(t) / base_ms) for t in usable]
+        cands = [Candidate(t, T.accuracy(t), T.latency_ms(t), T.latency_ms(t) / base_ms) for t in pickable]
         name = "search"
     own = next((c for c in cands if base is not None and c.trial.number == base.number), None)
     return Basis(name, base_ms, cands, own)
