@@ -146,6 +146,9 @@ def test_select_exports_the_refined_model(refined_study, tmp_path):
     (("--trial", "999"), "--trial 999: not a completed trial with artifacts"),
     (("--epochs", "inf"), "need --epochs > 0"),
     (("--rounds", "0"), "--rounds must be >= 1"),
+    (("--distill-weight", "0"), "--distill-weight must be in (0, 1]"),
+    (("--distill-weight", "1.5"), "--distill-weight must be in (0, 1]"),
+    (("--distill-weight", "nan"), "--distill-weight must be in (0, 1]"),
 ])
 def test_bad_options_are_one_line_errors(refined_study, capsys, args, message):
     _, study = load(refined_study)
