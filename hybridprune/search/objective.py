@@ -54,7 +54,8 @@ def constraint_values(cfg: Any, accuracy: float, latency_ms: float) -> dict[str,
     return out
 
 
-def _prune(ctx: WorkerContext, config: Any) -> tuple[torch.nn.Module, dict | None, list[str]]:
+def prune_config(ctx: WorkerContext, config: Any) -> tuple[torch.nn.Module, dict | None, list[str]]:
+    """The baseline pruned by ``config``: ``(model, pruning record dict or None, removed block names)``."""
     if config.channel_ratio == 0 and config.pruned_blocks == 0:
         return copy.deepcopy(ctx.model), None, []
     from hybridprune.pruning import prune_model
@@ -140,15 +141,40 @@ class _Progress:
                                               "eta_s": None if eta is None else round(eta, 1)})
 
 
+def run_rung(ctx: WorkerContext, model: torch.nn.Module, k: int, done: int, steps: int, seed: int,
+             train_kw: dict) -> Any:
+    """Train ``model`` from rung ``k - 1`` (``done`` steps) to rung ``k`` (``steps``) in place.
+
+    A rung of 0 steps is adaptive batch norm: statistics only, no optimizer step (returns ``None``);
+    otherwise the fine-tune's :class:`~hybridprune.training.TrainResult`. Seeds follow the trial's
+    (``seed``) and the rung's index, so a replay (:mod:`~hybridprune.search.rebuild`) trains the same.
+    """
+    from hybridprune.accuracy import adapt_batchnorm
+    from hybridprune.training import Budget, finetune
+
+    f = ctx.cfg.finetune
+    if steps == 0:
+        adapt_batchnorm(model, ctx.data.train, ctx.normalization, batches=ctx.cfg.fidelity.bn_batches,
+                        batch_size=f.batch_size, seed=seed, device=ctx.device)
+        return None
+    return finetune(model, ctx.data, Budget(steps=steps - done), ctx.normalization, seed=seed + 1000 * k, **train_kw)
+
+
+def finetune_kwargs(ctx: WorkerContext, progress: Any = None) -> dict:
+    """The keyword arguments every fine-tune of a trial runs with (teacher, device, recipe)."""
+    f = ctx.cfg.finetune
+    return dict(teacher=ctx.model if f.distill else None, device=ctx.device, evaluate_val=False,
+                progress=progress, **f.train_kwargs())
+
+
 def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms: float, timer: T.PhaseTimer) -> float:
     """Fine-tune (rung by rung with ``[fidelity]``) and return the validation accuracy reached."""
-    from hybridprune.accuracy import adapt_batchnorm, evaluate
-    from hybridprune.training import Budget, finetune
+    from hybridprune.accuracy import evaluate
+    from hybridprune.training import finetune
 
     cfg, f = ctx.cfg, ctx.cfg.finetune
     progress = _Progress(trial)
-    train_kw = dict(teacher=ctx.model if f.distill else None, device=ctx.device, evaluate_val=False,
-                    progress=progress, **f.train_kwargs())
+    train_kw = finetune_kwargs(ctx, progress)
 
     def score() -> float:
         with timer.phase("eval"):
@@ -171,14 +197,8 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
     ft = None
     for k, steps in enumerate(rungs):
         progress.offset = done
-        if steps == 0:  # the adaptive batch-norm rung: statistics only, no optimizer step
-            with timer.phase("adapt_bn"):
-                adapt_batchnorm(model, ctx.data.train, ctx.normalization, batches=cfg.fidelity.bn_batches,
-                                batch_size=f.batch_size, seed=seed, device=ctx.device)
-        else:
-            with timer.phase("finetune"):
-                ft = finetune(model, ctx.data, Budget(steps=steps - done), ctx.normalization, seed=seed + 1000 * k,
-                              **train_kw)
+        with timer.phase("finetune" if steps else "adapt_bn"):
+            ft = run_rung(ctx, model, k, done, steps, seed, train_kw) or ft
         done = steps
         accuracy = score()
         decision = F.decide(trial.study, trial.number, k, len(rungs), accuracy, latency_ms, cfg.fidelity.eta, reference)
@@ -218,7 +238,7 @@ def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
         return reuse(trial, twin)
 
     with timer.phase("prune"):
-        model, record, removed = _prune(ctx, config)
+        model, record, removed = prune_config(ctx, config)
         model = model.cpu().eval()
     with timer.phase("complexity"):
         cx = complexity(model, input_size=ctx.input_size)

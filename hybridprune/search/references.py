@@ -85,10 +85,8 @@ def check_references(cfg: Any, data: Any, input_size: tuple[int, ...]) -> None:
 def prepare_references(cfg: Any, ctx: Any, study: Any, store: Any) -> list[ReferenceTrial]:
     """Adapt, score, time and store every reference model not yet recorded (a resume reuses them)."""
     from hybridprune.accuracy import evaluate
-    from hybridprune.checkpoints import load_checkpoint
     from hybridprune.models.complexity import complexity
     from hybridprune.records import Metrics as M
-    from hybridprune.search.baseline import adapt_baseline, train_once
     from hybridprune.search.split import split_record
     from hybridprune.search.storage import store_model
 
@@ -99,16 +97,7 @@ def prepare_references(cfg: Any, ctx: Any, study: Any, store: Any) -> list[Refer
         stored = study.user_attrs.get(PREFIX + m["name"])
         if stored and stored["user_attrs"].get("source") == source:
             continue
-        path = cfg.cache_dir / _cache_name(m)  # studies sharing [baseline] cache_dir share it
-        if m["checkpoint"] is None:
-            loaded = train_once(cfg, ctx.data, m["model"], m["kwargs"], path, label=f"reference {m['name']}")
-        else:
-            loaded = load_checkpoint(m["checkpoint"], m["model"])
-        model, norm, metrics = loaded.model, loaded.normalization, dict(loaded.metrics)
-        if cfg.baseline.adapt_epochs is not None and m["checkpoint"] is not None:
-            model, norm, metrics = adapt_baseline(cfg, ctx.data, loaded, checkpoint=m["checkpoint"],
-                                                  model_name=m["model"], path=path,
-                                                  label=f"reference {m['name']}")
+        model, norm, metrics = reference_model(cfg, ctx, m)
         model = model.to(ctx.device).eval()
         val = float(evaluate(model, ctx.data.val, norm, device=ctx.device, **ctx.precision_kwargs()).top1)
         model = model.cpu().eval()
@@ -129,6 +118,24 @@ def prepare_references(cfg: Any, ctx: Any, study: Any, store: Any) -> list[Refer
         print(f"reference {m['name']}: validation top-1 {100 * val:.2f}%, latency {timed.latency_ms:.3f} ms = "
               f"{timed.ratio:.3f} x baseline, {cx.macs / 1e6:.1f} MMACs", flush=True)
     return reference_trials(study)
+
+
+def reference_model(cfg: Any, ctx: Any, m: dict) -> tuple[Any, Any, dict]:
+    """``(model, normalization, metrics)`` of the reference ``m`` (an entry of ``[references] models``):
+    its checkpoint, adapted like the baseline when ``[baseline] adapt_epochs`` is set, or trained
+    once; cached in ``[baseline] cache_dir`` (studies sharing it share the file)."""
+    from hybridprune.checkpoints import load_checkpoint
+    from hybridprune.search.baseline import adapt_baseline, train_once
+
+    path = cfg.cache_dir / _cache_name(m)
+    if m["checkpoint"] is None:
+        loaded = train_once(cfg, ctx.data, m["model"], m["kwargs"], path, label=f"reference {m['name']}")
+    else:
+        loaded = load_checkpoint(m["checkpoint"], m["model"])
+    if cfg.baseline.adapt_epochs is not None and m["checkpoint"] is not None:
+        return adapt_baseline(cfg, ctx.data, loaded, checkpoint=m["checkpoint"], model_name=m["model"], path=path,
+                              label=f"reference {m['name']}")
+    return loaded.model, loaded.normalization, dict(loaded.metrics)
 
 
 def model_name_of(cfg: Any, trial: Any) -> str:

@@ -27,7 +27,7 @@ from hybridprune.search import trials as T
 from hybridprune.search.latency import BASELINE
 from hybridprune.search.notes import save_refined_notes
 from hybridprune.search.pareto import completed, pareto_rows, usable
-from hybridprune.search.storage import store_model
+from hybridprune.search.storage import artifact_exists, store_model
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +124,8 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
 
     cfg, f = ctx.cfg, ctx.cfg.finetune
     start = time.perf_counter()
-    loaded = _download_checkpoint(ctx, store, trial.user_attrs[T.ARTIFACTS][T.ARTIFACT_CHECKPOINT], trial,
-                                  tmp / "source.pt")
-    model = loaded.model.to(ctx.device)
+    model, record, source_metrics, rebuilt = _source(ctx, store, trial, tmp / "source.pt")
+    model = model.to(ctx.device)
     ft = finetune(model, ctx.data, Budget(epochs=options.epochs), ctx.normalization,
                   teacher=ctx.model if options.distill else None, distill_weight=options.distill_weight,
                   lr=options.peak_lr(f.lr), batch_size=f.batch_size,
@@ -134,18 +133,33 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
                   **ctx.precision_kwargs())
     test = evaluate(model, ctx.data.test, ctx.normalization, device=ctx.device, **ctx.precision_kwargs()).top1
     val = evaluate(model, ctx.data.val, ctx.normalization, device=ctx.device, **ctx.precision_kwargs()).top1
-    metrics = {**loaded.metrics, M.VAL_TOP1: float(val), M.TEST_TOP1: float(test), M.STUDY: cfg.name,
+    metrics = {**source_metrics, M.VAL_TOP1: float(val), M.TEST_TOP1: float(test), M.STUDY: cfg.name,
                M.TRIAL: trial.number, M.REFINE: {"epochs": options.epochs, "finetune": ft.to_dict()},
                M.SPLIT: split_record(cfg), M.TEST_SPLIT: describe_split(cfg, "test", len(ctx.data.test)),
                M.VAL_SPLIT: describe_split(cfg, "val", len(ctx.data.val))}
     ids = store_model(study, store, model, ctx.normalization, tmp, f"trial{trial.number}-refined",
-                      record=loaded.record, input_size=ctx.input_size, batch_size=cfg.latency.batch_size,
+                      record=record, input_size=ctx.input_size, batch_size=cfg.latency.batch_size,
                       metrics=metrics)
     return {T.R_EPOCHS: options.epochs, T.R_TEST: float(test), T.R_VAL: float(val),
             T.R_LR: options.peak_lr(f.lr), T.R_DISTILL: options.distill,
             T.R_DISTILL_WEIGHT: options.distill_weight if options.distill else None,
             T.R_SECONDS: time.perf_counter() - start,
-            T.R_ARTIFACTS: ids}
+            T.R_ARTIFACTS: ids, **({T.R_REBUILT: rebuilt} if rebuilt else {})}
+
+
+def _source(ctx: Any, store: Any, trial: Any, path: Path) -> tuple[Any, dict | None, dict, dict | None]:
+    """``(model, pruning record, metrics, rebuilt)`` of what ``trial`` stored: its checkpoint
+    artifact, or, when the store no longer has it, the model rebuilt from the trial's record
+    (:mod:`~hybridprune.search.rebuild`; ``rebuilt`` then says how its accuracy compares)."""
+    from hybridprune.search.rebuild import rebuild
+
+    artifact = trial.user_attrs.get(T.ARTIFACTS, {}).get(T.ARTIFACT_CHECKPOINT)
+    if artifact and artifact_exists(store, artifact):
+        loaded = _download_checkpoint(ctx, store, artifact, trial, path)
+        return loaded.model, loaded.record, dict(loaded.metrics), None
+    made = rebuild(ctx, trial)
+    print(made.describe(trial.number), flush=True)
+    return made.model, made.record, made.metrics, made.to_dict()
 
 
 def _download_checkpoint(ctx: Any, store: Any, artifact: str, trial: Any, path: Path) -> Any:
@@ -193,7 +207,8 @@ def refine(ctx: Any, study: Any, trials: list[Any], store: Any, options: RefineO
         tmp = Path(tmp)
         for t in trials:
             rec = T.refined(study, t)
-            reused = same_recipe(rec, options, cfg.finetune.lr) and bool(rec.get(T.R_ARTIFACTS))
+            reused = (same_recipe(rec, options, cfg.finetune.lr) and bool(rec.get(T.R_ARTIFACTS))
+                      and artifact_exists(store, rec[T.R_ARTIFACTS][T.ARTIFACT_CHECKPOINT]))
             if not reused:
                 rec = refine_trial(ctx, study, t, store, options, tmp)
                 study.set_user_attr(f"{T.REFINED_PREFIX}{t.number}", rec)

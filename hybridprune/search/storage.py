@@ -241,6 +241,17 @@ def get_artifact_store(directory: str | os.PathLike):
     return FileSystemArtifactStore(str(path))
 
 
+def artifact_exists(store: Any, artifact_id: str) -> bool:
+    """Whether ``store`` still holds the artifact ``artifact_id`` (a storage can outlive its store)."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    try:
+        store.open_reader(artifact_id).close()
+    except ArtifactNotFound:
+        return False
+    return True
+
+
 def upload(owner: Any, store: Any, path: str | os.PathLike) -> str:
     """Upload the file ``path`` to ``store`` as an artifact of ``owner`` (a trial or a study);
     returns the artifact id."""

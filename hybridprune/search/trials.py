@@ -68,6 +68,7 @@ R_LR = "lr"
 R_DISTILL = "distill"                # whether refine distilled from the baseline
 R_DISTILL_WEIGHT = "distill_weight"  # the distillation loss's weight (the hard labels get the rest)
 R_SECONDS = "seconds"                # refine's fine-tune + scoring wall time
+R_REBUILT = "rebuilt"                # the source checkpoint was gone: rebuilt, with its val top-1 vs recorded
 R_TEST = "test_top1"
 R_VAL = "val_top1"
 R_ARTIFACTS = "artifacts"            # artifact ids of the refined checkpoint and ONNX file

@@ -1,0 +1,104 @@
+"""A trial's model rebuilt from its record (``search/rebuild.py``) and ``refine`` of a study whose
+artifact store is gone: the replay is the stored model, weight for weight."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from hybridprune.cli import main
+from hybridprune.errors import HybridPruneError
+from hybridprune.search import trials as T
+
+from helpers import load, write_study
+
+pytestmark = pytest.mark.slow
+
+REFERENCE = '\n[references]\nmodels = [{ model = "resnet20", checkpoint = "base.pt", name = "R20" }]\n'
+BN_LADDER = "\n[fidelity]\nmin_steps = 1\nmax_steps = 4\neta = 2\nbn_batches = 2\n"
+
+
+def _study(tmp_path, fidelity: bool, reference: bool = False):
+    path = write_study(tmp_path, name="rebuild", trials=7)
+    if fidelity:  # every rung kind: adaptive BN (0 steps), then 1, 2, 4 steps
+        path.write_text(path.read_text().replace("[finetune]\nsteps = 2\n", "[finetune]\n") + BN_LADDER)
+    if reference:
+        path.write_text(path.read_text() + REFERENCE)
+    assert main(["run", str(path), "--no-progress"]) == 0
+    return path
+
+
+def _stored(cfg, trial):
+    from optuna.artifacts import download_artifact
+
+    from hybridprune.checkpoints import load_checkpoint
+    from hybridprune.search.storage import get_artifact_store
+
+    path = cfg.run_dir / f"stored{trial.number}.pt"
+    download_artifact(artifact_store=get_artifact_store(cfg.artifact_dir),
+                      artifact_id=trial.user_attrs[T.ARTIFACTS][T.ARTIFACT_CHECKPOINT], file_path=str(path))
+    return load_checkpoint(path, cfg.model.name).model
+
+
+@pytest.mark.parametrize("fidelity", [False, True], ids=["fixed-budget", "bn-and-step-rungs"])
+def test_a_rebuilt_trial_is_the_stored_model(tmp_path, fidelity):
+    from hybridprune.search.context import build_context
+    from hybridprune.search.pareto import usable
+    from hybridprune.search.rebuild import rebuild
+
+    cfg, study = load(_study(tmp_path, fidelity))
+    ctx = build_context(cfg, train_if_missing=False)
+    trials = usable(study)
+    assert trials
+    if fidelity:  # every replay starts with the adaptive BN rung; MO-ASHA stopped some trials early
+        assert all([r["steps"] for r in t.user_attrs[T.RUNGS]] == [0, 1, 2, 4][: len(t.user_attrs[T.RUNGS])]
+                   for t in trials)
+        assert any(t.user_attrs[T.FIDELITY_STEPS] == 4 for t in trials)
+    for t in trials:
+        made = rebuild(ctx, t)
+        stored = _stored(cfg, t).state_dict()
+        rebuilt = made.model.cpu().state_dict()
+        assert rebuilt.keys() == stored.keys()
+        for k, v in stored.items():
+            assert torch.equal(rebuilt[k], v), (t.number, k)
+        assert made.val_top1 == made.recorded_top1 == T.accuracy(t)
+        assert made.record == t.user_attrs[T.RECORD]
+
+
+def test_refine_of_a_study_whose_artifacts_are_gone_rebuilds_them_and_gets_the_same_result(tmp_path, capsys):
+    path = _study(tmp_path, fidelity=True, reference=True)
+    refine = ["refine", str(path), "--top", "2", "--epochs", "0.05", "--rounds", "1"]
+    assert main(refine) == 0
+    cfg, study = load(path)
+    first = T.refined(study)
+    shutil.rmtree(cfg.artifact_dir)  # the storage outlived its artifact store
+    capsys.readouterr()
+    assert main(refine) == 0
+    out = capsys.readouterr().out
+    _, study = load(path)
+    again = T.refined(study)
+    assert again.keys() == first.keys() and -1 in again  # the reference model was refined and rebuilt too
+    assert out.count("checkpoint artifact missing, rebuilt from its record") == len(first)
+    assert "reused (already refined)" not in out  # a record whose artifacts are gone is refined again
+    for n, rec in again.items():
+        assert rec[T.R_REBUILT]["val_top1"] == rec[T.R_REBUILT]["recorded_val_top1"]
+        assert rec[T.R_TEST] == first[n][T.R_TEST] and rec[T.R_VAL] == first[n][T.R_VAL]
+        assert rec[T.R_ARTIFACTS] != first[n][T.R_ARTIFACTS]
+    assert main(["select", str(path), "--max-latency-ratio", "10", "--export", str(tmp_path / "sel")]) == 0
+    assert (tmp_path / "sel" / "model.onnx").exists()
+
+
+def test_a_trial_without_a_fine_tune_of_its_own_is_refused(tmp_path):
+    from hybridprune.search.context import build_context
+    from hybridprune.search.rebuild import rebuild
+
+    cfg, study = load(_study(tmp_path, fidelity=False))
+    ctx = build_context(cfg, train_if_missing=False)
+    t = next(t for t in study.get_trials(states=(TrialState.COMPLETE,)))
+    for attr in ({T.GATED: "latency 9 ms is over the budget"}, {T.DUPLICATE_OF: 0}):
+        fake = type("Frozen", (), {"number": t.number, "params": t.params, "user_attrs": {**t.user_attrs, **attr}})
+        with pytest.raises(HybridPruneError, match="no fine-tune of its own to replay"):
+            rebuild(ctx, fake)
