@@ -16,13 +16,16 @@ Validation and test are the study's splits (with ``val_from = "test"``: the two 
 class, so neither was seen by the public weights). ``--train-images`` limits the refine epochs to a
 class-balanced subset of the train split (to fit a session; say so when quoting the numbers).
 
-Results go one JSON line per configuration to ``--out`` and a run resumes where it stopped; the
+Results go one JSON line per configuration to ``--out`` and a run resumes where it stopped (each
+line names the machine and the adapted teacher's accuracies, since a run can span sessions; the
+benchmark's own file is committed, ``results/proxy-resnet56/``, because a session's ``runs/`` does
+not outlive it); the
 summary (Spearman and Kendall per proxy, the share of the reference's top third that the proxy
 also ranks in its top third, mean cost in seconds) is printed as a Markdown table, and a scatter
 plot is written next to ``--out`` (``--report-only`` does only that, from the lines already there).
 
     python benchmarks/proxy.py studies/resnet56-cifar10-jpeg.toml --configs 24 --train-images 10000 \\
-        --out runs/proxy/resnet56.jsonl
+        --out results/proxy-resnet56/resnet56.jsonl
 """
 
 from __future__ import annotations
@@ -173,6 +176,8 @@ def main() -> None:
         return json.dumps(params, sort_keys=True)
 
     done = {key(r["params"]) for r in rows}
+    from hybridprune.records import Metrics
+    teacher = {k: ctx.baseline_metrics.get(k) for k in (Metrics.VAL_TOP1, Metrics.TEST_TOP1)}
     print(f"# {machine_description()}; {len(rows)} of {len(points)} configurations already in {out}; "
           f"val {len(ctx.data.val)} images, test {len(ctx.data.test)}, refine on {len(train)} train images "
           f"x {args.refine_epochs:g} epochs", flush=True)
@@ -181,6 +186,7 @@ def main() -> None:
             continue
         row = evaluate_config(ctx, params, args, train)
         row["machine"] = machine_description()
+        row["teacher"] = teacher  # rows of several sessions each name the adapted model they were pruned from
         with out.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         rows.append(row)

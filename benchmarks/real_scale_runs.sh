@@ -19,7 +19,7 @@ STUDIES=(studies/resnet56-cifar10-jpeg.toml studies/resnet56-cifar10-jpeg-channe
 step() { echo "[$(date -u +%FT%TZ)] start: $*"; "$@"; echo "[$(date -u +%FT%TZ)] done: $*"; }
 
 step python benchmarks/proxy.py studies/resnet56-cifar10-jpeg.toml --configs 24 --train-images 10000 \
-    --out runs/proxy/resnet56.jsonl
+    --out results/proxy-resnet56/resnet56.jsonl
 for s in "${STUDIES[@]}"; do
   step hybridprune run "$s" --no-progress
 done
