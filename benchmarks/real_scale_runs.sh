@@ -10,8 +10,8 @@
 #   proxy    the proxy benchmark that chose the rung ladder: one JSON line per configuration in
 #            results/proxy-resnet56/ (commit it; the teacher is adapted again in each session,
 #            the same model on the same CPU: 88.94% test both times).
-#   search   the hybrid, channel-only and block-only studies (seed 0, full data), all three in one
-#            session on one machine, so that their latencies share one CPU. Their storages are
+#   search   the hybrid, channel-only and block-only studies (seed 0, full data, 40 min each), all
+#            three in one session on one machine, so that their latencies share one CPU. Their storages are
 #            journal files in results/resnet56-cifar10-jpeg-state/ (text; commit them); the
 #            trials' checkpoints stay in runs/ and are not needed later: refine rebuilds a trial
 #            whose checkpoint is gone from its record (hybridprune/search/rebuild.py).
@@ -44,13 +44,14 @@ seeds)
       --full-steps 180 --min-steps 60 --bn-batches 8 --budget-s 3600 --seeds 1 2 --samplers nsga2 --modes mf \
       --spaces "${STUDIES[@]}" --out results/search-bench/spaces.jsonl ;;
 refine)
-  # the 4 paper settings with the best validation accuracy, refined beside the front
+  # the 4 best paper settings, refined beside the front: the study screens them like candidates
+  # (MO-ASHA), so those that reached a higher rung rank first, then by validation top-1 there
   paper=$(python - <<'EOF'
 from hybridprune.search import trials as T
 from hybridprune.search.pareto import completed
 from hybridprune.search.service import load
 _, study = load("studies/resnet56-cifar10-jpeg.toml")
-paper = sorted((t for t in completed(study) if T.is_reference(t, T.REF_PAPER)), key=T.accuracy, reverse=True)
+paper = sorted((t for t in completed(study) if T.is_reference(t, T.REF_PAPER)), key=lambda t: (t.user_attrs.get(T.FIDELITY_STEPS) or 0, T.accuracy(t)), reverse=True)
 print(" ".join(f"--trial {t.number}" for t in paper[:4]))
 EOF
   )

@@ -62,6 +62,7 @@ def test_continues_follows_moasha():
     ("bn_batches = 4", "give min_steps and max_steps too"),
     ("min_steps = 1\nmax_steps = 4\nbn_batches = -1", "fidelity.bn_batches must be a whole number >= 0"),
     ("min_steps = 1\nmax_steps = 4\nbn_batches = 1e9", "fidelity.bn_batches"),
+    ("min_steps = 1\nmax_steps = 4\nreferences = \"all\"", "fidelity.references must be one of ['full', 'screen']"),
 ])
 def test_bad_fidelity_tables_are_refused_before_training(tmp_path, capsys, table, message):
     path = _with_fidelity(write_study(tmp_path, name="bad"), f"\n[fidelity]\n{table}\n")
@@ -107,6 +108,28 @@ def test_multi_fidelity_study_one_worker(tmp_path):
         for r in t.user_attrs["rungs"]:
             if r["decision"] == "final" or t.user_attrs.get("reference"):
                 continue
+            others = [[-e["accuracy"], e["latency_ms"]] for u in complete[:i] for e in u.user_attrs["rungs"]
+                      if e["rung"] == r["rung"]]
+            expected = continues([-r["accuracy"], r["latency_ms"]], others, eta=2)
+            assert r["decision"] == ("continue" if expected else "stop"), (t.number, r)
+
+
+@pytest.mark.slow
+def test_screened_reference_points_climb_the_rungs_like_any_candidate_but_the_baseline(tmp_path):
+    from hybridprune.search.fidelity import continues
+
+    path = _with_fidelity(write_study(tmp_path, name="screen", trials=8), FIDELITY + 'references = "screen"\n')
+    assert main(["run", str(path), "--no-progress"]) == 0
+    complete = sorted((t for t in load(path)[1].get_trials(states=(TrialState.COMPLETE,))
+                       if "duplicate_of" not in t.user_attrs), key=lambda t: t.number)
+    paper = [t for t in complete if t.user_attrs.get("reference") == "paper"]
+    baseline = [t for t in complete if t.user_attrs.get("reference") == "baseline"]
+    assert paper and len(baseline) == 1
+    assert baseline[0].user_attrs["rungs"][-1]["decision"] == "final"  # the baseline still runs every rung
+    for i, t in enumerate(complete):  # every paper point was decided by MO-ASHA's rule, as a candidate is
+        if t in baseline:
+            continue
+        for r in (r for r in t.user_attrs["rungs"] if r["decision"] != "final"):
             others = [[-e["accuracy"], e["latency_ms"]] for u in complete[:i] for e in u.user_attrs["rungs"]
                       if e["rung"] == r["rung"]]
             expected = continues([-r["accuracy"], r["latency_ms"]], others, eta=2)

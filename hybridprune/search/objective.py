@@ -191,7 +191,8 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
         trial.set_user_attr(T.FIDELITY_STEPS, ft.steps)
         return score()
     rungs = cfg.fidelity.rungs()
-    reference = trial.user_attrs.get(T.REFERENCE) is not None
+    label = trial.user_attrs.get(T.REFERENCE)  # reference points climb every rung unless they are screened
+    reference = label is not None and (cfg.fidelity.references == "full" or label == T.REF_BASELINE)
     done, history, accuracy = 0, [], float("nan")
     progress.total = rungs[-1]
     ft = None

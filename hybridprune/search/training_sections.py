@@ -101,6 +101,9 @@ class FinetuneSection(Recipe):
     max_batch: ClassVar[int] = MAX_BATCH
 
 
+REFERENCE_MODES = ("full", "screen")
+
+
 @dataclass(frozen=True)
 class FidelitySection:
     """``[fidelity]``: multi-objective asynchronous successive halving over the fine-tune steps.
@@ -113,12 +116,18 @@ class FidelitySection:
     ``bn_batches = N`` adds a first rung of 0 steps: adaptive batch-norm evaluation (EagleEye), the
     BN statistics re-estimated on N training batches, no optimizer step; candidates that cannot
     pass it are never fine-tuned.
+
+    ``references`` says how the enqueued reference points (``[space] references``) climb the
+    rungs: ``"full"`` (default) runs every one to the last rung, ``"screen"`` ranks them like any
+    other candidate (the unpruned baseline still runs to the last rung), so a grid of 20 paper
+    settings costs what 20 candidates cost instead of 20 full fine-tunes of a wall-time budget.
     """
 
     min_steps: int | None = None
     max_steps: int | None = None
     eta: float = 3.0
     bn_batches: int = 0
+    references: str = "full"
 
     def __post_init__(self) -> None:
         if (self.min_steps is None) != (self.max_steps is None):
@@ -136,6 +145,9 @@ class FidelitySection:
         if isinstance(self.bn_batches, bool) or not isinstance(self.bn_batches, int) or self.bn_batches < 0:
             raise ConfigError(f"fidelity.bn_batches must be a whole number >= 0, got {self.bn_batches!r}")
         _at_most(self.bn_batches, "fidelity.bn_batches", MAX_BN_BATCHES)
+        if self.references not in REFERENCE_MODES:
+            raise ConfigError(f"fidelity.references must be one of {list(REFERENCE_MODES)} (reference points run "
+                              f"every rung, or are screened like any candidate), got {self.references!r}")
         if self.bn_batches and not self.enabled:
             raise ConfigError("fidelity.bn_batches adds a 0-step rung before min_steps; give min_steps and "
                               "max_steps too")
