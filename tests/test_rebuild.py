@@ -105,3 +105,25 @@ def test_a_trial_without_a_fine_tune_of_its_own_is_refused(tmp_path):
         fake = type("Frozen", (), {"number": t.number, "params": t.params, "user_attrs": {**t.user_attrs, **attr}})
         with pytest.raises(HybridPruneError, match="no fine-tune of its own to replay"):
             rebuild(ctx, fake)
+
+
+def test_a_journal_carried_to_a_fresh_folder_refines_there(tmp_path, capsys):
+    """The real-scale stages' hand-off: only the study file, its baseline checkpoint and its journal
+    storage reach the next session (no run folder, no artifacts); refine rebuilds and refines there."""
+    first = tmp_path / "session1"
+    path = write_study(first, name="carried", trials=5, study_extra='storage = "state/carried.journal"')
+    assert main(["run", str(path), "--no-progress"]) == 0
+    second = tmp_path / "session2"
+    second.mkdir()
+    for name in ("carried.toml", "base.pt"):
+        shutil.copy(first / name, second / name)
+    shutil.copytree(first / "state", second / "state")
+    capsys.readouterr()
+    assert main(["refine", str(second / "carried.toml"), "--top", "1", "--epochs", "0.05", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    cfg, study = load(second / "carried.toml")
+    refined = T.refined(study)
+    assert len(refined) == 2 and out.count("rebuilt from its record") == 2  # the baseline and the top trial
+    assert all(r[T.R_REBUILT]["val_top1"] == r[T.R_REBUILT]["recorded_val_top1"] for r in refined.values())
+    assert cfg.artifact_dir.resolve().is_relative_to(second.resolve())  # the refined models are stored here
+    assert any(cfg.artifact_dir.rglob("*")) and T.STUDY_REFINED in study.user_attrs
