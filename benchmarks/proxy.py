@@ -186,6 +186,7 @@ def main() -> None:
             continue
         row = evaluate_config(ctx, params, args, train)
         row["machine"] = machine_description()
+        row["train_images"] = len(train)
         row["teacher"] = teacher  # rows of several sessions each name the adapted model they were pruned from
         with out.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
@@ -208,6 +209,9 @@ def report(rows: list[dict], args: argparse.Namespace, train_images: int | str) 
     for s in stats:
         print(f"| {s['proxy']} | {s['spearman']:.3f} | {s['kendall']:.3f} | {s['top_third']:.2f} | "
               f"{s['seconds']:.1f} |")
+    for what in ("machine", "teacher"):  # a run that spanned sessions says whether they agreed
+        seen = sorted({json.dumps(r.get(what), sort_keys=True) for r in rows})
+        print(f"{what}: {'one for all rows' if len(seen) == 1 else f'{len(seen)} different'}: {'; '.join(seen)}")
     spread = [r["refined"] for r in rows]
     print(f"refined test top-1: min {min(spread):.2f}, max {max(spread):.2f}; "
           f"nan-free: {all(math.isfinite(x) for x in spread)}")
