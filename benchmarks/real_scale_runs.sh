@@ -15,8 +15,10 @@
 #            journal files in results/resnet56-cifar10-jpeg-state/ (text; commit them); the
 #            trials' checkpoints stay in runs/ and are not needed later: refine rebuilds a trial
 #            whose checkpoint is gone from its record (hybridprune/search/rebuild.py).
-#   seeds    seeds 1 and 2 of all three spaces on a 10,000-image train subset
-#            (benchmarks/search.py; one JSON line per finished search in results/search-bench/).
+#   bench    the screening issue's comparisons at equal wall time (benchmarks/search.py, 10 min a
+#            search, seeds 0-2, a 10,000-image train subset, 2,000 validation images): (b) MO-ASHA
+#            with the BN rung in the hybrid, channel-only and block-only spaces, (a) the plain
+#            hybrid search beside it; one JSON line per finished search in results/search-bench/.
 #   refine   refine (EPOCHS, distilled from the adapted teacher) of the hybrid front, the
 #            ResNet-20 reference, the 4 best paper settings and the top 3 of each single-mode
 #            search, then publish with the comparison, then the independent re-measurement. The
@@ -39,10 +41,12 @@ search)
   for s in "${STUDIES[@]}"; do
     step hybridprune run "$s" --no-progress
   done ;;
-seeds)
-  step python benchmarks/search.py --study studies/resnet56-cifar10-jpeg.toml --train-subset 10000 \
-      --full-steps 180 --min-steps 60 --bn-batches 8 --budget-s 3600 --seeds 1 2 --samplers nsga2 --modes mf \
-      --spaces "${STUDIES[@]}" --out results/search-bench/spaces.jsonl ;;
+bench)
+  common=(--study studies/resnet56-cifar10-jpeg.toml --train-subset 10000 --val-subset 2000 --full-steps 180
+          --min-steps 60 --bn-batches 8 --budget-s 600 --seeds 0 1 2 --samplers nsga2
+          --out results/search-bench/resnet56.jsonl)
+  step python benchmarks/search.py "${common[@]}" --modes mf --spaces "${STUDIES[@]}"
+  step python benchmarks/search.py "${common[@]}" --modes plain --spaces "${STUDIES[0]}" ;;
 refine)
   # the 4 best paper settings, refined beside the front: the study screens them like candidates
   # (MO-ASHA), so those that reached a higher rung rank first, then by validation top-1 there
@@ -66,7 +70,7 @@ EOF
       --out results/resnet56-cifar10-jpeg
   step python benchmarks/verify_results.py results/resnet56-cifar10-jpeg --data ../shared/data/cifar10-jpeg ;;
 *)
-  echo "error: give a stage: proxy, search, seeds or refine (see the top of $0)" >&2
+  echo "error: give a stage: proxy, search, bench or refine (see the top of $0)" >&2
   exit 2 ;;
 esac
 echo "stage $1: all done"
