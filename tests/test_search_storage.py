@@ -203,3 +203,24 @@ def test_a_locked_sqlite_study_says_it_waits(tmp_path, capsys, monkeypatch):
     assert err == f"waiting for the study database {tmp_path / 'study.db'}: another process holds its write lock " \
                   f"(up to 120 s)\n"
     assert {s.study_name for s in optuna.get_all_study_summaries(storage)} == {"s", "t"}
+
+
+
+def test_sqlalchemy_cleanup_tracebacks_stay_off_the_console():
+    """A Ctrl+C or a worker's SIGTERM inside a query makes SQLAlchemy log "Error closing cursor" with
+    a traceback; the run reports the interrupt in one line, so the console gets nothing more (a
+    process of its own: pytest's log capture would stand in for the missing handler)."""
+    code = """
+import logging
+from hybridprune.search.study import quiet_optuna
+quiet_optuna()
+try:
+    raise KeyboardInterrupt
+except KeyboardInterrupt:
+    logging.getLogger("sqlalchemy.engine.Engine").error("Error closing cursor", exc_info=True)
+    logging.getLogger("sqlalchemy.pool.impl.QueuePool").error("Exception during reset or similar", exc_info=True)
+logging.getLogger("hybridprune").error("still shown")
+"""
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stderr
+    assert "Traceback" not in err and "Error closing cursor" not in err and "during reset" not in err, err
+    assert "still shown" in err  # only SQLAlchemy's cleanup loggers are quiet

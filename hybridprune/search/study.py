@@ -28,6 +28,14 @@ def quiet_optuna() -> None:
     from hybridprune.search._optuna import quiet_trial_failures
 
     quiet_trial_failures()  # the objective logs each failure in one line and records it on the trial
+    # SQLAlchemy logs a traceback when it cannot close a cursor or reset a connection while another
+    # exception (Ctrl+C, a worker's SIGTERM) unwinds a query. That exception is what happened and is
+    # reported in one line; without a handler, logging's last resort printed the traceback on the
+    # console. A handler configured by the user (on the root logger) still receives them.
+    for name in ("sqlalchemy.engine", "sqlalchemy.pool"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
 
 
 def storage_for(cfg: StudyConfig, storage: Any = None, *, heartbeat: bool = True) -> Any:
