@@ -89,7 +89,8 @@ def evaluate_config(ctx, params: dict, args, train) -> dict:
         done = steps
         mark(f"ft{steps}", val())
     t1 = time.perf_counter()
-    finetune(model, train, Budget(epochs=args.refine_epochs), ctx.normalization, teacher=ctx.model, lr=f.lr,
+    # the reference's refine has one seed for every configuration: the teacher computes each batch once
+    finetune(model, train, Budget(epochs=args.refine_epochs), ctx.normalization, teacher=ctx.teacher(), lr=f.lr,
              batch_size=f.batch_size, seed=7, device=ctx.device, evaluate_val=False, **kw)
     row["refined"] = 100 * float(evaluate(model, ctx.data.test, ctx.normalization, device=ctx.device, **kw).top1)
     row["refine_seconds"] = time.perf_counter() - t1

@@ -22,7 +22,9 @@
 #   refine   refine (EPOCHS, distilled from the adapted teacher) of the hybrid front, the
 #            ResNet-20 reference, the 4 best paper settings and the top 3 of each single-mode
 #            search, then publish with the comparison, then the independent re-measurement. The
-#            refined checkpoints live in runs/, so this stage must finish in the session it starts.
+#            refined models go to results/resnet56-cifar10-jpeg-state/refined-*/ ([study]
+#            refined_artifact_dir; commit them with the journals): a stopped refine resumes in the
+#            next session model by model (each trial of the search is rebuilt from its record).
 #
 # Stop a stage with Ctrl+C or SIGINT (not SIGKILL): the running trial is then recorded as
 # interrupted and retried on resume.

@@ -83,6 +83,9 @@ def _check_rungs(study):
     complete = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "duplicate_of" not in t.user_attrs]
     assert complete
     for t in complete:
+        if "latency_gate" in t.user_attrs:  # timed over max_latency_ms on a loaded machine
+            assert "rungs" not in t.user_attrs
+            continue
         rungs = t.user_attrs["rungs"]
         assert [r["rung"] for r in rungs] == list(range(len(rungs)))
         assert [r["steps"] for r in rungs] == [1, 2, 4][: len(rungs)]
@@ -188,6 +191,9 @@ def test_a_study_with_the_adaptive_bn_rung_ranks_candidates_before_any_fine_tune
     complete = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "duplicate_of" not in t.user_attrs]
     assert complete
     for t in complete:
+        if "latency_gate" in t.user_attrs:  # timed over max_latency_ms on a loaded machine
+            assert "rungs" not in t.user_attrs
+            continue
         rungs = t.user_attrs["rungs"]
         assert [r["steps"] for r in rungs] == [0, 1, 2, 4][: len(rungs)]
         if rungs[-1]["steps"] == 0:  # stopped at the BN rung: never fine-tuned

@@ -107,17 +107,22 @@ def test_a_trial_without_a_fine_tune_of_its_own_is_refused(tmp_path):
             rebuild(ctx, fake)
 
 
+def _next_session(first, second, study_file: str):
+    """What reaches the next session: the study file, its baseline checkpoint, the committed state/."""
+    second.mkdir()
+    for name in (study_file, "base.pt"):
+        shutil.copy(first / name, second / name)
+    shutil.copytree(first / "state", second / "state")
+    return second
+
+
 def test_a_journal_carried_to_a_fresh_folder_refines_there(tmp_path, capsys):
     """The real-scale stages' hand-off: only the study file, its baseline checkpoint and its journal
     storage reach the next session (no run folder, no artifacts); refine rebuilds and refines there."""
     first = tmp_path / "session1"
     path = write_study(first, name="carried", trials=5, study_extra='storage = "state/carried.journal"')
     assert main(["run", str(path), "--no-progress"]) == 0
-    second = tmp_path / "session2"
-    second.mkdir()
-    for name in ("carried.toml", "base.pt"):
-        shutil.copy(first / name, second / name)
-    shutil.copytree(first / "state", second / "state")
+    second = _next_session(first, tmp_path / "session2", "carried.toml")
     capsys.readouterr()
     assert main(["refine", str(second / "carried.toml"), "--top", "1", "--epochs", "0.05", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
@@ -127,3 +132,30 @@ def test_a_journal_carried_to_a_fresh_folder_refines_there(tmp_path, capsys):
     assert all(r[T.R_REBUILT]["val_top1"] == r[T.R_REBUILT]["recorded_val_top1"] for r in refined.values())
     assert cfg.artifact_dir.resolve().is_relative_to(second.resolve())  # the refined models are stored here
     assert any(cfg.artifact_dir.rglob("*")) and T.STUDY_REFINED in study.user_attrs
+
+
+def test_refine_resumes_model_by_model_from_a_kept_refined_store_in_another_session(tmp_path, capsys):
+    """``[study] refined_artifact_dir`` beside the journal: a later session (no run folder, no trial
+    artifacts) reuses what was refined, refines only what is new, and publishes from the kept store."""
+    first = tmp_path / "session1"
+    extra = 'storage = "state/kept.journal"\nrefined_artifact_dir = "state/refined"'
+    path = write_study(first, name="kept", trials=5, study_extra=extra)
+    assert main(["run", str(path), "--no-progress"]) == 0
+    refine = ["--epochs", "0.05", "--rounds", "1"]
+    assert main(["refine", str(path), "--top", "1", *refine]) == 0
+    cfg, study = load(path)
+    before = T.refined(study)
+    assert len(before) == 2 and any((first / "state" / "refined").rglob("*"))
+    kept_files = {p.name for p in (first / "state" / "refined").rglob("*") if p.is_file()}
+    trial_files = {p.name for p in cfg.artifact_dir.rglob("*") if p.is_file()}
+    assert kept_files and not kept_files & trial_files  # the refined models, and only they, are kept there
+    second = _next_session(first, tmp_path / "session2", "kept.toml")
+    capsys.readouterr()
+    assert main(["refine", str(second / "kept.toml"), "--top", "2", *refine]) == 0
+    out = capsys.readouterr().out
+    _, study = load(second / "kept.toml")
+    after = T.refined(study)
+    assert out.count("reused (already refined)") == 2 and out.count("rebuilt from its record") == 1
+    assert len(after) == 3 and all(after[n][T.R_TEST] == rec[T.R_TEST] for n, rec in before.items())
+    assert main(["publish", str(second / "kept.toml"), "--out", str(second / "published"), "--rounds", "1"]) == 0
+    assert any((second / "published").glob("*.onnx"))

@@ -156,6 +156,7 @@ PATHS = [
     ("baseline cache_dir is a file", 'run_dir = "run"\n[baseline]\ncache_dir = "taken"', ["baseline.cache_dir", "is a file"]),
     ("run_dir below a file", 'run_dir = "taken/run"', ["study.run_dir", "cannot be created", "is a file"]),
     ("artifact_dir is a file", 'artifact_dir = "taken"', ["study.artifact_dir", "is a file"]),
+    ("refined_artifact_dir is a file", 'refined_artifact_dir = "taken"', ["study.refined_artifact_dir", "is a file"]),
     ("sqlite below a file", 'storage = "sqlite:///taken/s.db"', ["study.storage", "is a file"]),
     ("sqlite is a folder", 'storage = "sqlite:///adir"', ["study.storage", "is a folder"]),
     ("journal below a file", 'storage = "taken/s.log"', ["study.storage", "is a file"]),

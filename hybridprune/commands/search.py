@@ -207,7 +207,8 @@ def select_cmd(
         return evaluate(loaded.model, load_data(cfg).test, loaded.normalization, device="cpu",
                         precision=cfg.finetune.precision).top1
 
-    sel = export_trial(study, trial, cfg.artifact_dir, export, test_top1=test_top1)
+    sel = export_trial(study, trial, cfg.artifact_dir, export, test_top1=test_top1,
+                       refined_dir=cfg.refined_artifact_dir)
     test = f", test top-1 {100 * sel.test_top1:.2f}%" if sel.test_top1 is not None else ""
     console.print(f"selected trial {trial.number}: validation top-1 {100 * chosen.accuracy:.2f}%{test}, latency "
                   f"{chosen.latency_ms:.3f} ms ({chosen.ratio:.3f} x the baseline); wrote "
@@ -280,7 +281,7 @@ def refine_cmd(
 
     try:
         rows = refine(ctx, study, trials, get_artifact_store(cfg.artifact_dir), options, on_trial=said,
-                      on_round=timing)
+                      on_round=timing, refined_store=get_artifact_store(cfg.refined_artifact_dir))
     finally:
         ctx.close()
     console.print(_refined_table(rows, f"Refined trials of {cfg.name} ({epochs:g} more epochs, "

@@ -113,6 +113,15 @@ class StudyConfig:
         return Path(self.study.artifact_dir) if self.study.artifact_dir else self.run_dir / "artifacts"
 
     @property
+    def refined_artifact_dir(self) -> Path:
+        """Folder of the artifact store of refine's checkpoints and ONNX files (default: :attr:`artifact_dir`).
+
+        Its own folder lets refined models be kept (a few MB each) where the trials' many checkpoints
+        are not: refine resumes from it model by model, in another session or on another machine.
+        """
+        return Path(self.study.refined_artifact_dir) if self.study.refined_artifact_dir else self.artifact_dir
+
+    @property
     def storage_url(self) -> str:
         """The storage URL: ``study.storage`` or a SQLite file in the run directory."""
         return self.study.storage or f"sqlite:///{self.run_dir / 'study.db'}"
@@ -138,6 +147,8 @@ class StudyConfig:
         if self.baseline.cache_dir:
             check_writable(self.cache_dir, "baseline.cache_dir")
         check_writable(self.artifact_dir, "study.artifact_dir" if self.study.artifact_dir else "study.run_dir")
+        if self.study.refined_artifact_dir:
+            check_writable(self.refined_artifact_dir, "study.refined_artifact_dir")
         db = storage_file(self.storage_url)
         if db is not None:
             check_writable(db, "study.storage", directory=False)
@@ -199,6 +210,7 @@ def _load(path: Path) -> StudyConfig:
     sections["study"] = dataclasses.replace(
         st, name=name, run_dir=run_dir,
         artifact_dir=_resolve(base, st.artifact_dir),
+        refined_artifact_dir=_resolve(base, st.refined_artifact_dir),
         storage=resolve_storage_url(st.storage, base),
     )
     sections["model"] = sections["model"].resolve_paths(base, _resolve)

@@ -49,6 +49,15 @@ class WorkerContext:
     baseline_metrics: dict = field(default_factory=dict)
     heartbeat: bool = False  # set by the worker from its storage
     _calib: list | None = None
+    _teacher: Any = None
+
+    def teacher(self) -> torch.nn.Module:
+        """The distillation teacher: the baseline, each batch's outputs computed once (:mod:`~hybridprune.distill`)."""
+        if self._teacher is None:
+            from hybridprune.distill import MemoTeacher
+
+            self._teacher = MemoTeacher(self.model)
+        return self._teacher
 
     def calibration(self, n_batches: int) -> list:
         """Calibration batches for data-driven criteria (computed once)."""

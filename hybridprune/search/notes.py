@@ -25,7 +25,7 @@ def trial_note(trial: Any, rec: dict) -> str:
         f"- latency {rec.get(T.R_LATENCY, float('nan')):.3f} ms = {rec.get(T.R_RATIO, float('nan')):.3f} x the "
         f"study's reference baseline latency (ratio CI {lo:.3f}-{hi:.3f}, {rec.get(T.R_ROUNDS, '?')} rounds "
         f"interleaved with the baseline)",
-        f"- refined files, among the study's artifacts: `trial{trial.number}-refined.pt` (checkpoint, id "
+        f"- refined files, in the study's refined artifact store: `trial{trial.number}-refined.pt` (checkpoint, id "
         f"`{art['checkpoint']}`) and `trial{trial.number}-refined.onnx` (id `{art['onnx']}`); "
         f"`hybridprune select` exports both", ""])
 

@@ -141,6 +141,24 @@ class _Progress:
                                               "eta_s": None if eta is None else round(eta, 1)})
 
 
+def finetune_seed(cfg: Any) -> int:
+    """The seed of every trial's fine-tune: the study's seed, the same for every trial.
+
+    Common random numbers: every candidate is fine-tuned on the same batches, augmented the same
+    way, so the search compares models, not draws; and the distillation teacher computes each batch
+    once for all trials of a worker (:class:`~hybridprune.distill.MemoTeacher`). Rung ``k`` adds
+    ``1000 * k`` (:func:`run_rung`).
+    """
+    return int(cfg.study.seed)
+
+
+def run_budget(ctx: WorkerContext, model: torch.nn.Module, seed: int, train_kw: dict) -> Any:
+    """Fine-tune ``model`` in place for ``[finetune]``'s fixed budget (a study without ``[fidelity]``)."""
+    from hybridprune.training import finetune
+
+    return finetune(model, ctx.data, ctx.cfg.finetune.budget, ctx.normalization, seed=seed, **train_kw)
+
+
 def run_rung(ctx: WorkerContext, model: torch.nn.Module, k: int, done: int, steps: int, seed: int,
              train_kw: dict) -> Any:
     """Train ``model`` from rung ``k - 1`` (``done`` steps) to rung ``k`` (``steps``) in place.
@@ -163,16 +181,15 @@ def run_rung(ctx: WorkerContext, model: torch.nn.Module, k: int, done: int, step
 def finetune_kwargs(ctx: WorkerContext, progress: Any = None) -> dict:
     """The keyword arguments every fine-tune of a trial runs with (teacher, device, recipe)."""
     f = ctx.cfg.finetune
-    return dict(teacher=ctx.model if f.distill else None, device=ctx.device, evaluate_val=False,
+    return dict(teacher=ctx.teacher() if f.distill else None, device=ctx.device, evaluate_val=False,
                 progress=progress, **f.train_kwargs())
 
 
 def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms: float, timer: T.PhaseTimer) -> float:
     """Fine-tune (rung by rung with ``[fidelity]``) and return the validation accuracy reached."""
     from hybridprune.accuracy import evaluate
-    from hybridprune.training import finetune
 
-    cfg, f = ctx.cfg, ctx.cfg.finetune
+    cfg = ctx.cfg
     progress = _Progress(trial)
     train_kw = finetune_kwargs(ctx, progress)
 
@@ -183,10 +200,10 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
             raise TrainingDiverged(f"validation loss is {res.loss} after fine-tuning")
         return float(res.top1)
 
-    seed = cfg.study.seed + trial.number
+    seed = finetune_seed(cfg)
     if not cfg.fidelity.enabled:
         with timer.phase("finetune"):
-            ft = finetune(model, ctx.data, f.budget, ctx.normalization, seed=seed, **train_kw)
+            ft = run_budget(ctx, model, seed, train_kw)
         trial.set_user_attr(T.FINETUNE, ft.to_dict())
         trial.set_user_attr(T.FIDELITY_STEPS, ft.steps)
         return score()

@@ -117,7 +117,7 @@ def _write(cfg: Any, study: Any, refined: dict, base: Any, out: Path, rounds: in
     from hybridprune.search.split import split_record
     from hybridprune.search.storage import get_artifact_store
 
-    store = get_artifact_store(cfg.artifact_dir)
+    store = get_artifact_store(cfg.refined_artifact_dir)
     by_no = by_number(study)
     test = load_data(cfg).test
     images, labels = test.images.numpy(), test.labels.numpy()

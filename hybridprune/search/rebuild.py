@@ -4,7 +4,7 @@ A study's storage can outlive its artifact store: a journal file carried to anot
 PostgreSQL study whose workers kept their artifacts on their own disks, a run folder cleaned to
 save space. Every searched model is a function of what the storage holds: the baseline (cached, or
 adapted again from the same checkpoint, seed and recipe), the trial's parameters, and its fine-tune
-schedule (the rungs it reached; seeds from the study seed, the trial number and the rung index).
+schedule (the rungs it reached; seeds from the study seed and the rung index).
 :func:`rebuild` replays exactly that and scores the replay on validation, beside the accuracy the
 trial recorded, so the user sees whether the replay matched: on the same CPU and precision it
 does; another CPU's kernels round differently and the two drift apart by a little.
@@ -50,10 +50,9 @@ def rebuild(ctx: Any, trial: Any) -> Rebuilt:
     """
     from hybridprune.accuracy import evaluate
     from hybridprune.records import Metrics as M
-    from hybridprune.search.objective import finetune_kwargs, prune_config, run_rung
+    from hybridprune.search.objective import finetune_kwargs, finetune_seed, prune_config, run_budget, run_rung
     from hybridprune.search.references import NAME, reference_model
     from hybridprune.search.split import split_record
-    from hybridprune.training import finetune
 
     cfg = ctx.cfg
     if T.is_reference(trial, T.REF_FAMILY):
@@ -69,9 +68,9 @@ def rebuild(ctx: Any, trial: Any) -> Rebuilt:
                                    f"twin): there is no fine-tune of its own to replay")
         model, record, _ = prune_config(ctx, ctx.space.to_config(trial.params))
         model = model.to(ctx.device)
-        seed, kw = cfg.study.seed + trial.number, finetune_kwargs(ctx)
+        seed, kw = finetune_seed(cfg), finetune_kwargs(ctx)
         if not cfg.fidelity.enabled:
-            finetune(model, ctx.data, cfg.finetune.budget, ctx.normalization, seed=seed, **kw)
+            run_budget(ctx, model, seed, kw)
         else:
             reached, done = trial.user_attrs.get(T.FIDELITY_STEPS), 0
             if reached is None:

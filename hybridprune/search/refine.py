@@ -8,7 +8,8 @@ latency is that ratio times the study's reference baseline latency, the basis of
 
 Optuna does not let a finished trial be updated, so each refined trial's results are the study
 user attribute ``refined:<number>`` (:func:`~hybridprune.search.trials.refined`), its checkpoint
-and ONNX file are study artifacts, and its optuna-dashboard note is stored under the trial's id.
+and ONNX file are artifacts in ``[study] refined_artifact_dir`` (default: the study's artifact store),
+and its optuna-dashboard note is stored under the trial's id.
 """
 
 from __future__ import annotations
@@ -111,8 +112,10 @@ def candidates(study: Any, *, top: int | None = None, max_latency_ms: float | No
             + reference_trials(study))
 
 
-def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOptions, tmp: Path) -> dict:
-    """Fine-tune one trial's checkpoint for ``options.epochs`` more epochs, score it, upload it.
+def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOptions, tmp: Path,
+                 refined_store: Any = None) -> dict:
+    """Fine-tune one trial's checkpoint (from ``store``) for ``options.epochs`` more epochs, score it,
+    upload it to ``refined_store`` (default: ``store``).
 
     Returns:
         The refined record (epochs, test/val top-1, artifact ids; latency fields come later).
@@ -127,9 +130,9 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
     model, record, source_metrics, rebuilt = _source(ctx, store, trial, tmp / "source.pt")
     model = model.to(ctx.device)
     ft = finetune(model, ctx.data, Budget(epochs=options.epochs), ctx.normalization,
-                  teacher=ctx.model if options.distill else None, distill_weight=options.distill_weight,
+                  teacher=ctx.teacher() if options.distill else None, distill_weight=options.distill_weight,
                   lr=options.peak_lr(f.lr), batch_size=f.batch_size,
-                  seed=cfg.study.seed + trial.number, device=ctx.device, evaluate_val=False,
+                  seed=refine_seed(cfg), device=ctx.device, evaluate_val=False,
                   **ctx.precision_kwargs())
     test = evaluate(model, ctx.data.test, ctx.normalization, device=ctx.device, **ctx.precision_kwargs()).top1
     val = evaluate(model, ctx.data.val, ctx.normalization, device=ctx.device, **ctx.precision_kwargs()).top1
@@ -137,11 +140,12 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
                M.TRIAL: trial.number, M.REFINE: {"epochs": options.epochs, "finetune": ft.to_dict()},
                M.SPLIT: split_record(cfg), M.TEST_SPLIT: describe_split(cfg, "test", len(ctx.data.test)),
                M.VAL_SPLIT: describe_split(cfg, "val", len(ctx.data.val))}
-    ids = store_model(study, store, model, ctx.normalization, tmp, f"trial{trial.number}-refined",
+    ids = store_model(study, store if refined_store is None else refined_store, model, ctx.normalization, tmp,
+                      f"trial{trial.number}-refined",
                       record=record, input_size=ctx.input_size, batch_size=cfg.latency.batch_size,
                       metrics=metrics)
     return {T.R_EPOCHS: options.epochs, T.R_TEST: float(test), T.R_VAL: float(val),
-            T.R_LR: options.peak_lr(f.lr), T.R_DISTILL: options.distill,
+            T.R_LR: options.peak_lr(f.lr), T.R_SEED: refine_seed(cfg), T.R_DISTILL: options.distill,
             T.R_DISTILL_WEIGHT: options.distill_weight if options.distill else None,
             T.R_SECONDS: time.perf_counter() - start,
             T.R_ARTIFACTS: ids, **({T.R_REBUILT: rebuilt} if rebuilt else {})}
@@ -171,8 +175,9 @@ def _download_checkpoint(ctx: Any, store: Any, artifact: str, trial: Any, path: 
     try:
         download_artifact(artifact_store=store, artifact_id=artifact, file_path=str(path))
     except Exception as exc:
+        where = getattr(store, "_base_path", "the artifact store")
         raise HybridPruneError(f"checkpoint artifact {artifact} of trial {trial.number} is missing from "
-                               f"{ctx.cfg.artifact_dir}: {exc}") from None
+                               f"{where}: {exc}") from None
     from hybridprune.search.references import model_name_of
 
     loaded = load_checkpoint(path, model_name_of(ctx.cfg, trial))  # the study names its models; the file may not
@@ -180,18 +185,33 @@ def _download_checkpoint(ctx: Any, store: Any, artifact: str, trial: Any, path: 
     return loaded
 
 
-def same_recipe(rec: dict, options: RefineOptions, default_lr: float) -> bool:
+def refine_seed(cfg: Any) -> int:
+    """The seed of every refine of a study: the study's seed, the same for every model.
+
+    Common random numbers: each refined model sees the same batches, augmented the same way, in the
+    same order, so the differences between refined models are the models', not the draws'; and
+    the teacher computes each batch once for all of them (:class:`~hybridprune.distill.MemoTeacher`).
+    """
+    return int(cfg.study.seed)
+
+
+def same_recipe(rec: dict, options: RefineOptions, default_lr: float, seed: int | None = None) -> bool:
     """Whether a stored refine record was made with ``options``' recipe: the same epochs, peak lr
-    (``None``: the study's ``[finetune] lr``), distillation and its weight; otherwise it is refined again."""
+    (``None``: the study's ``[finetune] lr``), seed (when given), distillation and its weight;
+    otherwise it is refined again."""
     return (rec.get(T.R_EPOCHS) == options.epochs and rec.get(T.R_LR) == options.peak_lr(default_lr)
+            and (seed is None or rec.get(T.R_SEED) == seed)
             and rec.get(T.R_DISTILL) == options.distill
             and (not options.distill or rec.get(T.R_DISTILL_WEIGHT) == options.distill_weight))
 
 
 def refine(ctx: Any, study: Any, trials: list[Any], store: Any, options: RefineOptions,
            on_trial: Callable[[Any, dict, bool], None] | None = None,
-           on_round: Callable[[int, int], None] | None = None) -> list[tuple[Any, dict]]:
+           on_round: Callable[[int, int], None] | None = None, refined_store: Any = None) -> list[tuple[Any, dict]]:
     """Refine ``trials`` (the baseline first), re-time them interleaved, record everything on the study.
+
+    The trials' checkpoints come from ``store``; the refined ones go to ``refined_store`` (default:
+    ``store``), where a later run finds them again.
 
     A trial whose stored record has the same recipe (epochs, lr, distillation: :func:`same_recipe`)
     is not fine-tuned again; each new record is
@@ -201,23 +221,24 @@ def refine(ctx: Any, study: Any, trials: list[Any], store: Any, options: RefineO
         ``(trial, record)`` pairs in the order of ``trials``.
     """
     cfg = ctx.cfg
+    kept = store if refined_store is None else refined_store
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     records: list[tuple[Any, dict]] = []
     with tempfile.TemporaryDirectory(prefix=f"refine-{os.getpid()}-", dir=cfg.run_dir) as tmp:
         tmp = Path(tmp)
         for t in trials:
             rec = T.refined(study, t)
-            reused = (same_recipe(rec, options, cfg.finetune.lr) and bool(rec.get(T.R_ARTIFACTS))
-                      and artifact_exists(store, rec[T.R_ARTIFACTS][T.ARTIFACT_CHECKPOINT]))
+            reused = (same_recipe(rec, options, cfg.finetune.lr, refine_seed(cfg)) and bool(rec.get(T.R_ARTIFACTS))
+                      and artifact_exists(kept, rec[T.R_ARTIFACTS][T.ARTIFACT_CHECKPOINT]))
             if not reused:
-                rec = refine_trial(ctx, study, t, store, options, tmp)
+                rec = refine_trial(ctx, study, t, store, options, tmp, kept)
                 study.set_user_attr(f"{T.REFINED_PREFIX}{t.number}", rec)
             if on_trial is not None:
                 on_trial(t, rec, reused)
             records.append((t, rec))
         models = {}
         for t, rec in records:
-            loaded = _download_checkpoint(ctx, store, rec[T.R_ARTIFACTS][T.ARTIFACT_CHECKPOINT], t,
+            loaded = _download_checkpoint(ctx, kept, rec[T.R_ARTIFACTS][T.ARTIFACT_CHECKPOINT], t,
                                           tmp / f"timed{t.number}.pt")
             models[t.number] = ctx.latency.export(loaded.model, f"refined{t.number}")
         base_no = trials[0].number

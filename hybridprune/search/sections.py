@@ -87,6 +87,7 @@ class StudySection:
     storage: str | None = None
     run_dir: str = ""
     artifact_dir: str | None = None
+    refined_artifact_dir: str | None = None  # refine's models (default: artifact_dir); keep it where it outlives runs
     references: bool = True
     workers: int = 1
     backend: str = "local"

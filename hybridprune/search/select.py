@@ -192,7 +192,8 @@ def drop_warning(on: Basis, chosen: Candidate, points: float = 5.0) -> str | Non
 
 
 def export_trial(study: Any, trial: Any, artifact_dir: str | Path, out: str | Path,
-                 test_top1: Callable[[Path], float] | None = None) -> Selection:
+                 test_top1: Callable[[Path], float] | None = None,
+                 refined_dir: str | Path | None = None) -> Selection:
     """Write the trial's checkpoint, ONNX file, record JSON and a short report into ``out``.
 
     A trial refined by ``refine`` exports its refined checkpoint and ONNX file, and the report
@@ -205,6 +206,7 @@ def export_trial(study: Any, trial: Any, artifact_dir: str | Path, out: str | Pa
         out: Destination directory (created; only an empty folder or an earlier export is replaced).
         test_top1: Scores the exported ``model.pt`` on the held-out test split (a fraction), for the
             report of a trial that was not refined.
+        refined_dir: The artifact store directory of refined models (default: ``artifact_dir``).
 
     Returns:
         A :class:`Selection`.
@@ -217,8 +219,10 @@ def export_trial(study: Any, trial: Any, artifact_dir: str | Path, out: str | Pa
     from hybridprune.search.storage import get_artifact_store
 
     out = Path(out)
-    store = get_artifact_store(artifact_dir)
     refined = T.refined(study, trial)
+    if refined.get(T.R_ARTIFACTS) and refined_dir is not None:
+        artifact_dir = refined_dir
+    store = get_artifact_store(artifact_dir)
     ids = refined.get(T.R_ARTIFACTS) or trial.user_attrs[T.ARTIFACTS]
     row = Row.from_trial(trial)
     names = {T.ARTIFACT_CHECKPOINT: "model.pt", T.ARTIFACT_ONNX: "model.onnx", "record": "record.json",

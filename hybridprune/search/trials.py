@@ -65,6 +65,7 @@ STUDY_REFINED = "refined"
 # Keys of one refined record (and of the latency fields ``StudyLatency.interleaved`` returns).
 R_EPOCHS = "epochs"                  # refine's fine-tune epochs
 R_LR = "lr"
+R_SEED = "seed"  # shuffling and augmentation of the refine: one seed for every model a study refines
 R_DISTILL = "distill"                # whether refine distilled from the baseline
 R_DISTILL_WEIGHT = "distill_weight"  # the distillation loss's weight (the hard labels get the rest)
 R_SECONDS = "seconds"                # refine's fine-tune + scoring wall time
