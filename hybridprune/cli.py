@@ -114,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     """
     try:
         # In non-standalone mode click returns typer.Exit's code instead of raising it.
-        rc = app(args=argv, prog_name="hybridprune", standalone_mode=False)
+        from hybridprune.search.interrupts import sigint_held
+
+        with sigint_held():  # a Ctrl+C never lands inside a storage call (hybridprune/search/interrupts.py)
+            rc = app(args=argv, prog_name="hybridprune", standalone_mode=False)
     except HybridPruneError as exc:
         print_error(exc)
         return 2

@@ -48,7 +48,10 @@ class WorkersFailed(RuntimeError):
 def _on_parent_death(signum: int, frame: Any) -> None:
     # once: a second SIGTERM (the watchdog's) must not interrupt the clean-up with another exception
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise ParentDied(f"received {signal.Signals(signum).name}: the run that started it is gone or it was terminated")
+    from hybridprune.search.interrupts import interrupt  # not inside a storage call: after it
+
+    interrupt(ParentDied(f"received {signal.Signals(signum).name}: the run that started it is gone or it was "
+                         f"terminated"))
 
 
 def watch_parent(parent_pid: int) -> None:

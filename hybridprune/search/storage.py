@@ -113,12 +113,14 @@ def get_storage(
         raise ConfigError(f"storage must be a database URL or a journal file path, got {storage!r}")
     storage = resolve_storage_url(storage)
     if storage.startswith("journal://") or ("://" not in storage and storage.endswith(JOURNAL_SUFFIXES)):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        from hybridprune.search.interrupts import HeldJournalStorage  # whole calls only (Ctrl+C)
 
         path = Path(storage.removeprefix("journal://"))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(path)))
+            return HeldJournalStorage(JournalFileBackend(str(path)))
         except OSError as exc:
             raise ConfigError(f"cannot open journal storage {path}: {exc.strerror or exc}") from None
     engine_kwargs: dict[str, Any] = {}
@@ -142,7 +144,9 @@ def get_storage(
         if waiting is not None:  # opening reads the schema: a writer's lock holds it up, silently
             waiting.daemon = True
             waiting.start()
-        rdb = optuna.storages.RDBStorage(
+        from hybridprune.search.interrupts import HeldRDBStorage  # whole calls only (Ctrl+C)
+
+        rdb = HeldRDBStorage(
             storage,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_interval,

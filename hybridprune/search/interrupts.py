@@ -1,0 +1,109 @@
+"""Ctrl+C and a worker's stop signal are held back while the main thread is inside a storage call.
+
+Python raises a signal's exception between any two bytecodes of the main thread. Landing inside
+an Optuna storage call, a KeyboardInterrupt (a ``BaseException``, which Optuna's session clean-up
+does not catch) or a worker's :class:`~hybridprune.search.local.ParentDied` can leave a SQLite
+connection checked out in the middle of its transaction, still holding the database lock: the
+trial's own FAIL record then waits for that lock and fails with "database is locked". A journal
+file's lock can be left behind the same way. So the storages hybridprune opens
+(:func:`~hybridprune.search.storage.get_storage`) run every public method through :func:`held`,
+and the signal handlers call :func:`interrupt`: inside a storage call the exception is kept and
+raised as soon as the outermost call returns, so each storage call either happens whole or not
+at all. Other threads (heartbeats, progress) never receive signals and are not counted.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import signal
+import threading
+from typing import Any, Callable
+
+_depth = 0  # storage calls the main thread is inside
+_pending: BaseException | None = None
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def interrupt(exc: BaseException) -> None:
+    """Raise ``exc`` now, or, inside a storage call of the main thread, when that call returns."""
+    global _pending
+    if _depth and _in_main_thread():
+        if _pending is None:  # the first signal decides; a second Ctrl+C changes nothing
+            _pending = exc
+        return
+    raise exc
+
+
+def held(fn: Callable) -> Callable:
+    """``fn`` with :func:`interrupt`'s exceptions held back until it returns (main thread only)."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        global _depth, _pending
+        if not _in_main_thread():
+            return fn(*args, **kwargs)
+        _depth += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _depth -= 1
+            if _depth == 0 and _pending is not None:
+                exc, _pending = _pending, None
+                raise exc
+
+    return call
+
+
+def held_class(base: type) -> type:
+    """A subclass of ``base`` whose public methods are :func:`held` (picklable when module-level)."""
+    names = {name for klass in base.__mro__ for name, v in vars(klass).items()
+             if not name.startswith("_") and inspect.isfunction(v)}
+    ns = {name: held(getattr(base, name)) for name in sorted(names)}
+    return type(f"Held{base.__name__}", (base,), {**ns, "__module__": __name__, "__doc__": base.__doc__})
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    interrupt(KeyboardInterrupt())
+
+
+class sigint_held:  # noqa: N801 - used like a function: ``with sigint_held():``
+    """Context manager: while it is active, Ctrl+C goes through :func:`interrupt`.
+
+    Changes nothing outside the main thread or where SIGINT is not Python's default handler (a
+    worker process that ignores it, a caller with a handler of its own).
+    """
+
+    def __enter__(self) -> sigint_held:
+        self._previous = None
+        if _in_main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, _on_sigint)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _storages() -> dict[str, type]:
+    from optuna.storages import RDBStorage
+    from optuna.storages.journal import JournalStorage
+
+    return {"rdb": held_class(RDBStorage), "journal": held_class(JournalStorage)}
+
+
+_classes: dict[str, type] = {}
+
+
+def __getattr__(name: str) -> type:
+    # HeldRDBStorage / HeldJournalStorage, made on first use (optuna is imported lazily) and found
+    # here again by pickle, which spawned workers receive their storage through
+    kinds = {"HeldRDBStorage": "rdb", "HeldJournalStorage": "journal"}
+    if name not in kinds:
+        raise AttributeError(name)
+    if not _classes:
+        _classes.update(_storages())
+    return _classes[kinds[name]]

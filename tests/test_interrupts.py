@@ -1,0 +1,105 @@
+"""A Ctrl+C (or a worker's stop signal) that arrives inside a storage call takes effect after it:
+the call happens whole, and no lock is left behind (hybridprune/search/interrupts.py)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sqlite3
+import threading
+
+import optuna
+import pytest
+
+from hybridprune.search.interrupts import held, interrupt, sigint_held
+from hybridprune.search.storage import get_storage
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+
+
+def _ctrl_c() -> None:
+    os.kill(os.getpid(), signal.SIGINT)  # the handler runs at the next bytecode of this thread
+
+
+def test_a_ctrl_c_inside_a_held_call_is_raised_when_it_returns():
+    done = []
+
+    @held
+    def work():
+        _ctrl_c()
+        for i in range(100_000):  # many bytecodes: the handler has run long before this ends
+            pass
+        done.append(i)
+        return "result"
+
+    with sigint_held(), pytest.raises(KeyboardInterrupt):
+        work()
+    assert done == [99_999]
+    with sigint_held(), pytest.raises(KeyboardInterrupt):  # outside a held call it is immediate
+        _ctrl_c()
+        for _ in range(100_000):
+            pass
+        pytest.fail("the Ctrl+C should have been raised here")  # pragma: no cover
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_only_the_main_thread_is_held_and_nested_calls_raise_at_the_outermost():
+    seen = []
+    inner = held(lambda: interrupt(KeyboardInterrupt()))
+
+    @held
+    def outer():
+        inner()
+        seen.append("after inner")
+
+    with pytest.raises(KeyboardInterrupt):
+        outer()
+    assert seen == ["after inner"]
+    errors = []
+
+    def other_thread():
+        try:
+            inner()  # not the main thread: nothing is held, the exception is raised at once
+        except KeyboardInterrupt:
+            errors.append("raised")
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join()
+    assert errors == ["raised"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_ctrl_c_during_a_storage_write_lands_after_it_and_leaves_no_lock(tmp_path, kind):
+    url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else str(tmp_path / "s.journal")
+    storage = get_storage(url)
+    assert type(pickle.loads(pickle.dumps(storage))) is type(storage)  # spawned workers receive it so
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    if kind == "sqlite":  # the signal arrives inside SQLAlchemy, as the UPDATE goes out
+        from sqlalchemy import event
+
+        def before(conn, cursor, statement, *args):
+            if "trial_user_attributes" in statement and statement.lstrip().upper().startswith("INSERT"):
+                _ctrl_c()
+
+        event.listen(storage.engine, "before_cursor_execute", before)
+    else:  # inside the journal's append, under its file lock
+        backend = storage._backend
+        append = backend.append_logs
+
+        def interrupted_append(logs):
+            _ctrl_c()
+            return append(logs)
+
+        backend.append_logs = interrupted_append
+    with sigint_held(), pytest.raises(KeyboardInterrupt):
+        trial.set_user_attr("key", "written")
+    again = get_storage(url)
+    assert again.get_trial(trial._trial_id).user_attrs == {"key": "written"}  # the call happened whole
+    again.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)  # and nothing holds a lock
+    if kind == "sqlite":
+        con = sqlite3.connect(tmp_path / "s.db", timeout=0)
+        con.execute("BEGIN IMMEDIATE")
+        con.rollback()
