@@ -19,7 +19,7 @@ LAYERS = [
     {"models", "speed", "devices"},
     {"data", "pruning"},
     {"checkpoints", "accuracy"},
-    {"evaluators", "training"},
+    {"evaluators", "training", "distill"},
     {"spaces"},
     {"search"},
     {"commands", "cli"},
