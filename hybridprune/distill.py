@@ -2,10 +2,11 @@
 
 Refine distils every model it fine-tunes from the same adapted baseline, with one shared seed, so
 every model sees the same augmented batches in the same order. The teacher's forward pass on the
-CPU is a large share of a distilled step (the unpruned ResNet-56's forward beside a half-size
-student's forward and backward: about 40%), and it gives the same outputs for the same batch each
-time. :class:`MemoTeacher` keys them by the batch's exact bytes, so a hit returns the very tensor
-the teacher gave before: training with it is bit-for-bit the training without it.
+CPU is a large share of a distilled step (counted in MACs, the unpruned ResNet-56's forward is
+about 40% of a step of a half-size student; not yet timed: ``benchmarks/distill_memo.py``), and
+it gives the same outputs for the same batch each time. :class:`MemoTeacher` keys them by the
+batch's exact bytes, so a hit returns the very tensor the teacher gave before: training with it is
+bit-for-bit the training without it.
 """
 
 from __future__ import annotations
