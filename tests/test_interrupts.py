@@ -7,12 +7,15 @@ import os
 import pickle
 import signal
 import sqlite3
+import sys
 import threading
+import time
 
 import optuna
 import pytest
 
-from hybridprune.search.interrupts import held, interrupt, sigint_held
+from hybridprune.search.interrupts import catch_swallowed, held, interrupt, sigint_held
+from hybridprune.search.local import ParentDied
 from hybridprune.search.storage import get_storage
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
@@ -68,6 +71,44 @@ def test_only_the_main_thread_is_held_and_nested_calls_raise_at_the_outermost():
     t.start()
     t.join()
     assert errors == ["raised"]
+
+
+def test_a_ctrl_c_that_lands_in_a_finaliser_is_raised_again_after_it(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # restored after the test
+    ran = []
+
+    class Finalised:
+        def __del__(self):  # what a garbage-collected SQLAlchemy weakref callback is to a real run
+            _ctrl_c()
+            for _ in range(100_000):
+                pass
+            ran.append("the handler should have raised before this")  # pragma: no cover
+
+    with sigint_held(), pytest.raises(KeyboardInterrupt):
+        Finalised()  # no reference: finalised at once, and Python drops what its __del__ raises
+        for _ in range(3000):  # the Ctrl+C comes back from the hook's thread within a few switches
+            time.sleep(0.01)
+        pytest.fail("the Ctrl+C raised inside __del__ was lost")  # pragma: no cover
+    assert ran == []
+    assert "Exception ignored" not in capsys.readouterr().err
+
+
+def test_another_interrupt_lost_in_a_finaliser_is_raised_before_the_next_storage_call(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    catch_swallowed()  # a worker does this in watch_parent
+
+    class Finalised:
+        def __del__(self):
+            interrupt(ParentDied("received SIGTERM"))
+
+    Finalised()
+    calls = []
+    with pytest.raises(ParentDied):
+        held(lambda: calls.append("started"))()
+    assert calls == []  # raised before the storage call began, not in the middle of it
+    held(lambda: calls.append("started"))()
+    assert calls == ["started"]  # once
+    assert "Exception ignored" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])

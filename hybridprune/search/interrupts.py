@@ -10,18 +10,34 @@ file's lock can be left behind the same way. So the storages hybridprune opens
 and the signal handlers call :func:`interrupt`: inside a storage call the exception is kept and
 raised as soon as the outermost call returns, so each storage call either happens whole or not
 at all. Other threads (heartbeats, progress) never receive signals and are not counted.
+
+A handler that runs while the main thread is inside a finaliser (a ``__del__``, a weakref
+callback of SQLAlchemy's, run by the garbage collector at any allocation) raises into code whose
+exceptions Python prints as "Exception ignored in ..." and drops: the Ctrl+C would be lost and
+the run would go on to the end. :func:`catch_swallowed` installs an unraisable hook that takes
+such an exception back and raises it again in the main thread outside the finaliser: a
+KeyboardInterrupt through a new SIGINT (``_thread.interrupt_main``, so :func:`held` still
+applies), any other (a worker's ParentDied) at the main thread's next storage call, before it
+starts.
 """
 
 from __future__ import annotations
 
+import _thread
 import functools
 import inspect
 import signal
+import sys
 import threading
+import time
 from typing import Any, Callable
 
 _depth = 0  # storage calls the main thread is inside
 _pending: BaseException | None = None
+MARK = "_hybridprune_interrupt"  # set on what interrupt() raises: the hook knows its own (no reference kept)
+_redeliver: BaseException | None = None  # a swallowed KeyboardInterrupt, for the next _on_sigint
+_swallowed: BaseException | None = None  # any other swallowed exception, for the next storage call
+_previous_hook: Callable | None = None
 
 
 def _in_main_thread() -> bool:
@@ -35,6 +51,11 @@ def interrupt(exc: BaseException) -> None:
         if _pending is None:  # the first signal decides; a second Ctrl+C changes nothing
             _pending = exc
         return
+    _raise(exc)
+
+
+def _raise(exc: BaseException) -> None:
+    setattr(exc, MARK, True)
     raise exc
 
 
@@ -43,9 +64,12 @@ def held(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        global _depth, _pending
+        global _depth, _pending, _swallowed
         if not _in_main_thread():
             return fn(*args, **kwargs)
+        if _depth == 0 and _swallowed is not None:  # lost in a finaliser: raised before this call starts
+            exc, _swallowed = _swallowed, None
+            _raise(exc)
         _depth += 1
         try:
             return fn(*args, **kwargs)
@@ -53,7 +77,7 @@ def held(fn: Callable) -> Callable:
             _depth -= 1
             if _depth == 0 and _pending is not None:
                 exc, _pending = _pending, None
-                raise exc
+                _raise(exc)
 
     return call
 
@@ -67,7 +91,45 @@ def held_class(base: type) -> type:
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
-    interrupt(KeyboardInterrupt())
+    global _redeliver
+    exc, _redeliver = _redeliver, None
+    interrupt(exc if exc is not None else KeyboardInterrupt())
+
+
+def _unraisable(info: Any) -> None:
+    global _swallowed
+    exc = info.exc_value
+    try:
+        if not getattr(exc, MARK, False):
+            (_previous_hook or sys.__unraisablehook__)(info)
+        elif isinstance(exc, KeyboardInterrupt) and signal.getsignal(signal.SIGINT) is _on_sigint:
+            _send_again(exc)
+        else:
+            _swallowed = exc
+    except KeyboardInterrupt as again:  # the new SIGINT ran in here, or a second Ctrl+C did: once more
+        if getattr(again, MARK, False):
+            _send_again(again)
+
+
+def _send_again(exc: KeyboardInterrupt) -> None:
+    global _redeliver
+    _redeliver = exc
+
+    def later() -> None:
+        # after a pause, so the handler runs in the main thread's own code: a SIGINT sent at once
+        # would run it in this hook, still inside the finaliser (then caught above and sent again)
+        time.sleep(0.01)
+        _thread.interrupt_main(signal.SIGINT)
+
+    threading.Thread(target=later, name="ctrl-c-again", daemon=True).start()
+
+
+def catch_swallowed() -> None:
+    """Install the unraisable hook that re-raises an :func:`interrupt` lost in a finaliser (idempotent)."""
+    global _previous_hook
+    if sys.unraisablehook is not _unraisable:
+        _previous_hook = sys.unraisablehook
+        sys.unraisablehook = _unraisable
 
 
 class sigint_held:  # noqa: N801 - used like a function: ``with sigint_held():``
@@ -81,6 +143,7 @@ class sigint_held:  # noqa: N801 - used like a function: ``with sigint_held():``
         self._previous = None
         if _in_main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self._previous = signal.signal(signal.SIGINT, _on_sigint)
+            catch_swallowed()
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -61,7 +61,10 @@ def watch_parent(parent_pid: int) -> None:
     the parent dies; a daemon thread checks ``os.getppid()`` every second everywhere (and covers
     a parent that died before this ran).
     """
+    from hybridprune.search.interrupts import catch_swallowed
+
     signal.signal(signal.SIGTERM, _on_parent_death)
+    catch_swallowed()  # a SIGTERM that lands in a finaliser is raised again, not dropped
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
