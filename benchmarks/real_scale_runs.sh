@@ -10,7 +10,7 @@
 #   proxy    the proxy benchmark that chose the rung ladder: one JSON line per configuration in
 #            results/proxy-resnet56/ (commit it; the teacher is adapted again in each session,
 #            the same model on the same CPU: 88.94% test both times).
-#   search   the hybrid, channel-only and block-only studies (seed 0, full data, 40 min each), all
+#   search   the hybrid, channel-only and block-only studies (seed 0, full data, 30 min each), all
 #            three in one session on one machine, so that their latencies share one CPU. Their storages are
 #            journal files in results/resnet56-cifar10-jpeg-state/ (text; commit them); the
 #            trials' checkpoints stay in runs/ and are not needed later: refine rebuilds a trial
