@@ -245,7 +245,6 @@ def test_interrupted_run_resumes_where_it_stopped(own_refined_study, capsys):
     """A run stopped after one fine-tune keeps it; the next run reuses it and does the rest."""
     from hybridprune.search.context import build_context
     from hybridprune.search.refine import RefineOptions, candidates, refine
-    from hybridprune.search.storage import get_artifact_store
 
     refined_study = own_refined_study
     cfg, study = load(refined_study)
@@ -257,8 +256,8 @@ def test_interrupted_run_resumes_where_it_stopped(own_refined_study, capsys):
         raise KeyboardInterrupt  # as a kill would, once the first record is stored
 
     with pytest.raises(KeyboardInterrupt):
-        refine(build_context(cfg, train_if_missing=False), study, trials, get_artifact_store(cfg.artifact_dir),
-               RefineOptions(epochs=0.1, rounds=1), on_trial=stop_after_first)
+        refine(build_context(cfg, train_if_missing=False), study, trials, RefineOptions(epochs=0.1, rounds=1),
+               on_trial=stop_after_first)
     _, study = load(refined_study)
     first = T.refined(study)[done[0]]
     assert first[T.R_EPOCHS] == 0.1

@@ -246,7 +246,6 @@ def refine_cmd(
     from hybridprune.search.refine import RefineOptions, candidates, refine
     from hybridprune.search.select import baseline_latency
     from hybridprune.search.service import remove_stale_temp_dirs
-    from hybridprune.search.storage import get_artifact_store
 
     options = RefineOptions(epochs=epochs, lr=lr, distill=distill, rounds=rounds, distill_weight=distill_weight)
     if max_latency_ms is not None and max_latency_ratio is not None:
@@ -280,8 +279,7 @@ def refine_cmd(
                       markup=False)
 
     try:
-        rows = refine(ctx, study, trials, get_artifact_store(cfg.artifact_dir), options, on_trial=said,
-                      on_round=timing, refined_store=get_artifact_store(cfg.refined_artifact_dir))
+        rows = refine(ctx, study, trials, options, on_trial=said, on_round=timing)
     finally:
         ctx.close()
     console.print(_refined_table(rows, f"Refined trials of {cfg.name} ({epochs:g} more epochs, "

@@ -27,8 +27,9 @@ from hybridprune.recipe import REFINE_DISTILL_WEIGHT
 from hybridprune.search import trials as T
 from hybridprune.search.latency import BASELINE
 from hybridprune.search.notes import save_refined_notes
+from hybridprune.search.objective import finetune_seed
 from hybridprune.search.pareto import completed, pareto_rows, usable
-from hybridprune.search.storage import artifact_exists, store_model
+from hybridprune.search.storage import artifact_exists, get_artifact_store, store_model
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,9 @@ def candidates(study: Any, *, top: int | None = None, max_latency_ms: float | No
 
 
 def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOptions, tmp: Path,
-                 refined_store: Any = None) -> dict:
-    """Fine-tune one trial's checkpoint (from ``store``) for ``options.epochs`` more epochs, score it,
-    upload it to ``refined_store`` (default: ``store``).
+                 refined_store: Any) -> dict:
+    """Fine-tune one trial's checkpoint (from ``store``, the study's artifacts) for ``options.epochs``
+    more epochs, score it, upload it to ``refined_store`` (``[study] refined_artifact_dir``).
 
     Returns:
         The refined record (epochs, test/val top-1, artifact ids; latency fields come later).
@@ -132,7 +133,7 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
     ft = finetune(model, ctx.data, Budget(epochs=options.epochs), ctx.normalization,
                   teacher=ctx.teacher() if options.distill else None, distill_weight=options.distill_weight,
                   lr=options.peak_lr(f.lr), batch_size=f.batch_size,
-                  seed=refine_seed(cfg), device=ctx.device, evaluate_val=False,
+                  seed=finetune_seed(cfg), device=ctx.device, evaluate_val=False,
                   **ctx.precision_kwargs())
     test = evaluate(model, ctx.data.test, ctx.normalization, device=ctx.device, **ctx.precision_kwargs()).top1
     val = evaluate(model, ctx.data.val, ctx.normalization, device=ctx.device, **ctx.precision_kwargs()).top1
@@ -140,12 +141,12 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
                M.TRIAL: trial.number, M.REFINE: {"epochs": options.epochs, "finetune": ft.to_dict()},
                M.SPLIT: split_record(cfg), M.TEST_SPLIT: describe_split(cfg, "test", len(ctx.data.test)),
                M.VAL_SPLIT: describe_split(cfg, "val", len(ctx.data.val))}
-    ids = store_model(study, store if refined_store is None else refined_store, model, ctx.normalization, tmp,
+    ids = store_model(study, refined_store, model, ctx.normalization, tmp,
                       f"trial{trial.number}-refined",
                       record=record, input_size=ctx.input_size, batch_size=cfg.latency.batch_size,
                       metrics=metrics)
     return {T.R_EPOCHS: options.epochs, T.R_TEST: float(test), T.R_VAL: float(val),
-            T.R_LR: options.peak_lr(f.lr), T.R_SEED: refine_seed(cfg), T.R_DISTILL: options.distill,
+            T.R_LR: options.peak_lr(f.lr), T.R_SEED: finetune_seed(cfg), T.R_DISTILL: options.distill,
             T.R_DISTILL_WEIGHT: options.distill_weight if options.distill else None,
             T.R_SECONDS: time.perf_counter() - start,
             T.R_ARTIFACTS: ids, **({T.R_REBUILT: rebuilt} if rebuilt else {})}
@@ -159,15 +160,16 @@ def _source(ctx: Any, store: Any, trial: Any, path: Path) -> tuple[Any, dict | N
 
     artifact = trial.user_attrs.get(T.ARTIFACTS, {}).get(T.ARTIFACT_CHECKPOINT)
     if artifact and artifact_exists(store, artifact):
-        loaded = _download_checkpoint(ctx, store, artifact, trial, path)
+        loaded = _download_checkpoint(ctx, store, ctx.cfg.artifact_dir, artifact, trial, path)
         return loaded.model, loaded.record, dict(loaded.metrics), None
     made = rebuild(ctx, trial)
     print(made.describe(trial.number), flush=True)
     return made.model, made.record, made.metrics, made.to_dict()
 
 
-def _download_checkpoint(ctx: Any, store: Any, artifact: str, trial: Any, path: Path) -> Any:
-    """Download and load a checkpoint artifact of ``trial`` (one error line when it is gone)."""
+def _download_checkpoint(ctx: Any, store: Any, where: Path, artifact: str, trial: Any, path: Path) -> Any:
+    """Download and load a checkpoint artifact of ``trial`` from ``store`` (the folder ``where``;
+    one error line when it is gone)."""
     from optuna.artifacts import download_artifact
 
     from hybridprune.checkpoints import load_checkpoint
@@ -175,7 +177,6 @@ def _download_checkpoint(ctx: Any, store: Any, artifact: str, trial: Any, path: 
     try:
         download_artifact(artifact_store=store, artifact_id=artifact, file_path=str(path))
     except Exception as exc:
-        where = getattr(store, "_base_path", "the artifact store")
         raise HybridPruneError(f"checkpoint artifact {artifact} of trial {trial.number} is missing from "
                                f"{where}: {exc}") from None
     from hybridprune.search.references import model_name_of
@@ -185,33 +186,23 @@ def _download_checkpoint(ctx: Any, store: Any, artifact: str, trial: Any, path: 
     return loaded
 
 
-def refine_seed(cfg: Any) -> int:
-    """The seed of every refine of a study: the study's seed, the same for every model.
-
-    Common random numbers: each refined model sees the same batches, augmented the same way, in the
-    same order, so the differences between refined models are the models', not the draws'; and
-    the teacher computes each batch once for all of them (:class:`~hybridprune.distill.MemoTeacher`).
-    """
-    return int(cfg.study.seed)
-
-
-def same_recipe(rec: dict, options: RefineOptions, default_lr: float, seed: int | None = None) -> bool:
+def same_recipe(rec: dict, options: RefineOptions, default_lr: float, seed: int) -> bool:
     """Whether a stored refine record was made with ``options``' recipe: the same epochs, peak lr
-    (``None``: the study's ``[finetune] lr``), seed (when given), distillation and its weight;
-    otherwise it is refined again."""
+    (``None``: the study's ``[finetune] lr``), seed, distillation and its weight; otherwise it is
+    refined again."""
     return (rec.get(T.R_EPOCHS) == options.epochs and rec.get(T.R_LR) == options.peak_lr(default_lr)
-            and (seed is None or rec.get(T.R_SEED) == seed)
+            and rec.get(T.R_SEED) == seed
             and rec.get(T.R_DISTILL) == options.distill
             and (not options.distill or rec.get(T.R_DISTILL_WEIGHT) == options.distill_weight))
 
 
-def refine(ctx: Any, study: Any, trials: list[Any], store: Any, options: RefineOptions,
+def refine(ctx: Any, study: Any, trials: list[Any], options: RefineOptions,
            on_trial: Callable[[Any, dict, bool], None] | None = None,
-           on_round: Callable[[int, int], None] | None = None, refined_store: Any = None) -> list[tuple[Any, dict]]:
+           on_round: Callable[[int, int], None] | None = None) -> list[tuple[Any, dict]]:
     """Refine ``trials`` (the baseline first), re-time them interleaved, record everything on the study.
 
-    The trials' checkpoints come from ``store``; the refined ones go to ``refined_store`` (default:
-    ``store``), where a later run finds them again.
+    The trials' checkpoints come from the study's ``artifact_dir``; the refined ones go to its
+    ``refined_artifact_dir`` (by default the same folder), where a later run finds them again.
 
     A trial whose stored record has the same recipe (epochs, lr, distillation: :func:`same_recipe`)
     is not fine-tuned again; each new record is
@@ -221,14 +212,14 @@ def refine(ctx: Any, study: Any, trials: list[Any], store: Any, options: RefineO
         ``(trial, record)`` pairs in the order of ``trials``.
     """
     cfg = ctx.cfg
-    kept = store if refined_store is None else refined_store
+    store, kept = get_artifact_store(cfg.artifact_dir), get_artifact_store(cfg.refined_artifact_dir)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     records: list[tuple[Any, dict]] = []
     with tempfile.TemporaryDirectory(prefix=f"refine-{os.getpid()}-", dir=cfg.run_dir) as tmp:
         tmp = Path(tmp)
         for t in trials:
             rec = T.refined(study, t)
-            reused = (same_recipe(rec, options, cfg.finetune.lr, refine_seed(cfg)) and bool(rec.get(T.R_ARTIFACTS))
+            reused = (same_recipe(rec, options, cfg.finetune.lr, finetune_seed(cfg)) and bool(rec.get(T.R_ARTIFACTS))
                       and artifact_exists(kept, rec[T.R_ARTIFACTS][T.ARTIFACT_CHECKPOINT]))
             if not reused:
                 rec = refine_trial(ctx, study, t, store, options, tmp, kept)
@@ -238,8 +229,8 @@ def refine(ctx: Any, study: Any, trials: list[Any], store: Any, options: RefineO
             records.append((t, rec))
         models = {}
         for t, rec in records:
-            loaded = _download_checkpoint(ctx, kept, rec[T.R_ARTIFACTS][T.ARTIFACT_CHECKPOINT], t,
-                                          tmp / f"timed{t.number}.pt")
+            loaded = _download_checkpoint(ctx, kept, cfg.refined_artifact_dir,
+                                          rec[T.R_ARTIFACTS][T.ARTIFACT_CHECKPOINT], t, tmp / f"timed{t.number}.pt")
             models[t.number] = ctx.latency.export(loaded.model, f"refined{t.number}")
         base_no = trials[0].number
         start = time.perf_counter()
