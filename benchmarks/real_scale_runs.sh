@@ -56,7 +56,8 @@ refine)
 from hybridprune.search import trials as T
 from hybridprune.search.pareto import completed
 from hybridprune.search.service import load
-_, study = load("studies/resnet56-cifar10-jpeg.toml")
+from hybridprune.search.study import open_study
+study = open_study(load("studies/resnet56-cifar10-jpeg.toml"), create=False)
 paper = sorted((t for t in completed(study) if T.is_reference(t, T.REF_PAPER)), key=lambda t: (t.user_attrs.get(T.FIDELITY_STEPS) or 0, T.accuracy(t)), reverse=True)
 print(" ".join(f"--trial {t.number}" for t in paper[:4]))
 EOF

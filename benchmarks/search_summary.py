@@ -37,7 +37,7 @@ def summarise(path: str) -> dict:
     from hybridprune.search.study import open_study
 
     cfg = load(path)
-    study = open_study(cfg)
+    study = open_study(cfg, create=False)  # reads only: no create record appended to the journal
     done = [t for t in completed(study) if t.datetime_start and t.datetime_complete]
     refs = [t for t in done if t.user_attrs.get(T.REFERENCE)]
     searched = [t for t in done if not t.user_attrs.get(T.REFERENCE)]
