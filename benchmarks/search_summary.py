@@ -44,7 +44,7 @@ def summarise(path: str) -> dict:
     feasible, pt = search_points(study)
     floor = cfg.constraints.min_accuracy or 0.0
     own = [pt[t.number] for t in feasible if not t.user_attrs.get(T.REFERENCE)]
-    screens = [t.user_attrs.get("time_s", {}) for t in done if t.user_attrs.get("finetune_steps") == 0]
+    screens = [t.user_attrs.get(T.TIME_S, {}) for t in done if t.user_attrs.get(T.FIDELITY_STEPS) == 0]
     parts = {k: statistics.median(s[k] for s in screens if k in s) for k in ("prune", "adapt_bn", "eval", "latency",
                                                                                   "total") if screens}
     base_ms = next(T.latency_ms(t) for t in feasible if T.is_reference(t, T.REF_BASELINE))
@@ -55,7 +55,7 @@ def summarise(path: str) -> dict:
             best = acc
     return {"name": cfg.name, "budget_s": cfg.study.time_budget, "refs": len(refs), "refs_s": _seconds(refs),
             "searched": len(searched), "searched_s": _seconds(searched),
-            "steps": sorted(t.user_attrs.get("finetune_steps", 0) for t in searched),
+            "steps": sorted(t.user_attrs.get(T.FIDELITY_STEPS, 0) for t in searched),
             "hv": hypervolume(list(pt.values()), floor), "hv_searched": hypervolume(own, floor),
             "screen_s": parts, "front": front,
             "models": [(r.reference, r.accuracy, r.latency_ms / base_ms) for r in reference_rows(study)]}
