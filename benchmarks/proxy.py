@@ -24,6 +24,11 @@ summary (Spearman and Kendall per proxy, the share of the reference's top third 
 also ranks in its top third, mean cost in seconds) is printed as a Markdown table, and a scatter
 plot is written next to ``--out`` (``--report-only`` does only that, from the lines already there).
 
+``--bn-val-images 500 1000 2000`` re-scores only the BN proxy of the configurations already in
+``--out``, on seeded validation samples of that many images (what ``[fidelity] bn_val_images``
+does to a study's 0-step rung), and reports each sample's rank agreement with the stored refined
+reference and its evaluation time; nothing is fine-tuned (rows: ``<out>-bn-val.jsonl``).
+
     python benchmarks/proxy.py studies/resnet56-cifar10-jpeg.toml --configs 24 --train-images 10000 \\
         --out results/proxy-resnet56/resnet56.jsonl
 """
@@ -97,6 +102,30 @@ def evaluate_config(ctx, params: dict, args, train) -> dict:
     return row
 
 
+def rescore_bn(ctx, params: dict, args, sizes: list[int]) -> dict:
+    """Prune one configuration, adapt its BN statistics as :func:`evaluate_config` does, and score
+    it on the whole validation split and on seeded samples of ``sizes`` images (the study's
+    ``[fidelity] bn_val_images``); seconds are each score's own evaluation time."""
+    from hybridprune.accuracy import adapt_batchnorm, evaluate
+    from hybridprune.pruning import prune_model
+
+    f, kw = ctx.cfg.finetune, ctx.precision_kwargs()
+    config = ctx.space.to_config(params)
+    calib = ctx.calibration(config.calib_batches) if config.make_criterion().data_driven else None
+    model = (prune_model(ctx.model, config, ctx.example_inputs(), calib).model
+             if config.channel_ratio or config.pruned_blocks else copy.deepcopy(ctx.model))
+    adapt_batchnorm(model, ctx.data.train, ctx.normalization, batches=args.bn_batches, batch_size=f.batch_size,
+                    seed=ctx.cfg.study.seed, device=ctx.device)
+    row: dict = {"params": params, "score": {}, "seconds": {}}
+    for n in [None, *sizes]:
+        split = ctx.data.val if n is None else ctx.data.val.sample(n, ctx.cfg.study.seed)
+        t0 = time.perf_counter()
+        top1 = 100 * float(evaluate(model, split, ctx.normalization, device=ctx.device, **kw).top1)
+        name = "bn" if n is None else f"bn{n}"
+        row["score"][name], row["seconds"][name] = top1, time.perf_counter() - t0
+    return row
+
+
 def summary(rows: list[dict], proxies: list[str]) -> list[dict]:
     """Per proxy: Spearman and Kendall rank correlation with the refined test top-1, the share of
     the reference's top third the proxy also puts in its top third, and its mean cost."""
@@ -145,7 +174,14 @@ def main() -> None:
     ap.add_argument("--refine-epochs", type=float, default=2.0)
     ap.add_argument("--train-images", type=int, default=None, help="refine on this many train images")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
+                    help="override [baseline] and [finetune] precision (default: the study's); a run that spans "
+                         "CPUs keeps the precision its first rows had")
     ap.add_argument("--out", required=True, help="JSON lines, one per configuration (resumed)")
+    ap.add_argument("--bn-val-images", type=int, nargs="+", default=None, metavar="N",
+                    help="re-score the BN proxy of every configuration already in --out on seeded validation "
+                         "samples of N images (the study's [fidelity] bn_val_images) and report their rank "
+                         "agreement with the refined reference; rows go to <out>-bn-val.jsonl (resumed)")
     ap.add_argument("--report-only", action="store_true",
                     help="print the table and write the plot of the configurations already in --out (none run)")
     args = ap.parse_args()
@@ -156,12 +192,17 @@ def main() -> None:
         rows = [json.loads(line) for line in Path(args.out).read_text().splitlines()]
         report(rows, args, f"{rows[0].get('train_images', args.train_images or 'all')}")
         return
+    import dataclasses
+
     from hybridprune.evaluators.timing import machine_description
     from hybridprune.search.config import load_study_config
     from hybridprune.search.context import build_context
     from hybridprune.spaces.base import Choice
 
     cfg = load_study_config(args.study)
+    if args.precision:
+        cfg = dataclasses.replace(cfg, baseline=dataclasses.replace(cfg.baseline, precision=args.precision),
+                                  finetune=dataclasses.replace(cfg.finetune, precision=args.precision))
     ctx = build_context(cfg)
     train = ctx.data.train.sample(args.train_images, args.seed) if args.train_images else ctx.data.train
     crit, order = ctx.space.params["criterion"], ctx.space.params["order"]
@@ -182,12 +223,16 @@ def main() -> None:
     print(f"# {machine_description()}; {len(rows)} of {len(points)} configurations already in {out}; "
           f"val {len(ctx.data.val)} images, test {len(ctx.data.test)}, refine on {len(train)} train images "
           f"x {args.refine_epochs:g} epochs", flush=True)
+    if args.bn_val_images:
+        bn_val(ctx, rows, out, args, key)
+        return
     for i, params in enumerate(points):
         if key(params) in done:
             continue
         row = evaluate_config(ctx, params, args, train)
         row["machine"] = machine_description()
         row["train_images"] = len(train)
+        row["precision"] = cfg.finetune.precision
         row["teacher"] = teacher  # rows of several sessions each name the adapted model they were pruned from
         with out.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
@@ -200,6 +245,36 @@ def main() -> None:
     report(rows, args, len(train))
 
 
+def bn_val(ctx, rows: list[dict], out: Path, args: argparse.Namespace, key) -> None:
+    """``--bn-val-images``: the BN proxy on validation samples, against the refined reference of
+    the rows in ``out`` (their full-split ``bn`` score read again here is printed beside the stored
+    one: the same model, BN statistics and images should give it back)."""
+    from hybridprune.evaluators.timing import machine_description
+
+    side = out.with_name(out.stem + "-bn-val.jsonl")
+    done = {key(r["params"]): r for r in map(json.loads, side.read_text().splitlines())} if side.exists() else {}
+    for i, row in enumerate(rows):
+        if key(row["params"]) not in done:
+            new = rescore_bn(ctx, row["params"], args, args.bn_val_images)
+            new["machine"], new["precision"] = machine_description(), ctx.cfg.finetune.precision
+            with side.open("a") as fh:
+                fh.write(json.dumps(new) + "\n")
+            done[key(row["params"])] = new
+            print(f"[{i + 1}/{len(rows)}] {row['params']}: stored bn {row['score']['bn']:.2f}, "
+                  + ", ".join(f"{k} {v:.2f} ({new['seconds'][k]:.1f} s)" for k, v in new["score"].items()), flush=True)
+    merged = [{"refined": r["refined"], "score": {"bn (stored)": r["score"]["bn"], **done[key(r["params"])]["score"]},
+               "seconds": {"bn (stored)": float("nan"), **done[key(r["params"])]["seconds"]}} for r in rows]
+    names = ["bn (stored)", "bn", *[f"bn{n}" for n in args.bn_val_images]]
+    print(f"\n{len(merged)} configurations; BN proxy (adaptive BN, {args.bn_batches} train batches) scored on "
+          f"validation samples; machine {machine_description()}")
+    print("| proxy | Spearman | Kendall | top-third recall | evaluation (s, mean) |\n|---|---|---|---|---|")
+    for s in summary(merged, names):
+        print(f"| {s['proxy']} | {s['spearman']:.3f} | {s['kendall']:.3f} | {s['top_third']:.2f} | "
+              f"{s['seconds']:.1f} |")
+    gap = [abs(r["score"]["bn (stored)"] - r["score"]["bn"]) for r in merged]
+    print(f"bn read again vs stored: max |difference| {max(gap):.2f} points, mean {sum(gap) / len(gap):.2f}")
+
+
 def report(rows: list[dict], args: argparse.Namespace, train_images: int | str) -> None:
     """The correlation table (printed) and the scatter plot (next to ``--out``) of ``rows``."""
     proxies = ["pruned", "bn"] + [f"ft{s}" for s in args.steps]
@@ -210,7 +285,7 @@ def report(rows: list[dict], args: argparse.Namespace, train_images: int | str) 
     for s in stats:
         print(f"| {s['proxy']} | {s['spearman']:.3f} | {s['kendall']:.3f} | {s['top_third']:.2f} | "
               f"{s['seconds']:.1f} |")
-    for what in ("machine", "teacher"):  # a run that spanned sessions says whether they agreed
+    for what in ("machine", "teacher", "precision"):  # a run that spanned sessions says whether they agreed
         seen = sorted({json.dumps(r.get(what), sort_keys=True) for r in rows})
         print(f"{what}: {'one for all rows' if len(seen) == 1 else f'{len(seen)} different'}: {'; '.join(seen)}")
     spread = [r["refined"] for r in rows]

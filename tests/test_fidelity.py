@@ -62,6 +62,11 @@ def test_continues_follows_moasha():
     ("bn_batches = 4", "give min_steps and max_steps too"),
     ("min_steps = 1\nmax_steps = 4\nbn_batches = -1", "fidelity.bn_batches must be a whole number >= 0"),
     ("min_steps = 1\nmax_steps = 4\nbn_batches = 1e9", "fidelity.bn_batches"),
+    ("min_steps = 1\nmax_steps = 4\nbn_batches = 2\nbn_val_images = 0",
+     "fidelity.bn_val_images must be a whole number >= 1"),
+    ("min_steps = 1\nmax_steps = 4\nbn_batches = 2\nbn_val_images = \"all\"",
+     "fidelity.bn_val_images must be a whole number"),
+    ("min_steps = 1\nmax_steps = 4\nbn_val_images = 10", "give fidelity.bn_batches"),
     ("min_steps = 1\nmax_steps = 4\nreferences = \"all\"", "fidelity.references must be one of ['full', 'screen']"),
 ])
 def test_bad_fidelity_tables_are_refused_before_training(tmp_path, capsys, table, message):
@@ -184,7 +189,7 @@ def test_adaptive_batchnorm_changes_only_the_statistics():
 
 @pytest.mark.slow
 def test_a_study_with_the_adaptive_bn_rung_ranks_candidates_before_any_fine_tune(tmp_path):
-    table = "\n[fidelity]\nmin_steps = 1\nmax_steps = 4\neta = 2\nbn_batches = 2\n"
+    table = "\n[fidelity]\nmin_steps = 1\nmax_steps = 4\neta = 2\nbn_batches = 2\nbn_val_images = 13\n"
     path = _with_fidelity(write_study(tmp_path, name="bn", trials=7), table)
     assert main(["run", str(path), "--no-progress"]) == 0
     _, study = load(path)
@@ -196,10 +201,38 @@ def test_a_study_with_the_adaptive_bn_rung_ranks_candidates_before_any_fine_tune
             continue
         rungs = t.user_attrs["rungs"]
         assert [r["steps"] for r in rungs] == [0, 1, 2, 4][: len(rungs)]
+        assert abs(rungs[0]["accuracy"] * 13 - round(rungs[0]["accuracy"] * 13)) < 1e-6  # scored on 13 images
         if rungs[-1]["steps"] == 0:  # stopped at the BN rung: never fine-tuned
             assert t.user_attrs["finetune_steps"] == 0 and "finetune" not in t.user_attrs["time_s"]
             assert "adapt_bn" in t.user_attrs["time_s"]
     assert any(t.user_attrs["rungs"][-1]["decision"] == "final" for t in complete)
+
+
+def test_the_bn_rung_scores_its_validation_sample_and_later_rungs_the_whole_split(tmp_path):
+    import torch
+
+    from hybridprune.search.config import load_study_config
+    from hybridprune.search.context import build_context
+
+    table = "\n[fidelity]\nmin_steps = 1\nmax_steps = 4\neta = 2\nbn_batches = 2\nbn_val_images = 13\n"
+    path = _with_fidelity(write_study(tmp_path, name="bnval"), table)
+    ctx = build_context(load_study_config(path))
+    try:
+        sample = ctx.rung_val(0)
+        assert len(sample) == 13 and len(ctx.data.val) == 64
+        assert ctx.rung_val(0) is sample  # drawn once: every trial's rung 0 sees the same images
+        assert ctx.rung_val(1) is ctx.data.val and ctx.rung_val(4) is ctx.data.val
+        rows = {tuple(x.flatten().tolist()) for x in ctx.data.val.images}
+        assert all(tuple(x.flatten().tolist()) in rows for x in sample.images)  # validation images, not others
+        again = build_context(load_study_config(path))  # another worker draws the same sample
+        assert torch.equal(again.rung_val(0).images, sample.images)
+        again.close()
+    finally:
+        ctx.close()
+    whole = build_context(load_study_config(_with_fidelity(write_study(tmp_path / "w", name="w"), table.replace(
+        "bn_val_images = 13\n", ""))))
+    assert whole.rung_val(0) is whole.data.val  # without bn_val_images the BN rung scores the whole split
+    whole.close()
 
 
 def test_proxy_benchmark_spreads_configurations_and_scores_rank_agreement():
@@ -218,3 +251,24 @@ def test_proxy_benchmark_spreads_configurations_and_scores_rank_agreement():
     assert stats["same"]["spearman"] == pytest.approx(1) and stats["same"]["kendall"] == pytest.approx(1)
     assert stats["same"]["top_third"] == 1 and stats["reversed"]["top_third"] == 0
     assert stats["reversed"]["spearman"] == pytest.approx(-1) and stats["flat"]["seconds"] == 3.0
+
+
+def test_proxy_rescores_the_bn_proxy_on_validation_samples(tmp_path):
+    import argparse
+
+    from hybridprune.search.config import load_study_config
+    from hybridprune.search.context import build_context
+
+    proxy = load_benchmark("proxy")
+    ctx = build_context(load_study_config(write_study(tmp_path, name="rescore")))
+    try:
+        params = {"channel_ratio": 0.2, "pruned_blocks": 1, "criterion": "bn_scale", "order": "channel_first"}
+        args = argparse.Namespace(bn_batches=2)
+        row = proxy.rescore_bn(ctx, params, args, [13])
+        again = proxy.rescore_bn(ctx, params, args, [13])
+    finally:
+        ctx.close()
+    assert set(row["score"]) == {"bn", "bn13"} and row["score"] == again["score"]  # seeded: read again, the same
+    assert abs(row["score"]["bn13"] * 13 / 100 - round(row["score"]["bn13"] * 13 / 100)) < 1e-6
+    assert abs(row["score"]["bn"] * 64 / 100 - round(row["score"]["bn"] * 64 / 100)) < 1e-6  # the whole split
+    assert all(v >= 0 for v in row["seconds"].values())

@@ -50,6 +50,7 @@ class WorkerContext:
     heartbeat: bool = False  # set by the worker from its storage
     _calib: list | None = None
     _teacher: Any = None
+    _bn_val: Any = None
 
     def teacher(self) -> torch.nn.Module:
         """The distillation teacher: the baseline, each batch's outputs computed once (:mod:`~hybridprune.distill`)."""
@@ -73,6 +74,16 @@ class WorkerContext:
                 device=self.device,
             )
         return self._calib[:n_batches]
+
+    def rung_val(self, steps: int) -> Any:
+        """The validation images that score a rung of ``steps`` fine-tune steps: the whole split, or
+        for the 0-step rung the study's seeded sample of ``[fidelity] bn_val_images`` (drawn once)."""
+        n = self.cfg.fidelity.bn_val_images
+        if steps or n is None:
+            return self.data.val
+        if self._bn_val is None:
+            self._bn_val = self.data.val.sample(n, self.cfg.study.seed)
+        return self._bn_val
 
     def example_inputs(self) -> torch.Tensor:
         """A zero batch of one input, on the context's device (for tracing the pruner's graph)."""

@@ -193,9 +193,10 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
     progress = _Progress(trial)
     train_kw = finetune_kwargs(ctx, progress)
 
-    def score() -> float:
+    def score(steps: int | None = None) -> float:
+        val = ctx.data.val if steps is None else ctx.rung_val(steps)
         with timer.phase("eval"):
-            res = evaluate(model, ctx.data.val, ctx.normalization, device=ctx.device, **ctx.precision_kwargs())
+            res = evaluate(model, val, ctx.normalization, device=ctx.device, **ctx.precision_kwargs())
         if not math.isfinite(res.loss):
             raise TrainingDiverged(f"validation loss is {res.loss} after fine-tuning")
         return float(res.top1)
@@ -218,7 +219,7 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
         with timer.phase("finetune" if steps else "adapt_bn"):
             ft = run_rung(ctx, model, k, done, steps, seed, train_kw) or ft
         done = steps
-        accuracy = score()
+        accuracy = score(steps)
         decision = F.decide(trial.study, trial.number, k, len(rungs), accuracy, latency_ms, cfg.fidelity.eta, reference)
         history.append(F.RungResult(k, steps, accuracy, latency_ms, decision).to_dict())
         trial.set_user_attr(T.RUNGS, history)

@@ -69,7 +69,8 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
                                         "val": describe_split(cfg, "val", len(ctx.data.val)),
                                         "test": describe_split(cfg, "test", len(ctx.data.test))})
     if cfg.fidelity.enabled:
-        study.set_user_attr(T.STUDY_FIDELITY, {"rungs": cfg.fidelity.rungs(), "eta": cfg.fidelity.eta})
+        study.set_user_attr(T.STUDY_FIDELITY, {"rungs": cfg.fidelity.rungs(), "eta": cfg.fidelity.eta,
+                                               "bn_val_images": cfg.fidelity.bn_val_images})
     if ctx.baseline_metrics:
         study.set_user_attr(T.STUDY_BASELINE_METRICS, {k: v for k, v in ctx.baseline_metrics.items() if k != "train"})
     if cfg.study.references:

@@ -115,7 +115,9 @@ class FidelitySection:
 
     ``bn_batches = N`` adds a first rung of 0 steps: adaptive batch-norm evaluation (EagleEye), the
     BN statistics re-estimated on N training batches, no optimizer step; candidates that cannot
-    pass it are never fine-tuned.
+    pass it are never fine-tuned. ``bn_val_images = M`` scores that rung on M validation images
+    (a seeded sample, the same for every trial) instead of the whole split, since scoring, not the
+    statistics, is most of its cost; later rungs score the whole validation split.
 
     ``references`` says how the enqueued reference points (``[space] references``) climb the
     rungs: ``"full"`` (default) runs every one to the last rung, ``"screen"`` ranks them like any
@@ -127,6 +129,7 @@ class FidelitySection:
     max_steps: int | None = None
     eta: float = 3.0
     bn_batches: int = 0
+    bn_val_images: int | None = None
     references: str = "full"
 
     def __post_init__(self) -> None:
@@ -145,6 +148,13 @@ class FidelitySection:
         if isinstance(self.bn_batches, bool) or not isinstance(self.bn_batches, int) or self.bn_batches < 0:
             raise ConfigError(f"fidelity.bn_batches must be a whole number >= 0, got {self.bn_batches!r}")
         _at_most(self.bn_batches, "fidelity.bn_batches", MAX_BN_BATCHES)
+        if self.bn_val_images is not None and (isinstance(self.bn_val_images, bool)
+                                               or not isinstance(self.bn_val_images, int) or self.bn_val_images < 1):
+            raise ConfigError(f"fidelity.bn_val_images must be a whole number >= 1 (validation images that score "
+                              f"the 0-step rung), got {self.bn_val_images!r}")
+        if self.bn_val_images is not None and not self.bn_batches:
+            raise ConfigError("fidelity.bn_val_images sets how many validation images score the 0-step rung; "
+                              "give fidelity.bn_batches (that rung) too")
         if self.references not in REFERENCE_MODES:
             raise ConfigError(f"fidelity.references must be one of {list(REFERENCE_MODES)} (reference points run "
                               f"every rung, or are screened like any candidate), got {self.references!r}")
