@@ -179,6 +179,33 @@ def test_a_corrupt_latency_cache_entry_is_measured_again(tmp_path):
     assert isinstance(study_system_attrs(study)[LATENCY_CACHE_PREFIX + third.user_attrs["latency_key"]], dict)
 
 
+def test_a_study_resumed_on_another_cpu_times_its_architectures_again_on_the_first_basis(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """A cached ratio is one CPU's: on another machine the same graph is timed again next to the
+    baseline, each trial records its machine, the reference baseline latency stays the first one,
+    and ``status`` lists both machines."""
+    from hybridprune.evaluators import timing
+    from hybridprune.search._optuna import study_system_attrs
+    from hybridprune.search.latency import REFERENCE_ATTR
+
+    path = write_study(tmp_path, name="machines", trials=2)  # the baseline, then 30% / 1 block channel first
+    assert main(["run", str(path), "--no-progress"]) == 0
+    here = timing.machine_description()
+    monkeypatch.setattr(timing, "machine_description", lambda: "Other CPU (2 CPUs); flags: avx avx2 fma")
+    assert main(["run", str(path), "--no-progress", "--trials", "3"]) == 0  # 30% / 1 block layer first: same graph
+    _, study = load(path)
+    first, third = study.trials[1], study.trials[2]
+    assert first.user_attrs["latency_machine"] == here and first.user_attrs["latency_cached"] is False
+    assert third.user_attrs["latency_machine"] == "Other CPU (2 CPUs); flags: avx avx2 fma"
+    assert third.user_attrs["latency_cached"] is False  # not the first CPU's ratio
+    assert third.user_attrs["latency_key"] != first.user_attrs["latency_key"]
+    assert len(study_system_attrs(study)[REFERENCE_ATTR]) == 1  # one basis for the whole study
+    capsys.readouterr()
+    assert main(["status", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "latency timed on 2 machines" in out and "Other CPU (2 CPUs); flags: avx avx2 fma (1 trial)" in out
+
+
 def test_an_unexpected_error_fails_its_trial_with_the_reason_and_the_study_goes_on(tmp_path, monkeypatch):
     """A full disk while a trial stores its model (any exception nobody planned for) fails that
     trial with a one-line reason; the next trials still run and the command succeeds."""

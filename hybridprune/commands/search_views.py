@@ -31,6 +31,10 @@ def _summary(study, cfg, console) -> None:
 
     if (time_line := describe(study)) is not None:
         console.print(time_line, soft_wrap=True, markup=False)
+    from hybridprune.search.latency import machines_line
+
+    if (machines := machines_line(study)) is not None:
+        console.print(machines, soft_wrap=True, markup=False)
     console.print(rich_table(pareto_rows(study) + reference_rows(study),
                              f"Pareto set of {cfg.name} (accuracy max, latency min) and reference models"))
 

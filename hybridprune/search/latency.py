@@ -13,6 +13,16 @@ study's *reference baseline latency*, measured once and stored in the study. Tri
 models and published models are then all on one basis: ``reference_ms x ratio``. A dedicated
 device (the TX2 agent) runs nothing else; there each model is timed once and its ratio is its
 latency over the reference.
+
+**A study that spans machines.** A study resumed in another session may run on another CPU, and
+a ratio read on one CPU is not the ratio on another (0.771x on one 2-vCPU EPYC, 0.688x on one
+with other vector units, for the same model). On a backend that shares the host, the latency
+cache is therefore keyed by the machine too (:func:`~hybridprune.evaluators.timing.machine_description`:
+CPU model and vector flags): an architecture timed on one CPU is timed again on another, always
+against the baseline next to it, and each trial records which machine timed it
+(``latency_machine``; ``status`` lists the machines when there is more than one). The reference
+baseline latency stays the study's first, so every ratio lands on one basis; ``refine`` and
+``publish`` re-time every model they report on the one machine they run on.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from typing import Any, Callable
 from hybridprune.io import device_lock
 from hybridprune.search import trials as T
 from hybridprune.search._optuna import set_study_system_attr, study_system_attrs
-from hybridprune.search.latency_cache import IsolatedTimer, LatencyCache, architecture_key, settings_key
+from hybridprune.search.latency_cache import IsolatedTimer, LatencyCache, architecture_key, machine_key, settings_key
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +70,7 @@ class TrialLatency:
     ratio: float
     cached: bool
     key: str
+    machine: str | None = None
 
 
 def ratio_summary(model_ms: list[float], baseline_ms: list[float], confidence: float = 0.95,
@@ -120,6 +131,20 @@ def interleaved_latency(pair: Callable[[Any, Any], tuple[float, float, float]], 
     return out
 
 
+def machines_line(study: Any) -> str | None:
+    """``latency timed on 2 machines: A (12 trials), B (3)`` when a study's trials were timed on
+    more than one machine (``None`` otherwise)."""
+    from collections import Counter
+
+    seen = Counter(t.user_attrs[T.LATENCY_MACHINE] for t in study.get_trials(deepcopy=False)
+                   if t.user_attrs.get(T.LATENCY_MACHINE) and not t.user_attrs.get(T.DUPLICATE_OF))
+    if len(seen) < 2:
+        return None
+    parts = [f"{m} ({n} trial{'s' if n > 1 else ''})" for m, n in seen.most_common()]
+    return (f"latency timed on {len(seen)} machines: {'; '.join(parts)}. Each ratio was read next to the baseline on "
+            f"its machine, but ratios differ between CPUs; refine and publish re-time every model on one")
+
+
 class StudyLatency:
     """Times the models of one study (see the module docstring).
 
@@ -146,6 +171,7 @@ class StudyLatency:
         self._tmp: Path | None = None
         self._baseline: Timed | None = None
         self._baseline_key: str | None = None
+        self._machine: str | None = None
 
     @property
     def shape(self) -> dict[str, Any]:
@@ -204,17 +230,35 @@ class StudyLatency:
         """The study's latency statistic of ``result``, in ms."""
         return float(getattr(result, self.settings.statistic))
 
-    def key(self, model: Timed) -> str:
-        """Cache key of ``model``: its architecture plus every timing setting."""
-        if model is self._baseline and self._baseline_key is not None:
-            return self._baseline_key
+    @property
+    def machine(self) -> str | None:
+        """The machine a host-sharing backend times on (CPU model and vector flags); ``None`` for a
+        dedicated device, which the backend's options name."""
+        if self._machine is None and self.interleave:
+            from hybridprune.evaluators.timing import machine_description
+
+            self._machine = machine_description()
+        return self._machine
+
+    def settings_key(self, model: Timed) -> str:
+        """``model``'s architecture plus every timing setting (the reference baseline's key)."""
         s = self.settings
         return settings_key(architecture_key(model.onnx), s.backend, s.options, s.batch_size, s.precision,
                             self.input_size)
 
+    def key(self, model: Timed) -> str:
+        """Cache key of ``model``: :meth:`settings_key`, plus the machine on a host-sharing backend."""
+        if model is self._baseline and self._baseline_key is not None:
+            return self._baseline_key
+        key = self.settings_key(model)
+        return key if self.machine is None else machine_key(key, self.machine)
+
     def reference_ms(self, study: Any) -> float:
-        """The study's reference baseline latency, measured once (median of ``rounds``) and stored."""
-        key = self.key(self.baseline)
+        """The study's reference baseline latency, measured once (median of ``rounds``) and stored.
+
+        Keyed by the settings, not the machine: a study resumed on another CPU keeps the basis its
+        first machine set, and its ratios, read next to the baseline, land on that basis."""
+        key = self.settings_key(self.baseline)
         with self.lock():
             stored = (study_system_attrs(study).get(REFERENCE_ATTR) or {}).get(key)
             if stored is not None:
@@ -244,7 +288,7 @@ class StudyLatency:
                     ratio = float(result.extra.get(T.R_RATIO, self.value(result) / reference))
                     if not (math.isfinite(ratio) and ratio > 0):
                         raise ValueError(f"ratio {ratio}")
-                    return TrialLatency(result, ratio * reference, ratio, True, key)
+                    return TrialLatency(result, ratio * reference, ratio, True, key, self.machine)
                 except (TypeError, KeyError, ValueError, AttributeError) as exc:  # written by hand or another version
                     log.warning("latency cache entry %s is unusable (%s: %s): measuring again", key,
                                 type(exc).__name__, exc)
@@ -252,7 +296,7 @@ class StudyLatency:
             result = dataclasses.replace(result, extra={**result.extra, **extra})
             if cache is not None:
                 cache.put(key, result.to_dict())
-        return TrialLatency(result, ratio * reference, ratio, False, key)
+        return TrialLatency(result, ratio * reference, ratio, False, key, self.machine)
 
     def _measure_ratio(self, model: Timed, key: str, reference: float) -> tuple[Any, float, dict]:
         if key == self.key(self.baseline):  # the baseline's own architecture: ratio 1 by definition

@@ -77,6 +77,11 @@ def settings_key(arch_key: str, backend: str, options: Mapping[str, Any], batch_
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def machine_key(key: str, machine: str) -> str:
+    """``key`` (:func:`settings_key`) for one machine: a ratio timed on one CPU is not another's."""
+    return hashlib.sha256(json.dumps([key, machine]).encode()).hexdigest()[:32]
+
+
 class LatencyCache:
     """Latency results of one study, kept in its storage (shared by all workers and machines)."""
 

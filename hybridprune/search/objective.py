@@ -282,6 +282,8 @@ def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
         trial.set_user_attr(T.LATENCY_BACKEND, lat.backend)
         trial.set_user_attr(T.LATENCY_CACHED, timed.cached)
         trial.set_user_attr(T.LATENCY_KEY, timed.key)
+        if timed.machine is not None:
+            trial.set_user_attr(T.LATENCY_MACHINE, timed.machine)
 
         budget = cfg.constraints.max_latency_ms
         gated = budget is not None and latency_ms > budget
