@@ -95,6 +95,7 @@ class StudySection:
     grace_period: int = 30
     max_retry: int = 2
     time_budget: Any = None  # seconds, or "90m", "2h", "1h30m": no trial starts after it is used up
+    budget_covers: str = "all"  # "search": reference points' time is not charged (search.budget)
 
     def __post_init__(self) -> None:
         if self.time_budget is not None:
@@ -105,6 +106,12 @@ class StudySection:
         _positive(self.grace_period, "study.grace_period")
         _positive(self.max_retry, "study.max_retry", allow_zero=True)
         _choice(self.backend, "study.backend", BACKENDS)
+        from hybridprune.search.budget import COVERS_CHOICES
+
+        _choice(self.budget_covers, "study.budget_covers", COVERS_CHOICES)
+        if self.budget_covers == "search" and self.backend == "ray":
+            raise ConfigError('study.budget_covers = "search" needs backend = "local": Ray Tune stops at one fixed '
+                              'wall time, which cannot give the reference points\' time back')
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"study.seed must be in [0, {MAX_SEED}], got {self.seed}")
         _at_most(self.trials, "study.trials", MAX_TRIALS)

@@ -157,7 +157,7 @@ def run(cfg: StudyConfig, *, on_poll: Callable[[], None] | None = None) -> Any:
     from hybridprune.search import budget as B
 
     study, ctx = prepare(cfg)
-    budget = B.start(study, cfg.study.time_budget)
+    budget = B.start(study, cfg.study.time_budget, cfg.study.budget_covers)
     try:
         if cfg.study.backend == "ray":
             from hybridprune.search.ray_runner import run_ray
