@@ -12,7 +12,8 @@ completion time. Latency is the ratio to the baseline timed next to it where the
 overhead is everything but fine-tuning (pruning, complexity, export, latency, evaluation, saving)
 as a share of the trial's wall time.
 
-``--bn-batches N`` gives ``mf`` a first rung of 0 steps (adaptive batch-norm on N batches, EagleEye).
+``--bn-batches N`` gives ``mf`` a first rung of 0 steps (adaptive batch-norm on N batches, EagleEye);
+``--bn-val-images M`` scores that rung on M validation images (``[fidelity] bn_val_images``).
 ``--spaces FILE ...`` runs each search once per study file, taking only its ``[space]``: the
 hybrid against the channel-only and block-only twins on the same data, baseline and budget.
 With ``--out FILE.jsonl`` every finished run is appended there and a rerun skips it, so a long
@@ -99,7 +100,7 @@ def run(base, ctx, name: str, sampler: str, seed: int, mode: str, space, args, t
     """One search for ``args.budget_s`` seconds; returns (completed trials, start timestamp, study, cfg)."""
     fid = (
         FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta,
-                        bn_batches=args.bn_batches)
+                        bn_batches=args.bn_batches, bn_val_images=args.bn_val_images if args.bn_batches else None)
         if mode == "mf"
         else FidelitySection()
     )
@@ -140,6 +141,8 @@ def main() -> None:
     ap.add_argument("--min-steps", type=int, default=7, help="first fine-tuning rung (mf)")
     ap.add_argument("--eta", type=float, default=3.0)
     ap.add_argument("--bn-batches", type=int, default=0, help="mf: a first rung of 0 steps, adaptive BN on N batches")
+    ap.add_argument("--bn-val-images", type=int, default=None,
+                    help="mf: the 0-step rung scores this many validation images ([fidelity] bn_val_images)")
     ap.add_argument("--spaces", nargs="+", default=None, metavar="STUDY_FILE",
                     help="study files whose [space] each search runs in (default: --study's own)")
     ap.add_argument("--train-subset", type=int, default=None)
@@ -179,6 +182,7 @@ def main() -> None:
                                         spaces[sp], args, tmp)
         rec = {"key": key, "budget_s": args.budget_s, "full_steps": args.full_steps, "rungs": cfg.fidelity.rungs()
                if mode == "mf" else [args.full_steps], "bn_batches": args.bn_batches if mode == "mf" else 0,
+               "bn_val_images": args.bn_val_images if mode == "mf" and args.bn_batches else None,
                "train": len(ctx.data.train), "val": len(ctx.data.val), "machine": machine,
                "savings": savings(study, args.full_steps).line(), "trials": record(trials, start)}
         done[key] = rec
