@@ -171,6 +171,7 @@ class StudyLatency:
         self._tmp: Path | None = None
         self._baseline: Timed | None = None
         self._baseline_key: str | None = None
+        self._baseline_settings_key: str | None = None
         self._machine: str | None = None
 
     @property
@@ -199,6 +200,7 @@ class StudyLatency:
         """The unpruned baseline in both forms (exported once)."""
         if self._baseline is None:
             self._baseline = self.export(self._baseline_module, "baseline")
+            self._baseline_settings_key = self.settings_key(self._baseline)
             self._baseline_key = self.key(self._baseline)
         return self._baseline
 
@@ -242,6 +244,8 @@ class StudyLatency:
 
     def settings_key(self, model: Timed) -> str:
         """``model``'s architecture plus every timing setting (the reference baseline's key)."""
+        if model is self._baseline and self._baseline_settings_key is not None:
+            return self._baseline_settings_key
         s = self.settings
         return settings_key(architecture_key(model.onnx), s.backend, s.options, s.batch_size, s.precision,
                             self.input_size)
@@ -342,4 +346,4 @@ class StudyLatency:
             self.timer.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp, self._baseline, self._baseline_key = None, None, None
+            self._tmp, self._baseline, self._baseline_key, self._baseline_settings_key = None, None, None, None
