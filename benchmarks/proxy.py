@@ -36,7 +36,6 @@ reference and its evaluation time; nothing is fine-tuned (rows: ``<out>-bn-val.j
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import time
@@ -61,18 +60,15 @@ def evaluate_config(ctx, params: dict, args, train) -> dict:
     """Prune one configuration and score it by every proxy and the refined reference."""
     from hybridprune.accuracy import adapt_batchnorm, evaluate
     from hybridprune.models.complexity import complexity
-    from hybridprune.pruning import prune_model
     from hybridprune.recipe import Budget
+    from hybridprune.search.objective import prune_config
     from hybridprune.training import finetune
 
     cfg, f = ctx.cfg, ctx.cfg.finetune
     kw = ctx.precision_kwargs()
     row: dict = {"params": params, "score": {}, "seconds": {}}
     t0 = time.perf_counter()
-    config = ctx.space.to_config(params)
-    calib = ctx.calibration(config.calib_batches) if config.make_criterion().data_driven else None
-    model = (prune_model(ctx.model, config, ctx.example_inputs(), calib).model
-             if config.channel_ratio or config.pruned_blocks else copy.deepcopy(ctx.model))
+    model = prune_config(ctx, ctx.space.to_config(params))[0]  # what a study's trial prunes
     row["macs"] = int(complexity(model.cpu().eval(), input_size=ctx.input_size).macs)
 
     def val() -> float:
@@ -107,13 +103,10 @@ def rescore_bn(ctx, params: dict, args, sizes: list[int]) -> dict:
     it on the whole validation split and on seeded samples of ``sizes`` images (the study's
     ``[fidelity] bn_val_images``); seconds are each score's own evaluation time."""
     from hybridprune.accuracy import adapt_batchnorm, evaluate
-    from hybridprune.pruning import prune_model
+    from hybridprune.search.objective import prune_config
 
     f, kw = ctx.cfg.finetune, ctx.precision_kwargs()
-    config = ctx.space.to_config(params)
-    calib = ctx.calibration(config.calib_batches) if config.make_criterion().data_driven else None
-    model = (prune_model(ctx.model, config, ctx.example_inputs(), calib).model
-             if config.channel_ratio or config.pruned_blocks else copy.deepcopy(ctx.model))
+    model = prune_config(ctx, ctx.space.to_config(params))[0]
     adapt_batchnorm(model, ctx.data.train, ctx.normalization, batches=args.bn_batches, batch_size=f.batch_size,
                     seed=ctx.cfg.study.seed, device=ctx.device)
     row: dict = {"params": params, "score": {}, "seconds": {}}
