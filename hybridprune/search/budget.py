@@ -96,14 +96,18 @@ def reference_seconds(study: Any, since: float, now: float | None = None) -> flo
     return total
 
 
+def _running_credit(study: Any, rec: dict) -> float:
+    """Seconds the run in progress has credited back so far (0 unless it covers only the search)."""
+    if rec.get(DEADLINE) is None or rec.get(COVERS) != "search" or rec.get(STARTED) is None:
+        return 0.0
+    return reference_seconds(study, rec[STARTED])
+
+
 def deadline(study: Any) -> float | None:
     """The deadline of the run in progress, read from the study (every worker and machine sees it),
     with the reference points' time added back under ``budget_covers = "search"``."""
     rec = study.user_attrs.get(T.STUDY_TIME) or {}
-    end = rec.get(DEADLINE)
-    if end is not None and rec.get(COVERS) == "search" and rec.get(STARTED) is not None:
-        end += reference_seconds(study, rec[STARTED])
-    return end
+    return None if rec.get(DEADLINE) is None else rec[DEADLINE] + _running_credit(study, rec)
 
 
 def used_up(study: Any) -> bool:
@@ -127,9 +131,9 @@ def describe(study: Any) -> str | None:
         return None
     used, credited = float(rec.get(USED_S) or 0.0), float(rec.get(CREDITED_S) or 0.0)
     if rec.get(DEADLINE) is not None:  # a run is in progress (or was killed): count it as used so far
-        used = rec[BUDGET_S] - max(0.0, deadline(study) - time.time())
-        if rec.get(COVERS) == "search" and rec.get(STARTED) is not None:
-            credited += reference_seconds(study, rec[STARTED])
+        credit = _running_credit(study, rec)
+        used = rec[BUDGET_S] - max(0.0, rec[DEADLINE] + credit - time.time())
+        credited += credit
     left = max(0.0, rec[BUDGET_S] - used)
     line = f"time budget {fmt(rec[BUDGET_S])}: {fmt(used)} used, {fmt(left)} left"
     if rec.get(COVERS) == "search":
