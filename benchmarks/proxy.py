@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -180,6 +181,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.configs < 4 or sorted(set(args.steps)) != args.steps or args.steps[0] < 1 or args.refine_epochs <= 0:
         raise SystemExit("error: --configs >= 4, --steps strictly increasing and >= 1, --refine-epochs > 0")
+    if args.bn_val_images and min(args.bn_val_images) < 1:
+        print(f"error: --bn-val-images takes validation sample sizes >= 1, got {args.bn_val_images}", file=sys.stderr)
+        raise SystemExit(2)
 
     if args.report_only:
         rows = [json.loads(line) for line in Path(args.out).read_text().splitlines()]

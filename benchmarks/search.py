@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -100,7 +101,7 @@ def run(base, ctx, name: str, sampler: str, seed: int, mode: str, space, args, t
     """One search for ``args.budget_s`` seconds; returns (completed trials, start timestamp, study, cfg)."""
     fid = (
         FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta,
-                        bn_batches=args.bn_batches, bn_val_images=args.bn_val_images if args.bn_batches else None)
+                        bn_batches=args.bn_batches, bn_val_images=args.bn_val_images)
         if mode == "mf"
         else FidelitySection()
     )
@@ -151,6 +152,10 @@ def main() -> None:
                     help="torch threads (default: torch's; 1 keeps OpenMP barriers from stalling on a shared machine)")
     ap.add_argument("--out", default=None, help="JSONL of finished runs: appended to, and skipped on a rerun")
     args = ap.parse_args()
+    if args.bn_val_images is not None and (args.bn_val_images < 1 or not args.bn_batches):
+        print(f"error: --bn-val-images must be >= 1 and needs --bn-batches (the rung it scores), got "
+              f"{args.bn_val_images}", file=sys.stderr)
+        raise SystemExit(2)
     quiet_optuna()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -182,7 +187,7 @@ def main() -> None:
                                         spaces[sp], args, tmp)
         rec = {"key": key, "budget_s": args.budget_s, "full_steps": args.full_steps, "rungs": cfg.fidelity.rungs()
                if mode == "mf" else [args.full_steps], "bn_batches": args.bn_batches if mode == "mf" else 0,
-               "bn_val_images": args.bn_val_images if mode == "mf" and args.bn_batches else None,
+               "bn_val_images": args.bn_val_images if mode == "mf" else None,
                "train": len(ctx.data.train), "val": len(ctx.data.val), "machine": machine,
                "savings": savings(study, args.full_steps).line(), "trials": record(trials, start)}
         done[key] = rec

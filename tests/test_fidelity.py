@@ -272,3 +272,15 @@ def test_proxy_rescores_the_bn_proxy_on_validation_samples(tmp_path):
     assert abs(row["score"]["bn13"] * 13 / 100 - round(row["score"]["bn13"] * 13 / 100)) < 1e-6
     assert abs(row["score"]["bn"] * 64 / 100 - round(row["score"]["bn"] * 64 / 100)) < 1e-6  # the whole split
     assert all(v >= 0 for v in row["seconds"].values())
+
+
+def test_proxy_refuses_an_empty_validation_sample(monkeypatch, capsys, tmp_path):
+    proxy = load_benchmark("proxy")
+    monkeypatch.setattr("sys.argv", ["proxy.py", "study.toml", "--out", str(tmp_path / "rows.jsonl"),
+                                     "--bn-val-images", "0", "100"])
+    with pytest.raises(SystemExit) as exc:
+        proxy.main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --bn-val-images takes validation sample sizes >= 1")
+    assert not (tmp_path / "rows.jsonl").exists() and not (tmp_path / "rows-bn-val.jsonl").exists()
