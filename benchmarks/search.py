@@ -144,6 +144,8 @@ def main() -> None:
     ap.add_argument("--bn-batches", type=int, default=0, help="mf: a first rung of 0 steps, adaptive BN on N batches")
     ap.add_argument("--bn-val-images", type=int, default=None,
                     help="mf: the 0-step rung scores this many validation images ([fidelity] bn_val_images)")
+    ap.add_argument("--floor", type=float, default=None,
+                    help="also report the real-scale measure: hypervolume of trials above this accuracy floor")
     ap.add_argument("--spaces", nargs="+", default=None, metavar="STUDY_FILE",
                     help="study files whose [space] each search runs in (default: --study's own)")
     ap.add_argument("--train-subset", type=int, default=None)
@@ -152,6 +154,9 @@ def main() -> None:
                     help="torch threads (default: torch's; 1 keeps OpenMP barriers from stalling on a shared machine)")
     ap.add_argument("--out", default=None, help="JSONL of finished runs: appended to, and skipped on a rerun")
     args = ap.parse_args()
+    if args.floor is not None and not 0 <= args.floor < 1:
+        print(f"error: --floor is an accuracy fraction in [0, 1), got {args.floor}", file=sys.stderr)
+        raise SystemExit(2)
     if args.bn_val_images is not None and (args.bn_val_images < 1 or not args.bn_batches):
         print(f"error: --bn-val-images must be >= 1 and needs --bn-batches (the rung it scores), got "
               f"{args.bn_val_images}", file=sys.stderr)
@@ -243,6 +248,41 @@ def report(runs: dict[tuple, dict], args) -> None:
             print(f"| {p[0]} | {p[2]} | {p[3]} | {target:.3f} | {t_mf:.0f} s | {t_mf / B:.2f} |")
     print(f"(normalisation over all runs: accuracy {lo[0]:.3f}..{hi[0]:.3f}, latency {lo[1]:.3f}..{hi[1]:.3f};"
           f" ideal HV {1.1 * 1.1:.2f})")
+    if args.floor is not None:
+        floor_report(runs, args.floor, B)
+
+
+def floor_report(runs: dict[tuple, dict], floor: float, budget_s: float) -> None:
+    """``--floor``: the real-scale study's measure (``real_scale.hypervolume``: trials above the
+    accuracy floor, latency ratio below 1, no normalisation) per run, and how soon each ``mf`` run
+    reaches its ``plain`` twin's final value by it."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from real_scale import hypervolume as floor_hv
+
+    def curve_at_floor(rec: dict) -> list[tuple[float, float]]:
+        done = sorted((r for r in rec["trials"] if r["ratio"] is not None), key=lambda r: r["t"])
+        return [(r["t"], floor_hv([(x["acc"], x["ratio"]) for x in done[: i + 1]], floor)) for i, r in enumerate(done)]
+
+    curves = {k: curve_at_floor(rec) for k, rec in runs.items()}
+    print(f"\nfloor {floor:g} (trials above it, latency ratio below 1):")
+    print("| space | mode | sampler | HV per seed | mean | trials above the floor per seed |")
+    print("|---|---|---|---|---|---|")
+    groups: dict[tuple, list] = {}
+    for k in runs:
+        groups.setdefault(k[:3], []).append(k)
+    for (sp, mode, sampler), keys in groups.items():
+        hvs = [hv_at(curves[k], budget_s) for k in keys]
+        above = [sum(1 for r in runs[k]["trials"] if r["t"] <= budget_s and r["ratio"] is not None
+                     and r["acc"] > floor and r["ratio"] < 1.0) for k in keys]
+        print(f"| {sp} | {mode} | {sampler} | {', '.join(f'{h:.4f}' for h in hvs)} | {statistics.mean(hvs):.4f} | "
+              f"{', '.join(map(str, above))} |")
+    for p in (k for k in runs if k[1] == "plain" and (k[0], "mf", *k[2:]) in runs):
+        target = hv_at(curves[p], budget_s)
+        t_mf = time_to(curves[(p[0], "mf", *p[2:])], target)
+        print(f"{p[0]} {p[2]} seed {p[3]}: plain's final {target:.4f} reached by mf after {t_mf:.0f} s "
+              f"({t_mf / budget_s:.2f} of the budget)")
 
 
 if __name__ == "__main__":
