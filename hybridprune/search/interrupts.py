@@ -83,9 +83,15 @@ def held(fn: Callable) -> Callable:
 
 
 def held_class(base: type) -> type:
-    """A subclass of ``base`` whose public methods are :func:`held` (picklable when module-level)."""
-    names = {name for klass in base.__mro__ for name, v in vars(klass).items()
-             if not name.startswith("_") and inspect.isfunction(v)}
+    """A subclass of ``base`` whose methods are :func:`held` (picklable when module-level).
+
+    Private methods too, dunders aside: Optuna wraps an ``RDBStorage`` in a ``_CachedStorage``,
+    which calls the backend's private ``_set_trial_param``, ``_create_new_trial``, ``_get_trials``
+    (a Ctrl+C at a trial's first ``suggest_*`` landed inside the first of them). Nested calls only
+    deepen the count, so holding both levels costs nothing.
+    """
+    names = {name for klass in base.__mro__ if klass is not object for name, v in vars(klass).items()
+             if not (name.startswith("__") and name.endswith("__")) and inspect.isfunction(v)}
     ns = {name: held(getattr(base, name)) for name in sorted(names)}
     return type(f"Held{base.__name__}", (base,), {**ns, "__module__": __name__, "__doc__": base.__doc__})
 
