@@ -62,12 +62,16 @@ paper = sorted((t for t in completed(study) if T.is_reference(t, T.REF_PAPER)), 
 print(" ".join(f"--trial {t.number}" for t in paper[:4]))
 EOF
   )
-  step hybridprune refine studies/resnet56-cifar10-jpeg.toml --epochs "$EPOCHS" --rounds 7
-  # shellcheck disable=SC2086 - $paper is a list of options
-  step hybridprune refine studies/resnet56-cifar10-jpeg.toml --epochs "$EPOCHS" --rounds 7 $paper
+  # the adapted teacher (runs/, so gone in a fresh session) is made by `run`, which refine does not do
+  # on its own; the searches' budgets are spent, so this adapts (~6 min) and starts no trial
+  step hybridprune run "${STUDIES[0]}" --no-progress
+  # the single-mode searches first: their spaces are settled, the hybrid one may still change
   for s in "${STUDIES[@]:1}"; do
     step hybridprune refine "$s" --epochs "$EPOCHS" --top 3 --rounds 7
   done
+  step hybridprune refine studies/resnet56-cifar10-jpeg.toml --epochs "$EPOCHS" --rounds 7
+  # shellcheck disable=SC2086 - $paper is a list of options
+  step hybridprune refine studies/resnet56-cifar10-jpeg.toml --epochs "$EPOCHS" --rounds 7 $paper
   # publishes through hybridprune.search.publish (what `hybridprune publish` runs), then adds the comparison
   step python benchmarks/real_scale.py studies/resnet56-cifar10-jpeg.toml --single "${STUDIES[@]:1}" \
       --out results/resnet56-cifar10-jpeg
