@@ -136,6 +136,13 @@ class StudyConfig:
         """Where the trained baseline is cached."""
         return self.cache_dir / "baseline.pt"
 
+    def portable(self, path: str | Path | None) -> str | None:
+        """``path`` as a study file names it: relative to the study file's folder, so a record that is
+        committed (a journal) carries no path of the machine it ran on."""
+        import os
+
+        return None if path is None else Path(os.path.relpath(Path(path).resolve(), self.path.parent)).as_posix()
+
     def check_writable(self) -> None:
         """Refuse (before any training, creating nothing) a run directory, artifact folder or local
         storage file that is a file where a folder is needed, or cannot be written.

@@ -92,7 +92,7 @@ def prepare_references(cfg: Any, ctx: Any, study: Any, store: Any) -> list[Refer
 
     names = cfg.objectives.names()
     for i, m in enumerate(cfg.references.models):
-        source = {"model": m["model"], "checkpoint": m["checkpoint"], "kwargs": m["kwargs"],
+        source = {"model": m["model"], "checkpoint": cfg.portable(m["checkpoint"]), "kwargs": m["kwargs"],
                   "adapt_epochs": cfg.baseline.adapt_epochs, "split": split_record(cfg)}
         stored = study.user_attrs.get(PREFIX + m["name"])
         if stored and stored["user_attrs"].get("source") == source:

@@ -60,8 +60,8 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
     ctx = build_context(cfg)
     study = open_study(cfg)
     study.set_user_attr(T.STUDY_SPACE, ctx.space.describe())
-    study.set_user_attr(T.STUDY_FILE, str(cfg.path))
-    study.set_user_attr(T.STUDY_ARTIFACT_DIR, str(cfg.artifact_dir))
+    study.set_user_attr(T.STUDY_FILE, cfg.path.name)
+    study.set_user_attr(T.STUDY_ARTIFACT_DIR, cfg.portable(cfg.artifact_dir))
     study.set_user_attr(T.STUDY_LATENCY, {"backend": cfg.latency.backend, "statistic": cfg.latency.statistic,
                                           "batch_size": cfg.latency.batch_size, "precision": cfg.latency.precision})
     study.set_user_attr(T.STUDY_SPLIT, {**split_record(cfg), "val_images": len(ctx.data.val),
