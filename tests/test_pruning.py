@@ -108,6 +108,31 @@ def test_blocks_beyond_removable_count(base):
         prune_model(model, HybridConfig(0.1, 26, "weight_magnitude"), X[:1])
 
 
+@pytest.mark.parametrize("criterion", ["bn_scale", "weight_magnitude"])
+def test_stage_blocks_remove_the_lowest_scored_blocks_of_each_stage(base, criterion):
+    model, _ = base
+    glob = prune_model(model, HybridConfig(0.0, 6, criterion), X[:1])
+    result = prune_model(model, HybridConfig(0.0, 6, criterion, stage_blocks=(1, 2, 3)), X[:1])
+    removed = result.removed_blocks
+    assert [sum(n.startswith(f"layer{i}.") for n in removed) for i in (1, 2, 3)] == [1, 2, 3]
+    for i, k in ((1, 1), (2, 2), (3, 3)):  # within a stage: the k lowest mean scores
+        stage = {n: s for n, s in glob.block_scores.items() if n.startswith(f"layer{i}.")}
+        assert {n for n in removed if n.startswith(f"layer{i}.")} == set(sorted(stage, key=stage.get)[:k])
+    assert result.record.config["stage_blocks"] == [1, 2, 3] and "stage_blocks" not in glob.record.config
+    assert len(residual_blocks(result.model)) == 27 - 6 and result.model(X).shape == (4, 10)
+    rebuilt = apply_record(create_model("resnet56"), result.record)
+    assert [n for n, m in rebuilt.named_modules() if isinstance(m, nn.Identity) and n.count(".") == 1] == removed
+
+
+@pytest.mark.parametrize("stage_blocks, match", [
+    ((1, 2), r"3 stage\(s\).*allowed layer1: 0\.\.9, layer2: 0\.\.8, layer3: 0\.\.8"),
+    ((0, 9, 0), r"layer2: 0\.\.8"),
+])
+def test_stage_blocks_that_do_not_fit_the_model_name_each_stage(base, stage_blocks, match):
+    with pytest.raises(ConfigError, match=match):
+        prune_model(base[0], HybridConfig(0.1, sum(stage_blocks), "weight_magnitude", stage_blocks=stage_blocks), X[:1])
+
+
 def test_resnet56_removable_blocks():
     names = removable_blocks(create_model("resnet56"))
     assert len(names) == 25 and "layer2.0" not in names and "layer3.0" not in names and "layer1.0" in names
@@ -125,6 +150,9 @@ def test_resnet56_removable_blocks():
         ({"round_to": 0}, ">= 1"),
         ({"criterion_options": {"q": 3}}, "allowed: p"),
         ({"criterion_options": {"p": 3}}, "1 or 2"),
+        ({"stage_blocks": (1, 1)}, r"sum of stage_blocks \[1, 1\] \(2\); got 1"),
+        ({"stage_blocks": (1, -1, 1)}, "stage_blocks entry must be an integer >= 0"),
+        ({"stage_blocks": "1,0"}, "list of integers"),
     ],
 )
 def test_config_validation(kwargs, match):

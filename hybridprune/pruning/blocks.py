@@ -68,6 +68,38 @@ def choose_blocks(scores: dict[str, torch.Tensor], k: int) -> list[str]:
     return [n for n in order if n in chosen]
 
 
+def block_stages(names: list[str]) -> list[list[str]]:
+    """Removable blocks grouped by parent module (a ResNet's stages), in model order."""
+    stages: dict[str, list[str]] = {}
+    for n in names:
+        stages.setdefault(n.rpartition(".")[0], []).append(n)
+    return list(stages.values())
+
+
+def check_stage_counts(names: list[str], counts: tuple[int, ...]) -> list[list[str]]:
+    """Return the stages of ``names``, or raise if ``counts`` does not fit them.
+
+    Raises:
+        ConfigError: naming the stages and how many blocks each can lose.
+    """
+    stages = block_stages(names)
+    sizes = ", ".join(f"{s[0].rpartition('.')[0] or '<top>'}: 0..{len(s)}" for s in stages)
+    if len(counts) != len(stages) or any(c > len(s) for c, s in zip(counts, stages)):
+        raise ConfigError(f"stage_blocks={list(counts)} does not fit this model: it has {len(stages)} stage(s) "
+                          f"of removable residual blocks, allowed {sizes}")
+    return stages
+
+
+def choose_stage_blocks(scores: dict[str, torch.Tensor], stages: list[list[str]],
+                        counts: tuple[int, ...]) -> list[str]:
+    """``counts[i]`` blocks of stage ``i`` with the lowest mean channel score, each stage ranked
+    on its own (a block's latency and its score's scale differ by stage); names in model order."""
+    chosen = set()
+    for stage, k in zip(stages, counts):
+        chosen.update(choose_blocks({n: scores[n] for n in stage}, k))
+    return [n for n in scores if n in chosen]
+
+
 def remove_blocks(model: nn.Module, names: list[str], example_inputs: torch.Tensor | None = None) -> None:
     """Replace the named blocks by :class:`nn.Identity`, in place.
 

@@ -40,6 +40,10 @@ class HybridConfig:
         calib_batches: Calibration batches used by data-driven criteria (>= 1).
         criterion_options: Options of the criterion (``{"p": 2}`` for weight_magnitude).
         seed: Seed of the random criterion (when no seed option is given).
+        stage_blocks: Blocks removed from each stage (the removable blocks grouped by parent
+            module, in model order: ``layer1``, ``layer2``, ... of a ResNet), chosen by the
+            criterion within each stage; their sum is ``pruned_blocks``. ``None``: one global
+            ranking over all removable blocks (the paper).
 
     Raises:
         ConfigError: for any out-of-range value, naming what is allowed.
@@ -56,6 +60,7 @@ class HybridConfig:
     calib_batches: int = 4
     criterion_options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    stage_blocks: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         r = self.channel_ratio
@@ -72,6 +77,16 @@ class HybridConfig:
         if not isinstance(self.criterion_options, dict):
             raise ConfigError(f"criterion_options must be a dict; got {self.criterion_options!r}")
         object.__setattr__(self, "criterion_options", dict(self.criterion_options))
+        if self.stage_blocks is not None:
+            if isinstance(self.stage_blocks, (str, bytes)) or not isinstance(self.stage_blocks, (list, tuple)):
+                raise ConfigError(f"stage_blocks must be a list of integers >= 0, one per stage; got "
+                                  f"{self.stage_blocks!r}")
+            for n in self.stage_blocks:
+                _int("each stage_blocks entry", n, 0)
+            object.__setattr__(self, "stage_blocks", tuple(self.stage_blocks))
+            if sum(self.stage_blocks) != self.pruned_blocks:
+                raise ConfigError(f"pruned_blocks must be the sum of stage_blocks {list(self.stage_blocks)} "
+                                  f"({sum(self.stage_blocks)}); got {self.pruned_blocks}")
         self.make_criterion()  # unknown criterion or option -> error now, not mid-pruning
 
     def make_criterion(self):
@@ -82,5 +97,11 @@ class HybridConfig:
         return get_criterion(self.criterion, **opts)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of the fields."""
-        return asdict(self)
+        """JSON-able dict of the fields (``stage_blocks`` only when set, so that the records of
+        globally ranked configurations read as they always have)."""
+        out = asdict(self)
+        if self.stage_blocks is None:
+            del out["stage_blocks"]
+        else:
+            out["stage_blocks"] = list(self.stage_blocks)
+        return out

@@ -10,7 +10,14 @@ import torch
 import torch.nn as nn
 
 from hybridprune.errors import ConfigError
-from hybridprune.pruning.blocks import block_layers, check_block_count, choose_blocks, remove_blocks
+from hybridprune.pruning.blocks import (
+    block_layers,
+    check_block_count,
+    check_stage_counts,
+    choose_blocks,
+    choose_stage_blocks,
+    remove_blocks,
+)
 from hybridprune.pruning.channel import prune_channels
 from hybridprune.pruning.config import HybridConfig
 from hybridprune.pruning.graph import ChannelTracker, channel_counts
@@ -68,7 +75,8 @@ def prune_model(
         A :class:`PruneResult`.
 
     Raises:
-        ConfigError: if more blocks are asked for than the model can lose, or a data-driven
+        ConfigError: if more blocks are asked for than the model (or a stage of it, with
+            ``stage_blocks``) can lose, or a data-driven
             criterion gets no calibration data.
     """
     criterion = config.make_criterion()
@@ -77,7 +85,9 @@ def prune_model(
         raise ConfigError(
             f"criterion {config.criterion!r} is data-driven and needs calibration batches (calib=...)"
         )
-    check_block_count(model, config.pruned_blocks, example_inputs)
+    names = check_block_count(model, config.pruned_blocks, example_inputs)
+    if config.stage_blocks is not None:
+        check_stage_counts(names, config.stage_blocks)
     was_training = model.training
     new = copy.deepcopy(model)
     tracker = ChannelTracker(new)
@@ -103,7 +113,11 @@ def prune_model(
             names = check_block_count(new, config.pruned_blocks, example_inputs)
             scores = criterion.score(new, block_layers(new, names), batches)
             result.block_scores = {n: float(s.mean()) for n, s in scores.items()}
-            result.removed_blocks = choose_blocks(scores, config.pruned_blocks)
+            if config.stage_blocks is None:
+                result.removed_blocks = choose_blocks(scores, config.pruned_blocks)
+            else:
+                stages = check_stage_counts(names, config.stage_blocks)
+                result.removed_blocks = choose_stage_blocks(scores, stages, config.stage_blocks)
             remove_blocks(new, result.removed_blocks, example_inputs)
 
     steps = (channels, blocks) if config.order == "channel_first" else (blocks, channels)
