@@ -19,7 +19,7 @@
 #            search, seeds 0-2, a 10,000-image train subset, 2,000 validation images): (b) MO-ASHA
 #            with the BN rung in the hybrid, channel-only and block-only spaces, (a) the plain
 #            hybrid search beside it; one JSON line per finished search in results/search-bench/.
-#   refine   refine (EPOCHS, distilled from the adapted teacher) of the hybrid front, the
+#   refine   adapt the teacher again (runs/ is gone), then refine (EPOCHS, distilled from it) of the hybrid front, the
 #            ResNet-20 reference, the 4 best paper settings and the top 3 of each single-mode
 #            search, then publish with the comparison, then the independent re-measurement. The
 #            refined models go to results/resnet56-cifar10-jpeg-state/refined-*/ ([study]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import onnxruntime as ort
 import pytest
 import torch
@@ -39,8 +41,6 @@ def test_tiny_study_records_everything(tiny_study):
         len(pruned.user_attrs["removed_blocks"]) == 1 and pruned.user_attrs["params"] < trials[0].user_attrs["params"]
     )
     # the study's records name paths as its study file does: a committed journal holds no path of this machine
-    import json
-
     text = json.dumps([study.user_attrs, [t.user_attrs for t in study.trials]], default=str)
     assert str(cfg.path.parent) not in text and str(cfg.path.parent.parent) not in text
     assert study.user_attrs["study_file"] == cfg.path.name

@@ -78,7 +78,7 @@ class HybridConfig:
             raise ConfigError(f"criterion_options must be a dict; got {self.criterion_options!r}")
         object.__setattr__(self, "criterion_options", dict(self.criterion_options))
         if self.stage_blocks is not None:
-            if isinstance(self.stage_blocks, (str, bytes)) or not isinstance(self.stage_blocks, (list, tuple)):
+            if not isinstance(self.stage_blocks, (list, tuple)):
                 raise ConfigError(f"stage_blocks must be a list of integers >= 0, one per stage; got "
                                   f"{self.stage_blocks!r}")
             for n in self.stage_blocks:

@@ -11,6 +11,7 @@ file's directory. See ``studies/quickstart.toml`` for a commented example.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -139,8 +140,6 @@ class StudyConfig:
     def portable(self, path: str | Path | None) -> str | None:
         """``path`` as a study file names it: relative to the study file's folder, so a record that is
         committed (a journal) carries no path of the machine it ran on."""
-        import os
-
         return None if path is None else Path(os.path.relpath(Path(path).resolve(), self.path.parent)).as_posix()
 
     def check_writable(self) -> None:

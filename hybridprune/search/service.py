@@ -60,7 +60,7 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
     ctx = build_context(cfg)
     study = open_study(cfg)
     study.set_user_attr(T.STUDY_SPACE, ctx.space.describe())
-    study.set_user_attr(T.STUDY_FILE, cfg.path.name)
+    study.set_user_attr(T.STUDY_FILE, cfg.portable(cfg.path))
     study.set_user_attr(T.STUDY_ARTIFACT_DIR, cfg.portable(cfg.artifact_dir))
     study.set_user_attr(T.STUDY_LATENCY, {"backend": cfg.latency.backend, "statistic": cfg.latency.statistic,
                                           "batch_size": cfg.latency.batch_size, "precision": cfg.latency.precision})
