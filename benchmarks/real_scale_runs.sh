@@ -20,7 +20,7 @@
 #            with the BN rung in the hybrid, channel-only and block-only spaces, (a) the plain
 #            hybrid search beside it; one JSON line per finished search in results/search-bench/.
 #   refine   adapt the teacher again (runs/ is gone), then refine (EPOCHS, distilled from it) of the hybrid front, the
-#            ResNet-20 reference, the 4 best paper settings and the top 3 of each single-mode
+#            ResNet-20 reference, the 4 best paper settings and the Pareto front of each single-mode
 #            search, then publish with the comparison, then the independent re-measurement. The
 #            refined models go to results/resnet56-cifar10-jpeg-state/refined-*/ ([study]
 #            refined_artifact_dir; commit them with the journals): a stopped refine resumes in the
@@ -67,7 +67,7 @@ EOF
   step hybridprune run "${STUDIES[0]}" --no-progress
   # the single-mode searches first: their spaces are settled, the hybrid one may still change
   for s in "${STUDIES[@]:1}"; do
-    step hybridprune refine "$s" --epochs "$EPOCHS" --top 3 --rounds 7
+    step hybridprune refine "$s" --epochs "$EPOCHS" --rounds 7
   done
   step hybridprune refine studies/resnet56-cifar10-jpeg.toml --epochs "$EPOCHS" --rounds 7
   # shellcheck disable=SC2086 - $paper is a list of options
