@@ -17,7 +17,8 @@
 #            whose checkpoint is gone from its record (hybridprune/search/rebuild.py).
 #   bench    the screening issue's comparisons at equal wall time (benchmarks/search.py, 10 min a
 #            search, seeds 0-2, a 10,000-image train subset, 2,000 validation images): (b) MO-ASHA
-#            with the BN rung in the hybrid, channel-only and block-only spaces, (a) the plain
+#            with the BN rung in the hybrid, per-stage hybrid (resnet56-cifar10-jpeg-stages.toml),
+#            channel-only and block-only spaces, (a) the plain
 #            hybrid search beside it; one JSON line per finished search in results/search-bench/.
 #   refine   adapt the teacher again (runs/ is gone), then refine (EPOCHS, distilled from it) of the hybrid front, the
 #            ResNet-20 reference, the 4 best paper settings and the Pareto front of each single-mode
@@ -47,7 +48,7 @@ bench)
   common=(--study studies/resnet56-cifar10-jpeg.toml --train-subset 10000 --val-subset 2000 --full-steps 180
           --min-steps 60 --bn-batches 8 --budget-s 600 --seeds 0 1 2 --samplers nsga2
           --out results/search-bench/resnet56.jsonl)
-  step python benchmarks/search.py "${common[@]}" --modes mf --spaces "${STUDIES[@]}"
+  step python benchmarks/search.py "${common[@]}" --modes mf --spaces "${STUDIES[@]}" studies/resnet56-cifar10-jpeg-stages.toml
   step python benchmarks/search.py "${common[@]}" --modes plain --spaces "${STUDIES[0]}" ;;
 refine)
   # the 4 best paper settings, refined beside the front: the study screens them like candidates

@@ -154,3 +154,23 @@ def test_pareto_out_that_is_a_file_is_one_error_line(tiny_study, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err == f"error: --out {target} is a file, not a folder; give a folder (it is created if missing)"
     assert target.read_text() == "keep"
+
+
+def test_a_per_stage_study_prunes_each_stage_by_its_own_count(tmp_path):
+    path = write_study(tmp_path, name="stages", trials=3)
+    text = path.read_text()
+    old = 'pruned_blocks = { low = 0, high = 3 }\n'
+    assert old in text
+    text = text.replace("[space]\n", '[space]\nkind = "hybrid_stages"\n')
+    path.write_text(text.replace(old, "blocks_stage1 = [1, 2]\n"))
+    assert main(["run", str(path), "--no-progress"]) == 0
+    _, study = load(path)
+    done = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "blocks_stage1" in t.params]
+    assert done and study.user_attrs["space"]["kind"] == "hybrid_stages"
+    for t in done:
+        assert set(t.params) >= {"blocks_stage1", "blocks_stage2", "blocks_stage3"}
+        counts = [t.params[f"blocks_stage{i}"] for i in (1, 2, 3)]
+        config = t.user_attrs["config"]
+        assert counts[0] in (1, 2) and config["stage_blocks"] == counts and config["pruned_blocks"] == sum(counts)
+        removed = t.user_attrs["removed_blocks"]
+        assert [sum(n.startswith(f"layer{i}.") for n in removed) for i in (1, 2, 3)] == counts

@@ -131,6 +131,8 @@ def test_round_to_can_be_searched():
     from hybridprune.pruning import list_criteria
 
     space = get_space("hybrid", {"round_to": [1, 4, 8]}, removable_blocks=7, criteria=list_criteria())
+    stages = get_space("hybrid_stages", {"round_to": [1, 4, 8]}, removable_blocks=7, criteria=list_criteria())
+    assert {stages.suggest(optuna.create_study().ask()).round_to for _ in range(30)} <= {1, 4, 8}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = {space.suggest(study.ask()).round_to for _ in range(30)}
     assert seen == {1, 4, 8}
@@ -148,3 +150,50 @@ def test_bad_reference_and_round_to_options(options, fixed, message):
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         get_space("hybrid", options, removable_blocks=7, criteria=list_criteria(), fixed=fixed)
+
+
+def _resnet56_stages():
+    from hybridprune.models import create_model
+    from hybridprune.models.blocks import removable_blocks
+    from hybridprune.pruning.blocks import block_stages
+
+    model = create_model("resnet56")
+    return model, [len(s) for s in block_stages(removable_blocks(model))]
+
+
+def test_hybrid_stages_space_searches_one_count_per_stage_and_prunes_there():
+    import torch
+
+    from hybridprune.pruning import prune_model
+
+    model, sizes = _resnet56_stages()
+    assert sizes == [9, 8, 8]
+    space = get_space("hybrid_stages", {"blocks_stage3": {"low": 0, "high": 4}, "order": "channel_first"},
+                      removable_blocks=25, criteria=CRITERIA, stage_sizes=sizes)
+    assert list(space.searched()) == ["channel_ratio", "blocks_stage1", "blocks_stage2", "blocks_stage3", "criterion"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(40):
+        config = space.suggest(study.ask())
+        s1, s2, s3 = config.stage_blocks
+        assert 0 <= s1 <= 9 and 0 <= s2 <= 8 and 0 <= s3 <= 4 and config.pruned_blocks == s1 + s2 + s3
+        seen.add(s3)
+    assert seen == set(range(5))
+    config = space.to_config({"channel_ratio": 0.2, "blocks_stage1": 2, "blocks_stage2": 0, "blocks_stage3": 3,
+                              "criterion": "bn_scale"})
+    removed = prune_model(model, config, torch.randn(1, 3, 32, 32)).removed_blocks
+    assert [sum(n.startswith(f"layer{i}.") for n in removed) for i in (1, 2, 3)] == [2, 0, 3]
+    (label, point), = space.labelled_references()
+    base = space.to_config(point)
+    assert label == "baseline" and (base.pruned_blocks, base.channel_ratio, base.stage_blocks) == (0, 0, (0, 0, 0))
+
+
+@pytest.mark.parametrize("options, sizes, message", [
+    ({"blocks_stage4": 1}, [9, 8, 8], re.escape("['blocks_stage4'] in [space]: the model has 3 stage(s)")),
+    ({"blocks_stage2": {"low": 0, "high": 9}}, [9, 8, 8], re.escape("space.blocks_stage2.high must lie in [0, 8]")),
+    ({"pruned_blocks": 3}, [9, 8, 8], "unknown key"),
+    ({}, [9, 8, 7], re.escape("stage sizes [9, 8, 7] do not add up to the 25 removable blocks")),
+])
+def test_hybrid_stages_bad_options(options, sizes, message):
+    with pytest.raises(ConfigError, match=message):
+        get_space("hybrid_stages", options, removable_blocks=25, criteria=CRITERIA, stage_sizes=sizes)

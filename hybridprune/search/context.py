@@ -125,11 +125,14 @@ def build_space(cfg: StudyConfig, model: torch.nn.Module) -> Any:
     """The study's search space for ``model`` (bounds checked against its removable blocks)."""
     from hybridprune.models.blocks import removable_blocks
     from hybridprune.pruning import list_criteria
+    from hybridprune.pruning.blocks import block_stages
     from hybridprune.spaces import get_space
 
     options = {k: v for k, v in cfg.space.items() if k != "kind"}
-    return get_space(cfg.space.get("kind", "hybrid"), options, removable_blocks=len(removable_blocks(model)),
-                     criteria=list_criteria(), fixed=cfg.pruning.fixed(cfg.study.seed))
+    names = removable_blocks(model)
+    return get_space(cfg.space.get("kind", "hybrid"), options, removable_blocks=len(names),
+                     criteria=list_criteria(), fixed=cfg.pruning.fixed(cfg.study.seed),
+                     stage_sizes=[len(s) for s in block_stages(list(names))])
 
 
 def _architecture(cfg: StudyConfig, num_classes: int) -> torch.nn.Module:

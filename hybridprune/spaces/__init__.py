@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from hybridprune.spaces import compound as _compound  # noqa: F401  (registers "compound")
 from hybridprune.spaces import hybrid as _hybrid  # noqa: F401  (registers "hybrid")
+from hybridprune.spaces import stages as _stages  # noqa: F401  (registers "hybrid_stages")
 from hybridprune.spaces.base import BaseSpace, Choice, Fixed, FloatRange, IntRange, parse_param
 from hybridprune.spaces.registry import SPACES
 
@@ -26,15 +27,17 @@ def get_space(
     removable_blocks: int,
     criteria: list[str],
     fixed: Mapping[str, Any] | None = None,
+    stage_sizes: tuple[int, ...] | list[int] | None = None,
 ) -> BaseSpace:
     """Build a search space.
 
     Args:
-        kind: Registered space name (``hybrid``, ``compound``).
+        kind: Registered space name (``hybrid``, ``hybrid_stages``, ``compound``).
         options: The study file's ``[space]`` table without ``kind``.
         removable_blocks: Number of residual blocks the model can lose.
         criteria: Valid pruning-criterion names.
         fixed: HybridConfig fields fixed by the study (``[pruning]`` table).
+        stage_sizes: Removable blocks per stage, in model order (default: one stage of all).
 
     Returns:
         The space.
@@ -43,7 +46,8 @@ def get_space(
         UnknownNameError: for an unknown kind.
         ConfigError: for bad options.
     """
-    return SPACES.get(kind)(options or {}, removable_blocks=removable_blocks, criteria=criteria, fixed=fixed)
+    return SPACES.get(kind)(options or {}, removable_blocks=removable_blocks, criteria=criteria, fixed=fixed,
+                            stage_sizes=stage_sizes)
 
 
 __all__ = [

@@ -199,6 +199,7 @@ class BaseSpace(ABC):
     Args:
         options: The ``[space]`` table of the study file, without ``kind``.
         removable_blocks: How many residual blocks the model can lose.
+        stage_sizes: How many of them each stage holds, in model order (default: one stage of all).
         criteria: Names of the pruning criteria that exist.
         fixed: HybridConfig fields the study fixes (scope, allocation, round_to, ...).
 
@@ -216,6 +217,7 @@ class BaseSpace(ABC):
         removable_blocks: int,
         criteria: list[str],
         fixed: Mapping[str, Any] | None = None,
+        stage_sizes: tuple[int, ...] | list[int] | None = None,
     ) -> None:
         unknown = sorted(set(options) - set(self.options))
         if unknown:
@@ -223,6 +225,10 @@ class BaseSpace(ABC):
                 f"unknown key(s) {unknown} in [space] of kind {self.name!r}; allowed: {sorted(self.options)}"
             )
         self.removable_blocks = int(removable_blocks)
+        self.stage_sizes = tuple(int(n) for n in stage_sizes) if stage_sizes is not None else (self.removable_blocks,)
+        if sum(self.stage_sizes) != self.removable_blocks:
+            raise ConfigError(f"stage sizes {list(self.stage_sizes)} do not add up to the {self.removable_blocks} "
+                              f"removable blocks")
         self.criteria = list(criteria)
         self.fixed = dict(fixed or {})
         self.params: dict[str, Param] = self._parse(dict(options))
@@ -240,6 +246,18 @@ class BaseSpace(ABC):
         """``(label, parameters)`` enqueued before sampling: ``baseline`` (unpruned) and ``paper``
         (the paper's settings). Points whose values fall outside the study's bounds are left out.
         """
+
+    def _round_to(self, options: Mapping[str, Any]) -> dict[str, Param]:
+        """``{"round_to": spec}`` when ``[space]`` searches the channel rounding, else ``{}``."""
+        if "round_to" not in options:
+            return {}
+        if "round_to" in self.fixed:
+            raise ConfigError("round_to is set in [pruning] and searched in [space]; keep one of them")
+        return {"round_to": parse_param(options["round_to"], "space.round_to", int, bounds=(1, 64))}
+
+    def _fixed_with(self, value: Mapping[str, Any]) -> dict[str, Any]:
+        """The study's fixed HybridConfig fields plus a searched ``round_to`` from ``value``."""
+        return {**self.fixed, "round_to": int(value["round_to"])} if "round_to" in value else dict(self.fixed)
 
     def reference_points(self) -> list[dict[str, Any]]:
         """The parameters of :meth:`labelled_references`, without their labels."""

@@ -50,11 +50,7 @@ class HybridSpace(BaseSpace):
         self.reference_set = options.get("references", "paper")
         if self.reference_set not in REFERENCE_SETS:
             raise ConfigError(f"space.references must be one of {list(REFERENCE_SETS)}, got {self.reference_set!r}")
-        extra: dict[str, Param] = {}
-        if "round_to" in options:
-            if "round_to" in self.fixed:
-                raise ConfigError("round_to is set in [pruning] and searched in [space]; keep one of them")
-            extra["round_to"] = parse_param(options["round_to"], "space.round_to", int, bounds=(1, 64))
+        extra = self._round_to(options)
         return {
             "channel_ratio": parse_param(
                 options.get("channel_ratio", {"low": 0.0, "high": 0.8, "step": 0.05}),
@@ -77,8 +73,8 @@ class HybridSpace(BaseSpace):
         if missing:
             raise ConfigError(f"hybrid space parameters missing: {missing}")
         value = {k: params.get(k, getattr(p, "value", None)) for k, p in self.params.items()}
-        fixed = {**self.fixed, "round_to": int(value["round_to"])} if "round_to" in value else self.fixed
-        return make_config(value["channel_ratio"], value["pruned_blocks"], value["criterion"], value["order"], fixed)
+        return make_config(value["channel_ratio"], value["pruned_blocks"], value["criterion"], value["order"],
+                           self._fixed_with(value))
 
     def _first(self, name: str) -> Any:
         p = self.params[name]

@@ -1,4 +1,4 @@
-"""The registry of search-space classes (``hybrid``, ``compound``)."""
+"""The registry of search-space classes (``hybrid``, ``hybrid_stages``, ``compound``)."""
 
 from __future__ import annotations
 
