@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The long runs behind results/resnet56-cifar10-jpeg/, in session-sized stages.
 #
-#   nohup bash benchmarks/real_scale_runs.sh STAGE >> runs/real_scale_runs.log 2>&1 &
+#   (set -m; nohup bash benchmarks/real_scale_runs.sh STAGE >> runs/real_scale_runs.log 2>&1 &)
+#
+# (`set -m`: a shell without job control starts background commands with SIGINT ignored, and then
+# `kill -INT` cannot stop them cleanly; checked in /proc/PID/status, SigIgn bit 2.)
 #
 # A session's runs/ does not outlive it here (each session starts from a fresh checkout of main),
 # so every stage keeps what the next one needs in committed files, and a stage stopped part-way
