@@ -183,6 +183,8 @@ def test_hybrid_stages_space_searches_one_count_per_stage_and_prunes_there():
                               "criterion": "bn_scale"})
     removed = prune_model(model, config, torch.randn(1, 3, 32, 32)).removed_blocks
     assert [sum(n.startswith(f"layer{i}.") for n in removed) for i in (1, 2, 3)] == [2, 0, 3]
+    with pytest.raises(ConfigError, match=re.escape("hybrid_stages space parameters missing: ['blocks_stage1'")):
+        space.to_config({"channel_ratio": 0.2, "criterion": "bn_scale"})
     (label, point), = space.labelled_references()
     base = space.to_config(point)
     assert label == "baseline" and (base.pruned_blocks, base.channel_ratio, base.stage_blocks) == (0, 0, (0, 0, 0))

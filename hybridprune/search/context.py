@@ -132,7 +132,7 @@ def build_space(cfg: StudyConfig, model: torch.nn.Module) -> Any:
     names = removable_blocks(model)
     return get_space(cfg.space.get("kind", "hybrid"), options, removable_blocks=len(names),
                      criteria=list_criteria(), fixed=cfg.pruning.fixed(cfg.study.seed),
-                     stage_sizes=[len(s) for s in block_stages(list(names))])
+                     stage_sizes=[len(s) for s in block_stages(names)])
 
 
 def _architecture(cfg: StudyConfig, num_classes: int) -> torch.nn.Module:

@@ -247,6 +247,22 @@ class BaseSpace(ABC):
         (the paper's settings). Points whose values fall outside the study's bounds are left out.
         """
 
+    def _first(self, name: str) -> Any:
+        """The first choice of parameter ``name`` (its value when fixed): what references use."""
+        p = self.params[name]
+        return p.choices[0] if isinstance(p, Choice) else getattr(p, "value", None)
+
+    def _values(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Every parameter's value: ``params`` for the searched ones, the study's for the fixed.
+
+        Raises:
+            ConfigError: naming the searched parameters ``params`` lacks.
+        """
+        missing = [k for k, p in self.params.items() if k not in params and not isinstance(p, Fixed)]
+        if missing:
+            raise ConfigError(f"{self.name} space parameters missing: {missing}")
+        return {k: params.get(k, getattr(p, "value", None)) for k, p in self.params.items()}
+
     def _round_to(self, options: Mapping[str, Any]) -> dict[str, Param]:
         """``{"round_to": spec}`` when ``[space]`` searches the channel rounding, else ``{}``."""
         if "round_to" not in options:

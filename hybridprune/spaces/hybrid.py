@@ -11,7 +11,6 @@ from hybridprune.spaces.base import (
     REF_PAPER,
     BaseSpace,
     Choice,
-    Fixed,
     Param,
     make_config,
     parse_param,
@@ -69,16 +68,9 @@ class HybridSpace(BaseSpace):
 
     def to_config(self, params: Mapping[str, Any]):
         """See :meth:`BaseSpace.to_config`."""
-        missing = [k for k in self.params if k not in params and not isinstance(self.params[k], Fixed)]
-        if missing:
-            raise ConfigError(f"hybrid space parameters missing: {missing}")
-        value = {k: params.get(k, getattr(p, "value", None)) for k, p in self.params.items()}
+        value = self._values(params)
         return make_config(value["channel_ratio"], value["pruned_blocks"], value["criterion"], value["order"],
                            self._fixed_with(value))
-
-    def _first(self, name: str) -> Any:
-        p = self.params[name]
-        return p.choices[0] if isinstance(p, Choice) else getattr(p, "value", None)
 
     def labelled_references(self) -> list[tuple[str, dict[str, Any]]]:
         """See :meth:`BaseSpace.labelled_references`."""

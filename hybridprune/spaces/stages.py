@@ -14,8 +14,6 @@ from hybridprune.errors import ConfigError
 from hybridprune.spaces.base import (
     REF_BASELINE,
     BaseSpace,
-    Choice,
-    Fixed,
     Param,
     make_config,
     parse_param,
@@ -55,11 +53,11 @@ class StagesSpace(BaseSpace):
         sizes = self.stage_sizes
         if len(sizes) > MAX_STAGES:
             raise ConfigError(f"the hybrid_stages space takes at most {MAX_STAGES} stages; the model has {len(sizes)}")
-        extra = sorted(k for k in options if k.startswith("blocks_stage") and k not in
-                       {stage_key(i) for i in range(len(sizes))})
+        keys = [stage_key(i) for i in range(len(sizes))]
+        extra = sorted(k for k in options if k.startswith("blocks_stage") and k not in keys)
         if extra:
             raise ConfigError(f"{extra} in [space]: the model has {len(sizes)} stage(s) with removable blocks, "
-                              f"so the keys are {[stage_key(i) for i in range(len(sizes))]}")
+                              f"so the keys are {keys}")
         orders = list(pruning_orders())
         params: dict[str, Param] = {
             "channel_ratio": parse_param(
@@ -67,8 +65,7 @@ class StagesSpace(BaseSpace):
                 "space.channel_ratio", float, bounds=(0.0, 0.95),
             ),
         }
-        for i, size in enumerate(sizes):
-            key = stage_key(i)
+        for key, size in zip(keys, sizes):
             params[key] = parse_param(options.get(key, {"low": 0, "high": size}), f"space.{key}", int,
                                       bounds=(0, size))
         params["criterion"] = parse_param(
@@ -79,22 +76,14 @@ class StagesSpace(BaseSpace):
 
     def to_config(self, params: Mapping[str, Any]):
         """See :meth:`BaseSpace.to_config`."""
-        missing = [k for k in self.params if k not in params and not isinstance(self.params[k], Fixed)]
-        if missing:
-            raise ConfigError(f"hybrid_stages space parameters missing: {missing}")
-        value = {k: params.get(k, getattr(p, "value", None)) for k, p in self.params.items()}
+        value = self._values(params)
         counts = tuple(int(value[stage_key(i)]) for i in range(len(self.stage_sizes)))
         return make_config(value["channel_ratio"], sum(counts), value["criterion"], value["order"],
                            {**self._fixed_with(value), "stage_blocks": counts})
 
     def labelled_references(self) -> list[tuple[str, dict[str, Any]]]:
         """See :meth:`BaseSpace.labelled_references`: the unpruned baseline only."""
-
-        def first(name: str) -> Any:
-            p = self.params[name]
-            return p.choices[0] if isinstance(p, Choice) else getattr(p, "value", None)
-
         point = {"channel_ratio": 0.0, **{stage_key(i): 0 for i in range(len(self.stage_sizes))},
-                 "criterion": first("criterion"), "order": first("order"),
-                 **({"round_to": first("round_to")} if "round_to" in self.params else {})}
+                 "criterion": self._first("criterion"), "order": self._first("order"),
+                 **({"round_to": self._first("round_to")} if "round_to" in self.params else {})}
         return self._labelled([(REF_BASELINE, point)])
