@@ -49,10 +49,14 @@ search)
   done ;;
 bench)
   common=(--study studies/resnet56-cifar10-jpeg.toml --train-subset 10000 --val-subset 2000 --full-steps 180
-          --min-steps 60 --bn-batches 8 --budget-s 600 --seeds 0 1 2 --samplers nsga2
+          --min-steps 60 --bn-batches 8 --budget-s 600 --samplers nsga2
           --out results/search-bench/resnet56.jsonl)
-  step python benchmarks/search.py "${common[@]}" --modes mf --spaces "${STUDIES[@]}" studies/resnet56-cifar10-jpeg-stages.toml
-  step python benchmarks/search.py "${common[@]}" --modes plain --spaces "${STUDIES[0]}" ;;
+  # seed by seed, so that a stage stopped part-way leaves every space with the same seeds
+  for seed in 0 1 2; do
+    step python benchmarks/search.py "${common[@]}" --seeds $seed --modes mf \
+        --spaces "${STUDIES[@]}" studies/resnet56-cifar10-jpeg-stages.toml
+  done
+  step python benchmarks/search.py "${common[@]}" --seeds 0 1 2 --modes plain --spaces "${STUDIES[0]}" ;;
 refine)
   # the 4 best paper settings, refined beside the front: the study screens them like candidates
   # (MO-ASHA), so those that reached a higher rung rank first, then by validation top-1 there
