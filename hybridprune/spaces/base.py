@@ -263,6 +263,22 @@ class BaseSpace(ABC):
             raise ConfigError(f"{self.name} space parameters missing: {missing}")
         return {k: params.get(k, getattr(p, "value", None)) for k, p in self.params.items()}
 
+    def _channel_ratio(self, options: Mapping[str, Any]) -> Param:
+        """``[space] channel_ratio``: share of channels removed per layer, default 0-0.8 step 0.05."""
+        return parse_param(options.get("channel_ratio", {"low": 0.0, "high": 0.8, "step": 0.05}),
+                           "space.channel_ratio", float, bounds=(0.0, 0.95))
+
+    def _criterion(self, options: Mapping[str, Any]) -> Param:
+        """``[space] criterion``: one criterion or a list of them, default every registered one."""
+        return parse_param(options.get("criterion", list(self.criteria)), "space.criterion", str,
+                           choices=self.criteria)
+
+    def _order(self, options: Mapping[str, Any], default: Any = None) -> Param:
+        """``[space] order``: ``channel_first`` / ``layer_first``, default ``default`` (both orders)."""
+        orders = list(pruning_orders())
+        return parse_param(options.get("order", orders if default is None else default), "space.order", str,
+                           choices=orders)
+
     def _round_to(self, options: Mapping[str, Any]) -> dict[str, Param]:
         """``{"round_to": spec}`` when ``[space]`` searches the channel rounding, else ``{}``."""
         if "round_to" not in options:

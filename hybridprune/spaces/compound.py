@@ -17,13 +17,11 @@ from hybridprune.spaces.base import (
     REF_BASELINE,
     REF_PAPER,
     BaseSpace,
-    Choice,
     Fixed,
     FloatRange,
     Param,
     make_config,
     parse_param,
-    pruning_orders,
 )
 from hybridprune.spaces.registry import SPACES
 
@@ -51,12 +49,8 @@ class CompoundSpace(BaseSpace):
             "phi": parse_param(
                 options.get("phi", {"low": 0.0, "high": 4.0, "step": 0.25}), "space.phi", float, bounds=(0.0, 50.0)
             ),
-            "criterion": parse_param(
-                options.get("criterion", list(self.criteria)), "space.criterion", str, choices=self.criteria
-            ),
-            "order": parse_param(
-                options.get("order", "channel_first"), "space.order", str, choices=list(pruning_orders())
-            ),
+            "criterion": self._criterion(options),
+            "order": self._order(options, default="channel_first"),
         }
 
     def scale(self, phi: float) -> tuple[float, int]:
@@ -76,10 +70,7 @@ class CompoundSpace(BaseSpace):
     def labelled_references(self) -> list[tuple[str, dict[str, Any]]]:
         """See :meth:`BaseSpace.labelled_references`."""
         phi = self.params["phi"]
-        crit = self.params["criterion"]
-        criterion = crit.choices[0] if isinstance(crit, Choice) else crit.value
-        order = self.params["order"]
-        order = order.choices[0] if isinstance(order, Choice) else order.value
+        criterion, order = self._first("criterion"), self._first("order")
         paper = math.log(1.0 / (1.0 - PAPER_CHANNEL_RATIO)) / math.log(self.beta)
         if isinstance(phi, FloatRange) and phi.step:
             paper = phi.low + round((paper - phi.low) / phi.step) * phi.step

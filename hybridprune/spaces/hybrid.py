@@ -14,7 +14,6 @@ from hybridprune.spaces.base import (
     Param,
     make_config,
     parse_param,
-    pruning_orders,
 )
 from hybridprune.spaces.registry import SPACES
 
@@ -45,24 +44,16 @@ class HybridSpace(BaseSpace):
 
     def _parse(self, options: dict[str, Any]) -> dict[str, Param]:
         n = self.removable_blocks
-        orders = list(pruning_orders())
         self.reference_set = options.get("references", "paper")
         if self.reference_set not in REFERENCE_SETS:
             raise ConfigError(f"space.references must be one of {list(REFERENCE_SETS)}, got {self.reference_set!r}")
         extra = self._round_to(options)
         return {
-            "channel_ratio": parse_param(
-                options.get("channel_ratio", {"low": 0.0, "high": 0.8, "step": 0.05}),
-                "space.channel_ratio", float, bounds=(0.0, 0.95),
-            ),
-            "pruned_blocks": parse_param(
-                options.get("pruned_blocks", {"low": 0, "high": n}),
-                "space.pruned_blocks", int, bounds=(0, n),
-            ),
-            "criterion": parse_param(
-                options.get("criterion", list(self.criteria)), "space.criterion", str, choices=self.criteria
-            ),
-            "order": parse_param(options.get("order", orders), "space.order", str, choices=orders),
+            "channel_ratio": self._channel_ratio(options),
+            "pruned_blocks": parse_param(options.get("pruned_blocks", {"low": 0, "high": n}),
+                                         "space.pruned_blocks", int, bounds=(0, n)),
+            "criterion": self._criterion(options),
+            "order": self._order(options),
             **extra,
         }
 

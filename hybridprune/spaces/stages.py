@@ -17,7 +17,6 @@ from hybridprune.spaces.base import (
     Param,
     make_config,
     parse_param,
-    pruning_orders,
 )
 from hybridprune.spaces.registry import SPACES
 
@@ -58,20 +57,12 @@ class StagesSpace(BaseSpace):
         if extra:
             raise ConfigError(f"{extra} in [space]: the model has {len(sizes)} stage(s) with removable blocks, "
                               f"so the keys are {keys}")
-        orders = list(pruning_orders())
-        params: dict[str, Param] = {
-            "channel_ratio": parse_param(
-                options.get("channel_ratio", {"low": 0.0, "high": 0.8, "step": 0.05}),
-                "space.channel_ratio", float, bounds=(0.0, 0.95),
-            ),
-        }
+        params: dict[str, Param] = {"channel_ratio": self._channel_ratio(options)}
         for key, size in zip(keys, sizes):
             params[key] = parse_param(options.get(key, {"low": 0, "high": size}), f"space.{key}", int,
                                       bounds=(0, size))
-        params["criterion"] = parse_param(
-            options.get("criterion", list(self.criteria)), "space.criterion", str, choices=self.criteria
-        )
-        params["order"] = parse_param(options.get("order", orders), "space.order", str, choices=orders)
+        params["criterion"] = self._criterion(options)
+        params["order"] = self._order(options)
         return {**params, **self._round_to(options)}
 
     def to_config(self, params: Mapping[str, Any]):
