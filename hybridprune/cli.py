@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     try:
         # In non-standalone mode click returns typer.Exit's code instead of raising it.
-        from hybridprune.search.interrupts import sigint_held
+        from hybridprune.search.interrupts import signals_held
 
-        with sigint_held():  # a Ctrl+C never lands inside a storage call (hybridprune/search/interrupts.py)
+        with signals_held():  # Ctrl+C / SIGTERM never land inside a storage call (search/interrupts.py)
             rc = app(args=argv, prog_name="hybridprune", standalone_mode=False)
     except HybridPruneError as exc:
         print_error(exc)

@@ -14,7 +14,7 @@ import time
 import optuna
 import pytest
 
-from hybridprune.search.interrupts import catch_swallowed, held, interrupt, sigint_held
+from hybridprune.search.interrupts import Terminated, catch_swallowed, held, interrupt, signals_held
 from hybridprune.search.local import ParentDied
 from hybridprune.search.storage import get_storage
 
@@ -36,15 +36,39 @@ def test_a_ctrl_c_inside_a_held_call_is_raised_when_it_returns():
         done.append(i)
         return "result"
 
-    with sigint_held(), pytest.raises(KeyboardInterrupt):
+    with signals_held(), pytest.raises(KeyboardInterrupt):
         work()
     assert done == [99_999]
-    with sigint_held(), pytest.raises(KeyboardInterrupt):  # outside a held call it is immediate
+    with signals_held(), pytest.raises(KeyboardInterrupt):  # outside a held call it is immediate
         _ctrl_c()
         for _ in range(100_000):
             pass
         pytest.fail("the Ctrl+C should have been raised here")  # pragma: no cover
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_a_sigterm_stops_like_a_ctrl_c_after_the_held_call_and_the_default_comes_back():
+    done = []
+
+    @held
+    def work():
+        os.kill(os.getpid(), signal.SIGTERM)  # default action: the process would end here
+        for i in range(100_000):
+            pass
+        done.append(i)
+
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with signals_held(), pytest.raises(Terminated, match="SIGTERM") as caught:
+        work()
+    assert done == [99_999] and isinstance(caught.value, KeyboardInterrupt)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+    own = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a handler of the caller's is left alone
+    try:
+        with signals_held():
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, own)
 
 
 def test_only_the_main_thread_is_held_and_nested_calls_raise_at_the_outermost():
@@ -84,7 +108,7 @@ def test_a_ctrl_c_that_lands_in_a_finaliser_is_raised_again_after_it(monkeypatch
                 pass
             ran.append("the handler should have raised before this")  # pragma: no cover
 
-    with sigint_held(), pytest.raises(KeyboardInterrupt):
+    with signals_held(), pytest.raises(KeyboardInterrupt):
         Finalised()  # no reference: finalised at once, and Python drops what its __del__ raises
         for _ in range(3000):  # the Ctrl+C comes back from the hook's thread within a few switches
             time.sleep(0.01)
@@ -140,7 +164,7 @@ def test_a_ctrl_c_during_a_storage_write_lands_after_it_and_leaves_no_lock(tmp_p
             return append(logs)
 
         backend.append_logs = interrupted_append
-    with sigint_held(), pytest.raises(KeyboardInterrupt):
+    with signals_held(), pytest.raises(KeyboardInterrupt):
         if write == "attr":
             trial.set_user_attr("key", "written")
         else:

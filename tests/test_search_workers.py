@@ -287,8 +287,8 @@ def test_stale_trial_folders_are_removed_at_the_start_of_a_run(tmp_path):
     assert "refine-nopid" in left
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_ctrl_c_is_one_line_and_the_interrupted_reference_point_runs_on_resume(tmp_path, workers):
+@pytest.mark.parametrize("workers, sig", [(1, "SIGINT"), (2, "SIGINT"), (1, "SIGTERM")])
+def test_ctrl_c_is_one_line_and_the_interrupted_reference_point_runs_on_resume(tmp_path, workers, sig):
     path = write_study(tmp_path, name="ctrlc", trials=5)  # the baseline and the 4 paper points are queued first
     proc = subprocess.Popen([sys.executable, "-m", "hybridprune.cli", "run", str(path), "--no-progress",
                              "--workers", str(workers)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -296,7 +296,10 @@ def test_ctrl_c_is_one_line_and_the_interrupted_reference_point_runs_on_resume(t
     try:
         _wait_for(path, proc, running=1)  # one trial done, the next one running: Ctrl+C interrupts it
     finally:
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl+C does: every process of the run
+        if sig == "SIGINT":
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl+C does: every process of the run
+        else:
+            os.kill(proc.pid, signal.SIGTERM)  # `kill PID`: stops as Ctrl+C does
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err

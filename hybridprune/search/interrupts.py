@@ -1,4 +1,4 @@
-"""Ctrl+C and a worker's stop signal are held back while the main thread is inside a storage call.
+"""Ctrl+C, SIGTERM and a worker's stop signal are held back while the main thread is inside a storage call.
 
 Python raises a signal's exception between any two bytecodes of the main thread. Landing inside
 an Optuna storage call, a KeyboardInterrupt (a ``BaseException``, which Optuna's session clean-up
@@ -9,7 +9,10 @@ file's lock can be left behind the same way. So the storages hybridprune opens
 (:func:`~hybridprune.search.storage.get_storage`) run every public method through :func:`held`,
 and the signal handlers call :func:`interrupt`: inside a storage call the exception is kept and
 raised as soon as the outermost call returns, so each storage call either happens whole or not
-at all. Other threads (heartbeats, progress) never receive signals and are not counted.
+at all. Other threads (heartbeats, progress) never receive signals and are not counted. A SIGTERM
+to the command (``kill PID``, a service manager stopping it) stops it as a Ctrl+C does: it raises
+:class:`Terminated`, a KeyboardInterrupt, so the running trial is recorded as interrupted and runs
+again on resume, where the default action would end the process between two storage calls.
 
 A handler that runs while the main thread is inside a finaliser (a ``__del__``, a weakref
 callback of SQLAlchemy's, run by the garbage collector at any allocation) raises into code whose
@@ -96,6 +99,14 @@ def held_class(base: type) -> type:
     return type(f"Held{base.__name__}", (base,), {**ns, "__module__": __name__, "__doc__": base.__doc__})
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where a Ctrl+C would be: everything that stops cleanly on Ctrl+C does on it."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    interrupt(Terminated(f"received {signal.Signals(signum).name}"))
+
+
 def _on_sigint(signum: int, frame: Any) -> None:
     global _redeliver
     exc, _redeliver = _redeliver, None
@@ -138,23 +149,29 @@ def catch_swallowed() -> None:
         sys.unraisablehook = _unraisable
 
 
-class sigint_held:  # noqa: N801 - used like a function: ``with sigint_held():``
-    """Context manager: while it is active, Ctrl+C goes through :func:`interrupt`.
+class signals_held:  # noqa: N801 - used like a function: ``with signals_held():``
+    """Context manager: while it is active, Ctrl+C and SIGTERM go through :func:`interrupt`.
 
-    Changes nothing outside the main thread or where SIGINT is not Python's default handler (a
-    worker process that ignores it, a caller with a handler of its own).
+    Each signal is taken over only in the main thread and only where it still has its default
+    handler (SIGINT: Python's KeyboardInterrupt; SIGTERM: end the process); a worker process that
+    ignores one, or a caller with a handler of its own, keeps it.
     """
 
-    def __enter__(self) -> sigint_held:
-        self._previous = None
-        if _in_main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            self._previous = signal.signal(signal.SIGINT, _on_sigint)
+    def __enter__(self) -> signals_held:
+        self._previous: dict[int, Any] = {}
+        if not _in_main_thread():
+            return self
+        for sig, default, handler in ((signal.SIGINT, signal.default_int_handler, _on_sigint),
+                                      (signal.SIGTERM, signal.SIG_DFL, _on_sigterm)):
+            if signal.getsignal(sig) is default:
+                self._previous[sig] = signal.signal(sig, handler)
+        if self._previous:
             catch_swallowed()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def _storages() -> dict[str, type]:
