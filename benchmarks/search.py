@@ -16,6 +16,9 @@ as a share of the trial's wall time.
 ``--bn-val-images M`` scores that rung on M validation images (``[fidelity] bn_val_images``).
 ``--spaces FILE ...`` runs each search once per study file, taking only its ``[space]``: the
 hybrid against the channel-only and block-only twins on the same data, baseline and budget.
+``--warm-start N`` sets ``[space] warm_start = N`` in every space (its first N points spread along
+the space's single-mode lines, inside the budget: hybridprune/spaces/warm.py); its runs are keyed
+``SPACE+wsN``, beside the unseeded runs of the same file.
 With ``--out FILE.jsonl`` every finished run is appended there and a rerun skips it, so a long
 comparison resumes where a stopped one ended (the report covers every run in the file).
 
@@ -47,7 +50,7 @@ from hybridprune.search import trials as T
 from hybridprune.search.config import FidelitySection, load_study_config
 from hybridprune.search.context import build_context, build_space
 from hybridprune.search.local import worker
-from hybridprune.search.study import open_study, quiet_optuna, savings
+from hybridprune.search.study import enqueue_warm_start, open_study, quiet_optuna, savings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,6 +119,8 @@ def run(base, ctx, name: str, sampler: str, seed: int, mode: str, space, args, t
     )
     ctx.cfg = cfg
     ctx.space = build_space(cfg, ctx.model)
+    if ctx.space.warm_start:  # searched points, so inside the budget below
+        enqueue_warm_start(open_study(cfg), ctx.space)
     start = time.time()
     k = 0
     while time.time() - start < args.budget_s:
@@ -152,6 +157,8 @@ def main() -> None:
     ap.add_argument("--val-subset", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: torch's; 1 keeps OpenMP barriers from stalling on a shared machine)")
+    ap.add_argument("--warm-start", type=int, default=None, metavar="N",
+                    help="enqueue N points along each space's single-mode lines first ([space] warm_start)")
     ap.add_argument("--out", default=None, help="JSONL of finished runs: appended to, and skipped on a rerun")
     args = ap.parse_args()
     if args.floor is not None and not 0 <= args.floor < 1:
@@ -171,6 +178,11 @@ def main() -> None:
             val_subset=args.val_subset or base.data.val_subset))
     spaces = {Path(f).stem: load_study_config(f).space for f in args.spaces} if args.spaces else {
         Path(args.study).stem: base.space}
+    if args.warm_start is not None:
+        if not 0 <= args.warm_start <= 1000:
+            print(f"error: --warm-start takes 0-1000 points, got {args.warm_start}", file=sys.stderr)
+            raise SystemExit(2)
+        spaces = {f"{name}+ws{args.warm_start}": {**sp, "warm_start": args.warm_start} for name, sp in spaces.items()}
     out = Path(args.out) if args.out else None
     done: dict[str, dict] = {}
     if out is not None and out.is_file():

@@ -174,3 +174,30 @@ def test_a_per_stage_study_prunes_each_stage_by_its_own_count(tmp_path):
         assert counts[0] in (1, 2) and config["stage_blocks"] == counts and config["pruned_blocks"] == sum(counts)
         removed = t.user_attrs["removed_blocks"]
         assert [sum(n.startswith(f"layer{i}.") for n in removed) for i in (1, 2, 3)] == counts
+
+
+def test_warm_start_points_run_after_the_references_as_searched_trials_and_once(tmp_path):
+    path = write_study(tmp_path, name="warm", trials=8)  # the baseline and 4 paper points, then the seeded
+    text = path.read_text()
+    path.write_text(text.replace("[space]\n", "[space]\nwarm_start = 3\n"))
+    assert main(["run", str(path), "--no-progress"]) == 0
+    cfg, study = load(path)
+    from hybridprune.search.context import _architecture, build_space
+
+    want = build_space(cfg, _architecture(cfg, 10)).warm_start_points()
+    # one point per line, half-way: 0.3 of channels (0-0.5), 2 blocks (0-3), then both, which is
+    # the paper's first setting (0.3, 2 blocks, first criterion and order): not enqueued twice
+    assert [(p["channel_ratio"], p["pruned_blocks"]) for p in want] == [(0.3, 0), (0.0, 2), (0.3, 2)]
+    trials = sorted(study.get_trials(), key=lambda t: t.number)
+    assert [t.user_attrs.get("reference") for t in trials[:5]] == ["baseline"] + ["paper"] * 4
+    assert want[2] in [t.params for t in trials[:5]]
+    seeded = [t for t in trials if t.user_attrs.get("warm_start")]
+    assert [t.number for t in seeded] == [5, 6] and [t.params for t in seeded] == want[:2]
+    assert all(t.state == TrialState.COMPLETE and "reference" not in t.user_attrs for t in seeded)
+    assert trials[7:] and not any(t.user_attrs.get("warm_start") for t in trials[7:])  # then the sampler's own
+
+    path.write_text(path.read_text().replace("trials = 8", "trials = 9"))  # resume: one sampled trial more
+    assert main(["run", str(path), "--no-progress"]) == 0
+    _, study = load(path)
+    assert len(study.get_trials()) > len(trials)
+    assert sum(bool(t.user_attrs.get("warm_start")) for t in study.get_trials()) == 2

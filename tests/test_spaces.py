@@ -199,3 +199,50 @@ def test_hybrid_stages_space_searches_one_count_per_stage_and_prunes_there():
 def test_hybrid_stages_bad_options(options, sizes, message):
     with pytest.raises(ConfigError, match=message):
         get_space("hybrid_stages", options, removable_blocks=25, criteria=CRITERIA, stage_sizes=sizes)
+
+
+@pytest.mark.parametrize("kind", list_spaces())
+def test_warm_start_points_lie_in_the_space_once_each_and_are_suggested_back(kind):
+    assert _space(kind).warm_start_points() == []  # off unless asked for
+    space = _space(kind, {"warm_start": 6})
+    points = space.warm_start_points()
+    assert 1 <= len(points) <= 6 and all(set(p) <= set(space.searched()) for p in points)
+    assert len({tuple(sorted(p.items())) for p in points}) == len(points)
+    configs = [space.to_config(p) for p in points]
+    assert all(c.channel_ratio > 0 or c.pruned_blocks > 0 for c in configs)  # never the unpruned baseline
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for p in points:
+        study.enqueue_trial(p)
+        trial = study.ask()
+        assert space.suggest_params(trial) == {**p, **{k: q.value for k, q in space.params.items() if k not in p}}
+        study.tell(trial, [0.5, 1.0])
+    assert space.describe()["warm_start"] == 6
+
+
+def test_hybrid_warm_start_walks_both_axes_and_the_diagonal_mildest_first():
+    space = _space("hybrid", {"channel_ratio": {"low": 0.0, "high": 0.7, "step": 0.05}, "pruned_blocks":
+                              {"low": 0, "high": 20}, "criterion": ["bn_scale", "taylor_weight"],
+                              "order": ["layer_first", "channel_first"], "warm_start": 8}, blocks=25)
+    got = [(p["channel_ratio"], p["pruned_blocks"], p["criterion"], p["order"]) for p in space.warm_start_points()]
+    assert got == [(0.1, 0, "bn_scale", "layer_first"), (0.0, 3, "taylor_weight", "layer_first"),
+                   (0.1, 3, "bn_scale", "layer_first"), (0.35, 0, "taylor_weight", "layer_first"),
+                   (0.0, 10, "bn_scale", "layer_first"), (0.35, 10, "taylor_weight", "layer_first"),
+                   (0.6, 0, "bn_scale", "layer_first"), (0.0, 17, "taylor_weight", "layer_first")]
+    channel_only = _space("hybrid", {"channel_ratio": {"low": 0.0, "high": 0.7, "step": 0.05}, "pruned_blocks": 0,
+                                     "criterion": "bn_scale", "warm_start": 4}, blocks=25)
+    assert [p["channel_ratio"] for p in channel_only.warm_start_points()] == [0.1, 0.25, 0.45, 0.6]
+    assert all("pruned_blocks" not in p for p in channel_only.warm_start_points())
+
+
+def test_hybrid_stages_warm_start_removes_the_same_share_of_every_stage():
+    _, sizes = _resnet56_stages()
+    space = get_space("hybrid_stages", {"channel_ratio": 0.0, "blocks_stage1": {"low": 0, "high": 7},
+                                        "blocks_stage2": {"low": 0, "high": 7}, "blocks_stage3": {"low": 0, "high": 6},
+                                        "warm_start": 3}, removable_blocks=25, criteria=CRITERIA, stage_sizes=sizes)
+    assert [space.to_config(p).stage_blocks for p in space.warm_start_points()] == [(1, 1, 1), (4, 4, 3), (6, 6, 5)]
+
+
+@pytest.mark.parametrize("value", [-1, 1001, 2.5, "8", True])
+def test_bad_warm_start_is_one_message_naming_the_range(value):
+    with pytest.raises(ConfigError, match=re.escape("space.warm_start must be a whole number of points in [0, 1000]")):
+        _space("hybrid", {"warm_start": value})

@@ -54,7 +54,13 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
     """
     from hybridprune.search.context import build_context
     from hybridprune.search.split import describe_split, split_record
-    from hybridprune.search.study import enqueue_references, fail_dead_trials, has_heartbeat, open_study
+    from hybridprune.search.study import (
+        enqueue_references,
+        enqueue_warm_start,
+        fail_dead_trials,
+        has_heartbeat,
+        open_study,
+    )
 
     cfg.check_writable()
     ctx = build_context(cfg)
@@ -75,6 +81,7 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
         study.set_user_attr(T.STUDY_BASELINE_METRICS, {k: v for k, v in ctx.baseline_metrics.items() if k != "train"})
     if cfg.study.references:
         enqueue_references(study, ctx.space)
+    enqueue_warm_start(study, ctx.space)  # searched points: inside the budget, unlike the references
     if cfg.references.models:
         from hybridprune.search.references import prepare_references
         from hybridprune.search.storage import get_artifact_store

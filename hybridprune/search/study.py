@@ -229,6 +229,19 @@ def enqueue_references(study: Any, space: Any) -> int:
     return len(study.get_trials(deepcopy=False)) - before
 
 
+def enqueue_warm_start(study: Any, space: Any) -> int:
+    """Enqueue the space's ``warm_start`` points (after the reference points, before the sampler's
+    own; skipped if already there, so a resumed study does not run them twice).
+
+    Returns:
+        How many points were newly enqueued.
+    """
+    before = len(study.get_trials(deepcopy=False))
+    for params in space.warm_start_points():
+        study.enqueue_trial(params, user_attrs={T.WARM_START: True}, skip_if_exists=True)
+    return len(study.get_trials(deepcopy=False)) - before
+
+
 @dataclass(frozen=True)
 class Counts:
     """Trial counts of a study. ``done`` = complete + failed by the objective (not stale), less

@@ -47,6 +47,7 @@ TIME_S = "time_s"                    # wall seconds per phase
 PROGRESS = "progress"                # fine-tune step, total, elapsed_s and eta_s while the trial runs
 REFERENCE = "reference"              # one of REFERENCE_LABELS for enqueued reference points
 REFERENCE_NAME = "reference_name"    # a reference model's label ([references] models)
+WARM_START = "warm_start"            # True on the searched points [space] warm_start enqueued first
 FAIL_REASON = "fail_reason"
 
 # Study user / system attributes.

@@ -190,6 +190,15 @@ def parse_param(
     return Fixed(check(raw, key))
 
 
+MAX_WARM_START = 1000
+
+
+def _warm_start(raw: Any) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= MAX_WARM_START:
+        raise ConfigError(f"space.warm_start must be a whole number of points in [0, {MAX_WARM_START}], got {raw!r}")
+    return raw
+
+
 class BaseSpace(ABC):
     """A family of pruning configurations searched by a study.
 
@@ -197,7 +206,8 @@ class BaseSpace(ABC):
     implement :meth:`suggest_params` and :meth:`to_config`.
 
     Args:
-        options: The ``[space]`` table of the study file, without ``kind``.
+        options: The ``[space]`` table of the study file, without ``kind``; every kind takes
+            ``warm_start`` (points enqueued before the sampler's own: :meth:`warm_start_points`).
         removable_blocks: How many residual blocks the model can lose.
         stage_sizes: How many of them each stage holds, in model order (default: one stage of all).
         criteria: Names of the pruning criteria that exist.
@@ -219,10 +229,13 @@ class BaseSpace(ABC):
         fixed: Mapping[str, Any] | None = None,
         stage_sizes: tuple[int, ...] | list[int] | None = None,
     ) -> None:
+        options = dict(options)
+        self.warm_start = _warm_start(options.pop("warm_start", 0))
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             raise ConfigError(
-                f"unknown key(s) {unknown} in [space] of kind {self.name!r}; allowed: {sorted(self.options)}"
+                f"unknown key(s) {unknown} in [space] of kind {self.name!r}; allowed: "
+                f"{sorted(self.options + ('warm_start',))}"
             )
         self.removable_blocks = int(removable_blocks)
         self.stage_sizes = tuple(int(n) for n in stage_sizes) if stage_sizes is not None else (self.removable_blocks,)
@@ -246,6 +259,36 @@ class BaseSpace(ABC):
         """``(label, parameters)`` enqueued before sampling: ``baseline`` (unpruned) and ``paper``
         (the paper's settings). Points whose values fall outside the study's bounds are left out.
         """
+
+    @abstractmethod
+    def _lines(self) -> list:
+        """The single-mode lines of the space for :meth:`warm_start_points`: functions of a
+        fraction in [0, 1] giving the pruning parameters there (each axis the space searches, then
+        their diagonal); the other parameters are filled in there."""
+
+    def warm_start_points(self) -> list[dict[str, Any]]:
+        """The ``[space] warm_start`` points, enqueued before the sampler's own (``[]`` when 0).
+
+        They lie along :meth:`_lines` (``hybridprune/spaces/warm.py``); the criterion cycles through
+        the space's choices from point to point, every other parameter takes its first choice.
+        Points outside the space, or twice, are left out.
+        """
+        from hybridprune.spaces.warm import spread
+
+        raw = spread(self._lines(), self.warm_start)
+        out: list[dict[str, Any]] = []
+        for i, point in enumerate(raw):
+            full = {k: point[k] if k in point else self._cycled(k, i) for k in self.params}
+            kept = self._keep_reference(full)
+            if kept is not None and kept not in out:
+                out.append(kept)
+        return out
+
+    def _cycled(self, name: str, i: int) -> Any:
+        p = self.params[name]
+        if name == "criterion" and isinstance(p, Choice):
+            return p.choices[i % len(p.choices)]
+        return self._first(name)
 
     def _first(self, name: str) -> Any:
         """The first choice of parameter ``name`` (its value when fixed): what references use."""
@@ -343,4 +386,5 @@ class BaseSpace(ABC):
                 return list(p.choices)
             return {"low": p.low, "high": p.high, "step": p.step}
 
-        return {"kind": self.name, **{k: one(p) for k, p in self.params.items()}}
+        return {"kind": self.name, **{k: one(p) for k, p in self.params.items()},
+                **({"warm_start": self.warm_start} if self.warm_start else {})}

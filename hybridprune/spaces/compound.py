@@ -67,6 +67,13 @@ class CompoundSpace(BaseSpace):
         ratio, blocks = self.scale(value["phi"])
         return make_config(ratio, blocks, value["criterion"], value["order"], self.fixed)
 
+    def _lines(self) -> list:
+        """See :meth:`BaseSpace._lines`: ``phi`` is the compound line itself."""
+        from hybridprune.spaces.warm import at, searched
+
+        phi = self.params["phi"]
+        return [lambda f: {"phi": at(phi, f)}] if searched(phi) else []
+
     def labelled_references(self) -> list[tuple[str, dict[str, Any]]]:
         """See :meth:`BaseSpace.labelled_references`."""
         phi = self.params["phi"]

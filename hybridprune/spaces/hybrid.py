@@ -63,6 +63,20 @@ class HybridSpace(BaseSpace):
         return make_config(value["channel_ratio"], value["pruned_blocks"], value["criterion"], value["order"],
                            self._fixed_with(value))
 
+    def _lines(self) -> list:
+        """See :meth:`BaseSpace._lines`: channel-only, block-only, then both at once."""
+        from hybridprune.spaces.warm import at, mildest, searched
+
+        ratio, blocks = self.params["channel_ratio"], self.params["pruned_blocks"]
+        lines = []
+        if searched(ratio):
+            lines.append(lambda f: {"channel_ratio": at(ratio, f), "pruned_blocks": mildest(blocks)})
+        if searched(blocks):
+            lines.append(lambda f: {"channel_ratio": mildest(ratio), "pruned_blocks": at(blocks, f)})
+        if searched(ratio) and searched(blocks):
+            lines.append(lambda f: {"channel_ratio": at(ratio, f), "pruned_blocks": at(blocks, f)})
+        return lines
+
     def labelled_references(self) -> list[tuple[str, dict[str, Any]]]:
         """See :meth:`BaseSpace.labelled_references`."""
         crit = self.params["criterion"]

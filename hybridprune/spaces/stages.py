@@ -72,6 +72,23 @@ class StagesSpace(BaseSpace):
         return make_config(value["channel_ratio"], sum(counts), value["criterion"], value["order"],
                            {**self._fixed_with(value), "stage_blocks": counts})
 
+    def _lines(self) -> list:
+        """See :meth:`BaseSpace._lines`: channel-only, block-only (every stage at the same fraction
+        of its own range), then both at once."""
+        from hybridprune.spaces.warm import at, mildest, searched
+
+        ratio = self.params["channel_ratio"]
+        stages = {stage_key(i): self.params[stage_key(i)] for i in range(len(self.stage_sizes))}
+        any_stage = any(searched(p) for p in stages.values())
+        lines = []
+        if searched(ratio):
+            lines.append(lambda f: {"channel_ratio": at(ratio, f), **{k: mildest(p) for k, p in stages.items()}})
+        if any_stage:
+            lines.append(lambda f: {"channel_ratio": mildest(ratio), **{k: at(p, f) for k, p in stages.items()}})
+        if searched(ratio) and any_stage:
+            lines.append(lambda f: {"channel_ratio": at(ratio, f), **{k: at(p, f) for k, p in stages.items()}})
+        return lines
+
     def labelled_references(self) -> list[tuple[str, dict[str, Any]]]:
         """See :meth:`BaseSpace.labelled_references`: the unpruned baseline only."""
         point = {"channel_ratio": 0.0, **{stage_key(i): 0 for i in range(len(self.stage_sizes))},
