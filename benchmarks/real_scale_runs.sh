@@ -23,6 +23,7 @@
 #            with the BN rung in the hybrid, per-stage hybrid (resnet56-cifar10-jpeg-stages.toml),
 #            channel-only and block-only spaces, (a) the plain
 #            hybrid search beside it; one JSON line per finished search in results/search-bench/.
+#   bench-warm  the same (b) runs with [space] warm_start = 8 in every space (--warm-start 8).
 #   refine   adapt the teacher again (runs/ is gone), then refine (EPOCHS, distilled from it) of the hybrid front, the
 #            ResNet-20 reference, the 4 best paper settings and the Pareto front of each single-mode
 #            search, then publish with the comparison, then the independent re-measurement. The
@@ -47,16 +48,20 @@ search)
   for s in "${STUDIES[@]}"; do
     step hybridprune run "$s" --no-progress
   done ;;
-bench)
+bench|bench-warm)
   common=(--study studies/resnet56-cifar10-jpeg.toml --train-subset 10000 --val-subset 2000 --full-steps 180
           --min-steps 60 --bn-batches 8 --budget-s 600 --samplers nsga2
           --out results/search-bench/resnet56.jsonl)
+  # bench-warm: the same runs with the first 8 points (one NSGA-II generation) of every space
+  # enqueued along its single-mode lines ([space] warm_start), keyed SPACE+ws8 beside the others
+  warm=(); [ "$1" = bench-warm ] && warm=(--warm-start 8)
   # seed by seed, so that a stage stopped part-way leaves every space with the same seeds
   for seed in 0 1 2; do
-    step python benchmarks/search.py "${common[@]}" --seeds $seed --modes mf \
+    step python benchmarks/search.py "${common[@]}" "${warm[@]}" --seeds $seed --modes mf \
         --spaces "${STUDIES[@]}" studies/resnet56-cifar10-jpeg-stages.toml
   done
-  step python benchmarks/search.py "${common[@]}" --seeds 0 1 2 --modes plain --spaces "${STUDIES[0]}" ;;
+  [ "$1" = bench-warm ] || step python benchmarks/search.py "${common[@]}" --seeds 0 1 2 --modes plain \
+      --spaces "${STUDIES[0]}" ;;
 refine)
   # the 4 best paper settings, refined beside the front: the study screens them like candidates
   # (MO-ASHA), so those that reached a higher rung rank first, then by validation top-1 there
@@ -85,7 +90,7 @@ EOF
       --out results/resnet56-cifar10-jpeg
   step python benchmarks/verify_results.py results/resnet56-cifar10-jpeg --data ../shared/data/cifar10-jpeg ;;
 *)
-  echo "error: give a stage: proxy, search, bench or refine (see the top of $0)" >&2
+  echo "error: give a stage: proxy, search, bench, bench-warm or refine (see the top of $0)" >&2
   exit 2 ;;
 esac
 echo "stage $1: all done"
