@@ -57,18 +57,19 @@ def test_a_sigterm_stops_like_a_ctrl_c_after_the_held_call_and_the_default_comes
             pass
         done.append(i)
 
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-    with signals_held(), pytest.raises(Terminated, match="SIGTERM") as caught:
-        work()
-    assert done == [99_999] and isinstance(caught.value, KeyboardInterrupt)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
-
-    own = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a handler of the caller's is left alone
+    # an earlier test's library may have installed a SIGTERM handler in this process: start from the default
+    saved = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
+        with signals_held(), pytest.raises(Terminated, match="SIGTERM") as caught:
+            work()
+        assert done == [99_999] and isinstance(caught.value, KeyboardInterrupt)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a handler of the caller's is left alone
         with signals_held():
             assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
-        signal.signal(signal.SIGTERM, own)
+        signal.signal(signal.SIGTERM, saved)
 
 
 def test_only_the_main_thread_is_held_and_nested_calls_raise_at_the_outermost():
