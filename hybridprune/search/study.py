@@ -223,10 +223,7 @@ def enqueue_references(study: Any, space: Any) -> int:
     Returns:
         How many points were newly enqueued.
     """
-    before = len(study.get_trials(deepcopy=False))
-    for label, params in space.labelled_references():
-        study.enqueue_trial(params, user_attrs={T.REFERENCE: label}, skip_if_exists=True)
-    return len(study.get_trials(deepcopy=False)) - before
+    return _enqueue(study, [(params, {T.REFERENCE: label}) for label, params in space.labelled_references()])
 
 
 def enqueue_warm_start(study: Any, space: Any) -> int:
@@ -236,9 +233,14 @@ def enqueue_warm_start(study: Any, space: Any) -> int:
     Returns:
         How many points were newly enqueued.
     """
+    return _enqueue(study, [(params, {T.WARM_START: True}) for params in space.warm_start_points()])
+
+
+def _enqueue(study: Any, points: list[tuple[dict[str, Any], dict[str, Any]]]) -> int:
+    """Enqueue ``(params, user_attrs)`` points not already in ``study``; returns how many were new."""
     before = len(study.get_trials(deepcopy=False))
-    for params in space.warm_start_points():
-        study.enqueue_trial(params, user_attrs={T.WARM_START: True}, skip_if_exists=True)
+    for params, attrs in points:
+        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
     return len(study.get_trials(deepcopy=False)) - before
 
 

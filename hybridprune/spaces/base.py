@@ -276,13 +276,8 @@ class BaseSpace(ABC):
         from hybridprune.spaces.warm import spread
 
         raw = spread(self._lines(), self.warm_start)
-        out: list[dict[str, Any]] = []
-        for i, point in enumerate(raw):
-            full = {k: point[k] if k in point else self._cycled(k, i) for k in self.params}
-            kept = self._keep_reference(full)
-            if kept is not None and kept not in out:
-                out.append(kept)
-        return out
+        full = [{k: point[k] if k in point else self._cycled(k, i) for k in self.params} for i, point in enumerate(raw)]
+        return [point for _, point in self._labelled([("", point) for point in full])]
 
     def _cycled(self, name: str, i: int) -> Any:
         p = self.params[name]
