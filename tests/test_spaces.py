@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from hybridprune.errors import ConfigError, UnknownNameError
 from hybridprune.pruning import HybridConfig, list_criteria
 from hybridprune.spaces import SPACES, get_space, list_spaces
+
+from helpers import REPO
 
 CRITERIA = list_criteria()
 
@@ -246,3 +250,17 @@ def test_hybrid_stages_warm_start_removes_the_same_share_of_every_stage():
 def test_bad_warm_start_is_one_message_naming_the_range(value):
     with pytest.raises(ConfigError, match=re.escape("space.warm_start must be a whole number of points in [0, 1000]")):
         _space("hybrid", {"warm_start": value})
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--warm-start", "-1"], "error: --warm-start takes 0-1000 points, got -1"),
+    (["--warm-start", "1001"], "error: --warm-start takes 0-1000 points, got 1001"),
+    (["--floor", "1.5"], "error: --floor is an accuracy fraction in [0, 1), got 1.5"),
+])
+def test_the_search_benchmark_refuses_bad_flags_before_it_searches(tmp_path, flags, message):
+    out = tmp_path / "runs.jsonl"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "search.py"), *flags, "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [message]
+    assert not out.exists()  # nothing searched, nothing written
