@@ -355,3 +355,31 @@ def test_ctrl_c_while_optuna_starts_its_heartbeat_thread_does_not_leave_it_beati
     trials = study.get_trials()
     assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 2
     assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_ray_run_stops_like_a_local_one_and_its_interrupted_trial_runs_on_resume(tmp_path, sig):
+    """Tune's own Ctrl+C ends fit() as if finished and ray.init's SIGTERM handler calls sys.exit:
+    either left the running trial RUNNING in the study for good."""
+    pytest.importorskip("ray.tune", reason="ray[tune] is not installed (pip install 'hybridprune[ray]')")
+    path = write_study(tmp_path, name="rayctrlc", trials=5)
+    proc = _start(path, "--backend", "ray")
+    try:
+        _wait_for(path, proc, running=1, limit=600)
+        os.kill(proc.pid, getattr(signal, sig))  # the driver only: Ray's own processes are Ray's
+        _, err = proc.communicate(timeout=300)
+    finally:
+        _cleanup(proc)
+    assert proc.returncode == 130, err
+    assert [line for line in err.splitlines() if line.startswith("interrupted: ")], err
+    _, study = load(path)
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed and all("fail_reason" not in t.user_attrs for t in failed)  # interrupted, not failed
+    assert main(["run", str(path), "--no-progress"]) == 0  # resumed locally: the same study
+    trials = load(path)[1].get_trials()
+    for t in failed:
+        retry = [r for r in trials if r.system_attrs.get("failed_trial") == t.number]
+        assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE

@@ -13,6 +13,10 @@ How the gaps of ``ray.tune.search.optuna.OptunaSearch`` for this service are clo
   by the samplers instead of a ``constraints_func``) and artifacts itself.
 * A failing trial raises; Tune marks it ERROR and OptunaSearch tells FAIL (``fail_reason`` is
   already stored).
+* Ctrl+C and SIGTERM stop a Ray run as they stop a local one (:class:`GracefulStop`): the trials
+  it was running are queued again for the resume, and ``run`` reports the interrupt. Left to
+  themselves, Tune's Ctrl+C ends ``fit`` as if the run had finished and ``ray.init``'s SIGTERM
+  handler calls ``sys.exit``; either way the running trials stayed RUNNING in the study for good.
 
 One GPU per trial where GPUs exist, else one CPU; at most ``study.workers`` trials at a time.
 Set ``RAY_ADDRESS`` to join an existing cluster; otherwise a local Ray is started.
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -42,6 +48,56 @@ class DefineByRun:
         from hybridprune.search._optuna import trial_id
 
         return {TRIAL_ID_KEY: trial_id(trial)}
+
+
+class GracefulStop:
+    """Context manager around ``Tuner.fit``: Ctrl+C or SIGTERM ends the Tune run as Tune's own
+    Ctrl+C does (its SIGUSR1 handler: running trials stopped, experiment state saved), and is kept
+    in :attr:`requested` for the caller to re-raise; a second one stops at once.
+
+    Takes over a signal only where its handler is the default, hybridprune's own or Ray's (which
+    ``ray.init`` installs for SIGTERM); a caller's own handler stays. Tune's SIGINT handler is
+    switched off for the while (``TUNE_DISABLE_SIGINT_HANDLER``), as it would end ``fit`` unnoticed.
+    """
+
+    def __enter__(self) -> GracefulStop:
+        from hybridprune.search import interrupts
+
+        self.requested: KeyboardInterrupt | None = None
+        self._previous: dict[int, Any] = {}
+        self._env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        ours = (signal.SIG_DFL, signal.default_int_handler, interrupts._on_sigint, interrupts._on_sigterm)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(sig)
+            if handler in ours or getattr(handler, "__module__", "").startswith("ray."):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        if signal.SIGINT in self._previous:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        return self
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        from hybridprune.search.interrupts import Terminated, interrupt
+
+        exc = Terminated("received SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
+        if self.requested is not None:  # the second: now (held out of a storage call)
+            interrupt(exc)
+            return
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):  # Tune's loop not started: its
+            interrupt(exc)                                              # default would end the process
+            return
+        self.requested = exc
+        signal.raise_signal(signal.SIGUSR1)  # Tune's graceful stop, on the next bytecode
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        if signal.SIGINT in self._previous:
+            if self._env is None:
+                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+            else:
+                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._env
 
 
 def _trainable(config: dict, cfg: StudyConfig) -> None:
@@ -120,7 +176,29 @@ def run_ray(cfg: StudyConfig, *, ctx: Any) -> Any:
         run_config=tune.RunConfig(name=f"{cfg.name}-ray", storage_path=str(cfg.run_dir / "ray"), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )
-    return tuner.fit()
+    trials = study.get_trials(deepcopy=False)
+    waiting, since = {t.number for t in trials if t.state.name == "WAITING"}, len(trials)
+    stop = GracefulStop()
+    try:
+        with stop:
+            grid = tuner.fit()
+    except KeyboardInterrupt:  # the second Ctrl+C, inside fit
+        _queue_again(cfg, waiting, since)
+        raise
+    if stop.requested is not None:
+        _queue_again(cfg, waiting, since)
+        raise stop.requested
+    return grid
+
+
+def _queue_again(cfg: StudyConfig, waiting: set[int], since: int) -> None:
+    """This run's interrupted trials (RUNNING, or failed by OptunaSearch without a reason) are
+    failed and queued again, as the local backend does after Ctrl+C."""
+    from hybridprune.search.study import abandon, open_study
+
+    queued = abandon(open_study(cfg, create=False), waiting, since, cfg.study.max_retry, any_worker=True)
+    if queued:
+        log.info("interrupted trial(s) %s queued again for the resume", queued)
 
 
 def require_ray():

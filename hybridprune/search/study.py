@@ -182,14 +182,15 @@ def fail_dead_trials(study: Any) -> list[int]:
     return [t.number for t in dead if trial_id(t) in failed]
 
 
-def abandon(study: Any, waiting: set[int], since: int, max_retry: int | None) -> list[int]:
+def abandon(study: Any, waiting: set[int], since: int, max_retry: int | None, *, any_worker: bool = False) -> list[int]:
     """After Ctrl+C: fail this process's interrupted trial (one of the ``waiting`` queued trials,
     or a new one numbered ``since`` or more) and queue it
     again with its parameters and records, as Optuna's heartbeat retry does for a stale one
     (``failed_trial`` names it; at most ``max_retry`` times), so a resumed run evaluates it first
     and no reference point is lost. A trial Optuna already failed for the interrupt (no
     ``fail_reason``) is queued too; one interrupted inside Optuna's ``ask`` (still RUNNING, its
-    worker not yet recorded) is failed here.
+    worker not yet recorded) is failed here. ``any_worker``: the trials of every worker, not only
+    this process's (a Ray run, whose trials run in Ray's worker processes).
 
     Returns:
         The numbers queued again.
@@ -202,7 +203,8 @@ def abandon(study: Any, waiting: set[int], since: int, max_retry: int | None) ->
     me = worker_id()
     trials = study.get_trials(deepcopy=False)
     retried = {t.system_attrs.get("failed_trial") for t in trials}
-    own = [t for t in trials if (t.number in waiting or t.number >= since) and t.user_attrs.get(T.WORKER) in (None, me)
+    own = [t for t in trials if (t.number in waiting or t.number >= since)
+           and (any_worker or t.user_attrs.get(T.WORKER) in (None, me))
            and (t.state == TrialState.RUNNING or (t.state == TrialState.FAIL and T.FAIL_REASON not in t.user_attrs))
            and t.number not in retried]
     done = []
