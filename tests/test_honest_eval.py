@@ -52,6 +52,26 @@ def test_adapted_baseline_is_made_once_cached_and_made_again_when_its_settings_c
     assert load_checkpoint(adapted_path(cfg)).metrics["adapted_from"]["lr"] == 0.02
 
 
+def test_a_train_subset_adapts_into_its_own_file_and_keeps_the_other_model(tmp_path, capsys):
+    import dataclasses
+
+    path = _study(tmp_path)
+    first = load_study_config(path)  # the tiny study adapts on train_subset = 128
+    assert adapted_path(first) == first.cache_dir / "adapted-train128.pt"
+    whole = dataclasses.replace(first, data=dataclasses.replace(first.data, train_subset=None))
+    assert adapted_path(whole) == first.cache_dir / "adapted.pt"
+    build_context(first).close()
+    stamp = adapted_path(first).stat().st_mtime_ns
+    other = path.with_name("adapt64.toml")  # the same checkpoint and cache folder, 64 train images
+    other.write_text(path.read_text().replace("train_subset = 128", "train_subset = 64")
+                     .replace('name = "adapt"', 'name = "adapt64"'))
+    subset = load_study_config(other)
+    build_context(subset).close()
+    assert "adapting model.checkpoint" in capsys.readouterr().out and adapted_path(subset).is_file()
+    build_context(load_study_config(path)).close()  # the first again: its own file is still there
+    assert "adapting" not in capsys.readouterr().out and adapted_path(first).stat().st_mtime_ns == stamp
+
+
 def test_read_only_use_never_adapts(tmp_path):
     from hybridprune.errors import ConfigError
 

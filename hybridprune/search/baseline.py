@@ -95,8 +95,12 @@ def train_once(cfg: StudyConfig, data: Any, name: str, kwargs: dict, path: Path,
 
 
 def adapted_path(cfg: StudyConfig) -> Path:
-    """Where the adapted baseline (``[baseline] adapt_epochs``) is cached."""
-    return cfg.cache_dir / "adapted.pt"
+    """Where the adapted baseline (``[baseline] adapt_epochs``) is cached: ``adapted.pt``, or
+    ``adapted-train<N>.pt`` when ``[data] train_subset`` adapts it on N images only, so that a
+    subset run (``benchmarks/search.py --train-subset``) sharing the cache folder does not replace
+    the full-data model, which would then be adapted again (several minutes) at the next full run."""
+    n = cfg.data.train_subset
+    return cfg.cache_dir / ("adapted.pt" if n is None else f"adapted-train{n}.pt")
 
 
 def _adaptation(cfg: StudyConfig, checkpoint: str | Path) -> dict[str, Any]:

@@ -41,14 +41,16 @@ class ReferenceTrial:
         return self.user_attrs[NAME]
 
 
-def _cache_name(m: dict) -> str:
-    """The cached file of a reference: named by what it is made from, so studies sharing a cache
-    folder never take each other's models (the adaptation settings are checked inside the file)."""
+def _cache_name(m: dict, train_subset: int | None = None) -> str:
+    """The cached file of a reference: named by what it is made from (and the train subset it is
+    adapted or trained on, as the baseline's), so studies sharing a cache folder never take or
+    replace each other's models (the adaptation settings are checked inside the file)."""
     import hashlib
     import json
 
     key = json.dumps({k: m[k] for k in ("model", "checkpoint", "kwargs")}, sort_keys=True, default=str)
-    return f"reference-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+    tail = "" if train_subset is None else f"-train{train_subset}"
+    return f"reference-{hashlib.sha256(key.encode()).hexdigest()[:12]}{tail}.pt"
 
 
 def reference_trials(study: Any) -> list[ReferenceTrial]:
@@ -127,7 +129,7 @@ def reference_model(cfg: Any, ctx: Any, m: dict) -> tuple[Any, Any, dict]:
     from hybridprune.checkpoints import load_checkpoint
     from hybridprune.search.baseline import adapt_baseline, train_once
 
-    path = cfg.cache_dir / _cache_name(m)
+    path = cfg.cache_dir / _cache_name(m, cfg.data.train_subset)
     if m["checkpoint"] is None:
         loaded = train_once(cfg, ctx.data, m["model"], m["kwargs"], path, label=f"reference {m['name']}")
     else:
