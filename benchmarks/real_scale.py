@@ -11,6 +11,10 @@ then adds the comparison:
   settings against the refined front; the targets; wall times;
 * ``comparison.png`` (search budget and refined views) and ``README.md`` (the tables and the commands).
 
+``--also``: studies whose refined searched models join the published front (``publish --also``):
+another hybrid search (e.g. the ``hybrid_stages`` space), compared like the single-mode ones, or
+a ``--single`` study too, so that the front holds the best model any search found.
+
     python benchmarks/real_scale.py studies/resnet56-cifar10-jpeg.toml \\
         --single studies/resnet56-cifar10-jpeg-channel.toml studies/resnet56-cifar10-jpeg-block.toml \\
         --out results/resnet56-cifar10-jpeg
@@ -29,7 +33,7 @@ from hybridprune.errors import HybridPruneError
 from hybridprune.search import trials as T
 from hybridprune.search.pareto import completed
 from hybridprune.search.publish import Entry as E
-from hybridprune.search.publish import nondominated, publish
+from hybridprune.search.publish import nondominated, publish, trial_label
 from hybridprune.search.service import load
 from hybridprune.search.study import open_study, quiet_optuna
 
@@ -100,7 +104,8 @@ def targets(entries: list[dict]) -> list[dict]:
             continue
         drop = base[E.TEST_TOP1] - e[E.TEST_TOP1]
         macs_cut, lat_cut = 1 - e[E.MACS] / base[E.MACS], 1 - e[E.LATENCY_RATIO]
-        rows.append({E.TRIAL: e[E.TRIAL], E.REFERENCE: e[E.REFERENCE], "test_drop_points": round(drop, 2),
+        rows.append({E.TRIAL: e[E.TRIAL], E.STUDY: e.get(E.STUDY), E.REFERENCE: e[E.REFERENCE],
+                     "test_drop_points": round(drop, 2),
                      "macs_cut": round(macs_cut, 4), "latency_cut": round(lat_cut, 4),
                      "meets": drop <= TARGET_DROP and macs_cut >= TARGET_MACS_CUT and lat_cut >= TARGET_LATENCY_CUT})
     return rows
@@ -111,8 +116,8 @@ def refined_dominance(entries: list[dict]) -> list[dict]:
     searched = [e for e in entries if not e[T.REFERENCE]]
     out = []
     for p in (e for e in entries if e[T.REFERENCE] == T.REF_PAPER):
-        by = [e[E.TRIAL] for e in searched if dominates((e[E.TEST_TOP1], e[E.LATENCY_RATIO]),
-                                                          (p[E.TEST_TOP1], p[E.LATENCY_RATIO]))]
+        by = [trial_label(e, p.get(E.STUDY)) for e in searched
+              if dominates((e[E.TEST_TOP1], e[E.LATENCY_RATIO]), (p[E.TEST_TOP1], p[E.LATENCY_RATIO]))]
         out.append({E.TRIAL: p[E.TRIAL], E.TEST_TOP1: p[E.TEST_TOP1], E.LATENCY_RATIO: p[E.LATENCY_RATIO],
                     "dominated_by_refined_searched": by})
     return out
@@ -124,7 +129,7 @@ def _front_line(ax, points, **kw) -> None:
     ax.plot([r for _, r in pts], [100 * a for a, _ in pts], drawstyle="steps-post", marker="o", ms=4, **kw)
 
 
-def plot(cfg, study, points: dict, entries: list[dict], path: Path) -> None:
+def plot(cfg, study, points: dict, entries: list[dict], path: Path, single: frozenset = frozenset()) -> None:
     """Left: every search at its fine-tune budget (validation). Right: the refined models (test)."""
     import matplotlib
 
@@ -140,8 +145,9 @@ def plot(cfg, study, points: dict, entries: list[dict], path: Path) -> None:
     left.scatter([r for _, r in paper], [100 * a for a, _ in paper], marker="x", c="tab:blue", s=30,
                  label=f"paper's settings ({len(paper)})")
     for (sstudy, (_, spt)), color in zip(list(points.items())[1:], ("tab:green", "tab:orange", "tab:purple")):
+        kind = sstudy.study_name.replace(cfg.name + "-", "")
         _front_line(left, list(spt.values()), c=color,
-                    label=f"{sstudy.study_name.replace(cfg.name + '-', '')}-only search front")
+                    label=f"{kind}-only search front" if sstudy.study_name in single else f"{kind} search front")
     base = next(t for t in done if T.is_reference(t, T.REF_BASELINE))
     left.scatter([1.0], [100 * T.accuracy(base)], marker="*", s=160, facecolors="none", edgecolors="black",
                  label="unpruned baseline")
@@ -157,7 +163,7 @@ def plot(cfg, study, points: dict, entries: list[dict], path: Path) -> None:
         right.scatter([e[E.LATENCY_RATIO] for e in es], [e[E.TEST_TOP1] for e in es], marker=marker, c=color,
                       s=140 if kind == T.REF_BASELINE else 30, label=label)
         for e in es:
-            right.annotate(str(e[E.TRIAL]), (e[E.LATENCY_RATIO], e[E.TEST_TOP1]), fontsize=7, xytext=(3, 3),
+            right.annotate(trial_label(e, cfg.name), (e[E.LATENCY_RATIO], e[E.TEST_TOP1]), fontsize=7, xytext=(3, 3),
                            textcoords="offset points")
     right.set(xlabel="latency / refined baseline (interleaved rounds, ONNX Runtime, batch 1, 1 thread)",
               ylabel="test top-1 (%, ONNX Runtime, whole test split)", title="refined models")
@@ -200,14 +206,14 @@ def readme(cfg, front: list[dict], cmp: dict, command: str) -> str:
         desc = (f"{c.get('channel_ratio', 0):.2f} ch, {c.get('pruned_blocks', 0)} blocks, {c.get('criterion')}, "
                 f"{c.get('order')}, round {c.get('round_to', 1)}") if e[T.REFERENCE] != T.REF_BASELINE else "unpruned"
         lo, hi = e[E.LATENCY_RATIO_CI]
-        lines.append(f"| {e['onnx']} | {e['trial']} | {e['test_top1']:.2f}% | {e['macs'] / 1e6:.1f} | "
+        lines.append(f"| {e['onnx']} | {trial_label(e, cfg.name)} | {e['test_top1']:.2f}% | {e['macs'] / 1e6:.1f} | "
                      f"{e['params']:,} | {e['latency_ms']:.3f} | {e['latency_ratio']:.3f} ({lo:.3f}-{hi:.3f}) | "
                      f"{desc} |")
     lines += ["", "## Targets (every refined model)", "",
               "| trial | note | test drop (points) | MACs cut | latency cut | all met |",
               "|---:|---|---:|---:|---:|---|"]
     for r in cmp["targets"]:
-        lines.append(f"| {r['trial']} | {r[T.REFERENCE] or ''} | {r['test_drop_points']:.2f} | "
+        lines.append(f"| {trial_label(r, cfg.name)} | {r[T.REFERENCE] or ''} | {r['test_drop_points']:.2f} | "
                      f"{100 * r['macs_cut']:.1f}% | {100 * r['latency_cut']:.1f}% | {'yes' if r['meets'] else 'no'} |")
     lines += ["", "## Searches at the same fine-tune budget (validation top-1, latency / own baseline trial)", "",
               f"Hypervolume up to (top-1 {cmp['min_accuracy']:.2f}, ratio 1.0):", "",
@@ -240,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("study", help="study file of the refined hybrid study")
     ap.add_argument("--single", nargs="*", default=[], help="study files of single-mode searches to compare")
+    ap.add_argument("--also", nargs="*", default=[],
+                    help="study files of other hybrid searches to compare, whose refined models join the front")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--rounds", type=int, default=7, help="interleaved latency rounds")
     args = ap.parse_args(argv)
@@ -247,11 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load(args.study)
         study = open_study(cfg, create=False)
-        studies = [study] + [open_study(c, create=False) for c in map(load, args.single)]
+        also = [(c, open_study(c, create=False)) for c in map(load, args.also)]
+        singles = [open_study(c, create=False) for c in map(load, args.single)]
+        named = {s.study_name for s in singles}
+        studies = [study] + singles + [s for _, s in also if s.study_name not in named]
         if not T.refined(study):  # before any measuring
             raise HybridPruneError(f"study {cfg.name!r} has not been refined; run: hybridprune refine STUDY")
         points = {s: search_points(s) for s in studies}
-        front = publish(cfg, study, args.out, rounds=args.rounds)  # the folder, whole, or an error
+        front = publish(cfg, study, args.out, rounds=args.rounds, also=also)  # the folder, whole, or an error
         readme_text = _write(cfg, study, points, front, args.out, args)
     except HybridPruneError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -271,11 +282,13 @@ def _write(cfg, study, points: dict, front: list[dict], out: Path, args: argpars
                         for e in front],
                refine_s=sum(r.get(T.R_SECONDS, 0.0) for r in refined.values()),
                refine_latency_s=summary.get(T.RS_LATENCY_SECONDS, 0.0), machine=machine_description())
-    plot(cfg, study, points, front, out / "comparison.png")
+    plot(cfg, study, points, front, out / "comparison.png", frozenset(c.name for c in map(load, args.single)))
     (out / "comparison.json").write_text(json.dumps(cmp, indent=1) + "\n")
     parts = ["python benchmarks/real_scale.py " + Path(args.study).as_posix()]
     if args.single:
         parts.append("--single " + " ".join(Path(s).as_posix() for s in args.single))
+    if args.also:
+        parts.append("--also " + " ".join(Path(s).as_posix() for s in args.also))
     command = " \\\n    ".join(parts + [f"--out {args.out.as_posix()}"])
     text = readme(cfg, front, cmp, command)
     (out / "README.md").write_text(text)

@@ -291,6 +291,9 @@ def publish_cmd(
     study_file: str = _study(),
     out: Path = typer.Option(..., help="Results folder to write (new, empty, or an earlier publish)."),
     rounds: int = typer.Option(7, help="Interleaved latency rounds (each model next to the baseline)."),
+    also: list[str] = typer.Option(
+        [], "--also", help="Study file of another search of the same model and split, refined with the same "
+        "budget, whose refined models join the front (repeatable)."),
     storage: Optional[str] = _storage(),
 ) -> None:
     """Publish the refined front: ONNX files re-scored on the test split and re-timed, front.json, plot, README."""
@@ -301,8 +304,10 @@ def publish_cmd(
     if not 1 <= rounds <= MAX_ROUNDS:
         raise ConfigError(f"--rounds must be in [1, {MAX_ROUNDS}], got {rounds}")
     cfg, study = _open(study_file, storage)
+    others = [_open(f, None) for f in also]
     console = _console()
-    front = publish(cfg, study, out, rounds=rounds, say=lambda s: console.print(s, soft_wrap=True, markup=False))
+    front = publish(cfg, study, out, rounds=rounds, also=others,
+                    say=lambda s: console.print(s, soft_wrap=True, markup=False))
     console.print(f"published {len(front)} models of {cfg.name} to {out} (front.json, front.png, README.md)",
                   soft_wrap=True, markup=False)
 
