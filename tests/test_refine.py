@@ -11,7 +11,7 @@ from hybridprune.cli import main
 from hybridprune.search import trials as T
 from hybridprune.search.latency import BASELINE, interleaved_latency, ratio_summary
 
-from helpers import load, load_benchmark, write_study
+from helpers import load, load_benchmark, write_checkpoint, write_study
 
 pytestmark = pytest.mark.slow
 
@@ -335,7 +335,100 @@ def test_publish_writes_the_refined_front_as_onnx_files(refined_study, tmp_path,
     assert (other / "keep.txt").read_text() == "keep" and sorted(p.name for p in other.iterdir()) == ["keep.txt"]
 
 
-def test_real_scale_adds_the_comparison(refined_study, tmp_path):
+@pytest.fixture(scope="module")
+def other_refined_study(refined_study, tmp_path_factory):
+    """A second search of the same checkpoint and data, named ``other``, with a refined searched trial."""
+    from pathlib import Path
+
+    cfg, _ = load(refined_study)
+    other = write_study(tmp_path_factory.mktemp("other-study"), name="other", trials=6,
+                        checkpoint=Path(cfg.model.checkpoint))
+    assert main(["run", str(other), "--no-progress"]) == 0
+    sampled = [t.number for t in load(other)[1].trials
+               if t.state.name == "COMPLETE" and not t.user_attrs.get(T.REFERENCE)]
+    assert main(["refine", str(other), "--trial", str(sampled[0]), "--epochs", "0.05", "--rounds", "2"]) == 0
+    return other
+
+
+def test_publish_also_puts_another_searchs_refined_models_on_the_front(refined_study, other_refined_study, tmp_path,
+                                                                       capsys):
+    """``publish --also``: the other study's refined searched models are candidates like the
+    study's own (scored, re-timed next to this baseline); its baseline is not published twice."""
+    import json
+
+    from hybridprune.search.publish import nondominated
+
+    other = other_refined_study
+    _, ostudy = load(other)
+    theirs = {n for n in T.refined(ostudy) if not ostudy.trials[n].user_attrs.get(T.REFERENCE)}
+    assert theirs
+    capsys.readouterr()
+    out = tmp_path / "results"
+    assert main(["publish", str(refined_study), "--also", str(other), "--out", str(out), "--rounds", "1"]) == 0
+    said = capsys.readouterr().out
+    assert all(f"other trial {n}: test top-1" in said for n in theirs)  # every one was a candidate
+    front = json.loads((out / "front.json").read_text())
+    assert [e["study"] for e in front if e["reference"] == T.REF_BASELINE] == ["refine"]
+    for e in front:
+        if e["study"] == "other":
+            assert not e["reference"] and e["trial"] in theirs and e["onnx"] == f"other-trial{e['trial']}.onnx"
+    pruned = [(e["test_top1"], e["latency_ratio"]) for e in front if not e["reference"]]
+    assert len(nondominated(pruned)) == len(pruned)
+    assert {p.name for p in out.glob("*.onnx")} == {e["onnx"] for e in front}
+
+
+def test_publish_also_refuses_a_study_of_another_model_split_or_name(refined_study, tmp_path):
+    import dataclasses
+
+    from hybridprune.errors import HybridPruneError
+    from hybridprune.search.publish import _also
+
+    cfg, study = load(refined_study)
+    base = T.refined(study)[T.baseline_trial(study).number]
+
+    def named(c, name):
+        return dataclasses.replace(c, study=dataclasses.replace(c.study, name=name))
+
+    with pytest.raises(HybridPruneError, match="given twice"):
+        _also(cfg, base, [(cfg, study)])
+    moved = dataclasses.replace(named(cfg, "moved"), model=dataclasses.replace(
+        cfg.model, checkpoint=str(write_checkpoint(tmp_path / "elsewhere.pt"))))
+    with pytest.raises(HybridPruneError, match="another model.checkpoint"):
+        _also(cfg, base, [(moved, study)])
+    split = dataclasses.replace(named(cfg, "split"), data=dataclasses.replace(cfg.data, val_size=0.5))
+    with pytest.raises(HybridPruneError, match="another split"):
+        _also(cfg, base, [(split, study)])
+    with pytest.raises(HybridPruneError, match=r"refined for \[0.05\] epoch\(s\), 'refine' for 1"):
+        _also(cfg, {**base, T.R_EPOCHS: 1}, [(named(cfg, "twin"), study)])
+
+
+def test_a_reference_refined_by_a_twin_study_is_taken_not_fine_tuned_again(tmp_path, capsys):
+    """Studies sharing [baseline] cache_dir refine the same unpruned baseline once."""
+    ckpt = write_checkpoint(tmp_path / "base.pt")
+    shared = tmp_path / "shared"
+    paths = []
+    for name in ("first", "twin"):
+        p = write_study(tmp_path / name, name=name, trials=1, checkpoint=ckpt)
+        p.write_text(p.read_text() + f'\n[baseline]\ncache_dir = "{shared.as_posix()}"\n')
+        assert main(["run", str(p), "--no-progress"]) == 0
+        paths.append(p)
+    assert main(["refine", str(paths[0]), "--epochs", "0.05", "--rounds", "1"]) == 0
+    assert len(list(shared.glob("refined-baseline-*.pt"))) == 1
+    capsys.readouterr()
+    assert main(["refine", str(paths[1]), "--epochs", "0.05", "--rounds", "1"]) == 0
+    assert "refined by study 'first'; taking it" in capsys.readouterr().out
+    (_, a), (_, b) = load(paths[0]), load(paths[1])
+    ra, rb = T.refined(a)[T.baseline_trial(a).number], T.refined(b)[T.baseline_trial(b).number]
+    assert rb["shared_from"] == "first" and "shared_from" not in ra
+    assert (rb[T.R_TEST], rb[T.R_VAL]) == (ra[T.R_TEST], ra[T.R_VAL])  # the same model on the same images
+    assert rb[T.R_ARTIFACTS] != ra[T.R_ARTIFACTS]  # stored as the twin's own refined model
+    capsys.readouterr()
+    assert main(["refine", str(paths[1]), "--epochs", "0.1", "--rounds", "1"]) == 0  # another recipe: refined anew
+    assert "taking it" not in capsys.readouterr().out
+    assert len(list(shared.glob("refined-baseline-*.pt"))) == 2
+
+
+def test_real_scale_adds_the_comparison(refined_study, other_refined_study, tmp_path):
     import json
 
     out = tmp_path / "results"
@@ -345,6 +438,11 @@ def test_real_scale_adds_the_comparison(refined_study, tmp_path):
     _, study = load(refined_study)
     cmp = json.loads((out / "comparison.json").read_text())
     assert set(cmp["hypervolume"]) >= {"hybrid", "paper grid", "refine"}
+    # --also: compared, and its refined models candidates for the published front
+    args = [str(refined_study), "--also", str(other_refined_study), "--out", str(out), "--rounds", "1"]
+    assert real_scale.main(args) == 0
+    assert "other" in json.loads((out / "comparison.json").read_text())["hypervolume"]
+    assert "--also" in (out / "README.md").read_text()
     assert len(cmp["paper_settings"]) == sum(t.user_attrs.get(T.REFERENCE) == T.REF_PAPER for t in study.trials
                                              if t.state.name == "COMPLETE")
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG" and (out / "front.json").is_file()

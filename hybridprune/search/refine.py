@@ -123,33 +123,49 @@ def refine_trial(ctx: Any, study: Any, trial: Any, store: Any, options: RefineOp
     """
     from hybridprune.accuracy import evaluate
     from hybridprune.records import Metrics as M
+    from hybridprune.search import shared_refine as S
+    from hybridprune.search.references import model_name_of
     from hybridprune.search.split import describe_split, split_record
     from hybridprune.training import Budget, finetune
 
     cfg, f = ctx.cfg, ctx.cfg.finetune
     start = time.perf_counter()
     model, record, source_metrics, rebuilt = _source(ctx, store, trial, tmp / "source.pt")
+    shared = S.shared_path(ctx, trial, model, options)  # a reference model: maybe refined by a twin study
+    taken = S.take(shared, model_name_of(cfg, trial))
+    if taken is not None:
+        model, prior = taken
+        print(f"trial {trial.number}: the same {trial.user_attrs.get(T.REFERENCE)} model with the same recipe was "
+              f"refined by study {prior.get(S.SHARED_FROM)!r}; taking it ({shared.name}), not fine-tuning again",
+              flush=True)
+        done = {"epochs": options.epochs, S.SHARED_FROM: prior.get(S.SHARED_FROM)}
     model = model.to(ctx.device)
-    ft = finetune(model, ctx.data, Budget(epochs=options.epochs), ctx.normalization,
-                  teacher=ctx.teacher() if options.distill else None, distill_weight=options.distill_weight,
-                  lr=options.peak_lr(f.lr), batch_size=f.batch_size,
-                  seed=finetune_seed(cfg), device=ctx.device, evaluate_val=False,
-                  **ctx.precision_kwargs())
+    if taken is None:
+        ft = finetune(model, ctx.data, Budget(epochs=options.epochs), ctx.normalization,
+                      teacher=ctx.teacher() if options.distill else None, distill_weight=options.distill_weight,
+                      lr=options.peak_lr(f.lr), batch_size=f.batch_size,
+                      seed=finetune_seed(cfg), device=ctx.device, evaluate_val=False,
+                      **ctx.precision_kwargs())
+        done = {"epochs": options.epochs, "finetune": ft.to_dict()}
     test = evaluate(model, ctx.data.test, ctx.normalization, device=ctx.device, **ctx.precision_kwargs()).top1
     val = evaluate(model, ctx.data.val, ctx.normalization, device=ctx.device, **ctx.precision_kwargs()).top1
     metrics = {**source_metrics, M.VAL_TOP1: float(val), M.TEST_TOP1: float(test), M.STUDY: cfg.name,
-               M.TRIAL: trial.number, M.REFINE: {"epochs": options.epochs, "finetune": ft.to_dict()},
+               M.TRIAL: trial.number, M.REFINE: done,
                M.SPLIT: split_record(cfg), M.TEST_SPLIT: describe_split(cfg, "test", len(ctx.data.test)),
                M.VAL_SPLIT: describe_split(cfg, "val", len(ctx.data.val))}
     ids = store_model(study, refined_store, model, ctx.normalization, tmp,
                       f"trial{trial.number}-refined",
                       record=record, input_size=ctx.input_size, batch_size=cfg.latency.batch_size,
                       metrics=metrics)
-    return {T.R_EPOCHS: options.epochs, T.R_TEST: float(test), T.R_VAL: float(val),
-            T.R_LR: options.peak_lr(f.lr), T.R_SEED: finetune_seed(cfg), T.R_DISTILL: options.distill,
-            T.R_DISTILL_WEIGHT: options.distill_weight if options.distill else None,
-            T.R_SECONDS: time.perf_counter() - start,
-            T.R_ARTIFACTS: ids, **({T.R_REBUILT: rebuilt} if rebuilt else {})}
+    rec = {T.R_EPOCHS: options.epochs, T.R_TEST: float(test), T.R_VAL: float(val),
+           T.R_LR: options.peak_lr(f.lr), T.R_SEED: finetune_seed(cfg), T.R_DISTILL: options.distill,
+           T.R_DISTILL_WEIGHT: options.distill_weight if options.distill else None,
+           T.R_SECONDS: time.perf_counter() - start,
+           T.R_ARTIFACTS: ids, **({T.R_REBUILT: rebuilt} if rebuilt else {})}
+    if taken is not None:
+        return {**rec, S.SHARED_FROM: prior.get(S.SHARED_FROM)}
+    S.keep(shared, model, ctx.normalization, rec, cfg.name, ctx.input_size)
+    return rec
 
 
 def _source(ctx: Any, store: Any, trial: Any, path: Path) -> tuple[Any, dict | None, dict, dict | None]:
