@@ -14,7 +14,9 @@
 #            results/proxy-resnet56/ (commit it; the teacher is adapted again in each session,
 #            the same model on the same CPU: 88.94% test both times).
 #   search   the hybrid, channel-only and block-only studies (seed 0, full data, 30 min each), all
-#            three in one session on one machine, so that their latencies share one CPU. Their storages are
+#            three in one session on one machine, so that their latencies share one CPU.
+#   stages   the hybrid search in the per-stage space (resnet56-cifar10-jpeg-stages.toml, same
+#            budget; run in a later session on the same kind of CPU, after the bench stage). Their storages are
 #            journal files in results/resnet56-cifar10-jpeg-state/ (text; commit them); the
 #            trials' checkpoints stay in runs/ and are not needed later: refine rebuilds a trial
 #            whose checkpoint is gone from its record (hybridprune/search/rebuild.py).
@@ -24,10 +26,10 @@
 #            channel-only and block-only spaces, (a) the plain
 #            hybrid search beside it; one JSON line per finished search in results/search-bench/.
 #   bench-warm  the same (b) runs with [space] warm_start = 8 in every space (--warm-start 8).
-#   refine   adapt the teacher again (runs/ is gone), then refine (EPOCHS, distilled from it) of the hybrid front, the
-#            ResNet-20 reference, the 4 best paper settings and the Pareto front of each single-mode
-#            search, then publish with the comparison, then the independent re-measurement. The
-#            refined models go to results/resnet56-cifar10-jpeg-state/refined-*/ ([study]
+#   refine   adapt the teacher again (runs/ is gone), then refine (EPOCHS, distilled from it) of the fronts of
+#            both hybrid searches, the ResNet-20 reference, the 4 best paper settings and the Pareto
+#            front of each single-mode search, then publish every search's refined models with
+#            the comparison, then the independent re-measurement. The refined models go to results/resnet56-cifar10-jpeg-state/refined-*/ ([study]
 #            refined_artifact_dir; commit them with the journals): a stopped refine resumes in the
 #            next session model by model (each trial of the search is rebuilt from its record).
 #
@@ -38,6 +40,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 EPOCHS=3
 STUDIES=(studies/resnet56-cifar10-jpeg.toml studies/resnet56-cifar10-jpeg-channel.toml studies/resnet56-cifar10-jpeg-block.toml)
+STAGES=studies/resnet56-cifar10-jpeg-stages.toml  # the hybrid search in the per-stage space (issue 18 item 5)
 step() { echo "[$(date -u +%FT%TZ)] start: $*"; "$@"; echo "[$(date -u +%FT%TZ)] done: $*"; }
 
 case "${1:-}" in
@@ -48,6 +51,8 @@ search)
   for s in "${STUDIES[@]}"; do
     step hybridprune run "$s" --no-progress
   done ;;
+stages)
+  step hybridprune run "$STAGES" --no-progress ;;
 bench|bench-warm)
   common=(--study studies/resnet56-cifar10-jpeg.toml --train-subset 10000 --val-subset 2000 --full-steps 180
           --min-steps 60 --bn-batches 8 --budget-s 600 --samplers nsga2
@@ -78,19 +83,22 @@ EOF
   # the adapted teacher (runs/, so gone in a fresh session) is made by `run`, which refine does not do
   # on its own; the searches' budgets are spent, so this adapts (~6 min) and starts no trial
   step hybridprune run "${STUDIES[0]}" --no-progress
-  # the single-mode searches first: their spaces are settled, the hybrid one may still change
-  for s in "${STUDIES[@]:1}"; do
-    step hybridprune refine "$s" --epochs "$EPOCHS" --rounds 7
-  done
+  # the hybrid searches first (the per-stage space, then the global one with the paper's settings),
+  # then the single-mode fronts (partly refined already); each resumes model by model
+  step hybridprune refine "$STAGES" --epochs "$EPOCHS" --rounds 7
   step hybridprune refine studies/resnet56-cifar10-jpeg.toml --epochs "$EPOCHS" --rounds 7
   # shellcheck disable=SC2086 - $paper is a list of options
   step hybridprune refine studies/resnet56-cifar10-jpeg.toml --epochs "$EPOCHS" --rounds 7 $paper
-  # publishes through hybridprune.search.publish (what `hybridprune publish` runs), then adds the comparison
+  for s in studies/resnet56-cifar10-jpeg-block.toml studies/resnet56-cifar10-jpeg-channel.toml; do
+    step hybridprune refine "$s" --epochs "$EPOCHS" --rounds 7
+  done
+  # publishes through hybridprune.search.publish (what `hybridprune publish` runs), then adds the
+  # comparison; --also: every search's refined models are candidates for the published front
   step python benchmarks/real_scale.py studies/resnet56-cifar10-jpeg.toml --single "${STUDIES[@]:1}" \
-      --out results/resnet56-cifar10-jpeg
+      --also "$STAGES" "${STUDIES[@]:1}" --out results/resnet56-cifar10-jpeg
   step python benchmarks/verify_results.py results/resnet56-cifar10-jpeg --data ../shared/data/cifar10-jpeg ;;
 *)
-  echo "error: give a stage: proxy, search, bench, bench-warm or refine (see the top of $0)" >&2
+  echo "error: give a stage: proxy, search, stages, bench, bench-warm or refine (see the top of $0)" >&2
   exit 2 ;;
 esac
 echo "stage $1: all done"
