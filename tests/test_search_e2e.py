@@ -201,3 +201,18 @@ def test_warm_start_points_run_after_the_references_as_searched_trials_and_once(
     _, study = load(path)
     assert len(study.get_trials()) > len(trials)
     assert sum(bool(t.user_attrs.get("warm_start")) for t in study.get_trials()) == 2
+
+
+def test_a_resumed_run_adds_nothing_to_a_journal_that_only_repeats_it(tmp_path):
+    # a committed journal is resumed in session after session: each resumed run of a finished study
+    # used to log a study creation, every study record and a new version of the same dashboard note
+    path = write_study(tmp_path, trials=1, study_extra='storage = "journal://study.journal"')
+    assert main(["run", str(path), "--no-progress"]) == 0
+    journal = tmp_path / "study.journal"
+    lines = journal.read_text().splitlines()
+    assert sum(json.loads(x)["op_code"] == 0 for x in lines) == 1
+    assert main(["run", str(path), "--no-progress"]) == 0
+    assert journal.read_text().splitlines() == lines
+    _, study = load(path)
+    assert study.user_attrs["study_file"] == path.name
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 1

@@ -98,10 +98,12 @@ def references_note(study: Any) -> str:
 
 def save_study_note(study: Any, rows: list[tuple[Any, dict]] | None = None) -> None:
     """The study's dashboard note: what it shows, its reference models, then (once refined) the refined front."""
-    from optuna_dashboard import save_note
+    from optuna_dashboard import get_note, save_note
 
     parts = [about_note(study), references_note(study), study_note(study, rows) if rows else ""]
-    save_note(study, "\n".join(p for p in parts if p))
+    body = "\n".join(p for p in parts if p)
+    if get_note(study) != body:  # a resumed run adds no new version of the same note to the storage
+        save_note(study, body)
 
 
 def save_refined_notes(study: Any, rows: list[tuple[Any, dict]]) -> None:

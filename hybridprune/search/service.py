@@ -60,25 +60,28 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
         fail_dead_trials,
         has_heartbeat,
         open_study,
+        set_study_attr,
     )
 
     cfg.check_writable()
     ctx = build_context(cfg)
     study = open_study(cfg)
-    study.set_user_attr(T.STUDY_SPACE, ctx.space.describe())
-    study.set_user_attr(T.STUDY_FILE, cfg.portable(cfg.path))
-    study.set_user_attr(T.STUDY_ARTIFACT_DIR, cfg.portable(cfg.artifact_dir))
-    study.set_user_attr(T.STUDY_LATENCY, {"backend": cfg.latency.backend, "statistic": cfg.latency.statistic,
-                                          "batch_size": cfg.latency.batch_size, "precision": cfg.latency.precision})
-    study.set_user_attr(T.STUDY_SPLIT, {**split_record(cfg), "val_images": len(ctx.data.val),
-                                        "test_images": len(ctx.data.test),
-                                        "val": describe_split(cfg, "val", len(ctx.data.val)),
-                                        "test": describe_split(cfg, "test", len(ctx.data.test))})
+    set_study_attr(study, T.STUDY_SPACE, ctx.space.describe())
+    set_study_attr(study, T.STUDY_FILE, cfg.portable(cfg.path))
+    set_study_attr(study, T.STUDY_ARTIFACT_DIR, cfg.portable(cfg.artifact_dir))
+    lat = cfg.latency
+    set_study_attr(study, T.STUDY_LATENCY, {"backend": lat.backend, "statistic": lat.statistic,
+                                            "batch_size": lat.batch_size, "precision": lat.precision})
+    n_val, n_test = len(ctx.data.val), len(ctx.data.test)
+    set_study_attr(study, T.STUDY_SPLIT, {**split_record(cfg), "val_images": n_val, "test_images": n_test,
+                                          "val": describe_split(cfg, "val", n_val),
+                                          "test": describe_split(cfg, "test", n_test)})
     if cfg.fidelity.enabled:
-        study.set_user_attr(T.STUDY_FIDELITY, {"rungs": cfg.fidelity.rungs(), "eta": cfg.fidelity.eta,
-                                               "bn_val_images": cfg.fidelity.bn_val_images})
+        set_study_attr(study, T.STUDY_FIDELITY, {"rungs": cfg.fidelity.rungs(), "eta": cfg.fidelity.eta,
+                                                 "bn_val_images": cfg.fidelity.bn_val_images})
     if ctx.baseline_metrics:
-        study.set_user_attr(T.STUDY_BASELINE_METRICS, {k: v for k, v in ctx.baseline_metrics.items() if k != "train"})
+        set_study_attr(study, T.STUDY_BASELINE_METRICS,
+                       {k: v for k, v in ctx.baseline_metrics.items() if k != "train"})
     if cfg.study.references:
         enqueue_references(study, ctx.space)
     enqueue_warm_start(study, ctx.space)  # searched points: inside the budget, unlike the references

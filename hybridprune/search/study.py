@@ -94,8 +94,11 @@ def open_study(cfg: StudyConfig, storage: Any = None, *, create: bool = True, sa
             raise ConfigError(f"study {cfg.name!r} has not been run yet (no such study in {cfg.storage_url}); "
                               f"start it with: hybridprune run {cfg.path}") from None
     else:
-        study = optuna.create_study(study_name=cfg.name, storage=storage, sampler=sampler,
-                                    directions=cfg.objectives.directions(), load_if_exists=True)
+        try:  # load first: create_study would log a creation to a journal on every resumed run
+            study = optuna.load_study(study_name=cfg.name, storage=storage, sampler=sampler)
+        except KeyError:
+            study = optuna.create_study(study_name=cfg.name, storage=storage, sampler=sampler,
+                                        directions=cfg.objectives.directions(), load_if_exists=True)
     if study.metric_names is None:
         study.set_metric_names(names)
     elif list(study.metric_names) != names:
@@ -104,6 +107,15 @@ def open_study(cfg: StudyConfig, storage: Any = None, *, create: bool = True, sa
     if worker is not None:
         study.sampler = worker_sampler(cfg, study, worker)
     return study
+
+
+def set_study_attr(study: Any, key: str, value: Any) -> None:
+    """``study.set_user_attr(key, value)``, skipped when the study holds that value already, so that
+    a resumed run adds nothing to a journal (or a database's history) that only repeats it."""
+    import json
+
+    if study.user_attrs.get(key, object()) != json.loads(json.dumps(value)):
+        study.set_user_attr(key, value)
 
 
 def worker_sampler(cfg: StudyConfig, study: Any, worker: int) -> Any:
