@@ -123,6 +123,67 @@ def refined_dominance(entries: list[dict]) -> list[dict]:
     return out
 
 
+GOAL_FAMILY_MARGIN, GOAL_FAMILY_RATIO = 1.0, 0.5  # >= 1.0 point above the family reference at <= 0.5x
+
+
+def goals(entries: list[dict], cmp: dict, name: str, single: frozenset = frozenset()) -> list[dict]:
+    """The real-scale issue's targets, each ``{"goal", "met", "detail"}``, from the published
+    entries (test top-1 in %, latency / refined baseline) and the search-budget comparison."""
+    def label(e: dict) -> str:
+        return e.get(T.REFERENCE_NAME) or f"trial {trial_label(e, name)}"
+
+    base = next(e for e in entries if e[T.REFERENCE] == T.REF_BASELINE)
+    pruned = [e for e in entries if not e[T.REFERENCE]]
+    family = [e for e in entries if e[T.REFERENCE] == T.REF_FAMILY]
+    point = lambda e: (e[E.TEST_TOP1], e[E.LATENCY_RATIO])  # noqa: E731
+    out = []
+    if family:
+        beaten = [f"{label(e)} ({e[E.TEST_TOP1]:.2f}% at {e[E.LATENCY_RATIO]:.3f}x) by "
+                  + ", ".join(f"{label(f)} ({f[E.TEST_TOP1]:.2f}% at {f[E.LATENCY_RATIO]:.3f}x)" for f in family
+                              if dominates(point(f), point(e))) for e in pruned
+                  if any(dominates(point(f), point(e)) for f in family)]
+        out.append({"goal": "no published pruned model is dominated by a family reference", "met": not beaten,
+                    "detail": "; ".join(beaten) if beaten else f"none of {len(pruned)} is"})
+        best_f = max(family, key=lambda f: f[E.TEST_TOP1])
+        fast = [e for e in pruned if e[E.LATENCY_RATIO] <= GOAL_FAMILY_RATIO]
+        goal = (f"a pruned model at <= {GOAL_FAMILY_RATIO}x is >= {GOAL_FAMILY_MARGIN} point above "
+                f"{label(best_f)}")
+        if fast:
+            top = max(fast, key=lambda e: e[E.TEST_TOP1])
+            margin = top[E.TEST_TOP1] - best_f[E.TEST_TOP1]
+            out.append({"goal": goal, "met": margin >= GOAL_FAMILY_MARGIN,
+                        "detail": f"best at <= {GOAL_FAMILY_RATIO}x: {label(top)}, {top[E.TEST_TOP1]:.2f}% at "
+                                  f"{top[E.LATENCY_RATIO]:.3f}x, {margin:+.2f} points against "
+                                  f"{best_f[E.TEST_TOP1]:.2f}%"})
+        else:
+            out.append({"goal": goal, "met": False, "detail": f"no published pruned model at <= {GOAL_FAMILY_RATIO}x"})
+    ok = [r for r in cmp["targets"] if r["meets"] and not r[T.REFERENCE]]
+    near = [e for e in pruned if base[E.TEST_TOP1] - e[E.TEST_TOP1] <= TARGET_DROP]
+    fastest = min(near, key=lambda e: e[E.LATENCY_RATIO]) if near else None
+    detail = (f"{len(ok)} model(s) meet it" if ok else "none") + (
+        f"; the fastest within {TARGET_DROP} point: {label(fastest)}, "
+        f"{base[E.TEST_TOP1] - fastest[E.TEST_TOP1]:.2f} points below at {fastest[E.LATENCY_RATIO]:.3f}x latency "
+        f"and {fastest[E.MACS] / base[E.MACS]:.3f}x MACs" if fastest else "")
+    out.append({"goal": f"a pruned model within {TARGET_DROP} point of the refined baseline at <= "
+                        f"{1 - TARGET_LATENCY_CUT:.2f}x latency and <= {1 - TARGET_MACS_CUT:.2f}x MACs",
+                "met": bool(ok), "detail": detail})
+    if cmp["refined_paper"]:
+        free = [p for p in cmp["refined_paper"] if not p["dominated_by_refined_searched"]]
+        out.append({"goal": "the refined front dominates every published refined paper setting", "met": not free,
+                    "detail": "; ".join(f"trial {p['trial']} ({p['test_top1']:.2f}% at {p['latency_ratio']:.3f}x) "
+                                        "is not dominated" for p in free)
+                    or f"all {len(cmp['refined_paper'])} dominated"})
+    hv = {k: v for k, v in cmp["hypervolume"].items() if k not in ("hybrid (searched trials only)", "paper grid")}
+    singles = {k: v for k, v in hv.items() if k in single}
+    hybrids = {k: v for k, v in hv.items() if k not in single}
+    if singles and hybrids:
+        best_s, best_h = max(singles, key=singles.get), max(hybrids, key=hybrids.get)
+        out.append({"goal": "a hybrid search's hypervolume is at least each single-mode search's (this seed)",
+                    "met": hybrids[best_h] >= singles[best_s],
+                    "detail": ", ".join(f"{k} {v:.4f}" for k, v in sorted(hv.items(), key=lambda kv: -kv[1]))})
+    return out
+
+
 def _front_line(ax, points, **kw) -> None:
     idx = nondominated(points)
     pts = sorted((points[i] for i in idx), key=lambda p: p[1])
@@ -209,6 +270,8 @@ def readme(cfg, front: list[dict], cmp: dict, command: str) -> str:
         lines.append(f"| {e['onnx']} | {trial_label(e, cfg.name)} | {e['test_top1']:.2f}% | {e['macs'] / 1e6:.1f} | "
                      f"{e['params']:,} | {e['latency_ms']:.3f} | {e['latency_ratio']:.3f} ({lo:.3f}-{hi:.3f}) | "
                      f"{desc} |")
+    lines += ["", "## The issue's targets", ""]
+    lines += [f"- **{'met' if g['met'] else 'MISSED'}**: {g['goal']}. {g['detail']}." for g in cmp.get("goals", [])]
     lines += ["", "## Targets (every refined model)", "",
               "| trial | note | test drop (points) | MACs cut | latency cut | all met |",
               "|---:|---|---:|---:|---:|---|"]
@@ -282,6 +345,7 @@ def _write(cfg, study, points: dict, front: list[dict], out: Path, args: argpars
                         for e in front],
                refine_s=sum(r.get(T.R_SECONDS, 0.0) for r in refined.values()),
                refine_latency_s=summary.get(T.RS_LATENCY_SECONDS, 0.0), machine=machine_description())
+    cmp["goals"] = goals(front, cmp, cfg.name, frozenset(c.name for c in map(load, args.single)))
     plot(cfg, study, points, front, out / "comparison.png", frozenset(c.name for c in map(load, args.single)))
     (out / "comparison.json").write_text(json.dumps(cmp, indent=1) + "\n")
     parts = ["python benchmarks/real_scale.py " + Path(args.study).as_posix()]

@@ -438,6 +438,13 @@ def test_real_scale_adds_the_comparison(refined_study, other_refined_study, tmp_
     _, study = load(refined_study)
     cmp = json.loads((out / "comparison.json").read_text())
     assert set(cmp["hypervolume"]) >= {"hybrid", "paper grid", "refine"}
+    # every target of the real-scale issue is judged, met or missed, with its numbers, in README.md too
+    goals = {g["goal"]: g for g in cmp["goals"]}
+    assert any("refined paper setting" in g for g in goals) and any("within 1.0 point" in g for g in goals)
+    assert all(isinstance(g["met"], bool) and g["detail"] for g in goals.values())
+    readme_text = (out / "README.md").read_text()
+    assert "## The issue's targets" in readme_text
+    assert all(f"**{'met' if g['met'] else 'MISSED'}**: {g['goal']}" in readme_text for g in goals.values())
     # --also: compared, and its refined models candidates for the published front
     args = [str(refined_study), "--also", str(other_refined_study), "--out", str(out), "--rounds", "1"]
     assert real_scale.main(args) == 0
@@ -450,6 +457,28 @@ def test_real_scale_adds_the_comparison(refined_study, other_refined_study, tmp_
     cfg, _ = load(refined_study)
     budget = real_scale._budget(cfg)  # a study without [fidelity] reports its [finetune] budget
     assert not cfg.fidelity.enabled and budget == f"{cfg.finetune.steps} fine-tune steps"
+
+
+def test_real_scale_goals_judge_each_target_from_the_published_numbers():
+    real_scale = load_benchmark("real_scale")
+
+    def entry(trial, top1, ratio, macs, reference=None, **kw):
+        return {"trial": trial, "test_top1": top1, "latency_ratio": ratio, "macs": macs, "reference": reference, **kw}
+
+    entries = [entry(0, 89.5, 1.0, 100.0, "baseline"), entry(7, 89.2, 0.63, 60.0),
+               entry(53, 88.2, 0.41, 40.0, study="stages"), entry(78, 86.2, 0.30, 30.0),
+               entry(-1, 88.5, 0.34, 32.0, "family", reference_name="ResNet-20"), entry(3, 88.9, 0.9, 90.0, "paper")]
+    cmp = {"targets": real_scale.targets(entries), "refined_paper": real_scale.refined_dominance(entries),
+           "hypervolume": {"hybrid": 0.02, "hybrid (searched trials only)": 0.02, "paper grid": 0.01,
+                           "stages": 0.039, "block": 0.033}}
+    goals = real_scale.goals(entries, cmp, "main", frozenset({"block"}))
+    assert [g["met"] for g in goals] == [False, False, False, True, True]
+    assert "stages 53 (88.20% at 0.410x) by ResNet-20" in goals[0]["detail"] and "78" not in goals[0]["detail"]
+    assert "stages 53, 88.20% at 0.410x, -0.30 points against 88.50%" in goals[1]["detail"]
+    assert "the fastest within 1.0 point: trial 7, 0.30 points below at 0.630x" in goals[2]["detail"]
+    assert goals[4]["detail"].startswith("stages 0.0390, block 0.0330")
+    cmp["hypervolume"]["block"] = 0.05  # the best single-mode search ahead: missed
+    assert not real_scale.goals(entries, cmp, "main", frozenset({"block"}))[4]["met"]
 
 
 def test_real_scale_and_verify_refuse_bad_input(tmp_path, capsys):
