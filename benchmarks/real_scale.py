@@ -246,7 +246,7 @@ def _budget(cfg) -> str:
 def readme(cfg, front: list[dict], cmp: dict, command: str) -> str:
     """The results folder's README: headline, tables, comparison, cost, commands."""
     base = front[0]
-    meets = [r for r in cmp["targets"] if r["meets"]]
+    meets = [r for r in cmp["targets"] if r["meets"] and not r[T.REFERENCE]]  # a pruned model, not ResNet-20
     lines = [f"# {cfg.name}: refined front", ""]
     if meets:
         best = max(meets, key=lambda r: r["latency_cut"])

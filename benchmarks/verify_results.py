@@ -1,10 +1,11 @@
 """Re-measure a published front from its ONNX files alone, and print it against front.json.
 
 Uses only NumPy, Pillow and ONNX Runtime (no hybridprune code), the way an outside reader would:
-test top-1 of every ONNX file on the image folder's ``test/<class>/*`` images (classes sorted by
-name; RGB in [0, 1], normalised with the entry's ``mean``/``std``), and latency with ONNX Runtime
-on one thread at batch 1, in rounds that time the baseline and then each model back to back, so a
-model's ratio is the median of its per-round ratios to the baseline.
+test top-1 of every ONNX file on the image folder's ``test/<class>/*`` images its entry's ``split``
+names (with ``val_from = "test"``: the rest of each class after the validation part, by sorted file
+name; classes sorted by name; RGB in [0, 1], normalised with the entry's ``mean``/``std``), and
+latency with ONNX Runtime on one thread at batch 1, in rounds that time the baseline and then each
+model back to back, so a model's ratio is the median of its per-round ratios to the baseline.
 
     python benchmarks/verify_results.py results/resnet56-cifar10-jpeg --data ../shared/data/cifar10-jpeg
 
@@ -94,6 +95,19 @@ def ratios(paths: dict[str, Path], baseline: str, rounds: int, seconds: float) -
     return {k: (statistics.median(ms[k]), statistics.median(rs[k]) if rs[k] else 1.0) for k in paths}
 
 
+def split_part(labels: np.ndarray, split: dict | None) -> np.ndarray:
+    """Indices of the images an entry's ``split`` scored: with ``val_from = "test"`` the rest of each
+    test class after its first ``round(val_size * n)`` files by sorted name (the first part is
+    validation); otherwise every test image."""
+    if not split or split.get("val_from") != "test":
+        return np.arange(len(labels))
+    keep = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        keep.append(idx[int(round(split["val_size"] * len(idx))):])
+    return np.sort(np.concatenate(keep))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Re-measure every entry of ``<folder>/front.json`` and print both."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -118,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = 0
     print(f"{'onnx':<24} {'top1 json':>9} {'top1 now':>9} {'ratio json':>10} {'ratio now':>9} {'ms now':>7}")
     for e in front:
-        acc = top1(paths[e["onnx"]], images, labels, e["mean"], e["std"])
+        part = split_part(labels, e.get("split"))
+        acc = top1(paths[e["onnx"]], images[part], labels[part], e["mean"], e["std"])
         ms, ratio = lat[e["onnx"]]
         bad += abs(acc - e["test_top1"]) > args.max_top1_diff
         print(f"{e['onnx']:<24} {e['test_top1']:9.2f} {acc:9.2f} {e['latency_ratio']:10.3f} {ratio:9.3f} {ms:7.3f}",

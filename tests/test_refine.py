@@ -377,6 +377,21 @@ def test_publish_also_puts_another_searchs_refined_models_on_the_front(refined_s
     assert {p.name for p in out.glob("*.onnx")} == {e["onnx"] for e in front}
 
 
+def test_publish_also_takes_no_reference_model_of_the_other_study(refined_study, other_refined_study):
+    # a family reference is refined as trial -1; study.trials[-1] is the last searched trial, which
+    # once let the other study's ResNet-20 onto the front as one of its searched models
+    from types import SimpleNamespace
+
+    from hybridprune.search.publish import _also
+
+    cfg, ocfg = load(refined_study)[0], load(other_refined_study)[0]
+    rec = {T.R_EPOCHS: 1.0}
+    trials = [SimpleNamespace(number=0, user_attrs={T.REFERENCE: T.REF_BASELINE}),
+              SimpleNamespace(number=1, user_attrs={})]
+    st = SimpleNamespace(user_attrs={f"{T.REFINED_PREFIX}{n}": rec for n in (-1, 0, 1)}, trials=trials)
+    assert set(_also(cfg, rec, [(ocfg, st)])[0][3]) == {1}
+
+
 def test_publish_also_refuses_a_study_of_another_model_split_or_name(refined_study, tmp_path):
     import dataclasses
 
@@ -460,10 +475,14 @@ def test_real_scale_adds_the_comparison(refined_study, other_refined_study, tmp_
 
 
 def test_real_scale_goals_judge_each_target_from_the_published_numbers():
+    from types import SimpleNamespace
+
     real_scale = load_benchmark("real_scale")
 
     def entry(trial, top1, ratio, macs, reference=None, **kw):
-        return {"trial": trial, "test_top1": top1, "latency_ratio": ratio, "macs": macs, "reference": reference, **kw}
+        return {"trial": trial, "test_top1": top1, "latency_ratio": ratio, "macs": macs, "reference": reference,
+                "latency_ratio_ci": [ratio, ratio], "config": {}, "onnx": f"t{trial}.onnx", "params": 1,
+                "latency_ms": ratio, **kw}
 
     entries = [entry(0, 89.5, 1.0, 100.0, "baseline"), entry(7, 89.2, 0.63, 60.0),
                entry(53, 88.2, 0.41, 40.0, study="stages"), entry(78, 86.2, 0.30, 30.0),
@@ -477,6 +496,12 @@ def test_real_scale_goals_judge_each_target_from_the_published_numbers():
     assert "stages 53, 88.20% at 0.410x, -0.30 points against 88.50%" in goals[1]["detail"]
     assert "the fastest within 1.0 point: trial 7, 0.30 points below at 0.630x" in goals[2]["detail"]
     assert goals[4]["detail"].startswith("stages 0.0390, block 0.0330")
+    # the headline speaks of pruned models only: the family reference (-1) meets the drop/MACs/latency cuts here
+    assert any(r["meets"] for r in cmp["targets"] if r["reference"] == "family")
+    text = real_scale.readme(SimpleNamespace(name="main"), entries, {**cmp, "goals": goals, "min_accuracy": 0.8,
+                             "wall": {}, "paper_settings": [], "refine_s": 0.0, "refine_latency_s": 0.0,
+                             "machine": "m"}, "cmd")
+    assert "**Headline:** no refined model meets" in text
     cmp["hypervolume"]["block"] = 0.05  # the best single-mode search ahead: missed
     assert not real_scale.goals(entries, cmp, "main", frozenset({"block"}))[4]["met"]
 

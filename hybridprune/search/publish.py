@@ -141,7 +141,8 @@ def _also(cfg: Any, base_rec: dict, also: list[tuple[Any, Any]]) -> list[tuple[A
         if epochs and epochs != {base_rec[T.R_EPOCHS]}:
             raise HybridPruneError(f"--also: study {c.name!r} was refined for {sorted(epochs)} epoch(s), "
                                    f"{cfg.name!r} for {base_rec[T.R_EPOCHS]}: refine both with one budget")
-        recs = {n: r for n, r in every.items() if not st.trials[n].user_attrs.get(T.REFERENCE)}
+        # reference models are numbered below 0 (st.trials[-1] would be the last searched trial)
+        recs = {n: r for n, r in every.items() if n >= 0 and not st.trials[n].user_attrs.get(T.REFERENCE)}
         if not recs:
             raise HybridPruneError(f"--also: study {c.name!r} has no refined searched model; run: hybridprune refine")
         out.append((c, st, c.name, recs))
