@@ -123,6 +123,12 @@ def refined_dominance(entries: list[dict]) -> list[dict]:
     return out
 
 
+def pruned_meeting(cmp: dict) -> list[dict]:
+    """The :func:`targets` rows of pruned models that meet all three (a reference model such as
+    ResNet-20 can meet the cuts too, but it is no result of the search)."""
+    return [r for r in cmp["targets"] if r["meets"] and not r[T.REFERENCE]]
+
+
 GOAL_FAMILY_MARGIN, GOAL_FAMILY_RATIO = 1.0, 0.5  # >= 1.0 point above the family reference at <= 0.5x
 
 
@@ -138,10 +144,10 @@ def goals(entries: list[dict], cmp: dict, name: str, single: frozenset = frozens
     point = lambda e: (e[E.TEST_TOP1], e[E.LATENCY_RATIO])  # noqa: E731
     out = []
     if family:
+        by = {id(e): [f for f in family if dominates(point(f), point(e))] for e in pruned}
         beaten = [f"{label(e)} ({e[E.TEST_TOP1]:.2f}% at {e[E.LATENCY_RATIO]:.3f}x) by "
-                  + ", ".join(f"{label(f)} ({f[E.TEST_TOP1]:.2f}% at {f[E.LATENCY_RATIO]:.3f}x)" for f in family
-                              if dominates(point(f), point(e))) for e in pruned
-                  if any(dominates(point(f), point(e)) for f in family)]
+                  + ", ".join(f"{label(f)} ({f[E.TEST_TOP1]:.2f}% at {f[E.LATENCY_RATIO]:.3f}x)" for f in by[id(e)])
+                  for e in pruned if by[id(e)]]
         out.append({"goal": "no published pruned model is dominated by a family reference", "met": not beaten,
                     "detail": "; ".join(beaten) if beaten else f"none of {len(pruned)} is"})
         best_f = max(family, key=lambda f: f[E.TEST_TOP1])
@@ -157,7 +163,7 @@ def goals(entries: list[dict], cmp: dict, name: str, single: frozenset = frozens
                                   f"{best_f[E.TEST_TOP1]:.2f}%"})
         else:
             out.append({"goal": goal, "met": False, "detail": f"no published pruned model at <= {GOAL_FAMILY_RATIO}x"})
-    ok = [r for r in cmp["targets"] if r["meets"] and not r[T.REFERENCE]]
+    ok = pruned_meeting(cmp)
     near = [e for e in pruned if base[E.TEST_TOP1] - e[E.TEST_TOP1] <= TARGET_DROP]
     fastest = min(near, key=lambda e: e[E.LATENCY_RATIO]) if near else None
     detail = (f"{len(ok)} model(s) meet it" if ok else "none") + (
@@ -246,7 +252,7 @@ def _budget(cfg) -> str:
 def readme(cfg, front: list[dict], cmp: dict, command: str) -> str:
     """The results folder's README: headline, tables, comparison, cost, commands."""
     base = front[0]
-    meets = [r for r in cmp["targets"] if r["meets"] and not r[T.REFERENCE]]  # a pruned model, not ResNet-20
+    meets = pruned_meeting(cmp)
     lines = [f"# {cfg.name}: refined front", ""]
     if meets:
         best = max(meets, key=lambda r: r["latency_cut"])
@@ -345,8 +351,9 @@ def _write(cfg, study, points: dict, front: list[dict], out: Path, args: argpars
                         for e in front],
                refine_s=sum(r.get(T.R_SECONDS, 0.0) for r in refined.values()),
                refine_latency_s=summary.get(T.RS_LATENCY_SECONDS, 0.0), machine=machine_description())
-    cmp["goals"] = goals(front, cmp, cfg.name, frozenset(c.name for c in map(load, args.single)))
-    plot(cfg, study, points, front, out / "comparison.png", frozenset(c.name for c in map(load, args.single)))
+    single = frozenset(c.name for c in map(load, args.single))
+    cmp["goals"] = goals(front, cmp, cfg.name, single)
+    plot(cfg, study, points, front, out / "comparison.png", single)
     (out / "comparison.json").write_text(json.dumps(cmp, indent=1) + "\n")
     parts = ["python benchmarks/real_scale.py " + Path(args.study).as_posix()]
     if args.single:

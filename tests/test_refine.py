@@ -380,15 +380,17 @@ def test_publish_also_puts_another_searchs_refined_models_on_the_front(refined_s
 def test_publish_also_takes_no_reference_model_of_the_other_study(refined_study, other_refined_study):
     # a family reference is refined as trial -1; study.trials[-1] is the last searched trial, which
     # once let the other study's ResNet-20 onto the front as one of its searched models
-    from types import SimpleNamespace
+    import optuna
 
     from hybridprune.search.publish import _also
 
     cfg, ocfg = load(refined_study)[0], load(other_refined_study)[0]
     rec = {T.R_EPOCHS: 1.0}
-    trials = [SimpleNamespace(number=0, user_attrs={T.REFERENCE: T.REF_BASELINE}),
-              SimpleNamespace(number=1, user_attrs={})]
-    st = SimpleNamespace(user_attrs={f"{T.REFINED_PREFIX}{n}": rec for n in (-1, 0, 1)}, trials=trials)
+    st = optuna.create_study(directions=["maximize", "minimize"])  # a real (in-memory) study
+    for attrs in ({T.REFERENCE: T.REF_BASELINE}, {}):
+        st.add_trial(optuna.trial.create_trial(values=[0.9, 1.0], user_attrs=attrs))
+    for n in (-1, 0, 1):
+        st.set_user_attr(f"{T.REFINED_PREFIX}{n}", rec)
     assert set(_also(cfg, rec, [(ocfg, st)])[0][3]) == {1}
 
 
