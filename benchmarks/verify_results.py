@@ -108,6 +108,39 @@ def split_part(labels: np.ndarray, split: dict | None) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
+ENTRY_KEYS = ("onnx", "test_top1", "latency_ratio", "mean", "std")
+
+
+def front_problem(front, folder: Path) -> str | None:
+    """What is wrong with a parsed ``front.json`` (``None``: nothing): a list of entries, each with
+    the keys :data:`ENTRY_KEYS`, its ONNX file present, a ``split`` that :func:`split_part` can
+    apply, and exactly one ``"reference": "baseline"`` entry to time the others against."""
+    if not isinstance(front, list) or not front:
+        return "front.json must be a non-empty list of model entries"
+    for i, e in enumerate(front):
+        if not isinstance(e, dict):
+            return f"front.json entry {i} is not an object"
+        missing = [k for k in ENTRY_KEYS if k not in e]
+        if missing:
+            return f"front.json entry {i} lacks {', '.join(missing)} (each entry needs {', '.join(ENTRY_KEYS)})"
+        if not isinstance(e["onnx"], str) or Path(e["onnx"]).name != e["onnx"]:
+            return f"front.json entry {i}: onnx must be a file name inside the folder, got {e['onnx']!r}"
+        if not (folder / e["onnx"]).is_file():
+            return f"front.json entry {i}: {e['onnx']} is not in {folder}"
+        split = e.get("split")
+        if split is not None and not isinstance(split, dict):
+            return f"front.json entry {i}: split must be an object, got {split!r}"
+        if split and split.get("val_from") == "test":
+            size = split.get("val_size")
+            if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size < 1:
+                return (f"front.json entry {i}: a split with val_from = \"test\" needs val_size in (0, 1) "
+                        f"(the validation share of each test class), got {size!r}")
+    bases = [e["onnx"] for e in front if e.get("reference") == "baseline"]
+    if len(bases) != 1:
+        return f"front.json needs exactly one entry with \"reference\": \"baseline\", has {len(bases)}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Re-measure every entry of ``<folder>/front.json`` and print both."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -117,17 +150,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=1.0, help="timed seconds per measurement")
     ap.add_argument("--max-top1-diff", type=float, default=0.3)
     args = ap.parse_args(argv)
+    if args.rounds < 1 or not args.seconds > 0 or not args.max_top1_diff >= 0:
+        print(f"error: --rounds must be >= 1, --seconds > 0 and --max-top1-diff >= 0, got {args.rounds}, "
+              f"{args.seconds} and {args.max_top1_diff}", file=sys.stderr)
+        return 2
     if not (args.folder / "front.json").is_file():
         print(f"error: {args.folder} has no front.json (a folder written by benchmarks/real_scale.py)", file=sys.stderr)
+        return 2
+    try:
+        front = json.loads((args.folder / "front.json").read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        print(f"error: {args.folder / 'front.json'} is not JSON ({exc})", file=sys.stderr)
+        return 2
+    problem = front_problem(front, args.folder)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if not (args.data / "train").is_dir() or not (args.data / "test").is_dir():
         print(f"error: --data {args.data} needs train/<class>/ and test/<class>/ image folders", file=sys.stderr)
         return 2
-    front = json.loads((args.folder / "front.json").read_text())
     images, labels = read_test_split(args.data)
     print(f"{len(images)} test images; {len(front)} models", flush=True)
     paths = {e["onnx"]: args.folder / e["onnx"] for e in front}
-    base = next(e["onnx"] for e in front if e.get("reference") == "baseline")
+    base = next(e["onnx"] for e in front if e.get("reference") == "baseline")  # one: front_problem
     lat = ratios(paths, base, args.rounds, args.seconds)
     bad = 0
     print(f"{'onnx':<24} {'top1 json':>9} {'top1 now':>9} {'ratio json':>10} {'ratio now':>9} {'ms now':>7}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -520,6 +521,81 @@ def test_real_scale_and_verify_refuse_bad_input(tmp_path, capsys):
     assert verify.main([str(tmp_path / "nowhere"), "--data", str(tmp_path)]) == 2
     assert "has no front.json" in capsys.readouterr().err
     out.mkdir()
-    (out / "front.json").write_text("[]")
+    (out / "baseline.onnx").write_bytes(b"not read before the data is checked")
+    entry = {"onnx": "baseline.onnx", "test_top1": 89.3, "latency_ratio": 1.0, "mean": [0.5] * 3, "std": [0.25] * 3,
+             "reference": "baseline", "split": {"val_from": "test", "val_size": 0.5}}
+    (out / "front.json").write_text(json.dumps([entry]))
     assert verify.main([str(out), "--data", str(tmp_path)]) == 2
     assert "needs train/<class>/ and test/<class>/" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("front, says", [
+    ("{not json", "is not JSON"),
+    ("[]", "must be a non-empty list"),
+    ("[3]", "entry 0 is not an object"),
+    ('[{"onnx": "baseline.onnx"}]', "entry 0 lacks test_top1, latency_ratio, mean, std"),
+    ("BASE|onnx=../x.onnx", "onnx must be a file name inside the folder"),
+    ("BASE|onnx=gone.onnx", "gone.onnx is not in"),
+    ("BASE|split=half", "split must be an object"),
+    ("BASE|split={}", None),  # no split: every test image, as before
+    ('BASE|split={"val_from": "test"}', 'needs val_size in (0, 1)'),
+    ('BASE|split={"val_from": "test", "val_size": 1.5}', "got 1.5"),
+    ("BASE|reference=paper", 'exactly one entry with "reference": "baseline", has 0'),
+])
+def test_verify_results_refuses_a_malformed_front_before_reading_images(tmp_path, capsys, front, says):
+    """A hand-edited or truncated front.json gets one ``error:`` line and exit 2, not a traceback
+    after minutes of reading images; a well-formed one goes on to the data check."""
+    verify = load_benchmark("verify_results")
+    (tmp_path / "baseline.onnx").write_bytes(b"onnx")
+    if front.startswith("BASE|"):
+        key, value = front[5:].split("=", 1)
+        entry = {"onnx": "baseline.onnx", "test_top1": 89.3, "latency_ratio": 1.0, "mean": [0.5] * 3,
+                 "std": [0.25] * 3, "reference": "baseline"}
+        entry[key] = json.loads(value) if value[:1] in "{[" else value
+        front = json.dumps([entry])
+    (tmp_path / "front.json").write_text(front)
+    assert verify.main([str(tmp_path), "--data", str(tmp_path / "no-data")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1
+    assert (says or "needs train/<class>/ and test/<class>/") in err
+
+
+def test_verify_results_refuses_bad_options(tmp_path, capsys):
+    verify = load_benchmark("verify_results")
+    for flags in (["--rounds", "0"], ["--seconds", "0"], ["--max-top1-diff", "-1"]):
+        assert verify.main([str(tmp_path), "--data", str(tmp_path), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --rounds must be >= 1") and err.count("\n") == 1
+
+
+def test_refine_budget_reads_the_studys_budget_runs_the_others_and_leaves_the_study_alone(refined_study, tmp_path,
+                                                                                          capsys):
+    """benchmarks/refine_budget.py: the budget the study refined is read from its record, a new one is
+    refined for real on a copy of the storage (the study's own records stay as they were), each
+    result is one JSON line, and a second call resumes with nothing left to run."""
+    bench = load_benchmark("refine_budget")
+    cfg, study = load(refined_study)
+    before = T.refined(study)
+    number = next(n for n in sorted(before) if n != study.user_attrs[T.STUDY_REFINED]["baseline"])
+    out, work = tmp_path / "budget.jsonl", tmp_path / "work"
+    args = [str(refined_study), "--trial", str(number), "--epochs", "0.05", "0.1", "--out", str(out),
+            "--work", str(work)]
+    assert bench.main(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["epochs"], r["source"]) for r in rows] == [(0.05, "the study's refine record"),
+                                                         (0.1, "refine_budget.py")]
+    assert rows[0]["test_top1"] == before[number][T.R_TEST] and rows[0]["trial"] == number
+    assert 0 <= rows[1]["test_top1"] <= 1 and rows[1]["seconds"] > 0 and "flags:" in rows[1]["machine"]
+    assert rows[1]["latency_ratio"] == before[number][T.R_RATIO]  # same architecture, the study's timing
+    _, study = load(refined_study)
+    assert T.refined(study) == before  # the refine ran on the copy in --work
+    assert "| trial | latency ratio | 0.05 ep (w 0.25) | 0.1 ep (w 0.25) |" in capsys.readouterr().out
+    assert bench.main(args) == 0
+    assert "0 refine(s) to run" in capsys.readouterr().out and len(out.read_text().splitlines()) == 2
+    for bad, says in ((["--trial", "999"], "--trial 999: not a trial"), (["--epochs", "0"], "--epochs > 0")):
+        assert bench.main([str(refined_study), "--trial", str(number), *bad, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and says in err and err.count("\n") == 1
+    out.write_text("{torn")
+    assert bench.main(args) == 2 and "is not a JSON line" in capsys.readouterr().err
+    assert out.read_text() == "{torn"
