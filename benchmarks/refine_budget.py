@@ -8,11 +8,12 @@ rebuilt from its record when its checkpoint is gone; distillation from the study
 the study's learning rate and seed; test top-1 on the study's test split), and prints each trial's
 test top-1 per budget next to the reference model at the same budget.
 
-It never writes to the study's own storage: the study's journal is copied once into ``--work``
+It never writes to the study's own storage: the study's storage file is copied once into ``--work``
 (refine records its models on the study it refines) and its refined models go there too. Each
 finished (trial, budget) is one JSON line in ``--out``, so a stopped run resumes where it was
 (commit the file). Budgets already refined by the study itself (the published 3 epochs) are read
-from its records, not run again.
+from its records, not run again; ``--rerun-recorded`` runs them here as well, as a control (this
+machine's teacher and the rebuilt starting model), in a column of their own.
 
     python benchmarks/refine_budget.py studies/resnet56-cifar10-jpeg-stages.toml --trial 53 --trial -1 \\
         --epochs 3 10 --out results/refine-budget/resnet56.jsonl
@@ -43,6 +44,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                     help="distillation weight (default: refine's, hybridprune.recipe.REFINE_DISTILL_WEIGHT)")
     ap.add_argument("--out", default="results/refine-budget/resnet56.jsonl", help="JSON lines, one per result")
     ap.add_argument("--work", default="runs/refine-budget", help="the copied journal and refined models")
+    ap.add_argument("--rerun-recorded", action="store_true",
+                    help="also refine the budgets the study's own refine recorded (a control on this machine, "
+                         "teacher and starting model; its rows sit beside the recorded ones)")
     ap.add_argument("--dry-run", action="store_true",
                     help="print what would run and what is recorded; run and write nothing")
     return ap.parse_args(argv)
@@ -69,8 +73,11 @@ def _done(out: Path) -> list[dict]:
     return rows
 
 
+RECORD, HERE = "the study's refine record", "refine_budget.py"  # where a row's result comes from
+
+
 def _key(row: dict) -> tuple:
-    return row["study"], row["trial"], float(row["epochs"]), float(row["distill_weight"])
+    return row["study"], row["trial"], float(row["epochs"]), float(row["distill_weight"]), row["source"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,15 +119,14 @@ def _main(args: argparse.Namespace) -> None:
     for n in args.trial:
         t, published = by_number[n], T.refined(study, by_number[n])
         for opt in budgets:
-            key = (cfg.name, n, float(opt.epochs), float(weight))
-            if key in have:
-                continue
-            if published and same_recipe(published, opt, lr, seed):  # the study's own refine: read, not re-run
-                rows.append(_row(cfg, t, published, opt, by_number, study, source="the study's refine record"))
-                have.add(key)
+            recorded = bool(published) and same_recipe(published, opt, lr, seed)
+            setting = (cfg.name, n, float(opt.epochs), float(weight))
+            if recorded and (*setting, RECORD) not in have:
+                rows.append(_row(cfg, t, published, opt, by_number, study, source=RECORD))  # read, not re-run
+                have.add(_key(rows[-1]))
                 if not args.dry_run:
                     _append(out, rows[-1])
-            else:
+            if (not recorded or args.rerun_recorded) and (*setting, HERE) not in have:
                 todo.append((t, opt))
     print(f"{len(todo)} refine(s) to run: " + ", ".join(f"trial {t.number} x {o.epochs:g} ep" for t, o in todo),
           flush=True)
@@ -181,7 +187,7 @@ def _run(args, cfg, todo, rows, out, by_number, study) -> None:
             for t, opt in todo:
                 print(f"refining {t.number} for {opt.epochs:g} epochs", flush=True)
                 rec = refine_trial(ctx, twin, twins[t.number], store, opt, Path(tmp), kept)
-                rows.append(_row(cfg, t, rec, opt, by_number, study, source="refine_budget.py", machine=machine))
+                rows.append(_row(cfg, t, rec, opt, by_number, study, source=HERE, machine=machine))
                 _append(out, rows[-1])
                 print(f"trial {t.number}, {opt.epochs:g} epochs: test top-1 {100 * rec['test_top1']:.2f}% "
                       f"({rec['seconds']:.0f} s)", flush=True)
@@ -192,21 +198,24 @@ def _run(args, cfg, todo, rows, out, by_number, study) -> None:
 def _table(rows: list[dict], study: str, trials: list[int]) -> None:
     """Test top-1 per trial and budget, and each trial against the best reference model at that budget."""
     mine = [r for r in rows if r["study"] == study and r["trial"] in trials]
-    budgets = sorted({(r["epochs"], r["distill_weight"]) for r in mine})
-    cell = {(r["trial"], r["epochs"], r["distill_weight"]): r for r in mine}
+    budgets = sorted({(r["epochs"], r["distill_weight"], r["source"]) for r in mine},
+                     key=lambda b: (b[0], b[1], b[2] != RECORD))
+    cell = {(r["trial"], r["epochs"], r["distill_weight"], r["source"]): r for r in mine}
     refs = [n for n in trials if n < 0]
-    print(f"\nstudy {study}: test top-1 after refine (distillation weight per column)")
-    print("| trial | latency ratio | " + " | ".join(f"{e:g} ep (w {w:g})" for e, w in budgets) + " |")
+    print(f"\nstudy {study}: test top-1 after refine (distillation weight per column; 'record': the study's own "
+          f"refine, 'here': this benchmark)")
+    print("| trial | latency ratio | " + " | ".join(f"{e:g} ep (w {w:g}, {'record' if src == RECORD else 'here'})"
+                                                for e, w, src in budgets) + " |")
     print("|---|---:|" + "---:|" * len(budgets))
     for n in trials:
-        got = [cell.get((n, e, w)) for e, w in budgets]
+        got = [cell.get((n, *b)) for b in budgets]
         ratio = next((g["latency_ratio"] for g in got if g and g.get("latency_ratio") is not None), None)
         cols = []
-        for (e, w), g in zip(budgets, got):
+        for b, g in zip(budgets, got):
             if g is None:
                 cols.append("–")
                 continue
-            ref = [cell[(m, e, w)]["test_top1"] for m in refs if (m, e, w) in cell and m != n]
+            ref = [cell[(m, *b)]["test_top1"] for m in refs if (m, *b) in cell and m != n]
             vs = f" ({100 * (g['test_top1'] - max(ref)):+.2f} vs ref)" if ref and n >= 0 else ""
             cols.append(f"{100 * g['test_top1']:.2f}%{vs}")
         print(f"| {n} | {'–' if ratio is None else f'{ratio:.3f}'} | " + " | ".join(cols) + " |")

@@ -589,9 +589,13 @@ def test_refine_budget_reads_the_studys_budget_runs_the_others_and_leaves_the_st
     assert rows[1]["latency_ratio"] == before[number][T.R_RATIO]  # same architecture, the study's timing
     _, study = load(refined_study)
     assert T.refined(study) == before  # the refine ran on the copy in --work
-    assert "| trial | latency ratio | 0.05 ep (w 0.25) | 0.1 ep (w 0.25) |" in capsys.readouterr().out
+    assert "| trial | latency ratio | 0.05 ep (w 0.25, record) | 0.1 ep (w 0.25, here) |" in capsys.readouterr().out
     assert bench.main(args) == 0
     assert "0 refine(s) to run" in capsys.readouterr().out and len(out.read_text().splitlines()) == 2
+    assert bench.main([*args, "--rerun-recorded"]) == 0  # the recorded budget again, as a control, beside it
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["epochs"], r["source"]) for r in rows[2:]] == [(0.05, "refine_budget.py")]
+    assert "0.05 ep (w 0.25, record) | 0.05 ep (w 0.25, here) | 0.1 ep (w 0.25, here)" in capsys.readouterr().out
     for bad, says in ((["--trial", "999"], "--trial 999: not a trial"), (["--epochs", "0"], "--epochs > 0")):
         assert bench.main([str(refined_study), "--trial", str(number), *bad, "--out", str(out)]) == 2
         err = capsys.readouterr().err
