@@ -92,10 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _by_number(study) -> dict:
+    """The study's trials and reference models by number (references are -1 and below)."""
+    from hybridprune.search.references import reference_trials
+
+    return {**{t.number: t for t in study.get_trials(deepcopy=False)}, **{r.number: r for r in reference_trials(study)}}
+
+
 def _main(args: argparse.Namespace) -> None:
     from hybridprune.recipe import REFINE_DISTILL_WEIGHT
     from hybridprune.search import trials as T
-    from hybridprune.search.references import reference_trials
     from hybridprune.search.refine import RefineOptions, same_recipe
     from hybridprune.search.service import load
     from hybridprune.search.study import open_study, quiet_optuna
@@ -105,8 +111,7 @@ def _main(args: argparse.Namespace) -> None:
     budgets = [RefineOptions(epochs=e, distill_weight=weight) for e in args.epochs]
     cfg = load(args.study)
     study = open_study(cfg, create=False)
-    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    by_number.update({r.number: r for r in reference_trials(study)})
+    by_number = _by_number(study)
     bad = [n for n in args.trial if n not in by_number]
     if bad:
         _fail(f"--trial {', '.join(map(str, bad))}: not a trial or reference model of study {cfg.name!r}; "
@@ -122,7 +127,7 @@ def _main(args: argparse.Namespace) -> None:
             recorded = bool(published) and same_recipe(published, opt, lr, seed)
             setting = (cfg.name, n, float(opt.epochs), float(weight))
             if recorded and (*setting, RECORD) not in have:
-                rows.append(_row(cfg, t, published, opt, by_number, study, source=RECORD))  # read, not re-run
+                rows.append(_row(cfg, t, published, opt, study, source=RECORD))  # read, not re-run
                 have.add(_key(rows[-1]))
                 if not args.dry_run:
                     _append(out, rows[-1])
@@ -131,18 +136,18 @@ def _main(args: argparse.Namespace) -> None:
     print(f"{len(todo)} refine(s) to run: " + ", ".join(f"trial {t.number} x {o.epochs:g} ep" for t, o in todo),
           flush=True)
     if todo and not args.dry_run:
-        _run(args, cfg, todo, rows, out, by_number, study)
+        _run(args, cfg, todo, rows, out, study)
     _table(rows, cfg.name, args.trial)
 
 
-def _row(cfg, trial, rec: dict, opt, by_number: dict, study, *, source: str, machine: str | None = None) -> dict:
+def _row(cfg, trial, rec: dict, opt, study, *, source: str, machine: str | None = None) -> dict:
     from hybridprune.search import trials as T
 
     published = T.refined(study, trial)  # the latency of this architecture, from the study's refine
     return {"study": cfg.name, "trial": trial.number, "epochs": float(opt.epochs),
             "distill_weight": float(opt.distill_weight), "lr": rec.get(T.R_LR), "seed": rec.get(T.R_SEED),
             "test_top1": rec[T.R_TEST], "val_top1": rec[T.R_VAL], "seconds": rec.get(T.R_SECONDS),
-            "latency_ratio": published.get("latency_ratio"), "params": dict(getattr(trial, "params", {}) or {}),
+            "latency_ratio": published.get(T.R_RATIO), "params": dict(getattr(trial, "params", {}) or {}),
             "source": source, "machine": machine,
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
@@ -153,7 +158,7 @@ def _append(out: Path, row: dict) -> None:
         f.write(json.dumps(row, sort_keys=True) + "\n")
 
 
-def _run(args, cfg, todo, rows, out, by_number, study) -> None:
+def _run(args, cfg, todo, rows, out, study) -> None:
     import torch
 
     from hybridprune.evaluators.timing import machine_description
@@ -178,16 +183,13 @@ def _run(args, cfg, todo, rows, out, by_number, study) -> None:
     machine = f"{machine_description()}; torch {torch.__version__}; precision {copy.finetune.precision}"
     print(f"machine: {machine}", flush=True)
     store, kept = get_artifact_store(copy.artifact_dir), get_artifact_store(copy.refined_artifact_dir)
-    twins = {t.number: t for t in twin.get_trials(deepcopy=False)}
-    from hybridprune.search.references import reference_trials
-
-    twins.update({r.number: r for r in reference_trials(twin)})
+    twins = _by_number(twin)
     try:
         with tempfile.TemporaryDirectory(prefix="refine-budget-", dir=work) as tmp:
             for t, opt in todo:
                 print(f"refining {t.number} for {opt.epochs:g} epochs", flush=True)
                 rec = refine_trial(ctx, twin, twins[t.number], store, opt, Path(tmp), kept)
-                rows.append(_row(cfg, t, rec, opt, by_number, study, source=HERE, machine=machine))
+                rows.append(_row(cfg, t, rec, opt, study, source=HERE, machine=machine))
                 _append(out, rows[-1])
                 print(f"trial {t.number}, {opt.epochs:g} epochs: test top-1 {100 * rec['test_top1']:.2f}% "
                       f"({rec['seconds']:.0f} s)", flush=True)
