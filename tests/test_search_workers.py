@@ -122,6 +122,55 @@ def test_orphaned_running_trial_without_heartbeat_does_not_hang_the_study(tmp_pa
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 1
 
 
+@pytest.mark.parametrize("stop", ["ParentDied", "KeyboardInterrupt"])
+def test_a_worker_stopped_inside_ask_fails_and_queues_its_trial_which_has_no_heartbeat_yet(tmp_path, monkeypatch, stop):
+    """The worker's stop signal (or Ctrl+C) landing in Optuna's ask(), after the trial became
+    RUNNING and before its objective's first heartbeat, once left a trial that nothing ever failed:
+    the resumed run ended with it still RUNNING. The worker now fails it and queues it again."""
+    from hybridprune.search import local
+    from hybridprune.search import study as study_mod
+    from hybridprune.search.service import load as load_cfg
+    from hybridprune.search.service import prepare
+
+    path = write_study(tmp_path, name="inask", trials=5, heartbeat=1, grace=60)  # the 5 reference points
+    cfg = load_cfg(str(path))
+    study, ctx = prepare(cfg)
+    exc = local.ParentDied("received SIGTERM") if stop == "ParentDied" else KeyboardInterrupt()
+    sampler_of = study_mod.worker_sampler
+
+    def stopping_sampler(*args, **kwargs):  # the worker's own sampler, stopped once in ask()
+        sampler = sampler_of(*args, **kwargs)
+        before = sampler.before_trial
+
+        def stopped(study_, trial):  # Trial.__init__ inside ask(): the trial is RUNNING by now
+            sampler.before_trial = before
+            raise exc
+
+        sampler.before_trial = stopped
+        return sampler
+
+    monkeypatch.setattr(study_mod, "worker_sampler", stopping_sampler)
+    try:
+        with pytest.raises(type(exc)):
+            local.worker(cfg, ctx=ctx, study=study)
+    finally:
+        ctx.close()
+    monkeypatch.setattr(study_mod, "worker_sampler", sampler_of)
+    _, study = load(path)
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and "fail_reason" not in failed[0].user_attrs
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(retry) == 1 and retry[0].state == TrialState.WAITING
+    assert retry[0].system_attrs.get("fixed_params") == failed[0].system_attrs.get("fixed_params")
+
+    assert main(["run", str(path), "--no-progress"]) == 0  # the resume runs it; nothing is left RUNNING
+    _, study = load(path)
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    assert retry[0].number in {t.number for t in study.get_trials(states=(TrialState.COMPLETE,))}
+
+
 def _db_rows(path, sql):
     import sqlite3
 

@@ -9,8 +9,9 @@ workers wait for such trials instead of over-running the study.
 
 Worker processes stop when the ``hybridprune run`` that started them dies, by any signal
 (``kill -9`` too): on Linux the kernel sends them SIGTERM (``prctl(PR_SET_PDEATHSIG)``), and
-everywhere a watchdog thread notices the parent is gone. A worker then abandons its trial, which
-stays RUNNING until its heartbeat goes stale and the next run retries it.
+everywhere a watchdog thread notices the parent is gone. A worker then fails its trial and queues
+it again, as after Ctrl+C, so the next run retries it first (should that write not happen, the
+trial stays RUNNING until its heartbeat goes stale or the next run finds its worker gone).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ class ParentDied(BaseException):
     """Raised in a worker process whose parent is gone.
 
     A BaseException, so neither Optuna (which fails a trial on ``Exception``) nor a trial's own
-    error handling catches it: the trial is abandoned as RUNNING, its heartbeat stops, and it is
-    failed and queued again like any trial of a killed worker.
+    error handling catches it: the worker's loop fails the trial and queues it again, as after
+    Ctrl+C, and stops its heartbeat.
     """
 
 
@@ -129,6 +130,7 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
 
     from hybridprune.search._optuna import record_heartbeat, stop_orphaned_heartbeats
     from hybridprune.search.budget import used_up
+    from hybridprune.search.interrupts import held
     from hybridprune.search.objective import TRIAL_ERRORS, run_trial
     from hybridprune.search.study import abandon, counts
 
@@ -179,14 +181,14 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
         try:
             study.optimize(objective, n_trials=1, catch=TRIAL_ERRORS,
                            gc_after_trial=False)
-        except KeyboardInterrupt:  # Ctrl+C, inside the objective or inside Optuna's ask/tell
+        except (KeyboardInterrupt, ParentDied):  # Ctrl+C, or the run stopped: inside the objective or Optuna's ask/tell
+            # a trial interrupted inside ask() is RUNNING with no heartbeat and no worker yet: left
+            # so, nothing would ever fail it (seen: a resumed run ending with it still RUNNING), so
+            # it is failed and queued again here, with a second signal held back until that is done
             try:
-                abandon(study, waiting, newest, cfg.study.max_retry)
+                held(abandon)(study, waiting, newest, cfg.study.max_retry)
             finally:
                 stop_orphaned_heartbeats()
-            raise
-        except ParentDied:
-            stop_orphaned_heartbeats()  # the trial stays RUNNING, so its heartbeat must stop to go stale
             raise
         except optuna.exceptions.UpdateFinishedTrialError as exc:
             # another worker declared this trial dead (heartbeat older than grace_period) and queued
