@@ -92,16 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _by_number(study) -> dict:
-    """The study's trials and reference models by number (references are -1 and below)."""
-    from hybridprune.search.references import reference_trials
-
-    return {**{t.number: t for t in study.get_trials(deepcopy=False)}, **{r.number: r for r in reference_trials(study)}}
-
-
 def _main(args: argparse.Namespace) -> None:
     from hybridprune.recipe import REFINE_DISTILL_WEIGHT
     from hybridprune.search import trials as T
+    from hybridprune.search.references import by_number as trials_by_number
     from hybridprune.search.refine import RefineOptions, same_recipe
     from hybridprune.search.service import load
     from hybridprune.search.study import open_study, quiet_optuna
@@ -111,7 +105,7 @@ def _main(args: argparse.Namespace) -> None:
     budgets = [RefineOptions(epochs=e, distill_weight=weight) for e in args.epochs]
     cfg = load(args.study)
     study = open_study(cfg, create=False)
-    by_number = _by_number(study)
+    by_number = trials_by_number(study)
     bad = [n for n in args.trial if n not in by_number]
     if bad:
         _fail(f"--trial {', '.join(map(str, bad))}: not a trial or reference model of study {cfg.name!r}; "
@@ -163,6 +157,7 @@ def _run(args, cfg, todo, rows, out, study) -> None:
 
     from hybridprune.evaluators.timing import machine_description
     from hybridprune.search.context import build_context
+    from hybridprune.search.references import by_number
     from hybridprune.search.refine import refine_trial
     from hybridprune.search.service import load
     from hybridprune.search.storage import get_artifact_store, storage_file
@@ -183,7 +178,7 @@ def _run(args, cfg, todo, rows, out, study) -> None:
     machine = f"{machine_description()}; torch {torch.__version__}; precision {copy.finetune.precision}"
     print(f"machine: {machine}", flush=True)
     store, kept = get_artifact_store(copy.artifact_dir), get_artifact_store(copy.refined_artifact_dir)
-    twins = _by_number(twin)
+    twins = by_number(twin)
     try:
         with tempfile.TemporaryDirectory(prefix="refine-budget-", dir=work) as tmp:
             for t, opt in todo:

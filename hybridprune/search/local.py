@@ -130,7 +130,6 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
 
     from hybridprune.search._optuna import record_heartbeat, stop_orphaned_heartbeats
     from hybridprune.search.budget import used_up
-    from hybridprune.search.interrupts import held
     from hybridprune.search.objective import TRIAL_ERRORS, run_trial
     from hybridprune.search.study import abandon, counts
 
@@ -184,9 +183,9 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
         except (KeyboardInterrupt, ParentDied):  # Ctrl+C, or the run stopped: inside the objective or Optuna's ask/tell
             # a trial interrupted inside ask() is RUNNING with no heartbeat and no worker yet: left
             # so, nothing would ever fail it (seen: a resumed run ending with it still RUNNING), so
-            # it is failed and queued again here, with a second signal held back until that is done
+            # it is failed and queued again here (abandon holds a second signal back until that is done)
             try:
-                held(abandon)(study, waiting, newest, cfg.study.max_retry)
+                abandon(study, waiting, newest, cfg.study.max_retry)
             finally:
                 stop_orphaned_heartbeats()
             raise

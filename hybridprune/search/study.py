@@ -11,6 +11,7 @@ from typing import Any
 from hybridprune.errors import ConfigError
 from hybridprune.search import trials as T
 from hybridprune.search.config import StudyConfig
+from hybridprune.search.interrupts import held
 from hybridprune.search.samplers import get_sampler
 from hybridprune.search.storage import get_storage, storage_file
 
@@ -194,6 +195,7 @@ def fail_dead_trials(study: Any) -> list[int]:
     return [t.number for t in dead if trial_id(t) in failed]
 
 
+@held  # a second Ctrl+C or stop signal waits until the trial is failed and queued again
 def abandon(study: Any, waiting: set[int], since: int, max_retry: int | None, *, any_worker: bool = False) -> list[int]:
     """After Ctrl+C: fail this process's interrupted trial (one of the ``waiting`` queued trials,
     or a new one numbered ``since`` or more) and queue it
