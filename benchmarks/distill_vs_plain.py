@@ -20,14 +20,20 @@ Prints test top-1 (second half of the test folder, 5,000 images) of every model 
         --checkpoint ../shared/models/resnet56-4bfd9763.th --adapt-epochs 1 --budgets 0.5 1 --pruned
 
 Every fine-tune starts from seed 0, so the plain and distilled runs of one budget see the same
-batches in the same order.
+batches in the same order. ``--out FILE`` appends one JSON line per fine-tuned model (``model``,
+``epochs``, ``way``, ``distill_weight``, ``temperature``, ``test_top1``, ``seconds``, ``machine``,
+``date``): ``benchmarks/real_scale.py --plain-control FILE`` judges the refined baseline against the
+plain row of refine's budget.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 
 
 def main() -> None:
@@ -45,6 +51,7 @@ def main() -> None:
     ap.add_argument("--distill", nargs="+", default=["0.5:4"], metavar="WEIGHT:TEMPERATURE",
                     help="distillation recipes to compare with the plain fine-tune")
     ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--out", type=Path, default=None, help="append one JSON line per fine-tuned model here")
     args = ap.parse_args()
 
     import torch
@@ -113,6 +120,15 @@ def main() -> None:
                 secs, _ = fit(student, epochs, teacher=t, distill=recipe)
                 rows.append((f"{label} + {epochs:g} epoch(s) {how}", test(student), secs))
                 print(f"{rows[-1][0]}: test top-1 {rows[-1][1]:.2f}% in {secs:.0f} s", flush=True)
+                if args.out is not None:
+                    row = {"model": label, "epochs": epochs, "way": "plain" if t is None else "distilled",
+                           "distill_weight": None if t is None else recipe[0],
+                           "temperature": None if t is None else recipe[1], "test_top1": rows[-1][1],
+                           "seconds": round(secs, 1), "machine": machine_description(),
+                           "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                    args.out.parent.mkdir(parents=True, exist_ok=True)
+                    with args.out.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
     print(f"\nmachine: {machine_description()}; total {time.monotonic() - start:.0f} s")
     print("| model | test top-1 (2nd half of each test class, 5,000 images) | fine-tune s |")
     print("|---|---:|---:|")

@@ -15,6 +15,10 @@ then adds the comparison:
 another hybrid search (e.g. the ``hybrid_stages`` space), compared like the single-mode ones, or
 a ``--single`` study too, so that the front holds the best model any search found.
 
+``--plain-control FILE``: the rows of ``benchmarks/distill_vs_plain.py --out FILE``; the plain
+fine-tune of the unpruned model at refine's budget is the control the refined baseline is judged
+against (the issue's first target).
+
     python benchmarks/real_scale.py studies/resnet56-cifar10-jpeg.toml \\
         --single studies/resnet56-cifar10-jpeg-channel.toml studies/resnet56-cifar10-jpeg-block.toml \\
         --out results/resnet56-cifar10-jpeg
@@ -38,6 +42,30 @@ from hybridprune.search.service import load
 from hybridprune.search.study import open_study, quiet_optuna
 
 TARGET_DROP, TARGET_MACS_CUT, TARGET_LATENCY_CUT = 1.0, 0.50, 0.45
+
+
+def plain_control(path: Path, epochs: float) -> dict:
+    """The rows of ``distill_vs_plain.py --out`` for the unpruned model at ``epochs``: ``{"plain": row,
+    "distilled": [rows]}``; a one-line :class:`HybridPruneError` when the file or that row is missing."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise HybridPruneError(f"--plain-control {path}: cannot read it ({exc.strerror})") from None
+    rows = []
+    for no, line in enumerate(lines, 1):
+        try:
+            rows += [json.loads(line)] if line.strip() else []
+        except json.JSONDecodeError:
+            raise HybridPruneError(f"--plain-control {path}: line {no} is not JSON; give the rows of "
+                                   "benchmarks/distill_vs_plain.py --out") from None
+    mine = [r for r in rows if isinstance(r, dict) and r.get("model") == "unpruned" and r.get("epochs") == epochs
+            and isinstance(r.get("test_top1"), (int, float))]
+    plain = [r for r in mine if r.get("way") == "plain"]
+    if not plain:
+        have = sorted({r.get("epochs") for r in rows if isinstance(r, dict) and r.get("way") == "plain"}, key=str)
+        raise HybridPruneError(f"--plain-control {path}: no plain fine-tune of the unpruned model for {epochs:g} "
+                               f"epochs (refine's budget); its plain rows have epochs {have or 'none'}")
+    return {"plain": plain[-1], "distilled": [r for r in mine if r.get("way") == "distilled"]}
 
 
 def dominates(p: tuple[float, float], q: tuple[float, float]) -> bool:
@@ -132,9 +160,11 @@ def pruned_meeting(cmp: dict) -> list[dict]:
 GOAL_FAMILY_MARGIN, GOAL_FAMILY_RATIO = 1.0, 0.5  # >= 1.0 point above the family reference at <= 0.5x
 
 
-def goals(entries: list[dict], cmp: dict, name: str, single: frozenset = frozenset()) -> list[dict]:
+def goals(entries: list[dict], cmp: dict, name: str, single: frozenset = frozenset(),
+          control: dict | None = None) -> list[dict]:
     """The real-scale issue's targets, each ``{"goal", "met", "detail"}``, from the published
-    entries (test top-1 in %, latency / refined baseline) and the search-budget comparison."""
+    entries (test top-1 in %, latency / refined baseline), the search-budget comparison and, when
+    given, the plain fine-tune ``control`` (:func:`plain_control`)."""
     def label(e: dict) -> str:
         return e.get(T.REFERENCE_NAME) or f"trial {trial_label(e, name)}"
 
@@ -143,6 +173,14 @@ def goals(entries: list[dict], cmp: dict, name: str, single: frozenset = frozens
     family = [e for e in entries if e[T.REFERENCE] == T.REF_FAMILY]
     point = lambda e: (e[E.TEST_TOP1], e[E.LATENCY_RATIO])  # noqa: E731
     out = []
+    if control is not None:
+        plain = control["plain"]
+        same_run = "".join(f"; the same run's distilled fine-tune (weight {r.get('distill_weight')}): "
+                           f"{r['test_top1']:.2f}%" for r in control["distilled"])
+        out.append({"goal": f"the refined baseline is at least as accurate as a plain fine-tune of the same budget "
+                            f"({plain['epochs']:g} epochs)", "met": base[E.TEST_TOP1] >= plain["test_top1"],
+                    "detail": f"refined baseline {base[E.TEST_TOP1]:.2f}%, plain {plain['test_top1']:.2f}% "
+                              f"({base[E.TEST_TOP1] - plain['test_top1']:+.2f} points){same_run}; one seed each"})
     if family:
         by = {id(e): [f for f in family if dominates(point(f), point(e))] for e in pruned}
         beaten = [f"{label(e)} ({e[E.TEST_TOP1]:.2f}% at {e[E.LATENCY_RATIO]:.3f}x) by "
@@ -319,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="study files of other hybrid searches to compare, whose refined models join the front")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--rounds", type=int, default=7, help="interleaved latency rounds")
+    ap.add_argument("--plain-control", type=Path, default=None,
+                    help="rows of benchmarks/distill_vs_plain.py --out: the plain fine-tune the refined baseline "
+                         "is judged against")
     args = ap.parse_args(argv)
     quiet_optuna()
     try:
@@ -330,9 +371,16 @@ def main(argv: list[str] | None = None) -> int:
         studies = [study] + singles + [s for _, s in also if s.study_name not in named]
         if not T.refined(study):  # before any measuring
             raise HybridPruneError(f"study {cfg.name!r} has not been refined; run: hybridprune refine STUDY")
+        control = None
+        if args.plain_control is not None:  # refine's budget: one for every model (publish refuses a mix)
+            epochs = sorted({r.get(T.R_EPOCHS) for r in T.refined(study).values()}, key=str)
+            if len(epochs) != 1:
+                raise HybridPruneError(f"study {cfg.name!r} was refined with several budgets ({epochs}); "
+                                       "refine every model with one --epochs")
+            control = plain_control(args.plain_control, epochs[0])
         points = {s: search_points(s) for s in studies}
         front = publish(cfg, study, args.out, rounds=args.rounds, also=also)  # the folder, whole, or an error
-        readme_text = _write(cfg, study, points, front, args.out, args)
+        readme_text = _write(cfg, study, points, front, args.out, args, control)
     except HybridPruneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -340,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _write(cfg, study, points: dict, front: list[dict], out: Path, args: argparse.Namespace) -> str:
+def _write(cfg, study, points: dict, front: list[dict], out: Path, args: argparse.Namespace,
+           control: dict | None = None) -> str:
     from hybridprune.evaluators.timing import machine_description
 
     cmp = compare(cfg, study, points)
@@ -352,7 +401,9 @@ def _write(cfg, study, points: dict, front: list[dict], out: Path, args: argpars
                refine_s=sum(r.get(T.R_SECONDS, 0.0) for r in refined.values()),
                refine_latency_s=summary.get(T.RS_LATENCY_SECONDS, 0.0), machine=machine_description())
     single = frozenset(c.name for c in map(load, args.single))
-    cmp["goals"] = goals(front, cmp, cfg.name, single)
+    cmp["goals"] = goals(front, cmp, cfg.name, single, control)
+    if control is not None:
+        cmp["plain_control"] = control
     plot(cfg, study, points, front, out / "comparison.png", single)
     (out / "comparison.json").write_text(json.dumps(cmp, indent=1) + "\n")
     parts = ["python benchmarks/real_scale.py " + Path(args.study).as_posix()]
@@ -360,6 +411,8 @@ def _write(cfg, study, points: dict, front: list[dict], out: Path, args: argpars
         parts.append("--single " + " ".join(Path(s).as_posix() for s in args.single))
     if args.also:
         parts.append("--also " + " ".join(Path(s).as_posix() for s in args.also))
+    if args.plain_control is not None:
+        parts.append(f"--plain-control {args.plain_control.as_posix()}")
     command = " \\\n    ".join(parts + [f"--out {args.out.as_posix()}"])
     text = readme(cfg, front, cmp, command)
     (out / "README.md").write_text(text)

@@ -32,6 +32,10 @@
 #            the comparison, then the independent re-measurement. The refined models go to results/resnet56-cifar10-jpeg-state/refined-*/ ([study]
 #            refined_artifact_dir; commit them with the journals): a stopped refine resumes in the
 #            next session model by model (each trial of the search is rebuilt from its record).
+#   plain    the control of the first target: the adapted teacher fine-tuned EPOCHS more, plainly and
+#            distilled with refine's recipe (weight 0.25, T 4), one JSON line each in
+#            results/distill-vs-plain/resnet56.jsonl (commit it); needs the adapted teacher in runs/
+#            (the refine stage's first step makes it). The refine stage's publish judges against it.
 #
 # Stop a stage with Ctrl+C or SIGINT (not SIGKILL): the running trial is then recorded as
 # interrupted and retried on resume.
@@ -40,6 +44,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 EPOCHS=3
 STUDIES=(studies/resnet56-cifar10-jpeg.toml studies/resnet56-cifar10-jpeg-channel.toml studies/resnet56-cifar10-jpeg-block.toml)
+CONTROL=results/distill-vs-plain/resnet56.jsonl  # the plain fine-tune the refined baseline is judged against
 STAGES=studies/resnet56-cifar10-jpeg-stages.toml  # the hybrid search in the per-stage space (issue 18 item 5)
 step() { echo "[$(date -u +%FT%TZ)] start: $*"; "$@"; echo "[$(date -u +%FT%TZ)] done: $*"; }
 
@@ -67,6 +72,10 @@ bench|bench-warm)
   done
   [ "$1" = bench-warm ] || step python benchmarks/search.py "${common[@]}" --seeds 0 1 2 --modes plain \
       --spaces "${STUDIES[0]}" ;;
+plain)
+  step python benchmarks/distill_vs_plain.py --data ../shared/data/cifar10-jpeg \
+      --checkpoint ../shared/models/resnet56-4bfd9763.th --teacher runs/resnet56-cifar10-jpeg-models/adapted.pt \
+      --budgets "$EPOCHS" --distill 0.25:4 --out "$CONTROL" ;;
 refine)
   # the 4 best paper settings, refined beside the front: the study screens them like candidates
   # (MO-ASHA), so those that reached a higher rung rank first, then by validation top-1 there
@@ -95,10 +104,10 @@ EOF
   # publishes through hybridprune.search.publish (what `hybridprune publish` runs), then adds the
   # comparison; --also: every search's refined models are candidates for the published front
   step python benchmarks/real_scale.py studies/resnet56-cifar10-jpeg.toml --single "${STUDIES[@]:1}" \
-      --also "$STAGES" "${STUDIES[@]:1}" --out results/resnet56-cifar10-jpeg
+      --also "$STAGES" "${STUDIES[@]:1}" --plain-control "$CONTROL" --out results/resnet56-cifar10-jpeg
   step python benchmarks/verify_results.py results/resnet56-cifar10-jpeg --data ../shared/data/cifar10-jpeg ;;
 *)
-  echo "error: give a stage: proxy, search, stages, bench, bench-warm or refine (see the top of $0)" >&2
+  echo "error: give a stage: proxy, search, stages, bench, bench-warm, plain or refine (see the top of $0)" >&2
   exit 2 ;;
 esac
 echo "stage $1: all done"

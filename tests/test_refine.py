@@ -509,6 +509,35 @@ def test_real_scale_goals_judge_each_target_from_the_published_numbers():
     assert not real_scale.goals(entries, cmp, "main", frozenset({"block"}))[4]["met"]
 
 
+def test_real_scale_judges_the_refined_baseline_against_the_plain_control_of_refines_budget(tmp_path):
+    from hybridprune.errors import HybridPruneError
+
+    real_scale = load_benchmark("real_scale")
+    rows = tmp_path / "control.jsonl"
+    row = {"model": "unpruned", "way": "plain", "test_top1": 89.44}
+    rows.write_text("\n".join(json.dumps(r) for r in [
+        {**row, "epochs": 1.0, "test_top1": 80.0}, {**row, "epochs": 3.0},
+        {**row, "epochs": 3.0, "way": "distilled", "distill_weight": 0.25, "test_top1": 89.22},
+        {**row, "epochs": 3.0, "model": "pruned 30% channels, 4 blocks", "test_top1": 70.0}]) + "\n")
+    control = real_scale.plain_control(rows, 3.0)
+    assert control["plain"]["test_top1"] == 89.44 and [r["test_top1"] for r in control["distilled"]] == [89.22]
+    base = {"trial": 0, "test_top1": 89.30, "latency_ratio": 1.0, "macs": 100.0, "reference": "baseline"}
+    cmp = {"targets": [], "refined_paper": [], "hypervolume": {}}
+    first = real_scale.goals([base], cmp, "main", control=control)[0]
+    assert first["goal"].startswith("the refined baseline is at least as accurate as a plain fine-tune")
+    assert not first["met"] and "plain 89.44% (-0.14 points)" in first["detail"] and "89.22%" in first["detail"]
+    assert real_scale.goals([{**base, "test_top1": 89.44}], cmp, "main", control=control)[0]["met"]  # a tie meets it
+    assert len(real_scale.goals([base], cmp, "main")) == 1  # no control: that target is not judged
+    missing = r"no plain fine-tune of the unpruned model for 2 epochs .*\[1\.0, 3\.0\]"
+    with pytest.raises(HybridPruneError, match=missing):
+        real_scale.plain_control(rows, 2.0)
+    rows.write_text(json.dumps(row) + "\n{broken\n")
+    with pytest.raises(HybridPruneError, match="line 2 is not JSON"):
+        real_scale.plain_control(rows, 3.0)
+    with pytest.raises(HybridPruneError, match="cannot read it"):
+        real_scale.plain_control(tmp_path / "nowhere.jsonl", 3.0)
+
+
 def test_real_scale_and_verify_refuse_bad_input(tmp_path, capsys):
     """One ``error:`` line, exit 2, and no results folder written."""
     never = write_study(tmp_path / "never", name="never")
