@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -300,9 +301,15 @@ def test_publish_writes_the_refined_front_as_onnx_files(refined_study, tmp_path,
 
     out = tmp_path / "results"
     assert main(["publish", str(refined_study), "--out", str(out), "--rounds", "1"]) == 0
-    assert "published" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "published" in said
     cfg, study = load(refined_study)
     front = json.loads((out / "front.json").read_text())
+    # every candidate is either published or said to be left off, with what dominates it
+    candidates = len(re.findall(r"test top-1 [\d.]+% from \S+\.onnx", said))
+    left = [line for line in said.splitlines() if line.startswith("left off the front: trial ")]
+    assert len(left) == candidates - len(front)
+    assert all("dominated by trial " in line or "paper settings" in line for line in left)
     assert front[0]["reference"] == T.REF_BASELINE and front[0]["latency_ratio"] == 1.0
     assert {p.name for p in out.glob("*.onnx")} == {e["onnx"] for e in front}  # the rest were removed
     pruned = [(e["test_top1"], e["latency_ratio"]) for e in front[1:] if not e["reference"]]
@@ -334,6 +341,23 @@ def test_publish_writes_the_refined_front_as_onnx_files(refined_study, tmp_path,
     err = capsys.readouterr().err
     assert err.startswith("error:") and "refusing to replace it" in err and err.count("\n") == 1
     assert (other / "keep.txt").read_text() == "keep" and sorted(p.name for p in other.iterdir()) == ["keep.txt"]
+
+
+def test_a_model_left_off_the_front_is_said_with_what_dominates_it():
+    from hybridprune.search.publish import _why_left_off, choose_front
+
+    def entry(trial, top1, ratio, reference=None, study="main"):
+        return {"trial": trial, "test_top1": top1, "latency_ratio": ratio, "reference": reference, "study": study}
+
+    entries = [entry(0, 89.3, 1.0, "baseline"), entry(68, 89.52, 0.714, study="stages"), entry(36, 89.52, 0.72,
+               study="block"), entry(7, 89.2, 0.596), entry(21, 89.0, 0.68), entry(16, 89.42, 0.91, "paper"),
+               entry(13, 89.3, 0.95, "paper"), entry(3, 89.2, 0.96, "paper")]
+    front = choose_front(entries)
+    left = [e for e in entries if e not in front]
+    assert [e["trial"] for e in left] == [36, 21, 3]
+    assert _why_left_off(left[0], front, "main") == "dominated by trial stages 68 (89.52% at 0.714x)"
+    assert _why_left_off(left[1], front, "main") == "dominated by trial 7 (89.20% at 0.596x)"
+    assert _why_left_off(left[2], front, "main") == "not among the 2 most accurate paper settings"
 
 
 @pytest.fixture(scope="module")

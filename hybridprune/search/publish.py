@@ -204,6 +204,8 @@ def _write(cfg: Any, study: Any, sources: list, base: Any, out: Path, rounds: in
     front = choose_front(entries)
     for e in entries:
         if e not in front:
+            say(f"left off the front: trial {trial_label(e, cfg.name)}, {e[E.TEST_TOP1]:.2f}% at "
+                f"{e[E.LATENCY_RATIO]:.3f}x ({_why_left_off(e, front, cfg.name)})")
             (out / e[E.ONNX]).unlink()
     (out / MARKER).write_text(json.dumps(front, indent=1) + "\n")
     _plot(front, out / "front.png", cfg.name)
@@ -222,6 +224,16 @@ def _entry(cfg: Any, study: Any, t: Any, rec: dict, path: Path, norm: Any, acc: 
             E.FINETUNE_STEPS_SEARCH: t.user_attrs.get(T.FIDELITY_STEPS),
             E.REFINE_EPOCHS: rec[T.R_EPOCHS], E.MEAN: list(norm.mean), E.STD: list(norm.std),
             E.SPLIT: {"name": "test", "images": images, **split_record(cfg)}, "_key": key}
+
+
+def _why_left_off(e: dict, front: list[dict], name: str) -> str:
+    """Why :func:`choose_front` did not keep entry ``e``: the published models that dominate it."""
+    if e[E.REFERENCE] == T.REF_PAPER:
+        return f"not among the {PAPER_KEPT} most accurate paper settings"
+    by = [f for f in front if not f[E.REFERENCE] and f[E.TEST_TOP1] >= e[E.TEST_TOP1]
+          and f[E.LATENCY_RATIO] <= e[E.LATENCY_RATIO]]
+    return "dominated by " + ", ".join(f"trial {trial_label(f, name)} ({f[E.TEST_TOP1]:.2f}% at "
+                                       f"{f[E.LATENCY_RATIO]:.3f}x)" for f in by)
 
 
 def trial_label(e: dict, name: str) -> str:
