@@ -37,7 +37,7 @@ from hybridprune.errors import HybridPruneError
 from hybridprune.search import trials as T
 from hybridprune.search.pareto import completed
 from hybridprune.search.publish import Entry as E
-from hybridprune.search.publish import nondominated, publish, trial_label
+from hybridprune.search.publish import dominates, nondominated, publish, trial_label
 from hybridprune.search.service import load
 from hybridprune.search.study import open_study, quiet_optuna
 
@@ -66,11 +66,6 @@ def plain_control(path: Path, epochs: float) -> dict:
         raise HybridPruneError(f"--plain-control {path}: no plain fine-tune of the unpruned model for {epochs:g} "
                                f"epochs (refine's budget); its plain rows have epochs {have or 'none'}")
     return {"plain": plain[-1], "distilled": [r for r in mine if r.get("way") == "distilled"]}
-
-
-def dominates(p: tuple[float, float], q: tuple[float, float]) -> bool:
-    """Whether (accuracy, cost) point ``p`` is at least as good as ``q`` in both and better in one."""
-    return p[0] >= q[0] and p[1] <= q[1] and (p[0] > q[0] or p[1] < q[1])
 
 
 def hypervolume(points: list[tuple[float, float]], min_accuracy: float) -> float:

@@ -77,6 +77,11 @@ def published_name(trial: Any, study_name: str | None = None) -> str:
     return f"trial{trial.number}.onnx"
 
 
+def dominates(p: tuple[float, float], q: tuple[float, float]) -> bool:
+    """Whether (accuracy, cost) point ``p`` is at least as good as ``q`` in both and better in one."""
+    return p[0] >= q[0] and p[1] <= q[1] and (p[0] > q[0] or p[1] < q[1])
+
+
 def nondominated(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the (accuracy max, cost min) points no other point dominates."""
     import numpy as np
@@ -230,8 +235,8 @@ def _why_left_off(e: dict, front: list[dict], name: str) -> str:
     """Why :func:`choose_front` did not keep entry ``e``: the published models that dominate it."""
     if e[E.REFERENCE] == T.REF_PAPER:
         return f"not among the {PAPER_KEPT} most accurate paper settings"
-    by = [f for f in front if not f[E.REFERENCE] and f[E.TEST_TOP1] >= e[E.TEST_TOP1]
-          and f[E.LATENCY_RATIO] <= e[E.LATENCY_RATIO]]
+    point = lambda x: (x[E.TEST_TOP1], x[E.LATENCY_RATIO])  # noqa: E731
+    by = [f for f in front if not f[E.REFERENCE] and dominates(point(f), point(e))]
     return "dominated by " + ", ".join(f"trial {trial_label(f, name)} ({f[E.TEST_TOP1]:.2f}% at "
                                        f"{f[E.LATENCY_RATIO]:.3f}x)" for f in by)
 
