@@ -23,7 +23,8 @@ Every fine-tune starts from seed 0, so the plain and distilled runs of one budge
 batches in the same order. ``--out FILE`` appends one JSON line per fine-tuned model (``model``,
 ``epochs``, ``way``, ``distill_weight``, ``temperature``, ``test_top1``, ``seconds``, ``machine``,
 ``date``): ``benchmarks/real_scale.py --plain-control FILE`` judges the refined baseline against the
-plain row of refine's budget.
+plain row of refine's budget. Bad input (a budget, a recipe, an ``--out`` that cannot be written, a
+missing checkpoint or data folder) is one ``error:`` line and exit code 2, before any fine-tune.
 """
 
 from __future__ import annotations
@@ -31,12 +32,59 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from hybridprune.errors import HybridPruneError
 
-def main() -> None:
+
+def _positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise HybridPruneError(f"{name} must be a positive number, got {value:g}")
+
+
+def recipes(raw: list[str]) -> list[tuple[float, float]]:
+    """``--distill WEIGHT:TEMPERATURE`` values as (weight, temperature) pairs; a one-line
+    :class:`HybridPruneError` unless each is two numbers with 0 <= weight <= 1 and temperature > 0."""
+    out = []
+    for r in raw:
+        try:
+            w, t = (float(x) for x in r.split(":"))
+        except ValueError:
+            raise HybridPruneError(f"--distill {r!r}: give WEIGHT:TEMPERATURE, e.g. 0.25:4") from None
+        if not (0 <= w <= 1 and math.isfinite(t) and t > 0):
+            raise HybridPruneError(f"--distill {r!r}: need 0 <= WEIGHT <= 1 and TEMPERATURE > 0")
+        out.append((w, t))
+    return out
+
+
+def check(args: argparse.Namespace) -> list[tuple[float, float]]:
+    """Check every option that needs no data before anything is loaded or fine-tuned (a run is an
+    hour at 3 epochs: an unwritable ``--out`` must not surface after it); returns the recipes."""
+    from hybridprune.io import check_writable
+
+    for b in args.budgets:
+        _positive("--budgets", b)
+    _positive("--adapt-epochs", args.adapt_epochs)
+    _positive("--adapt-lr", args.adapt_lr)
+    _positive("--lr", args.lr)
+    if args.batch_size < 1:
+        raise HybridPruneError(f"--batch-size must be at least 1, got {args.batch_size}")
+    for name, path in (("--checkpoint", args.checkpoint), ("--teacher", args.teacher)):
+        if path is not None and not Path(path).is_file():
+            raise HybridPruneError(f"{name} {path}: no such file; give a checkpoint file")
+    if not Path(args.data).is_dir():
+        raise HybridPruneError(f"--data {args.data}: no such folder; give an image folder (class subfolders)")
+    if args.out is not None:
+        check_writable(args.out, "--out", directory=False)
+    return recipes(args.distill)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Adapt (or load) the teacher, fine-tune plainly and distilled, print and append the rows."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True)
     ap.add_argument("--checkpoint", required=True)
@@ -52,8 +100,16 @@ def main() -> None:
                     help="distillation recipes to compare with the plain fine-tune")
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--out", type=Path, default=None, help="append one JSON line per fine-tuned model here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    try:
+        _run(args, check(args))
+    except HybridPruneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
+
+def _run(args: argparse.Namespace, distill: list[tuple[float, float]]) -> None:
     import torch
 
     from hybridprune.accuracy import evaluate
@@ -74,8 +130,6 @@ def main() -> None:
 
     def test(model) -> float:
         return 100 * evaluate(model, data.test, norm, device="cpu").top1
-
-    recipes = [tuple(float(x) for x in r.split(":")) for r in args.distill]
 
     def fit(model, epochs, teacher=None, lr=args.lr, distill=(0.5, 4.0)):
         seed_everything(0)
@@ -114,7 +168,7 @@ def main() -> None:
     for label, model in starts:
         for epochs in args.budgets if label == "unpruned" else args.budgets[:1]:
             ways = [("plain", None, (0.5, 4.0))] + [
-                (f"distilled from the adapted teacher (weight {w:g}, T {t:g})", teacher, (w, t)) for w, t in recipes]
+                (f"distilled from the adapted teacher (weight {w:g}, T {t:g})", teacher, (w, t)) for w, t in distill]
             for how, t, recipe in ways:
                 student = copy.deepcopy(model)
                 secs, _ = fit(student, epochs, teacher=t, distill=recipe)
@@ -137,4 +191,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

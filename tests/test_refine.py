@@ -562,6 +562,32 @@ def test_real_scale_judges_the_refined_baseline_against_the_plain_control_of_ref
         real_scale.plain_control(tmp_path / "nowhere.jsonl", 3.0)
 
 
+def test_distill_vs_plain_refuses_bad_input_before_any_fine_tune(tmp_path, capsys):
+    """An unwritable ``--out`` or a bad recipe is one ``error:`` line and exit 2 at once, not after the
+    hour of fine-tunes; nothing is written."""
+    bench = load_benchmark("distill_vs_plain")
+    ckpt, data = tmp_path / "model.th", tmp_path / "data"
+    ckpt.write_bytes(b"not read: the checks come first")
+    data.mkdir()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    ok = ["--data", str(data), "--checkpoint", str(ckpt)]
+    cases = [
+        (["--out", str(blocker / "rows.jsonl")], "--out"),
+        (["--distill", "0.25"], "give WEIGHT:TEMPERATURE"),
+        (["--distill", "1.5:4"], "need 0 <= WEIGHT <= 1"),
+        (["--budgets", "3", "0"], "--budgets must be a positive number, got 0"),
+        (["--teacher", str(tmp_path / "nowhere.pt")], "--teacher"),
+    ]
+    for extra, words in cases:
+        assert bench.main(ok + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and words in err and err.count("\n") == 1, (extra, err)
+    assert bench.main(["--data", str(tmp_path / "none"), "--checkpoint", str(ckpt)]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["a-file", "data", "model.th"]
+
+
 def test_real_scale_and_verify_refuse_bad_input(tmp_path, capsys):
     """One ``error:`` line, exit 2, and no results folder written."""
     never = write_study(tmp_path / "never", name="never")
