@@ -21,6 +21,10 @@ the space's single-mode lines, inside the budget: hybridprune/spaces/warm.py); i
 ``SPACE+wsN``, beside the unseeded runs of the same file.
 With ``--out FILE.jsonl`` every finished run is appended there and a rerun skips it, so a long
 comparison resumes where a stopped one ended (the report covers every run in the file).
+``--plot FILE.png`` draws hypervolume against wall time: one panel for the normalised measure and,
+with ``--floor``, one for the real-scale measure; a thin line per run (seed) and a thick one for the
+mean over seeds of each space and mode. ``--no-run`` reprints and draws from ``--out`` alone, and
+refuses (naming them) when some of the asked-for runs are not in it.
 
     python benchmarks/search.py --budget-s 120 --seeds 0 1 2
     python benchmarks/search.py --study studies/resnet56-cifar10-jpeg.toml --train-subset 5000 \\
@@ -132,11 +136,16 @@ def run(base, ctx, name: str, sampler: str, seed: int, mode: str, space, args, t
     return [t for t in study.get_trials(states=(TrialState.COMPLETE,))], start, study, cfg
 
 
+def _when(t: float, budget_s: float) -> str:
+    return f"{t:.0f} s" if t <= budget_s else f"never within {budget_s:.0f} s"
+
+
 def _key(space: str, mode: str, sampler: str, seed: int) -> str:
     return f"{space}/{mode}/{sampler}/{seed}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run the asked-for searches not yet in ``--out``, then report (and ``--plot``) all of them."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", default=str(REPO / "studies" / "quickstart.toml"))
     ap.add_argument("--budget-s", type=float, default=120.0, help="wall time of every run")
@@ -160,7 +169,16 @@ def main() -> None:
     ap.add_argument("--warm-start", type=int, default=None, metavar="N",
                     help="enqueue N points along each space's single-mode lines first ([space] warm_start)")
     ap.add_argument("--out", default=None, help="JSONL of finished runs: appended to, and skipped on a rerun")
-    args = ap.parse_args()
+    ap.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                    help="draw hypervolume against wall time (every run, and the mean over seeds) here")
+    ap.add_argument("--no-run", action="store_true", help="report from --out only; refuse if a run is missing there")
+    args = ap.parse_args(argv)
+    if args.no_run and not args.out:
+        print("error: --no-run reports from --out FILE.jsonl; give it", file=sys.stderr)
+        raise SystemExit(2)
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        print(f"error: --plot writes a PNG file; give a name ending in .png, got {args.plot}", file=sys.stderr)
+        raise SystemExit(2)
     if args.floor is not None and not 0 <= args.floor < 1:
         print(f"error: --floor is an accuracy fraction in [0, 1), got {args.floor}", file=sys.stderr)
         raise SystemExit(2)
@@ -192,6 +210,11 @@ def main() -> None:
     machine = machine_description()
     wanted = [(sp, mode, sampler, seed) for sp in spaces for mode in args.modes for sampler in args.samplers
               for seed in args.seeds]
+    missing = [_key(*w) for w in wanted if _key(*w) not in done]
+    if args.no_run and missing:
+        print(f"error: --no-run: {len(missing)} of the asked-for runs are not in {out}: {', '.join(missing)}; "
+              f"it holds {', '.join(sorted(done)) or 'none'}", file=sys.stderr)
+        raise SystemExit(2)
     ctx = None
     tmp = Path(tempfile.mkdtemp(prefix="hp-bench-"))
     for sp, mode, sampler, seed in wanted:
@@ -213,16 +236,83 @@ def main() -> None:
             with out.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
         print(f"{key}: {len(trials)} trials in {args.budget_s:.0f} s; {rec['savings']}", flush=True)
-    report({k: done[_key(*k)] for k in wanted if _key(*k) in done}, args)
+    runs = {k: done[_key(*k)] for k in wanted if _key(*k) in done}
+    report(runs, args)
+    if args.plot is not None:
+        plot(runs, args)
+        print(f"wrote {args.plot}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _normalisation(runs: dict[tuple, dict]) -> tuple[bool, np.ndarray, np.ndarray]:
+    by_ratio = all(r["ratio"] is not None for rec in runs.values() for r in rec["trials"])
+    allpts = np.concatenate([points(rec["trials"], by_ratio) for rec in runs.values()])
+    return by_ratio, allpts.min(axis=0), allpts.max(axis=0)
+
+
+def normalised_curves(runs: dict[tuple, dict]) -> dict[tuple, list[tuple[float, float]]]:
+    """The benchmark's own measure after each trial of each run (normalised over all ``runs``)."""
+    by_ratio, lo, hi = _normalisation(runs)
+    return {k: curve(rec["trials"], lo, hi, by_ratio) for k, rec in runs.items()}
+
+
+def floor_curves(runs: dict[tuple, dict], floor: float) -> dict[tuple, list[tuple[float, float]]]:
+    """The real-scale measure (``real_scale.hypervolume``) after each trial of each run."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from real_scale import hypervolume as floor_hv
+
+    def one(rec: dict) -> list[tuple[float, float]]:
+        done = sorted((r for r in rec["trials"] if r["ratio"] is not None), key=lambda r: r["t"])
+        return [(r["t"], floor_hv([(x["acc"], x["ratio"]) for x in done[: i + 1]], floor)) for i, r in enumerate(done)]
+
+    return {k: one(rec) for k, rec in runs.items()}
+
+
+def plot(runs: dict[tuple, dict], args) -> None:
+    """``--plot``: hypervolume against wall time, a panel per measure, a colour per (space, mode,
+    sampler): thin steps per seed, a thick line for their mean on a 1-second grid."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("error: --plot needs matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("normalised over all runs (no floor)", normalised_curves(runs))]
+    if args.floor is not None:
+        panels.append((f"trials above {args.floor:.0%} validation top-1, ratio < 1", floor_curves(runs, args.floor)))
+    groups: dict[tuple, list] = {}
+    for k in runs:
+        groups.setdefault(k[:3], []).append(k)
+    grid = np.arange(0, args.budget_s + 1)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False)
+    for ax, (title, curves) in zip(axes[0], panels):
+        for i, ((sp, mode, sampler), keys) in enumerate(groups.items()):
+            colour = f"C{i % 10}"
+            per_seed = np.array([[hv_at(curves[k], t) for t in grid] for k in keys])
+            for row in per_seed:
+                ax.step(grid, row, where="post", color=colour, alpha=0.3, lw=0.8)
+            label = f"{sp} {mode}" + (f" {sampler}" if len({g[2] for g in groups}) > 1 else "")
+            ax.plot(grid, per_seed.mean(axis=0), color=colour, lw=2.2, label=f"{label} (mean of {len(keys)})")
+        ax.set_xlabel("wall time (s)")
+        ax.set_ylabel("hypervolume")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlim(0, args.budget_s)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    first = next(iter(runs.values()))
+    fig.suptitle(f"{Path(args.study).stem}: {first['train']} train / {first['val']} val images, "
+                 f"{args.budget_s:.0f} s per run, one worker; {first['machine']}", fontsize=9)
+    fig.tight_layout()
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.plot, dpi=110)
+    plt.close(fig)
 
 
 def report(runs: dict[tuple, dict], args) -> None:
     """Hypervolume at 1/3, 1/2 and all of the budget per (space, mode, sampler), mean over seeds."""
-    by_ratio = all(r["ratio"] is not None for rec in runs.values() for r in rec["trials"])
-    allpts = np.concatenate([points(rec["trials"], by_ratio) for rec in runs.values()])
-    lo, hi = allpts.min(axis=0), allpts.max(axis=0)
-    curves = {k: curve(rec["trials"], lo, hi, by_ratio) for k, rec in runs.items()}
+    by_ratio, lo, hi = _normalisation(runs)
+    curves = normalised_curves(runs)
     B = args.budget_s
     first = next(iter(runs.values()))
     print()
@@ -257,7 +347,8 @@ def report(runs: dict[tuple, dict], args) -> None:
         for p, m in plain_mf:
             target = hv_at(curves[p], B)
             t_mf = time_to(curves[m], target)
-            print(f"| {p[0]} | {p[2]} | {p[3]} | {target:.3f} | {t_mf:.0f} s | {t_mf / B:.2f} |")
+            print(f"| {p[0]} | {p[2]} | {p[3]} | {target:.3f} | {_when(t_mf, B)} | "
+                  f"{'-' if t_mf > B else f'{t_mf / B:.2f}'} |")
     print(f"(normalisation over all runs: accuracy {lo[0]:.3f}..{hi[0]:.3f}, latency {lo[1]:.3f}..{hi[1]:.3f};"
           f" ideal HV {1.1 * 1.1:.2f})")
     if args.floor is not None:
@@ -268,16 +359,7 @@ def floor_report(runs: dict[tuple, dict], floor: float, budget_s: float) -> None
     """``--floor``: the real-scale study's measure (``real_scale.hypervolume``: trials above the
     accuracy floor, latency ratio below 1, no normalisation) per run, and how soon each ``mf`` run
     reaches its ``plain`` twin's final value by it."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from real_scale import hypervolume as floor_hv
-
-    def curve_at_floor(rec: dict) -> list[tuple[float, float]]:
-        done = sorted((r for r in rec["trials"] if r["ratio"] is not None), key=lambda r: r["t"])
-        return [(r["t"], floor_hv([(x["acc"], x["ratio"]) for x in done[: i + 1]], floor)) for i, r in enumerate(done)]
-
-    curves = {k: curve_at_floor(rec) for k, rec in runs.items()}
+    curves = floor_curves(runs, floor)
     print(f"\nfloor {floor:g} (trials above it, latency ratio below 1):")
     print("| space | mode | sampler | HV per seed | mean | trials above the floor per seed |")
     print("|---|---|---|---|---|---|")
@@ -293,8 +375,9 @@ def floor_report(runs: dict[tuple, dict], floor: float, budget_s: float) -> None
     for p in (k for k in runs if k[1] == "plain" and (k[0], "mf", *k[2:]) in runs):
         target = hv_at(curves[p], budget_s)
         t_mf = time_to(curves[(p[0], "mf", *p[2:])], target)
-        print(f"{p[0]} {p[2]} seed {p[3]}: plain's final {target:.4f} reached by mf after {t_mf:.0f} s "
-              f"({t_mf / budget_s:.2f} of the budget)")
+        print(f"{p[0]} {p[2]} seed {p[3]}: plain's final {target:.4f} reached by mf "
+              + (f"after {t_mf:.0f} s ({t_mf / budget_s:.2f} of the budget)" if t_mf <= budget_s
+                 else f"{_when(t_mf, budget_s)}"))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 
 from hybridprune.cli import main
 
-from helpers import load, write_study
+from helpers import load, load_benchmark, write_study
 
 SMALL_SPACE = """
 [space]
@@ -229,3 +229,38 @@ def test_an_unexpected_error_fails_its_trial_with_the_reason_and_the_study_goes_
     assert states.count(TrialState.FAIL) == 1 and states.count(TrialState.COMPLETE) == 2  # failed trials count
     failed = study.get_trials(states=(TrialState.FAIL,))[0]
     assert failed.user_attrs["fail_reason"] == "OSError: [Errno 28] No space left on device"
+
+
+def test_search_benchmark_reports_and_draws_from_its_rows_without_running(tmp_path, capsys):
+    """``--no-run`` reads the committed rows only: the hypervolume-vs-wall-time report and figure come
+    from them, the floor measure counts only trials above the floor, and a missing run is refused."""
+    import json
+
+    bench = load_benchmark("search")
+    study = write_study(tmp_path, name="bench")
+    rows = tmp_path / "rows.jsonl"
+
+    def rec(mode, seed, trials):
+        return {"key": f"bench/{mode}/nsga2/{seed}", "budget_s": 100.0, "full_steps": 4, "rungs": [4],
+                "bn_batches": 0, "bn_val_images": None, "train": 10, "val": 5, "machine": "test CPU",
+                "savings": "", "trials": [{"t": t, "acc": a, "lat_ms": r, "ratio": r, "total_s": 10.0,
+                                           "finetune_s": 5.0} for t, a, r in trials]}
+
+    plain = [(60.0, 0.9, 0.5)]  # one trial above the floor: HV (0.9 - 0.8) * (1 - 0.5) = 0.05
+    mf = [(20.0, 0.3, 0.1), (30.0, 0.9, 0.5), (90.0, 0.95, 0.6)]  # reaches it at 30 s; the first is below
+    rows.write_text("".join(json.dumps(rec(m, s, t)) + "\n" for m, t in (("plain", plain), ("mf", mf))
+                            for s in (0, 1)))
+    png = tmp_path / "figs" / "hv.png"
+    common = ["--study", str(study), "--budget-s", "100", "--samplers", "nsga2", "--modes", "plain", "mf",
+              "--out", str(rows), "--no-run", "--floor", "0.8"]
+    bench.main(common + ["--seeds", "0", "1", "--plot", str(png)])
+    out = capsys.readouterr().out
+    assert "plain's final 0.0500 reached by mf after 30 s (0.30 of the budget)" in out
+    assert "| bench | plain | nsga2 | 0.0500, 0.0500 | 0.0500 | 1, 1 |" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = rows.read_text()
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(common + ["--seeds", "0", "2"])
+    assert exit_.value.code == 2 and rows.read_text() == before
+    err = capsys.readouterr().err
+    assert err.startswith("error: --no-run") and "bench/plain/nsga2/2" in err and err.count("\n") == 1
