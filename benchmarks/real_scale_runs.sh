@@ -25,7 +25,10 @@
 #            with the BN rung in the hybrid, per-stage hybrid (resnet56-cifar10-jpeg-stages.toml),
 #            channel-only and block-only spaces, (a) the plain
 #            hybrid search beside it; one JSON line per finished search in results/search-bench/.
-#   bench-warm  the same (b) runs with [space] warm_start = 8 in every space (--warm-start 8).
+#   bench-warm  the same (b) runs of the two hybrid spaces with [space] warm_start = 8 (--warm-start 8):
+#            their first generation seeded along their single-mode lines; keyed SPACE+ws8.
+#   figures  the hypervolume-vs-wall-time figures of bench and bench-warm, from their committed rows
+#            (no run): results/search-bench/resnet56-{mf-vs-plain,spaces}.png, and the tables.
 #   refine   adapt the teacher again (runs/ is gone), then refine (EPOCHS, distilled from it) of the fronts of
 #            both hybrid searches, the ResNet-20 reference, the 4 best paper settings and the Pareto
 #            front of each single-mode search, then publish every search's refined models with
@@ -62,16 +65,24 @@ bench|bench-warm)
   common=(--study studies/resnet56-cifar10-jpeg.toml --train-subset 10000 --val-subset 2000 --full-steps 180
           --min-steps 60 --bn-batches 8 --budget-s 600 --samplers nsga2
           --out results/search-bench/resnet56.jsonl)
-  # bench-warm: the same runs with the first 8 points (one NSGA-II generation) of every space
-  # enqueued along its single-mode lines ([space] warm_start), keyed SPACE+ws8 beside the others
-  warm=(); [ "$1" = bench-warm ] && warm=(--warm-start 8)
+  # bench-warm: the hybrid spaces with their first 8 points (one NSGA-II generation) enqueued along
+  # their single-mode lines ([space] warm_start), keyed SPACE+ws8 beside the others; the single-mode
+  # spaces keep their unseeded runs (seeding one of them is only an even grid along its one axis)
+  spaces=("${STUDIES[@]}" "$STAGES"); warm=()
+  [ "$1" = bench-warm ] && spaces=("${STUDIES[0]}" "$STAGES") && warm=(--warm-start 8)
   # seed by seed, so that a stage stopped part-way leaves every space with the same seeds
   for seed in 0 1 2; do
-    step python benchmarks/search.py "${common[@]}" "${warm[@]}" --seeds $seed --modes mf \
-        --spaces "${STUDIES[@]}" studies/resnet56-cifar10-jpeg-stages.toml
+    step python benchmarks/search.py "${common[@]}" "${warm[@]}" --seeds $seed --modes mf --spaces "${spaces[@]}"
   done
   [ "$1" = bench-warm ] || step python benchmarks/search.py "${common[@]}" --seeds 0 1 2 --modes plain \
       --spaces "${STUDIES[0]}" ;;
+figures)
+  fig=(--study "${STUDIES[0]}" --budget-s 600 --samplers nsga2 --seeds 0 1 2 --floor 0.8 --no-run
+       --out results/search-bench/resnet56.jsonl)
+  step python benchmarks/search.py "${fig[@]}" --modes plain mf --spaces "${STUDIES[0]}" \
+      --plot results/search-bench/resnet56-mf-vs-plain.png
+  step python benchmarks/search.py "${fig[@]}" --modes mf --spaces "${STUDIES[@]}" "$STAGES" "${STUDIES[0]}+ws8" \
+      "$STAGES+ws8" --plot results/search-bench/resnet56-spaces.png ;;
 plain)
   step python benchmarks/distill_vs_plain.py --data ../shared/data/cifar10-jpeg \
       --checkpoint ../shared/models/resnet56-4bfd9763.th --teacher runs/resnet56-cifar10-jpeg-models/adapted.pt \
@@ -107,7 +118,7 @@ EOF
       --also "$STAGES" "${STUDIES[@]:1}" --plain-control "$CONTROL" --out results/resnet56-cifar10-jpeg
   step python benchmarks/verify_results.py results/resnet56-cifar10-jpeg --data ../shared/data/cifar10-jpeg ;;
 *)
-  echo "error: give a stage: proxy, search, stages, bench, bench-warm, plain or refine (see the top of $0)" >&2
+  echo "error: give a stage: proxy, search, stages, bench, bench-warm, figures, plain or refine (see the top of $0)" >&2
   exit 2 ;;
 esac
 echo "stage $1: all done"

@@ -18,7 +18,8 @@ as a share of the trial's wall time.
 hybrid against the channel-only and block-only twins on the same data, baseline and budget.
 ``--warm-start N`` sets ``[space] warm_start = N`` in every space (its first N points spread along
 the space's single-mode lines, inside the budget: hybridprune/spaces/warm.py); its runs are keyed
-``SPACE+wsN``, beside the unseeded runs of the same file.
+``SPACE+wsN``, beside the unseeded runs of the same file. ``--spaces FILE+wsN`` seeds that one space
+only, so one report (and figure) holds seeded and unseeded spaces side by side.
 With ``--out FILE.jsonl`` every finished run is appended there and a rerun skips it, so a long
 comparison resumes where a stopped one ended (the report covers every run in the file).
 ``--plot FILE.png`` draws hypervolume against wall time: one panel for the normalised measure and,
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -140,6 +142,17 @@ def _when(t: float, budget_s: float) -> str:
     return f"{t:.0f} s" if t <= budget_s else f"never within {budget_s:.0f} s"
 
 
+def _space_entry(entry: str, warm_start: int | None) -> tuple[str, int | None]:
+    """``FILE`` or ``FILE+wsN`` of ``--spaces``: the study file and its warm start (``--warm-start``
+    where the entry names none); one ``error:`` line for a count outside 0-1000."""
+    m = re.fullmatch(r"(.+)\+ws(\d+)", entry)
+    path, ws = (m[1], int(m[2])) if m else (entry, warm_start)
+    if ws is not None and not 0 <= ws <= 1000:
+        print(f"error: a warm start takes 0-1000 points, got {ws} ({entry})", file=sys.stderr)
+        raise SystemExit(2)
+    return path, ws
+
+
 def _key(space: str, mode: str, sampler: str, seed: int) -> str:
     return f"{space}/{mode}/{sampler}/{seed}"
 
@@ -161,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--floor", type=float, default=None,
                     help="also report the real-scale measure: hypervolume of trials above this accuracy floor")
     ap.add_argument("--spaces", nargs="+", default=None, metavar="STUDY_FILE",
-                    help="study files whose [space] each search runs in (default: --study's own)")
+                    help="study files whose [space] each search runs in (default: --study's own); "
+                         "FILE+wsN seeds that space's first N points ([space] warm_start)")
     ap.add_argument("--train-subset", type=int, default=None)
     ap.add_argument("--val-subset", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None,
@@ -194,13 +208,12 @@ def main(argv: list[str] | None = None) -> None:
         base = dataclasses.replace(base, data=dataclasses.replace(
             base.data, train_subset=args.train_subset or base.data.train_subset,
             val_subset=args.val_subset or base.data.val_subset))
-    spaces = {Path(f).stem: load_study_config(f).space for f in args.spaces} if args.spaces else {
-        Path(args.study).stem: base.space}
-    if args.warm_start is not None:
-        if not 0 <= args.warm_start <= 1000:
-            print(f"error: --warm-start takes 0-1000 points, got {args.warm_start}", file=sys.stderr)
-            raise SystemExit(2)
-        spaces = {f"{name}+ws{args.warm_start}": {**sp, "warm_start": args.warm_start} for name, sp in spaces.items()}
+    spaces = {}
+    for entry in args.spaces or [args.study]:
+        path, ws = _space_entry(entry, args.warm_start)
+        sp = base.space if path == args.study else load_study_config(path).space
+        name = Path(path).stem + (f"+ws{ws}" if ws is not None else "")
+        spaces[name] = sp if ws is None else {**sp, "warm_start": ws}
     out = Path(args.out) if args.out else None
     done: dict[str, dict] = {}
     if out is not None and out.is_file():

@@ -264,3 +264,8 @@ def test_search_benchmark_reports_and_draws_from_its_rows_without_running(tmp_pa
     assert exit_.value.code == 2 and rows.read_text() == before
     err = capsys.readouterr().err
     assert err.startswith("error: --no-run") and "bench/plain/nsga2/2" in err and err.count("\n") == 1
+    assert bench._space_entry("s.toml+ws8", None) == ("s.toml", 8)  # one space seeded, beside unseeded ones
+    assert bench._space_entry("s.toml", 3) == ("s.toml", 3) and bench._space_entry("s.toml", None) == ("s.toml", None)
+    with pytest.raises(SystemExit):
+        bench._space_entry("s.toml+ws2000", None)
+    assert "0-1000 points, got 2000" in capsys.readouterr().err
