@@ -232,6 +232,10 @@ def test_hybrid_warm_start_walks_both_axes_and_the_diagonal_mildest_first():
                    (0.1, 3, "bn_scale", "layer_first"), (0.35, 0, "taylor_weight", "layer_first"),
                    (0.0, 10, "bn_scale", "layer_first"), (0.35, 10, "taylor_weight", "layer_first"),
                    (0.6, 0, "bn_scale", "layer_first"), (0.0, 17, "taylor_weight", "layer_first")]
+    rounded = _space("hybrid", {"round_to": [1, 8, 4], "warm_start": 3}, blocks=25).warm_start_points()
+    assert [p["round_to"] for p in rounded] == [8, 8, 8]  # the coarsest grid: round_to 1 ran slower than unpruned
+    assert {p["round_to"] for p in _space("hybrid", {"round_to": {"low": 1, "high": 16}, "warm_start": 2},
+                                          blocks=25).warm_start_points()} == {16}
     channel_only = _space("hybrid", {"channel_ratio": {"low": 0.0, "high": 0.7, "step": 0.05}, "pruned_blocks": 0,
                                      "criterion": "bn_scale", "warm_start": 4}, blocks=25)
     assert [p["channel_ratio"] for p in channel_only.warm_start_points()] == [0.1, 0.25, 0.45, 0.6]
