@@ -148,7 +148,8 @@ def _space_entry(entry: str, warm_start: int | None) -> tuple[str, int | None]:
     m = re.fullmatch(r"(.+)\+ws(\d+)", entry)
     path, ws = (m[1], int(m[2])) if m else (entry, warm_start)
     if ws is not None and not 0 <= ws <= 1000:
-        print(f"error: a warm start takes 0-1000 points, got {ws} ({entry})", file=sys.stderr)
+        print(f"error: {f'--spaces {entry}: a warm start' if m else '--warm-start'} takes 0-1000 points, got {ws}",
+              file=sys.stderr)
         raise SystemExit(2)
     return path, ws
 
@@ -312,7 +313,7 @@ def plot(runs: dict[tuple, dict], args) -> None:
         ax.set_title(title, fontsize=10)
         ax.set_xlim(0, args.budget_s)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="upper left")
+    axes[0][0].legend(fontsize=7, loc="lower right")
     first = next(iter(runs.values()))
     fig.suptitle(f"{Path(args.study).stem}: {first['train']} train / {first['val']} val images, "
                  f"{args.budget_s:.0f} s per run, one worker; {first['machine']}", fontsize=9)
@@ -329,10 +330,13 @@ def report(runs: dict[tuple, dict], args) -> None:
     B = args.budget_s
     first = next(iter(runs.values()))
     print()
+    # what the runs were, from their rows (a --no-run report need not repeat the flags they ran with)
+    mf = next((rec for k, rec in runs.items() if k[1] == "mf"), None)
+    rungs = mf["rungs"] if mf else FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps,
+                                                   eta=args.eta).rungs()
     print(f"study {Path(args.study).name} (train {first['train']}, val {first['val']} images), one worker, {B:.0f} s "
-          f"per run, seeds {args.seeds}, full fine-tune {args.full_steps} steps, mf rungs "
-          f"{FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta).rungs()}"
-          f"{' after a 0-step adaptive-BN rung' if args.bn_batches else ''}; latency as "
+          f"per run, seeds {args.seeds}, full fine-tune {first['full_steps']} steps, mf rungs {rungs}"
+          f"{' (0: adaptive BN on %d batches)' % mf['bn_batches'] if mf and mf['bn_batches'] else ''}; latency as "
           f"{'ratio to the baseline' if by_ratio else 'ms'}; machine: {first['machine']}")
     print(f"| space | mode | sampler | trials | HV at {B / 3:.0f} s | HV at {B / 2:.0f} s | HV at {B:.0f} s (sd) | "
           f"best acc | min latency | trial s | overhead (not fine-tune) |")
