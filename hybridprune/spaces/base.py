@@ -284,8 +284,8 @@ class BaseSpace(ABC):
         if name == "criterion" and isinstance(p, Choice):
             return p.choices[i % len(p.choices)]
         if name == "round_to" and isinstance(p, (Choice, IntRange)):
-            # not 1: the mildest point's unrounded widths (15, 29, 58 channels) ran 1.24x the unpruned
-            # model's latency and fine-tuned ~2x slower on an AVX2 CPU (RESULTS.md, warm start)
+            # not 1: the mildest point's unrounded widths (15, 29, 58 channels) timed 1.24x the unpruned
+            # model on ONNX Runtime (AVX2 CPU); rounded to 8, 0.96x (RESULTS.md, warm start)
             return max(p.choices) if isinstance(p, Choice) else p.high
         return self._first(name)
 
