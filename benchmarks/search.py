@@ -264,9 +264,10 @@ def _normalisation(runs: dict[tuple, dict]) -> tuple[bool, np.ndarray, np.ndarra
     return by_ratio, allpts.min(axis=0), allpts.max(axis=0)
 
 
-def normalised_curves(runs: dict[tuple, dict]) -> dict[tuple, list[tuple[float, float]]]:
-    """The benchmark's own measure after each trial of each run (normalised over all ``runs``)."""
-    by_ratio, lo, hi = _normalisation(runs)
+def normalised_curves(runs: dict[tuple, dict], by_ratio: bool, lo: np.ndarray,
+                      hi: np.ndarray) -> dict[tuple, list[tuple[float, float]]]:
+    """The benchmark's own measure after each trial of each run (normalised by
+    :func:`_normalisation` over all ``runs``)."""
     return {k: curve(rec["trials"], lo, hi, by_ratio) for k, rec in runs.items()}
 
 
@@ -292,7 +293,7 @@ def plot(runs: dict[tuple, dict], args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("normalised over all runs (no floor)", normalised_curves(runs))]
+    panels = [("normalised over all runs (no floor)", normalised_curves(runs, *_normalisation(runs)))]
     if args.floor is not None:
         panels.append((f"trials above {args.floor:.0%} validation top-1, ratio < 1", floor_curves(runs, args.floor)))
     groups: dict[tuple, list] = {}
@@ -326,7 +327,7 @@ def plot(runs: dict[tuple, dict], args) -> None:
 def report(runs: dict[tuple, dict], args) -> None:
     """Hypervolume at 1/3, 1/2 and all of the budget per (space, mode, sampler), mean over seeds."""
     by_ratio, lo, hi = _normalisation(runs)
-    curves = normalised_curves(runs)
+    curves = normalised_curves(runs, by_ratio, lo, hi)
     B = args.budget_s
     first = next(iter(runs.values()))
     print()
@@ -394,7 +395,7 @@ def floor_report(runs: dict[tuple, dict], floor: float, budget_s: float) -> None
         t_mf = time_to(curves[(p[0], "mf", *p[2:])], target)
         print(f"{p[0]} {p[2]} seed {p[3]}: plain's final {target:.4f} reached by mf "
               + (f"after {t_mf:.0f} s ({t_mf / budget_s:.2f} of the budget)" if t_mf <= budget_s
-                 else f"{_when(t_mf, budget_s)}"))
+                 else _when(t_mf, budget_s)))
 
 
 if __name__ == "__main__":
