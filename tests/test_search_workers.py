@@ -59,7 +59,8 @@ def test_kill_9_mid_study_then_resume(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     _, study = load(path)
     if any("worker" not in t.user_attrs for t in study.get_trials(states=(TrialState.RUNNING,))):
-        time.sleep(4)  # killed between ask() and the objective naming its worker: the heartbeat (grace 3 s) fails it
+        time.sleep(4)  # killed between ask() and the objective naming its worker: the resume fails it once
+        # its heartbeat, or its start where it never beat, is older than the grace period (3 s)
     first = study.get_trials(states=(TrialState.COMPLETE,))
     assert first
     before = {t.number: (t.values, t.user_attrs["artifacts"]) for t in first}
@@ -120,6 +121,38 @@ def test_orphaned_running_trial_without_heartbeat_does_not_hang_the_study(tmp_pa
     assert worker(cfg, ctx=ctx) == 1
     _, study = load(path)
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 1
+
+
+def test_a_trial_whose_worker_died_inside_ask_is_failed_and_queued_once_past_the_grace_period(tmp_path):
+    """kill -9 inside Optuna's ask() leaves a RUNNING trial with no heartbeat and no worker: Optuna
+    never calls it stale, and a resumed run once ended with it still RUNNING (a CI flake of the
+    kill -9 test). The resume fails it once it is older than the grace period, and queues it again."""
+    import optuna
+
+    from hybridprune.search.service import load as load_cfg
+    from hybridprune.search.service import prepare
+    from hybridprune.search.study import fail_dead_trials
+
+    path = write_study(tmp_path, name="inask9", trials=2, heartbeat=1, grace=2, study_extra="references = false")
+    cfg = load_cfg(str(path))
+    _, ctx = prepare(cfg)
+    ctx.close()
+    study = optuna.load_study(study_name="inask9", storage=cfg.storage_url)
+    orphan = study.ask()  # what the killed worker left: RUNNING, never beat, never named itself
+    assert fail_dead_trials(study) == []  # as young as a live worker's trial inside ask(): left alone
+    time.sleep(2.5)  # older than the grace period now
+    _, ctx = prepare(load_cfg(str(path)))  # the resume's pre-flight fails it and queues it again
+    ctx.close()
+    _, study = load(path)
+    trials = study.get_trials()
+    assert trials[orphan.number].state == TrialState.FAIL and "fail_reason" not in trials[orphan.number].user_attrs
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.WAITING
+    assert fail_dead_trials(study) == []  # nothing RUNNING is left to fail
+
+    assert main(["run", str(path), "--no-progress"]) == 0
+    _, study = load(path)
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
 
 
 @pytest.mark.parametrize("stop", ["ParentDied", "KeyboardInterrupt"])

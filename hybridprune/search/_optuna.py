@@ -43,6 +43,20 @@ def heartbeat_enabled(study: Any) -> bool:
     return is_heartbeat_enabled(study._storage)
 
 
+def heartbeat_grace_s(study: Any) -> float | None:
+    """Seconds without a heartbeat after which Optuna declares a running trial stale, or ``None``
+    where the storage runs no heartbeats.
+
+    Why private: the grace period is an attribute of ``RDBStorage`` (behind Optuna's private
+    ``_CachedStorage``); Optuna reads it only inside ``_get_stale_trial_ids``.
+    """
+    if not heartbeat_enabled(study):
+        return None
+    storage = study._storage
+    grace = getattr(getattr(storage, "_backend", storage), "grace_period", None)
+    return float(grace if grace is not None else 2 * storage.get_heartbeat_interval())
+
+
 def record_heartbeat(study: Any, trial: Any) -> None:
     """Beat for ``trial`` now, before Optuna's heartbeat thread first runs (a worker killed right
     after ``ask()`` then leaves a trial that goes stale and is retried)."""

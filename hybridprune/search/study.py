@@ -178,18 +178,33 @@ def fail_dead_trials(study: Any) -> list[int]:
     rather than a ``grace_period`` after its last heartbeat (a heartbeat storage then queues each
     again, as for a stale trial); trials of other machines and of live processes are left alone.
 
+    With heartbeats, a trial that never named its worker and started more than ``grace_period``
+    ago is failed too: its process died inside Optuna's ``ask()``, after the trial became RUNNING
+    and before the objective's first heartbeat, so Optuna, which only fails trials whose last
+    heartbeat is late, would leave it RUNNING for good (seen: a run ``kill -9``-ed there and
+    resumed ended with it still RUNNING). The start counts as its first heartbeat; a live worker
+    names itself milliseconds after ``ask()``.
+
     Returns:
         The numbers of the trials failed.
     """
+    from datetime import datetime, timedelta
+
     from optuna.trial import TrialState
 
-    from hybridprune.search._optuna import fail_trials, trial_id
+    from hybridprune.search._optuna import fail_trials, heartbeat_grace_s, trial_id
 
     host = worker_id().rpartition(":")[0]
+    grace = heartbeat_grace_s(study)
     dead = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not t.datetime_start:
+            continue
         name, _, pid = str(t.user_attrs.get(T.WORKER, "")).rpartition(":")
-        if name == host and pid.isdigit() and t.datetime_start and _gone(int(pid), t.datetime_start.timestamp()):
+        if T.WORKER not in t.user_attrs:
+            if grace is not None and datetime.now() - t.datetime_start > timedelta(seconds=grace):
+                dead.append(t)
+        elif name == host and pid.isdigit() and _gone(int(pid), t.datetime_start.timestamp()):
             dead.append(t)
     failed = set(fail_trials(study, [trial_id(t) for t in dead]))
     return [t.number for t in dead if trial_id(t) in failed]
