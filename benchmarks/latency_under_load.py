@@ -7,7 +7,7 @@ drift; ``--max-busy 2`` oversubscribes a 2-core machine (the harsh case). On Res
 Runtime, batch 1, 1 thread) and a pruned copy of it (30% of channels, 4 blocks):
 
 * **two trials, same architecture**: the study's latency step (:class:`StudyLatency`, cache off,
-  ``--rounds`` rounds, each alternating single runs of the model and the baseline) measures the
+  ``--rounds`` rounds, each alternating short blocks of the model and the baseline) measures the
   pruned model twice, ``--gap`` seconds apart; target: the two latencies agree within 3%. For
   contrast, one plain measurement each (what a study did before: no baseline next to it).
 * **in-study ratio vs an interleaved re-measure**: the trial's ratio against a 7-round

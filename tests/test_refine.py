@@ -216,7 +216,42 @@ def test_ratio_summary_and_interleaving_order():
     assert out[1][T.R_RATIO] == 0.5 and out[2][T.R_RATIO] == 2.0 and out[BASELINE][T.R_RATIO] == 1.0
 
 
-def test_paired_timing_alternates_single_runs(tmp_path):
+def test_paired_timing_drops_the_cold_runs_after_each_switch():
+    """A run right after the other model's runs is slow (cold caches); alternating single runs
+    read every run cold (here 1.5 / 4.2 for a warm 0.25). Blocks drop each block's first runs, alternate the
+    order, and give the warm ratio; the callables here return their ms without being timed."""
+    import itertools
+
+    from hybridprune.evaluators import timing
+
+    last = {"who": None}
+
+    def runner(name, warm_ms, cold_ms):
+        def run_once():
+            cold = last["who"] != name
+            last["who"] = name
+            return cold_ms if cold else warm_ms
+        return run_once
+
+    calls = []
+    model, base = runner("m", 1.0, 1.5), runner("b", 4.0, 4.2)
+
+    def logged(f, name):
+        return lambda: calls.append(name) or f()
+
+    protocol = timing.Protocol(warmup_runs=3, min_runs=6, max_runs=6, max_time_s=600)
+    stats = timing.alternate_blocks(logged(model, "m"), logged(base, "b"), protocol)
+    assert stats["pair_ratio"] == 0.25 and stats["pair_ratio_ci"] == [0.25, 0.25]
+    assert stats["median_ms"] == 1.0 and stats["baseline_median_ms"] == 4.0 and stats["runs"] == 6
+    assert stats["pairing"] == timing.pair_blocks()
+    # each block: 2 dropped runs, then >= 3 timed runs adding up to >= 25 ms: the model 25 of
+    # 1 ms, the baseline 7 of 4 ms; a warm-up pair, then 6 pairs, the order flipping every pair
+    m, b = timing.PAIR_BLOCK_WARMUP + 25, timing.PAIR_BLOCK_WARMUP + 7
+    runs = [(who, len(list(g))) for who, g in itertools.groupby(calls)]  # back-to-back blocks of one merge
+    assert runs == [("m", m)] + [("b", 2 * b), ("m", 2 * m)] * 3 + [("b", b)]
+
+
+def test_paired_timing_on_onnx_files(tmp_path):
     """onnxruntime's measure_pair: a ratio with its CI and the baseline's own median (no timing asserted)."""
     from hybridprune.evaluators import export_onnx, get_latency_backend
     from hybridprune.models import create_model

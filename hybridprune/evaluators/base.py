@@ -119,7 +119,7 @@ class BaseLatencyBackend(abc.ABC):
             the ratio. A dedicated device (the agent) does not.
         isolatable: True when an ONNX file can be timed in a child process that imports neither
             torch nor Optuna (``[latency] isolate``).
-        pairs: True when :meth:`measure_pair` times two ONNX files in alternating single runs.
+        pairs: True when :meth:`measure_pair` times two ONNX files in alternating short blocks.
 
     Args:
         opset: ONNX opset of the export (ONNX-taking backends only; default
@@ -209,7 +209,9 @@ class BaseLatencyBackend(abc.ABC):
 
     def measure_pair(self, model: str | Path, baseline: str | Path, *, input_shape: tuple[int, ...] = (3, 32, 32),
                      batch_size: int = 1, precision: str = "fp32") -> LatencyResult:
-        """Time two ONNX files in alternating single runs (backends whose ``pairs`` flag is set).
+        """Time two ONNX files in alternating short blocks of runs, each block's first runs
+        dropped (backends whose ``pairs`` flag is set; see
+        :func:`hybridprune.evaluators.timing.alternate_blocks`).
 
         Returns:
             The model's :class:`LatencyResult`; ``extra`` holds ``pair_ratio`` (median of the

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from hybridprune.evaluators.timing import pair_blocks
 from hybridprune.io import device_lock
 from hybridprune.search import trials as T
 from hybridprune.search._optuna import set_study_system_attr, study_system_attrs
@@ -87,7 +88,7 @@ def ratio_summary(model_ms: list[float], baseline_ms: list[float], confidence: f
         model_ms: The model's latency per round.
         baseline_ms: The baseline's latency in the same rounds (measured next to it).
         confidence: Nominal coverage of the CI (with few rounds it is the whole range of ratios).
-        ratios: The per-round ratios where a round measured them itself (paired single runs);
+        ratios: The per-round ratios where a round measured them itself (paired blocks);
             default ``model_ms / baseline_ms``.
     """
     from hybridprune.evaluators.timing import median_ci_indices
@@ -208,8 +209,9 @@ class StudyLatency:
         """One measurement of ``model`` next to ``baseline`` (no lock): ``(model ms, baseline ms, ratio,
         model's LatencyResult)``.
 
-        A backend that ``pairs`` alternates single runs of the two, so even load that changes
-        within a second hits both; any other is measured baseline first, then the model.
+        A backend that ``pairs`` alternates short blocks of runs of the two (each block's first
+        runs dropped, so neither is timed with the other's weights in its caches), so even load
+        that changes within a second hits both; any other is measured baseline first, then the model.
         """
         if type(self.backend).pairs:
             if self.timer is not None:
@@ -255,7 +257,9 @@ class StudyLatency:
         if model is self._baseline and self._baseline_key is not None:
             return self._baseline_key
         key = self.settings_key(model)
-        return key if self.machine is None else machine_key(key, self.machine)
+        if self.machine is None:
+            return key
+        return machine_key(key, self.machine, pair_blocks() if type(self.backend).pairs else None)
 
     def reference_ms(self, study: Any) -> float:
         """The study's reference baseline latency, measured once (median of ``rounds``) and stored.

@@ -77,9 +77,12 @@ def settings_key(arch_key: str, backend: str, options: Mapping[str, Any], batch_
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def machine_key(key: str, machine: str) -> str:
-    """``key`` (:func:`settings_key`) for one machine: a ratio timed on one CPU is not another's."""
-    return hashlib.sha256(json.dumps([key, machine]).encode()).hexdigest()[:32]
+def machine_key(key: str, machine: str, pairing: Mapping[str, Any] | None = None) -> str:
+    """``key`` (:func:`settings_key`) for one machine: a ratio timed on one CPU is not another's.
+    ``pairing``: how a backend that times pairs forms them (``pairing`` of its result), so a ratio
+    read in the old single-run pairs, which read small models slow, is never reused."""
+    parts = [key, machine] + ([dict(sorted(pairing.items()))] if pairing else [])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
 
 class LatencyCache:

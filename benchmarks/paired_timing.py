@@ -1,0 +1,140 @@
+"""How a latency ratio is read next to the baseline: alternating single runs vs alternating blocks.
+
+The study's latency step times each model next to the unpruned baseline. It used to alternate
+single runs; a run right after the other model's runs with cold caches, and the published ratios
+then disagreed with ``verify_results.py`` (which times each model for a second at a time) by up to
+0.07. For every model of a published folder (its ``front.json``) or the ONNX files given, in
+``--rounds`` interleaved rounds, this prints its ratio to the baseline read three ways:
+
+* **single runs**: runs of the two alternating one by one, order flipping every pair, median
+  per-pair ratio (the old pairing, re-implemented here);
+* **blocks (ours)**: the product's pairing, ``OnnxRuntimeBackend.measure_pair``
+  (:func:`hybridprune.evaluators.timing.alternate_blocks`), with the study's protocol;
+* **steady state (reference)**: each model timed alone for ``--seconds`` (after 20 untimed runs),
+  alternating with the baseline, median per-round ratio: what a deployed model running back to
+  back sees, and what ``verify_results.py`` measures.
+
+Each way's median over rounds, and its bias against the steady state. Prints the CPU model and
+flags and the load average.
+
+    python benchmarks/paired_timing.py results/resnet56-cifar10-jpeg --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def _session(path: Path):
+    """A one-thread ONNX Runtime session of ``path`` and a function timing one run of it (ms)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    feed = {inp.name: np.random.RandomState(0).standard_normal([d if isinstance(d, int) else 1 for d in inp.shape])
+            .astype(np.float32)}
+
+    def run_once() -> float:
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        return (time.perf_counter() - t0) * 1e3
+    return run_once
+
+
+def single_runs(model, base, seconds: float) -> float:
+    """Median per-pair ratio of single runs alternating for ``seconds``, the order flipping."""
+    ratios, flip, end = [], False, time.perf_counter() + seconds
+    while time.perf_counter() < end or len(ratios) < 20:
+        flip = not flip
+        if flip:
+            m, b = model(), base()
+        else:
+            b, m = base(), model()
+        ratios.append(m / b)
+    return statistics.median(ratios)
+
+
+def steady(run_once, seconds: float) -> float:
+    """Median of back-to-back runs for ``seconds`` after 20 untimed ones."""
+    for _ in range(20):
+        run_once()
+    times, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < 20:
+        times.append(run_once())
+    return statistics.median(times)
+
+
+def models_of(paths: list[Path]) -> tuple[Path, list[Path]]:
+    """(baseline, models): from a published folder's front.json, or baseline first of the files given."""
+    if len(paths) == 1 and paths[0].is_dir():
+        front = json.loads((paths[0] / "front.json").read_text())
+        base = next(paths[0] / e["onnx"] for e in front if e.get("reference") == "baseline")
+        return base, [paths[0] / e["onnx"] for e in front if paths[0] / e["onnx"] != base]
+    return paths[0], paths[1:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print each model's ratio read the three ways, and the bias of the first two."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("paths", nargs="+", type=Path, help="a folder with front.json, or baseline.onnx model.onnx ...")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=1.0, help="per way and model in each round")
+    args = ap.parse_args(argv)
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing or args.rounds < 1 or not args.seconds > 0:
+        print(f"error: paths must exist (missing: {', '.join(missing) or 'none'}), --rounds >= 1 and --seconds > 0",
+              file=sys.stderr)
+        return 2
+    if len(args.paths) == 1 and args.paths[0].is_dir() and not (args.paths[0] / "front.json").is_file():
+        print(f"error: {args.paths[0]} has no front.json (give a published folder, or ONNX files)", file=sys.stderr)
+        return 2
+    if len(args.paths) == 1 and not args.paths[0].is_dir():
+        print("error: give a published folder, or the baseline ONNX file and at least one model", file=sys.stderr)
+        return 2
+    from hybridprune.evaluators.timing import OnnxRuntimeBackend, Protocol, machine_description, pair_blocks
+
+    base_path, paths = models_of(args.paths)
+    base = _session(base_path)
+    runs = {p: _session(p) for p in paths}
+    timer = OnnxRuntimeBackend(threads=1)
+    protocol = Protocol(warmup_runs=10, min_runs=20, max_time_s=args.seconds)
+    got = {p: {"single": [], "blocks": [], "steady": []} for p in paths}
+    load = os.getloadavg()[0]
+    for r in range(args.rounds):
+        for p in paths:
+            got[p]["single"].append(single_runs(runs[p], base, args.seconds))
+            got[p]["blocks"].append(timer.measure_pair(p, base_path, protocol)["pair_ratio"])
+            b = steady(base, args.seconds / 2)
+            got[p]["steady"].append(steady(runs[p], args.seconds / 2) / b)
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    print(f"{machine_description()}; onnxruntime 1 thread, batch 1; {args.rounds} rounds of {args.seconds:g} s "
+          f"per way; blocks {json.dumps(pair_blocks())}; load average {load:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after")
+    print(f"baseline: {base_path.name}")
+    print("| model | single runs | blocks (ours) | steady state (reference) | single-run bias | blocks bias |")
+    print("|---|---|---|---|---|---|")
+    worst = {"single": 0.0, "blocks": 0.0}
+    for p in paths:
+        med = {k: statistics.median(v) for k, v in got[p].items()}
+        bias = {k: med[k] / med["steady"] - 1 for k in worst}
+        for k in worst:
+            worst[k] = max(worst[k], abs(bias[k]))
+        print(f"| {p.name} | {med['single']:.3f} | {med['blocks']:.3f} | {med['steady']:.3f} | "
+              f"{100 * bias['single']:+.1f}% | {100 * bias['blocks']:+.1f}% |")
+    print(f"largest |bias|: single runs {100 * worst['single']:.1f}%, blocks {100 * worst['blocks']:.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
