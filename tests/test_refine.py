@@ -251,6 +251,23 @@ def test_paired_timing_drops_the_cold_runs_after_each_switch():
     assert runs == [("m", m)] + [("b", 2 * b), ("m", 2 * m)] * 3 + [("b", b)]
 
 
+def test_paired_timing_is_stable_once_the_ratio_is_though_load_drifts():
+    """Pairing cancels load that slows both alike, so a pair measurement is stable once the
+    per-pair ratio's median is, not the model's drifting time (which would run to the cap)."""
+    from hybridprune.evaluators import timing
+
+    protocol = timing.Protocol(warmup_runs=10, min_runs=8, rel_ci=0.01)
+    load = [1 + k / 4 for k in range(8)]  # each pair slower than the last, both sides alike
+    model_ms, base_ms = [1.0 * f for f in load], [4.0 * f for f in load]
+    rule = timing._RatioProtocol(protocol, model_ms, base_ms)
+    assert rule.warmup_runs == 1 and rule.min_runs == 8  # each block warms itself up
+    assert not protocol.is_stable(model_ms)  # the model's own time: far from a 1% CI
+    assert rule.is_stable(model_ms)
+    assert not rule.is_stable(model_ms[:7])  # below min_runs
+    base_ms[1::2] = [5.0 * f for f in load[1::2]]  # ratio 0.25 and 0.2 by turns: not settled
+    assert not rule.is_stable(model_ms)
+
+
 def test_paired_timing_on_onnx_files(tmp_path):
     """onnxruntime's measure_pair: a ratio with its CI and the baseline's own median (no timing asserted)."""
     from hybridprune.evaluators import export_onnx, get_latency_backend

@@ -245,9 +245,25 @@ def _block_median(run_once):
     return percentile(sorted(times), 50.0)
 
 
+class _RatioProtocol(Protocol):
+    """``protocol`` for pairs of blocks: one warm-up pair (each block warms itself up), and stable
+    once the median per-pair *ratio*, the figure a pair is for, has a narrow enough CI (the
+    model's own time drifts with the load that pairing cancels, so it rarely settles)."""
+
+    def __init__(self, protocol, model_ms, baseline_ms):
+        Protocol.__init__(self, **dict(protocol.to_dict(), warmup_runs=min(protocol.warmup_runs, 1)))
+        self._model_ms, self._baseline_ms = model_ms, baseline_ms
+
+    def is_stable(self, times_ms):
+        n = len(times_ms)
+        ratios = [m / b for m, b in zip(self._model_ms[-n:], self._baseline_ms[-n:])]
+        return Protocol.is_stable(self, ratios)
+
+
 def alternate_blocks(model, baseline, protocol):
     """Time two ``run_once`` callables (one inference each, returning ms) in pairs of blocks, the
-    order flipping every pair, until the protocol stops (a pair counts as one run).
+    order flipping every pair, until the protocol stops (a pair counts as one run; stable when
+    the per-pair ratio's median is, see :class:`_RatioProtocol`).
 
     Returns:
         run_protocol's dict over the model's block medians, plus ``pair_ratio`` (median of the
@@ -267,7 +283,7 @@ def alternate_blocks(model, baseline, protocol):
             model_ms.append(_block_median(model))
         return model_ms[-1]
 
-    stats = run_protocol(run_pair, Protocol(**dict(protocol.to_dict(), warmup_runs=min(protocol.warmup_runs, 1))))
+    stats = run_protocol(run_pair, _RatioProtocol(protocol, model_ms, baseline_ms))
     n = stats["runs"]  # the protocol's warm-up pair comes first and is not timed
     pairs = baseline_ms[len(baseline_ms) - n:]
     ratios = sorted(m / b for m, b in zip(model_ms[len(model_ms) - n:], pairs))
