@@ -239,7 +239,7 @@ def test_paired_timing_drops_the_cold_runs_after_each_switch():
     def logged(f, name):
         return lambda: calls.append(name) or f()
 
-    protocol = timing.Protocol(warmup_runs=3, min_runs=6, max_runs=6, max_time_s=600)
+    protocol = timing.Protocol(warmup_runs=3, min_runs=18, max_runs=18, max_time_s=600)  # 18 runs: 6 pairs
     stats = timing.alternate_blocks(logged(model, "m"), logged(base, "b"), protocol)
     assert stats["pair_ratio"] == 0.25 and stats["pair_ratio_ci"] == [0.25, 0.25]
     assert stats["median_ms"] == 1.0 and stats["baseline_median_ms"] == 4.0 and stats["runs"] == 6
@@ -256,14 +256,15 @@ def test_paired_timing_is_stable_once_the_ratio_is_though_load_drifts():
     per-pair ratio's median is, not the model's drifting time (which would run to the cap)."""
     from hybridprune.evaluators import timing
 
-    protocol = timing.Protocol(warmup_runs=10, min_runs=8, rel_ci=0.01)
+    protocol = timing.Protocol(warmup_runs=10, min_runs=24, rel_ci=0.01)
     load = [1 + k / 4 for k in range(8)]  # each pair slower than the last, both sides alike
     model_ms, base_ms = [1.0 * f for f in load], [4.0 * f for f in load]
     rule = timing._RatioProtocol(protocol, model_ms, base_ms)
-    assert rule.warmup_runs == 1 and rule.min_runs == 8  # each block warms itself up
-    assert not protocol.is_stable(model_ms)  # the model's own time: far from a 1% CI
+    # each block warms itself up; 24 timed runs are 8 pairs of >= 3 timed runs a side
+    assert rule.warmup_runs == 1 and rule.min_runs == 24 // timing.PAIR_BLOCK_MIN_RUNS == 8
+    assert not timing.Protocol(min_runs=8).is_stable(model_ms)  # the model's own time: far from a 1% CI
     assert rule.is_stable(model_ms)
-    assert not rule.is_stable(model_ms[:7])  # below min_runs
+    assert not rule.is_stable(model_ms[:7])  # below its min_runs
     base_ms[1::2] = [5.0 * f for f in load[1::2]]  # ratio 0.25 and 0.2 by turns: not settled
     assert not rule.is_stable(model_ms)
 
@@ -280,7 +281,8 @@ def test_paired_timing_on_onnx_files(tmp_path):
     extra = result.extra
     lo, hi = extra["pair_ratio_ci"]
     assert 0 < lo <= extra["pair_ratio"] <= hi and extra["baseline_median_ms"] > 0
-    assert 20 <= result.runs <= 40 and result.backend == "onnxruntime"
+    # runs counts pairs of blocks: min_runs 20 timed runs ask for ceil(20 / 3) = 7 pairs
+    assert 7 <= result.runs <= 40 and result.backend == "onnxruntime"
     with pytest.raises(Exception, match="cannot load"):
         backend.measure_pair(tmp_path / "missing.onnx", small)
 
@@ -697,6 +699,9 @@ def test_verify_results_refuses_bad_options(tmp_path, capsys):
         assert verify.main([str(tmp_path), "--data", str(tmp_path), *flags]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: --rounds must be >= 1") and err.count("\n") == 1
+    assert verify.main([str(tmp_path), "--data", str(tmp_path), "--max-ratio-diff", "-0.1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --max-ratio-diff must be >= 0") and err.count("\n") == 1
 
 
 def test_refine_budget_reads_the_studys_budget_runs_the_others_and_leaves_the_study_alone(refined_study, tmp_path,

@@ -246,12 +246,15 @@ def _block_median(run_once):
 
 
 class _RatioProtocol(Protocol):
-    """``protocol`` for pairs of blocks: one warm-up pair (each block warms itself up), and stable
-    once the median per-pair *ratio*, the figure a pair is for, has a narrow enough CI (the
-    model's own time drifts with the load that pairing cancels, so it rarely settles)."""
+    """``protocol`` for pairs of blocks: one warm-up pair (each block warms itself up);
+    ``min_runs`` counts timed runs, and a pair holds at least PAIR_BLOCK_MIN_RUNS a side, so it
+    asks for that many times fewer pairs; stable once the median per-pair *ratio*, the figure a
+    pair is for, has a narrow enough CI (the model's own time drifts with the load that pairing
+    cancels, so it rarely settles)."""
 
     def __init__(self, protocol, model_ms, baseline_ms):
-        Protocol.__init__(self, **dict(protocol.to_dict(), warmup_runs=min(protocol.warmup_runs, 1)))
+        pairs = max(1, int(math.ceil(protocol.min_runs / float(PAIR_BLOCK_MIN_RUNS))))
+        Protocol.__init__(self, **dict(protocol.to_dict(), warmup_runs=min(protocol.warmup_runs, 1), min_runs=pairs))
         self._model_ms, self._baseline_ms = model_ms, baseline_ms
 
     def is_stable(self, times_ms):
