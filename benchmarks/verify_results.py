@@ -9,7 +9,8 @@ model back to back, so a model's ratio is the median of its per-round ratios to 
 
     python benchmarks/verify_results.py results/resnet56-cifar10-jpeg --data ../shared/data/cifar10-jpeg
 
-Exit status 1 when a test top-1 differs from front.json by more than ``--max-top1-diff`` points.
+Exit status 1 when a test top-1 differs from front.json by more than ``--max-top1-diff`` points,
+or (only when given) a latency ratio by more than ``--max-ratio-diff``.
 """
 
 from __future__ import annotations
@@ -149,10 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=1.0, help="timed seconds per measurement")
     ap.add_argument("--max-top1-diff", type=float, default=0.3)
+    ap.add_argument("--max-ratio-diff", type=float, default=None,
+                    help="also fail when a latency ratio differs from front.json by more (default: report only; "
+                         "ratios differ between CPUs and VM states)")
     args = ap.parse_args(argv)
     if args.rounds < 1 or not args.seconds > 0 or not args.max_top1_diff >= 0:
         print(f"error: --rounds must be >= 1, --seconds > 0 and --max-top1-diff >= 0, got {args.rounds}, "
               f"{args.seconds} and {args.max_top1_diff}", file=sys.stderr)
+        return 2
+    if args.max_ratio_diff is not None and not args.max_ratio_diff >= 0:
+        print(f"error: --max-ratio-diff must be >= 0, got {args.max_ratio_diff}", file=sys.stderr)
         return 2
     if not (args.folder / "front.json").is_file():
         print(f"error: {args.folder} has no front.json (a folder written by benchmarks/real_scale.py)", file=sys.stderr)
@@ -174,15 +181,20 @@ def main(argv: list[str] | None = None) -> int:
     paths = {e["onnx"]: args.folder / e["onnx"] for e in front}
     base = next(e["onnx"] for e in front if e.get("reference") == "baseline")  # one: front_problem
     lat = ratios(paths, base, args.rounds, args.seconds)
-    bad = 0
+    bad, worst = 0, (0.0, base)
     print(f"{'onnx':<24} {'top1 json':>9} {'top1 now':>9} {'ratio json':>10} {'ratio now':>9} {'ms now':>7}")
     for e in front:
         part = split_part(labels, e.get("split"))
         acc = top1(paths[e["onnx"]], images[part], labels[part], e["mean"], e["std"])
         ms, ratio = lat[e["onnx"]]
         bad += abs(acc - e["test_top1"]) > args.max_top1_diff
+        worst = max(worst, (abs(ratio - e["latency_ratio"]), e["onnx"]))
         print(f"{e['onnx']:<24} {e['test_top1']:9.2f} {acc:9.2f} {e['latency_ratio']:10.3f} {ratio:9.3f} {ms:7.3f}",
               flush=True)
+    print(f"largest latency ratio difference: {worst[0]:.3f} ({worst[1]}); top-1 beyond {args.max_top1_diff:g} "
+          f"points: {bad}")
+    if args.max_ratio_diff is not None and worst[0] > args.max_ratio_diff:
+        bad += 1
     return 1 if bad else 0
 
 
