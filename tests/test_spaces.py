@@ -223,14 +223,15 @@ def test_warm_start_points_lie_in_the_space_once_each_and_are_suggested_back(kin
     assert space.describe()["warm_start"] == 6
 
 
-def test_hybrid_warm_start_walks_both_axes_and_the_diagonal_mildest_first():
+def test_hybrid_warm_start_walks_both_axes_and_the_diagonal_from_the_middle_out():
     space = _space("hybrid", {"channel_ratio": {"low": 0.0, "high": 0.7, "step": 0.05}, "pruned_blocks":
                               {"low": 0, "high": 20}, "criterion": ["bn_scale", "taylor_weight"],
                               "order": ["layer_first", "channel_first"], "warm_start": 8}, blocks=25)
     got = [(p["channel_ratio"], p["pruned_blocks"], p["criterion"], p["order"]) for p in space.warm_start_points()]
-    assert got == [(0.1, 0, "bn_scale", "layer_first"), (0.0, 3, "taylor_weight", "layer_first"),
-                   (0.1, 3, "bn_scale", "layer_first"), (0.35, 0, "taylor_weight", "layer_first"),
-                   (0.0, 10, "bn_scale", "layer_first"), (0.35, 10, "taylor_weight", "layer_first"),
+    # the middle of each line (fraction 1/2), then 1/6, then 5/6; the criterion cycles point by point
+    assert got == [(0.35, 0, "bn_scale", "layer_first"), (0.0, 10, "taylor_weight", "layer_first"),
+                   (0.35, 10, "bn_scale", "layer_first"), (0.1, 0, "taylor_weight", "layer_first"),
+                   (0.0, 3, "bn_scale", "layer_first"), (0.1, 3, "taylor_weight", "layer_first"),
                    (0.6, 0, "bn_scale", "layer_first"), (0.0, 17, "taylor_weight", "layer_first")]
     rounded = _space("hybrid", {"round_to": [1, 8, 4], "warm_start": 3}, blocks=25).warm_start_points()
     assert [p["round_to"] for p in rounded] == [8, 8, 8]  # the coarsest grid: round_to 1 ran slower than unpruned
@@ -238,7 +239,7 @@ def test_hybrid_warm_start_walks_both_axes_and_the_diagonal_mildest_first():
                                           blocks=25).warm_start_points()} == {16}
     channel_only = _space("hybrid", {"channel_ratio": {"low": 0.0, "high": 0.7, "step": 0.05}, "pruned_blocks": 0,
                                      "criterion": "bn_scale", "warm_start": 4}, blocks=25)
-    assert [p["channel_ratio"] for p in channel_only.warm_start_points()] == [0.1, 0.25, 0.45, 0.6]
+    assert [p["channel_ratio"] for p in channel_only.warm_start_points()] == [0.25, 0.45, 0.1, 0.6]
     assert all("pruned_blocks" not in p for p in channel_only.warm_start_points())
 
 
@@ -247,7 +248,7 @@ def test_hybrid_stages_warm_start_removes_the_same_share_of_every_stage():
     space = get_space("hybrid_stages", {"channel_ratio": 0.0, "blocks_stage1": {"low": 0, "high": 7},
                                         "blocks_stage2": {"low": 0, "high": 7}, "blocks_stage3": {"low": 0, "high": 6},
                                         "warm_start": 3}, removable_blocks=25, criteria=CRITERIA, stage_sizes=sizes)
-    assert [space.to_config(p).stage_blocks for p in space.warm_start_points()] == [(1, 1, 1), (4, 4, 3), (6, 6, 5)]
+    assert [space.to_config(p).stage_blocks for p in space.warm_start_points()] == [(4, 4, 3), (1, 1, 1), (6, 6, 5)]
 
 
 @pytest.mark.parametrize("value", [-1, 1001, 2.5, "8", True])

@@ -5,9 +5,12 @@ compound (both at once) as its diagonal. A sampler that starts from random point
 in the interior, where two prunings together push most candidates under the accuracy floor, and
 the single-mode searches it should at least match explore their one axis from the first trial.
 ``[space] warm_start = N`` therefore enqueues ``N`` points before the sampler's own: evenly along
-each line the space searches (each axis, then the diagonal), round robin from the mildest, at
-fractions ``(k + 0.5) / m`` of each parameter's range, so no point is the unpruned baseline or the
-range's far end. They are searched trials (inside the wall-time budget, labelled ``warm_start``),
+each line the space searches (each axis, then the diagonal), round robin, at fractions
+``(k + 0.5) / m`` of each parameter's range, so no point is the unpruned baseline or the range's far
+end. The middle of the lines comes first, then outwards (milder before harsher at equal distance):
+MO-ASHA continues the first trial to reach a rung, so the first point gets the full fine-tune,
+and mildest-first spent it on a point next to the unpruned model (0.96x its latency, RESULTS.md,
+warm start). They are searched trials (inside the wall-time budget, labelled ``warm_start``),
 not reference points: a study that seeds gets no extra time.
 """
 
@@ -56,12 +59,12 @@ def at(p: Param, f: float) -> Any:
 
 
 def spread(lines: list[Line], n: int) -> list[dict[str, Any]]:
-    """``n`` points (or fewer, where lines meet) along ``lines``, round robin, mildest first."""
+    """``n`` points (or fewer, where lines meet) along ``lines``, round robin, from the middle out."""
     if n <= 0 or not lines:
         return []
     per = math.ceil(n / len(lines))
     points: list[dict[str, Any]] = []
-    for k in range(per):
+    for k in sorted(range(per), key=lambda k: (abs(2 * k + 1 - per), k)):  # |(k + 0.5) / per - 0.5|, milder first
         for line in lines:
             point = line((k + 0.5) / per)
             if point not in points:
