@@ -299,3 +299,14 @@ def test_space_errors_come_before_a_baseline_trains(tmp_path, ckpt, capsys, spac
     captured = capsys.readouterr()
     assert captured.err.startswith("error: ") and all(w in captured.err for w in words), captured.err
     assert "baseline" not in captured.out and not (tmp_path / "run").exists()
+
+
+def test_a_paired_latency_round_is_capped_by_default_and_a_given_cap_is_kept():
+    """A paired ONNX Runtime round mostly runs to its max_time_s; left out, it is PAIRED_ROUND_S,
+    not the protocol's 10 s (5 rounds would cost ~50 s a model). Other backends keep their own."""
+    from hybridprune.search.sections import PAIRED_ROUND_S, LatencySection
+
+    assert LatencySection(backend="onnxruntime").options == {"max_time_s": PAIRED_ROUND_S}
+    given = LatencySection(backend="onnxruntime", options={"threads": 1, "max_time_s": 3.0})
+    assert given.options == {"threads": 1, "max_time_s": 3.0}
+    assert "max_time_s" not in LatencySection(backend="torch").options

@@ -34,6 +34,7 @@ MAX_WORKERS = 256
 MAX_SECONDS = 86_400  # heartbeat_interval / grace_period: one day (a huge one crashes Optuna's heartbeat thread)
 MAX_RETRY = 1_000
 MAX_ROUNDS = 100
+PAIRED_ROUND_S = 1.0  # default max_time_s of a paired round: 5 rounds, ~5 s a model (RESULTS.md, paired timing)
 MAX_DURATION = 366 * 86_400
 MAX_BN_BATCHES = 10_000
 MAX_SEED = 2**32 - 1  # numpy's seed range
@@ -258,6 +259,11 @@ class LatencySection:
     ``rounds``: on a backend that shares this machine (``shares_host``), each model is timed in
     this many rounds alternating with the unpruned baseline, and its latency is the median
     per-round ratio times the study's reference baseline latency, so load drift cancels out.
+    On a backend that times pairs (ONNX Runtime) a round runs until the ratio's CI is within
+    ``rel_ci`` or ``max_time_s`` passes, and on a shared VM it mostly runs to the cap, so a
+    model's latency costs about ``rounds x max_time_s``; ``max_time_s`` left out is
+    :data:`PAIRED_ROUND_S` there (the timing protocol's own default, 10 s, suits one model on a
+    dedicated device).
     """
 
     backend: str = DEFAULT_BACKEND
@@ -279,8 +285,10 @@ class LatencySection:
         _positive(self.rounds, "latency.rounds")
         _at_most(self.rounds, "latency.rounds", MAX_ROUNDS)
         _choice(self.backend, "latency.backend", list_latency_backends())
-        precisions = LATENCY_BACKENDS.get(self.backend).precisions
-        _choice(self.precision, f"latency.precision (backend {self.backend})", precisions)
+        backend = LATENCY_BACKENDS.get(self.backend)
+        _choice(self.precision, f"latency.precision (backend {self.backend})", backend.precisions)
+        if backend.pairs and "max_time_s" not in self.options:
+            object.__setattr__(self, "options", {**self.options, "max_time_s": PAIRED_ROUND_S})
 
 
 @dataclass(frozen=True)
