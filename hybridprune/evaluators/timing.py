@@ -239,10 +239,16 @@ def _block_median(run_once):
     until they add up to PAIR_BLOCK_MS and number at least PAIR_BLOCK_MIN_RUNS."""
     for _ in range(PAIR_BLOCK_WARMUP):
         run_once()
-    times = []
-    while len(times) < PAIR_BLOCK_MIN_RUNS or sum(times) < PAIR_BLOCK_MS:
+    times, total = [], 0.0
+    while len(times) < PAIR_BLOCK_MIN_RUNS or total < PAIR_BLOCK_MS:
         times.append(float(run_once()))
+        total += times[-1]
     return percentile(sorted(times), 50.0)
+
+
+def _last_ratios(model_ms, baseline_ms, n):
+    """The per-pair ratios model / baseline of the last ``n`` pairs."""
+    return [m / b for m, b in zip(model_ms[len(model_ms) - n:], baseline_ms[len(baseline_ms) - n:])]
 
 
 class _RatioProtocol(Protocol):
@@ -258,9 +264,7 @@ class _RatioProtocol(Protocol):
         self._model_ms, self._baseline_ms = model_ms, baseline_ms
 
     def is_stable(self, times_ms):
-        n = len(times_ms)
-        ratios = [m / b for m, b in zip(self._model_ms[-n:], self._baseline_ms[-n:])]
-        return Protocol.is_stable(self, ratios)
+        return Protocol.is_stable(self, _last_ratios(self._model_ms, self._baseline_ms, len(times_ms)))
 
 
 def alternate_blocks(model, baseline, protocol):
@@ -288,12 +292,10 @@ def alternate_blocks(model, baseline, protocol):
 
     stats = run_protocol(run_pair, _RatioProtocol(protocol, model_ms, baseline_ms))
     n = stats["runs"]  # the protocol's warm-up pair comes first and is not timed
-    pairs = baseline_ms[len(baseline_ms) - n:]
-    ratios = sorted(m / b for m, b in zip(model_ms[len(model_ms) - n:], pairs))
-    lo, hi = median_ci_indices(len(ratios), protocol.confidence)
-    stats["pair_ratio"] = percentile(ratios, 50.0)
-    stats["pair_ratio_ci"] = [ratios[lo], ratios[hi]]
-    stats["baseline_median_ms"] = percentile(sorted(pairs), 50.0)
+    ratio = summarize(_last_ratios(model_ms, baseline_ms, n), protocol.confidence)
+    stats["pair_ratio"] = ratio["median_ms"]  # summarize names its fields for ms; these are ratios
+    stats["pair_ratio_ci"] = [ratio["ci_low_ms"], ratio["ci_high_ms"]]
+    stats["baseline_median_ms"] = percentile(sorted(baseline_ms[len(baseline_ms) - n:]), 50.0)
     stats["pairing"] = pair_blocks()
     return stats
 

@@ -81,8 +81,8 @@ def machine_key(key: str, machine: str, pairing: Mapping[str, Any] | None = None
     """``key`` (:func:`settings_key`) for one machine: a ratio timed on one CPU is not another's.
     ``pairing``: how a backend that times pairs forms them (``pairing`` of its result), so a ratio
     read in the old single-run pairs, which read small models slow, is never reused."""
-    parts = [key, machine] + ([dict(sorted(pairing.items()))] if pairing else [])
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+    parts = [key, machine] + ([dict(pairing)] if pairing else [])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
 class LatencyCache:
