@@ -10,7 +10,8 @@ then disagreed with ``verify_results.py`` (which times each model for a second a
   per-pair ratio (the old pairing, re-implemented here);
 * **blocks (ours)**: the product's pairing, ``OnnxRuntimeBackend.measure_pair``
   (:func:`hybridprune.evaluators.timing.alternate_blocks`), with the study's protocol;
-* **steady state (reference)**: each model timed alone for ``--seconds`` (after 20 untimed runs),
+* **steady state (reference)**: each model timed alone for half of ``--seconds`` (after 20 untimed
+  runs, ``verify_results.median_ms``),
   alternating with the baseline, median per-round ratio: what a deployed model running back to
   back sees, and what ``verify_results.py`` measures.
 
@@ -30,26 +31,25 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from verify_results import median_ms, session  # noqa: E402  the steady state is what verify measures
+
 
 def _session(path: Path):
-    """A one-thread ONNX Runtime session of ``path`` and a function timing one run of it (ms)."""
+    """A one-thread ONNX Runtime session of ``path`` (verify's), its input, and a function timing
+    one run of it (ms)."""
     import numpy as np
-    import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    feed = {inp.name: np.random.RandomState(0).standard_normal([d if isinstance(d, int) else 1 for d in inp.shape])
-            .astype(np.float32)}
+    sess = session(path, 1)
+    name = sess.get_inputs()[0].name
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
 
     def run_once() -> float:
         t0 = time.perf_counter()
-        sess.run(None, feed)
+        sess.run(None, {name: x})
         return (time.perf_counter() - t0) * 1e3
-    return run_once
+    return sess, x, run_once
 
 
 def single_runs(model, base, seconds: float) -> float:
@@ -63,16 +63,6 @@ def single_runs(model, base, seconds: float) -> float:
             b, m = base(), model()
         ratios.append(m / b)
     return statistics.median(ratios)
-
-
-def steady(run_once, seconds: float) -> float:
-    """Median of back-to-back runs for ``seconds`` after 20 untimed ones."""
-    for _ in range(20):
-        run_once()
-    times, end = [], time.perf_counter() + seconds
-    while time.perf_counter() < end or len(times) < 20:
-        times.append(run_once())
-    return statistics.median(times)
 
 
 def models_of(paths: list[Path]) -> tuple[Path, list[Path]]:
@@ -106,17 +96,17 @@ def main(argv: list[str] | None = None) -> int:
 
     base_path, paths = models_of(args.paths)
     base = _session(base_path)
-    runs = {p: _session(p) for p in paths}
+    runs = {p: _session(p) for p in paths}  # (session, input, run_once)
     timer = OnnxRuntimeBackend(threads=1)
     protocol = Protocol(warmup_runs=10, min_runs=20, max_time_s=args.seconds)
     got = {p: {"single": [], "blocks": [], "steady": []} for p in paths}
     load = os.getloadavg()[0]
     for r in range(args.rounds):
         for p in paths:
-            got[p]["single"].append(single_runs(runs[p], base, args.seconds))
+            got[p]["single"].append(single_runs(runs[p][2], base[2], args.seconds))
             got[p]["blocks"].append(timer.measure_pair(p, base_path, protocol)["pair_ratio"])
-            b = steady(base, args.seconds / 2)
-            got[p]["steady"].append(steady(runs[p], args.seconds / 2) / b)
+            b = median_ms(*base[:2], args.seconds / 2, warmup=20)
+            got[p]["steady"].append(median_ms(*runs[p][:2], args.seconds / 2, warmup=20) / b)
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     print(f"{machine_description()}; onnxruntime 1 thread, batch 1; {args.rounds} rounds of {args.seconds:g} s "
           f"per way; blocks {json.dumps(pair_blocks())}; load average {load:.2f} before, "

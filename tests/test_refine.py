@@ -739,3 +739,27 @@ def test_refine_budget_reads_the_studys_budget_runs_the_others_and_leaves_the_st
     out.write_text("{torn")
     assert bench.main(args) == 2 and "is not a JSON line" in capsys.readouterr().err
     assert out.read_text() == "{torn"
+
+
+def test_paired_timing_benchmark_reads_each_way_and_refuses_bad_input(tmp_path, capsys):
+    """benchmarks/paired_timing.py on two real ONNX files (one short round; no timing asserted),
+    and one ``error:`` line with exit 2 for a missing file, a bad count and a lone file."""
+    from hybridprune.evaluators import export_onnx
+    from hybridprune.models import create_model
+
+    bench = load_benchmark("paired_timing")
+    big = export_onnx(create_model("resnet20", num_classes=10).eval(), tmp_path / "big.onnx", (1, 3, 32, 32))
+    small = export_onnx(create_model("resnet8", num_classes=10).eval(), tmp_path / "small.onnx", (1, 3, 32, 32))
+    assert bench.main([str(big), str(small), "--rounds", "1", "--seconds", "0.05"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| small.onnx |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 6 and all(float(c) > 0 for c in cells[1:4])
+    assert "baseline: big.onnx" in out and "flags:" in out
+    for argv, says in (([str(big), str(tmp_path / "gone.onnx")], "missing: "),
+                       ([str(big), str(small), "--rounds", "0"], "--rounds >= 1"),
+                       ([str(big)], "at least one model"),
+                       ([str(tmp_path)], "has no front.json")):
+        assert bench.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and says in err and err.count("\n") == 1
