@@ -12,6 +12,8 @@ completion time. Latency is the ratio to the baseline timed next to it where the
 overhead is everything but fine-tuning (pruning, complexity, export, latency, evaluation, saving)
 as a share of the trial's wall time.
 
+``--modes`` takes ``plain``, ``mf`` and ``mf-defer``: MO-ASHA whose 0-step screen decides as ASHA's
+promotion variant does (``[fidelity] defer_screen``; hybridprune/search/fidelity.py).
 ``--bn-batches N`` gives ``mf`` a first rung of 0 steps (adaptive batch-norm on N batches, EagleEye);
 ``--bn-val-images M`` scores that rung on M validation images (``[fidelity] bn_val_images``).
 ``--spaces FILE ...`` runs each search once per study file, taking only its ``[space]``: the
@@ -74,14 +76,21 @@ def hypervolume(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     return exact(loss, [1.1, 1.1])
 
 
+MF_MODES = ("mf", "mf-defer")  # MO-ASHA, and MO-ASHA with the deferred screen
+MODES = ("plain", *MF_MODES)
+
+
 def record(trials: list, start: float) -> list[dict]:
-    """What the report needs of each completed trial, in order of completion (JSON-able)."""
+    """What the report needs of each completed trial, in order of completion (JSON-able), with its
+    rungs as ``[steps, accuracy, decision]`` and the trial it was promoted from, if any."""
     out = []
     for t in sorted(trials, key=lambda t: t.datetime_complete):
         ratio = t.user_attrs.get(T.LATENCY_RATIO)
         times = t.user_attrs.get(T.TIME_S) or {}
         out.append({"t": t.datetime_complete.timestamp() - start, "acc": T.accuracy(t), "lat_ms": T.latency_ms(t),
-                    "ratio": ratio, "total_s": times.get("total"), "finetune_s": times.get("finetune", 0.0)})
+                    "ratio": ratio, "total_s": times.get("total"), "finetune_s": times.get("finetune", 0.0),
+                    "number": t.number, "promoted_from": t.user_attrs.get(T.PROMOTED_FROM),
+                    "rungs": [[r["steps"], r["accuracy"], r["decision"]] for r in t.user_attrs.get(T.RUNGS) or []]})
     return out
 
 
@@ -110,8 +119,9 @@ def run(base, ctx, name: str, sampler: str, seed: int, mode: str, space, args, t
     """One search for ``args.budget_s`` seconds; returns (completed trials, start timestamp, study, cfg)."""
     fid = (
         FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta,
-                        bn_batches=args.bn_batches, bn_val_images=args.bn_val_images)
-        if mode == "mf"
+                        bn_batches=args.bn_batches, bn_val_images=args.bn_val_images,
+                        defer_screen=mode == "mf-defer")
+        if mode in MF_MODES
         else FidelitySection()
     )
     cfg = dataclasses.replace(
@@ -165,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget-s", type=float, default=120.0, help="wall time of every run")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--samplers", nargs="+", default=["nsga2", "tpe", "random"])
-    ap.add_argument("--modes", nargs="+", default=["plain", "mf"])
+    ap.add_argument("--modes", nargs="+", default=["plain", "mf"], help=f"of {list(MODES)}")
     ap.add_argument("--full-steps", type=int, default=60, help="fine-tune steps of a full trial / the last rung")
     ap.add_argument("--min-steps", type=int, default=7, help="first fine-tuning rung (mf)")
     ap.add_argument("--eta", type=float, default=3.0)
@@ -193,6 +203,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         print(f"error: --plot writes a PNG file; give a name ending in .png, got {args.plot}", file=sys.stderr)
+        raise SystemExit(2)
+    if not set(args.modes) <= set(MODES):
+        print(f"error: --modes takes {', '.join(MODES)}, got {' '.join(args.modes)}", file=sys.stderr)
+        raise SystemExit(2)
+    if "mf-defer" in args.modes and not args.bn_batches:
+        print("error: --modes mf-defer defers the decisions of the 0-step screen; give --bn-batches (that rung)",
+              file=sys.stderr)
         raise SystemExit(2)
     if args.floor is not None and not 0 <= args.floor < 1:
         print(f"error: --floor is an accuracy fraction in [0, 1), got {args.floor}", file=sys.stderr)
@@ -240,8 +257,8 @@ def main(argv: list[str] | None = None) -> None:
         trials, start, study, cfg = run(base, ctx, f"bench-{sp}-{mode}-{sampler}-{seed}", sampler, seed, mode,
                                         spaces[sp], args, tmp)
         rec = {"key": key, "budget_s": args.budget_s, "full_steps": args.full_steps, "rungs": cfg.fidelity.rungs()
-               if mode == "mf" else [args.full_steps], "bn_batches": args.bn_batches if mode == "mf" else 0,
-               "bn_val_images": args.bn_val_images if mode == "mf" else None,
+               if mode in MF_MODES else [args.full_steps], "bn_batches": args.bn_batches if mode in MF_MODES else 0,
+               "bn_val_images": args.bn_val_images if mode in MF_MODES else None,
                "train": len(ctx.data.train), "val": len(ctx.data.val), "machine": machine,
                "savings": savings(study, args.full_steps).line(), "trials": record(trials, start)}
         done[key] = rec
@@ -332,7 +349,7 @@ def report(runs: dict[tuple, dict], args) -> None:
     first = next(iter(runs.values()))
     print()
     # what the runs were, from their rows (a --no-run report need not repeat the flags they ran with)
-    mf = next((rec for k, rec in runs.items() if k[1] == "mf"), None)
+    mf = next((rec for k, rec in runs.items() if k[1] in MF_MODES), None)
     rungs = mf["rungs"] if mf else FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps,
                                                    eta=args.eta).rungs()
     print(f"study {Path(args.study).name} (train {first['train']}, val {first['val']} images), one worker, {B:.0f} s "
@@ -357,20 +374,26 @@ def report(runs: dict[tuple, dict], args) -> None:
               f"{statistics.mean(hv[1 / 3]):.3f} | {statistics.mean(hv[1 / 2]):.3f} | {statistics.mean(hv[1.0]):.3f} "
               f"({sd:.3f}) | {100 * statistics.mean(max(r['acc'] for r in t) for t in ts if t):.1f}% | {lat:.3f} | "
               f"{secs:.1f} | {100 * over:.0f}% |")
-    plain_mf = [(k, (k[0], "mf", *k[2:])) for k in runs if k[1] == "plain" and (k[0], "mf", *k[2:]) in runs]
+    plain_mf = _plain_mf_pairs(runs)
     if plain_mf:
         print()
-        print("| space | sampler | seed | plain final HV | mf reaches it after | share of plain's wall time |")
-        print("|---|---|---|---|---|---|")
+        print("| space | mode | sampler | seed | plain final HV | reached after | share of plain's wall time |")
+        print("|---|---|---|---|---|---|---|")
         for p, m in plain_mf:
             target = hv_at(curves[p], B)
             t_mf = time_to(curves[m], target)
-            print(f"| {p[0]} | {p[2]} | {p[3]} | {target:.3f} | {_when(t_mf, B)} | "
+            print(f"| {p[0]} | {m[1]} | {p[2]} | {p[3]} | {target:.3f} | {_when(t_mf, B)} | "
                   f"{'-' if t_mf > B else f'{t_mf / B:.2f}'} |")
     print(f"(normalisation over all runs: accuracy {lo[0]:.3f}..{hi[0]:.3f}, latency {lo[1]:.3f}..{hi[1]:.3f};"
           f" ideal HV {1.1 * 1.1:.2f})")
     if args.floor is not None:
         floor_report(runs, args.floor, B)
+
+
+def _plain_mf_pairs(runs: dict[tuple, dict]) -> list[tuple[tuple, tuple]]:
+    """(plain run, multi-fidelity run) keys of the same space, sampler and seed, for each mf mode."""
+    return [(k, (k[0], m, *k[2:])) for m in MF_MODES for k in runs
+            if k[1] == "plain" and (k[0], m, *k[2:]) in runs]
 
 
 def floor_report(runs: dict[tuple, dict], floor: float, budget_s: float) -> None:
@@ -390,10 +413,10 @@ def floor_report(runs: dict[tuple, dict], floor: float, budget_s: float) -> None
                      and r["acc"] > floor and r["ratio"] < 1.0) for k in keys]
         print(f"| {sp} | {mode} | {sampler} | {', '.join(f'{h:.4f}' for h in hvs)} | {statistics.mean(hvs):.4f} | "
               f"{', '.join(map(str, above))} |")
-    for p in (k for k in runs if k[1] == "plain" and (k[0], "mf", *k[2:]) in runs):
+    for p, m in _plain_mf_pairs(runs):
         target = hv_at(curves[p], budget_s)
-        t_mf = time_to(curves[(p[0], "mf", *p[2:])], target)
-        print(f"{p[0]} {p[2]} seed {p[3]}: plain's final {target:.4f} reached by mf "
+        t_mf = time_to(curves[m], target)
+        print(f"{p[0]} {p[2]} seed {p[3]}: plain's final {target:.4f} reached by {m[1]} "
               + (f"after {t_mf:.0f} s ({t_mf / budget_s:.2f} of the budget)" if t_mf <= budget_s
                  else _when(t_mf, budget_s)))
 

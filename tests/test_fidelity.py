@@ -68,6 +68,9 @@ def test_continues_follows_moasha():
      "fidelity.bn_val_images must be a whole number"),
     ("min_steps = 1\nmax_steps = 4\nbn_val_images = 10", "give fidelity.bn_batches"),
     ("min_steps = 1\nmax_steps = 4\nreferences = \"all\"", "fidelity.references must be one of ['full', 'screen']"),
+    ("min_steps = 1\nmax_steps = 4\nbn_batches = 2\ndefer_screen = \"yes\"",
+     "fidelity.defer_screen must be true or false"),
+    ("min_steps = 1\nmax_steps = 4\ndefer_screen = true", "give fidelity.bn_batches (that rung) too"),
 ])
 def test_bad_fidelity_tables_are_refused_before_training(tmp_path, capsys, table, message):
     path = _with_fidelity(write_study(tmp_path, name="bad"), f"\n[fidelity]\n{table}\n")
@@ -284,3 +287,89 @@ def test_proxy_refuses_an_empty_validation_sample(monkeypatch, capsys, tmp_path)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --bn-val-images takes validation sample sizes >= 1")
     assert not (tmp_path / "rows.jsonl").exists() and not (tmp_path / "rows-bn-val.jsonl").exists()
+
+
+def test_a_deferred_rung_lets_nothing_on_before_eta_results_and_then_only_the_top_floor_n_over_eta():
+    from hybridprune.search.fidelity import continues, top_count
+
+    assert [top_count(n, 3) for n in range(1, 10)] == [0, 0, 1, 1, 1, 2, 2, 2, 3]
+    assert continues([-0.9, 1.0], [], eta=3) and not continues([-0.9, 1.0], [], eta=3, defer=True)
+    assert not continues([-0.9, 1.0], [[-0.1, 2.0]], eta=3, defer=True)  # best of 2: still waits
+    assert continues([-0.9, 1.0], [[-0.1, 2.0], [-0.2, 3.0]], eta=3, defer=True)  # best of 3 goes on
+    # the stopping rule lets the second of three through (rank 1/3 <= 1/eta); deferred, only the first
+    assert continues([-0.5, 2.5], [[-0.1, 2.0], [-0.9, 1.0]], eta=3)
+    assert not continues([-0.5, 2.5], [[-0.1, 2.0], [-0.9, 1.0]], eta=3, defer=True)
+
+
+def _screened(study, params, accuracy, latency, decision, **attrs):
+    import optuna
+
+    study.add_trial(optuna.trial.create_trial(
+        params=params, distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+        values=[accuracy, latency], user_attrs={"rungs": [{"rung": 0, "steps": 0, "accuracy": accuracy,
+                                                           "latency_ms": latency, "decision": decision}], **attrs}))
+
+
+def test_screened_trials_that_rank_in_later_are_promoted_once_with_their_labels():
+    import optuna
+
+    from hybridprune.search.fidelity import PROMOTED, promote, recorded_at, to_promote
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    _screened(study, {"x": 0.1}, 0.9, 1.0, "stop", reference="paper")  # best, but stopped: it came first
+    _screened(study, {"x": 0.2}, 0.2, 3.0, "stop")
+    assert to_promote(study, eta=3) == []  # 2 screened: floor(2/3) = 0 go on
+    _screened(study, {"x": 0.3}, 0.3, 2.0, "stop")
+    assert [t.number for t in to_promote(study, eta=3)] == [0]  # 3 screened: the best of them
+    assert promote(study, eta=3) == [0] and promote(study, eta=3) == []  # once, however often asked
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == {"x": 0.1}  # Optuna runs it next
+    assert waiting[0].user_attrs == {"reference": "paper", "promoted_from": 0}
+    # a promoted twin's screen is its original's: it is never ranked twice
+    _screened(study, {"x": 0.1}, 0.9, 1.0, PROMOTED, promoted_from=0)
+    assert len(recorded_at(study, 0, exclude_number=-1)) == 3
+    # a trial that went on is not promoted again; a screened one that no longer ranks is not either
+    _screened(study, {"x": 0.4}, 0.95, 0.5, "continue")
+    _screened(study, {"x": 0.5}, 0.1, 9.0, "stop")
+    assert to_promote(study, eta=3) == []  # top floor(5/3) = 1: the trial that went on
+
+
+@pytest.mark.slow
+def test_a_study_with_a_deferred_screen_fine_tunes_only_what_ranked_and_promotes_the_rest_later(tmp_path):
+    from hybridprune.search.fidelity import priorities, top_count
+
+    table = "\n[fidelity]\nmin_steps = 1\nmax_steps = 2\neta = 2\nbn_batches = 2\ndefer_screen = true\n"
+    path = _with_fidelity(write_study(tmp_path, name="defer", trials=9, study_extra="references = false"), table)
+    assert main(["run", str(path), "--no-progress"]) == 0
+    _, study = load(path)
+    trials = sorted((t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "duplicate_of" not in t.user_attrs
+                     and "latency_gate" not in t.user_attrs), key=lambda t: t.number)
+    by_number = {t.number: t for t in trials}
+    promoted = [t for t in trials if t.user_attrs.get("promoted_from") is not None]
+    screened = []  # (trial, -accuracy, latency) in the order one worker screened them
+    for t in trials:
+        rungs = t.user_attrs["rungs"]
+        assert rungs[0]["steps"] == 0
+        if t in promoted:
+            original = by_number[t.user_attrs["promoted_from"]]
+            assert original.number < t.number and original.params == t.params
+            assert [r["decision"] for r in original.user_attrs["rungs"]] == ["stop"]  # stopped at the screen
+            assert original.user_attrs["finetune_steps"] == 0 and "finetune" not in original.user_attrs["time_s"]
+            assert rungs[0]["decision"] == "promoted" and rungs[0]["accuracy"] == original.user_attrs["rungs"][0][
+                "accuracy"]
+            assert t.user_attrs["latency_cached"] is True  # re-pruned to the same network: not timed again
+            assert len(rungs) > 1  # it went on from the screen
+            # when it was queued, its original ranked in the top floor(n / eta) of those screened by then
+            seen = [s for s in trials if s.number < t.number and s not in promoted]
+            prio = priorities(np.array([[-s.user_attrs["rungs"][0]["accuracy"], s.user_attrs["rungs"][0]["latency_ms"]]
+                                        for s in seen]))
+            assert prio[seen.index(original)] < top_count(len(seen), 2)
+            continue
+        screened.append(t)
+        if rungs[0]["decision"] == "continue":  # it went on at once: it ranked among those screened before it
+            prio = priorities(np.array([[-s.user_attrs["rungs"][0]["accuracy"], s.user_attrs["rungs"][0]["latency_ms"]]
+                                        for s in screened]))
+            assert prio[-1] < top_count(len(screened), 2)
+    assert screened[0].user_attrs["rungs"][0]["decision"] == "stop"  # the first no longer goes on unranked
+    assert promoted, "nothing was promoted in 9 trials at eta 2"
+    assert len({t.user_attrs["promoted_from"] for t in promoted}) == len(promoted)  # each at most once

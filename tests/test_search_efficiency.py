@@ -248,14 +248,22 @@ def test_search_benchmark_reports_and_draws_from_its_rows_without_running(tmp_pa
 
     plain = [(60.0, 0.9, 0.5)]  # one trial above the floor: HV (0.9 - 0.8) * (1 - 0.5) = 0.05
     mf = [(20.0, 0.3, 0.1), (30.0, 0.9, 0.5), (90.0, 0.95, 0.6)]  # reaches it at 30 s; the first is below
-    rows.write_text("".join(json.dumps(rec(m, s, t)) + "\n" for m, t in (("plain", plain), ("mf", mf))
-                            for s in (0, 1)))
+    deferred = [(25.0, 0.95, 0.4)]  # the deferred screen's mode is paired with plain too
+    rows.write_text("".join(json.dumps(rec(m, s, t)) + "\n" for m, t in (("plain", plain), ("mf", mf),
+                                                                         ("mf-defer", deferred)) for s in (0, 1)))
     png = tmp_path / "figs" / "hv.png"
-    common = ["--study", str(study), "--budget-s", "100", "--samplers", "nsga2", "--modes", "plain", "mf",
-              "--out", str(rows), "--no-run", "--floor", "0.8"]
+    common = ["--study", str(study), "--budget-s", "100", "--samplers", "nsga2", "--modes", "plain", "mf", "mf-defer",
+              "--bn-batches", "2", "--out", str(rows), "--no-run", "--floor", "0.8"]
     bench.main(common + ["--seeds", "0", "1", "--plot", str(png)])
     out = capsys.readouterr().out
     assert "plain's final 0.0500 reached by mf after 30 s (0.30 of the budget)" in out
+    assert "plain's final 0.0500 reached by mf-defer after 25 s (0.25 of the budget)" in out
+    for bad, message in ((["--modes", "plain", "mfd"], "error: --modes takes plain, mf, mf-defer, got plain mfd"),
+                         (["--modes", "mf-defer"], "error: --modes mf-defer defers the decisions of the 0-step")):
+        with pytest.raises(SystemExit) as exit_:
+            bench.main(["--study", str(study), "--out", str(rows), "--no-run", *bad])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith(message) and err.count("\n") == 1
     assert "| bench | plain | nsga2 | 0.0500, 0.0500 | 0.0500 | 1, 1 |" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     before = rows.read_text()

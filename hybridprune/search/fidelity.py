@@ -10,10 +10,20 @@ Optuna has no pruner for multi-objective studies, so the rung results live in ea
 ``rungs`` user attribute: every worker, process or Ray task reads them from the shared storage, so
 decisions need no coordinator. Reference trials (baseline, paper settings) always run to the last
 rung: they are what the search is compared against.
+
+``[fidelity] defer_screen``: at the 0-step screen (adaptive BN), the stopping rule above gives the
+first trials a fine-tune on no evidence (the first always goes on, and ``rank <= 1/eta`` lets 2 of
+the first 3 through). Deferred, the screen decides as ASHA's promotion variant does (Li et al.
+2020): a trial goes on only if it is among the top ``floor(n / eta)`` of the ``n`` screened so far;
+the others stop, and one that ranks there later, as more trials are screened, is promoted: a twin
+trial with its parameters is queued (:data:`~hybridprune.search.trials.PROMOTED_FROM`), re-prunes
+and re-adapts (deterministic, seconds; its latency comes from the study's cache) and goes on from
+the screen. A screen is cheap to redo, so only that rung defers; later rungs keep the stopping rule.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -24,6 +34,7 @@ from hybridprune.search import trials as T
 CONTINUE = "continue"
 STOP = "stop"
 FINAL = "final"
+PROMOTED = "promoted"  # a promoted twin's screen: it goes on, and it is not ranked a second time
 
 
 def nondominated_fronts(points: np.ndarray) -> list[list[int]]:
@@ -70,19 +81,28 @@ def priorities(points: np.ndarray) -> np.ndarray:
     return out
 
 
-def continues(own: Sequence[float], recorded: Sequence[Sequence[float]], eta: float) -> bool:
+def continues(own: Sequence[float], recorded: Sequence[Sequence[float]], eta: float, *, defer: bool = False) -> bool:
     """MO-ASHA's rule: does a result ``own`` (objectives minimised) go on, given the others at its rung?
 
     Args:
         own: This trial's objective vector at the rung.
         recorded: Vectors of the trials that reached the rung before it.
         eta: Reduction factor (the top ``1/eta`` go on).
+        defer: The promotion variant's rule: only the top ``floor(n / eta)`` of the ``n`` results
+            (``own`` included) go on, so nothing goes on before ``eta`` results are in.
     """
+    if defer:
+        return bool(priorities(np.asarray([*recorded, own], dtype=float))[-1] < top_count(len(recorded) + 1, eta))
     if not recorded:
         return True
     pts = np.asarray([*recorded, own], dtype=float)
     rank = priorities(pts)[-1] / len(pts)
     return bool(rank <= 1.0 / eta)
+
+
+def top_count(n: int, eta: float) -> int:
+    """How many of ``n`` results at a deferred rung go on: ``floor(n / eta)``."""
+    return int(math.floor(n / eta + 1e-9))
 
 
 @dataclass(frozen=True)
@@ -100,24 +120,67 @@ class RungResult:
                 "latency_ms": self.latency_ms, "decision": self.decision}
 
 
-def recorded_at(study: Any, rung: int, exclude_number: int) -> list[list[float]]:
-    """(-accuracy, latency) of every other running or completed trial of ``study`` that recorded
-    ``rung`` (a failed trial's results are left out: its retry records them again)."""
+def results_at(study: Any, rung: int) -> list[tuple[Any, list[float]]]:
+    """``(trial, [-accuracy, latency])`` for every running or completed trial of ``study`` that
+    recorded ``rung`` (a failed trial's results are left out: its retry records them again; a
+    promoted twin's screen is its original's, counted once)."""
     from optuna.trial import TrialState
 
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
-        if t.number == exclude_number:
-            continue
         for r in t.user_attrs.get(T.RUNGS) or []:
-            if r.get("rung") == rung:
-                out.append([-float(r["accuracy"]), float(r["latency_ms"])])
+            if r.get("rung") == rung and r.get("decision") != PROMOTED:
+                out.append((t, [-float(r["accuracy"]), float(r["latency_ms"])]))
     return out
 
 
+def recorded_at(study: Any, rung: int, exclude_number: int) -> list[list[float]]:
+    """(-accuracy, latency) of every other running or completed trial of ``study`` that recorded
+    ``rung`` (see :func:`results_at`)."""
+    return [v for t, v in results_at(study, rung) if t.number != exclude_number]
+
+
+def to_promote(study: Any, eta: float) -> list[Any]:
+    """Trials stopped at the deferred screen (rung 0) that now rank in its top ``floor(n / eta)``
+    and have no promoted twin yet (queued, running, finished or failed), best first."""
+    from optuna.trial import TrialState
+
+    results = results_at(study, 0)
+    if not results:
+        return []
+    promoted = {t.user_attrs.get(T.PROMOTED_FROM) for t in study.get_trials(deepcopy=False)} - {None}
+    prio = priorities(np.asarray([v for _, v in results], dtype=float))
+    k = top_count(len(results), eta)
+    out = []
+    for i in np.argsort(prio, kind="stable")[:k]:
+        t = results[int(i)][0]
+        stopped = t.state == TrialState.COMPLETE and (t.user_attrs.get(T.RUNGS) or [{}])[-1].get("decision") == STOP
+        if stopped and t.user_attrs.get(T.RUNGS)[-1].get("rung") == 0 and t.number not in promoted:
+            out.append(t)
+    return out
+
+
+def promote(study: Any, eta: float) -> list[int]:
+    """Queue a promoted twin of every trial :func:`to_promote` names; returns their numbers.
+
+    The twin carries the original's parameters and labels (reference, warm start) and
+    ``promoted_from``; Optuna runs queued trials before asking the sampler for new ones.
+    """
+    numbers = []
+    for t in to_promote(study, eta):
+        attrs = {k: t.user_attrs[k] for k in (T.REFERENCE, T.REFERENCE_NAME, T.WARM_START) if k in t.user_attrs}
+        study.enqueue_trial(dict(t.params), user_attrs={**attrs, T.PROMOTED_FROM: t.number}, skip_if_exists=False)
+        numbers.append(t.number)
+    return numbers
+
+
 def decide(study: Any, trial_number: int, rung: int, n_rungs: int, accuracy: float, latency_ms: float,
-           eta: float, reference: bool) -> str:
+           eta: float, reference: bool, *, defer: bool = False) -> str:
     """The decision for a trial that just reached ``rung`` (0-based) of ``n_rungs``.
+
+    Args:
+        defer: Decide by the promotion variant's rule (:func:`continues`); the caller promotes
+            stopped trials that rank in later (:func:`promote`).
 
     Returns:
         ``final`` at the last rung, ``continue`` for reference trials and the top ``1/eta``,
@@ -128,4 +191,4 @@ def decide(study: Any, trial_number: int, rung: int, n_rungs: int, accuracy: flo
     if reference:
         return CONTINUE
     others = recorded_at(study, rung, trial_number)
-    return CONTINUE if continues([-accuracy, latency_ms], others, eta) else STOP
+    return CONTINUE if continues([-accuracy, latency_ms], others, eta, defer=defer) else STOP

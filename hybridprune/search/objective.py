@@ -214,21 +214,40 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
     done, history, accuracy = 0, [], float("nan")
     progress.total = rungs[-1]
     ft = None
+    promoted = _promoted_screen(trial)
     for k, steps in enumerate(rungs):
         progress.offset = done
         with timer.phase("finetune" if steps else "adapt_bn"):
             ft = run_rung(ctx, model, k, done, steps, seed, train_kw) or ft
         done = steps
-        accuracy = score(steps)
-        decision = F.decide(trial.study, trial.number, k, len(rungs), accuracy, latency_ms, cfg.fidelity.eta, reference)
+        defer = cfg.fidelity.defer_screen and k == 0 and steps == 0
+        if defer and promoted is not None:  # its original's screen, same seed and batches: not scored again
+            accuracy, decision = promoted, F.PROMOTED
+        else:
+            accuracy = score(steps)
+            decision = F.decide(trial.study, trial.number, k, len(rungs), accuracy, latency_ms, cfg.fidelity.eta,
+                                reference, defer=defer)
         history.append(F.RungResult(k, steps, accuracy, latency_ms, decision).to_dict())
         trial.set_user_attr(T.RUNGS, history)
         if ft is not None:
             trial.set_user_attr(T.FINETUNE, ft.to_dict())
         trial.set_user_attr(T.FIDELITY_STEPS, steps)
-        if decision != F.CONTINUE:
+        if defer and decision != F.PROMOTED:
+            queued = F.promote(trial.study, cfg.fidelity.eta)
+            if queued:
+                log.info("trial %s: screened trial(s) %s now rank in the top 1/eta: promoted", trial.number, queued)
+        if decision not in (F.CONTINUE, F.PROMOTED):
             break
     return accuracy
+
+
+def _promoted_screen(trial: Any) -> float | None:
+    """The screen accuracy of the trial a promoted ``trial`` repeats (``None`` if not promoted)."""
+    number = trial.user_attrs.get(T.PROMOTED_FROM)
+    if number is None:
+        return None
+    original = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == int(number))
+    return float(original.user_attrs[T.RUNGS][0]["accuracy"])
 
 
 def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
@@ -251,7 +270,8 @@ def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
     for key in (T.RUNGS, T.GATED, T.DUPLICATE_OF):  # a heartbeat retry starts with its failed twin's records
         if trial.user_attrs.get(key):
             trial.set_user_attr(key, None)
-    twin = find_twin(trial.study, trial.number, trial.params, heartbeat=ctx.heartbeat)
+    twin = find_twin(trial.study, trial.number, trial.params, heartbeat=ctx.heartbeat,
+                     promoted_from=trial.user_attrs.get(T.PROMOTED_FROM))
     if twin is not None:
         log.info("trial %s repeats trial %s: its results are reused", trial.number, twin.number)
         return reuse(trial, twin)

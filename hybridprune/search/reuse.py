@@ -41,14 +41,20 @@ def same_params(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return True
 
 
-def find_twin(study: Any, number: int, params: Mapping[str, Any], *, heartbeat: bool = False) -> Any:
+def find_twin(study: Any, number: int, params: Mapping[str, Any], *, heartbeat: bool = False,
+              promoted_from: int | None = None) -> Any:
     """A completed trial of ``study`` with the same ``params``, waiting for a lower-numbered running one.
+
+    Of several completed twins the one that fine-tuned the most steps is taken (a screened trial and
+    its promoted twin have the same parameters).
 
     Args:
         study: The study.
         number: This trial's number.
         params: This trial's parameters.
         heartbeat: Whether the storage has heartbeats (a dead twin is then failed while waiting).
+        promoted_from: For a promoted trial (:mod:`~hybridprune.search.fidelity`), the number of the
+            screened trial it goes on from: only another promotion of that trial is a twin.
 
     Returns:
         The twin ``FrozenTrial``, or ``None`` when this configuration has to be evaluated.
@@ -58,14 +64,18 @@ def find_twin(study: Any, number: int, params: Mapping[str, Any], *, heartbeat: 
 
     waited = False
     while True:
-        running = None
+        running, complete = None, []
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
             if t.number == number or not same_params(t.params, params):
                 continue
+            if promoted_from is not None and t.user_attrs.get(T.PROMOTED_FROM) != promoted_from:
+                continue
             if t.state == TrialState.COMPLETE:
-                return t
-            if t.number < number:
+                complete.append(t)
+            elif t.number < number:
                 running = t
+        if complete:
+            return max(complete, key=lambda t: (int(t.user_attrs.get(T.FIDELITY_STEPS) or 0), -t.number))
         if running is None:
             return None
         if not waited:

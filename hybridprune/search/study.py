@@ -353,7 +353,9 @@ def savings(study: Any, full_steps: int | None) -> Savings:
             if t.user_attrs.get(T.FIDELITY_STEPS) and "finetune" in t.user_attrs.get(T.TIME_S, {})]
     per_step = sum(rate) / len(rate) if rate else 0.0
     gated = [t for t in own if t.user_attrs.get(T.GATED)]
-    stopped = [t for t in own if (t.user_attrs.get(T.RUNGS) or [{}])[-1].get("decision") == "stop"]
+    promoted = {t.user_attrs.get(T.PROMOTED_FROM) for t in done} - {None}  # their fine-tune was spent after all
+    stopped = [t for t in own if (t.user_attrs.get(T.RUNGS) or [{}])[-1].get("decision") == "stop"
+               and t.number not in promoted]
     full = full_steps or max((int(t.user_attrs.get(T.FIDELITY_STEPS) or 0) for t in own), default=0)
     steps = full * len(gated) + sum(max(0, full - int(t.user_attrs.get(T.FIDELITY_STEPS) or 0)) for t in stopped)
     dup = [t for t in done if not T.counts_towards_target(t)]

@@ -123,6 +123,12 @@ class FidelitySection:
     rungs: ``"full"`` (default) runs every one to the last rung, ``"screen"`` ranks them like any
     other candidate (the unpruned baseline still runs to the last rung), so a grid of 20 paper
     settings costs what 20 candidates cost instead of 20 full fine-tunes of a wall-time budget.
+
+    ``defer_screen = true`` makes the 0-step rung decide with hindsight (ASHA's promotion variant):
+    a candidate is fine-tuned only once it ranks in the top ``floor(n / eta)`` of the ``n`` screened
+    so far, so the first ones no longer go on unranked; one that ranks there later is promoted then
+    (re-pruned and re-adapted, seconds; its latency from the study's cache). See
+    :mod:`hybridprune.search.fidelity`.
     """
 
     min_steps: int | None = None
@@ -131,6 +137,7 @@ class FidelitySection:
     bn_batches: int = 0
     bn_val_images: int | None = None
     references: str = "full"
+    defer_screen: bool = False
 
     def __post_init__(self) -> None:
         if (self.min_steps is None) != (self.max_steps is None):
@@ -158,6 +165,11 @@ class FidelitySection:
         if self.references not in REFERENCE_MODES:
             raise ConfigError(f"fidelity.references must be one of {list(REFERENCE_MODES)} (reference points run "
                               f"every rung, or are screened like any candidate), got {self.references!r}")
+        if not isinstance(self.defer_screen, bool):
+            raise ConfigError(f"fidelity.defer_screen must be true or false, got {self.defer_screen!r}")
+        if self.defer_screen and not self.bn_batches:
+            raise ConfigError("fidelity.defer_screen defers the decisions of the 0-step screen; give "
+                              "fidelity.bn_batches (that rung) too")
         if self.bn_batches and not self.enabled:
             raise ConfigError("fidelity.bn_batches adds a 0-step rung before min_steps; give min_steps and "
                               "max_steps too")

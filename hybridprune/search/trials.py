@@ -48,6 +48,7 @@ PROGRESS = "progress"                # fine-tune step, total, elapsed_s and eta_
 REFERENCE = "reference"              # one of REFERENCE_LABELS for enqueued reference points
 REFERENCE_NAME = "reference_name"    # a reference model's label ([references] models)
 WARM_START = "warm_start"            # True on the searched points [space] warm_start enqueued first
+PROMOTED_FROM = "promoted_from"      # a deferred screen promoted this trial's twin: its number
 FAIL_REASON = "fail_reason"
 
 # Study user / system attributes.
