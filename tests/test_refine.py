@@ -756,7 +756,16 @@ def test_paired_timing_benchmark_reads_each_way_and_refuses_bad_input(tmp_path, 
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert len(cells) == 6 and all(float(c) > 0 for c in cells[1:4])
     assert "baseline: big.onnx" in out and "flags:" in out
+    # --costs: a study's latency step per round length, each way, its seconds, ratio and spread
+    assert bench.main([str(big), str(small), "--costs", "0.05", "0.02", "--study-rounds", "2", "--repeats", "2"]) == 0
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| small.onnx |")]
+    assert [r[1] for r in rows] == ["single runs, 2 x 0.05 s", "single runs, 2 x 0.02 s", "blocks, 2 x 0.05 s",
+                                    "blocks, 2 x 0.02 s"]
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 and r[4].endswith("%") for r in rows)
     for argv, says in (([str(big), str(tmp_path / "gone.onnx")], "missing: "),
+                       ([str(big), str(small), "--costs", "0"], "--costs takes round lengths > 0 s"),
+                       ([str(big), str(small), "--costs", "1", "--repeats", "1"], "--repeats >= 2"),
                        ([str(big), str(small), "--rounds", "0"], "--rounds >= 1"),
                        ([str(big)], "at least one model"),
                        ([str(tmp_path)], "has no front.json")):
