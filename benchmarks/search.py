@@ -12,8 +12,10 @@ completion time. Latency is the ratio to the baseline timed next to it where the
 overhead is everything but fine-tuning (pruning, complexity, export, latency, evaluation, saving)
 as a share of the trial's wall time.
 
-``--modes`` takes ``plain``, ``mf`` and ``mf-defer``: MO-ASHA whose 0-step screen decides as ASHA's
-promotion variant does (``[fidelity] defer_screen``; hybridprune/search/fidelity.py).
+``--modes`` takes ``plain``, ``mf``, ``mf-defer``: MO-ASHA whose 0-step screen decides as ASHA's
+promotion variant does (``[fidelity] defer_screen``; hybridprune/search/fidelity.py), and
+``mf-defer-floor``: that, with rung results ranked by the study's accuracy floor too
+(``[fidelity] floor_aware``; the floor is the study's ``[constraints] min_accuracy``).
 ``--bn-batches N`` gives ``mf`` a first rung of 0 steps (adaptive batch-norm on N batches, EagleEye);
 ``--bn-val-images M`` scores that rung on M validation images (``[fidelity] bn_val_images``).
 ``--spaces FILE ...`` runs each search once per study file, taking only its ``[space]``: the
@@ -76,7 +78,7 @@ def hypervolume(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     return exact(loss, [1.1, 1.1])
 
 
-MF_MODES = ("mf", "mf-defer")  # MO-ASHA, and MO-ASHA with the deferred screen
+MF_MODES = ("mf", "mf-defer", "mf-defer-floor")  # MO-ASHA; with the deferred screen; and floor-aware
 MODES = ("plain", *MF_MODES)
 
 
@@ -120,7 +122,7 @@ def run(base, ctx, name: str, sampler: str, seed: int, mode: str, space, args, t
     fid = (
         FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta,
                         bn_batches=args.bn_batches, bn_val_images=args.bn_val_images,
-                        defer_screen=mode == "mf-defer")
+                        defer_screen=mode.startswith("mf-defer"), floor_aware=mode == "mf-defer-floor")
         if mode in MF_MODES
         else FidelitySection()
     )
@@ -207,9 +209,13 @@ def main(argv: list[str] | None = None) -> None:
     if not set(args.modes) <= set(MODES):
         print(f"error: --modes takes {', '.join(MODES)}, got {' '.join(args.modes)}", file=sys.stderr)
         raise SystemExit(2)
-    if "mf-defer" in args.modes and not args.bn_batches:
+    if any(m.startswith("mf-defer") for m in args.modes) and not args.bn_batches:
         print("error: --modes mf-defer defers the decisions of the 0-step screen; give --bn-batches (that rung)",
               file=sys.stderr)
+        raise SystemExit(2)
+    if "mf-defer-floor" in args.modes and load_study_config(args.study).constraints.min_accuracy is None:
+        print(f"error: --modes mf-defer-floor ranks by the study's accuracy floor; {args.study} sets no "
+              f"[constraints] min_accuracy", file=sys.stderr)
         raise SystemExit(2)
     if args.floor is not None and not 0 <= args.floor < 1:
         print(f"error: --floor is an accuracy fraction in [0, 1), got {args.floor}", file=sys.stderr)

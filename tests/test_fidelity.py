@@ -71,6 +71,9 @@ def test_continues_follows_moasha():
     ("min_steps = 1\nmax_steps = 4\nbn_batches = 2\ndefer_screen = \"yes\"",
      "fidelity.defer_screen must be true or false"),
     ("min_steps = 1\nmax_steps = 4\ndefer_screen = true", "give fidelity.bn_batches (that rung) too"),
+    ("min_steps = 1\nmax_steps = 4\nfloor_aware = 1", "fidelity.floor_aware must be true or false"),
+    ("min_steps = 1\nmax_steps = 4\nfloor_aware = true", "set [constraints] min_accuracy"),
+    ("floor_aware = true", "give min_steps and max_steps (the rungs) too"),
 ])
 def test_bad_fidelity_tables_are_refused_before_training(tmp_path, capsys, table, message):
     path = _with_fidelity(write_study(tmp_path, name="bad"), f"\n[fidelity]\n{table}\n")
@@ -342,6 +345,7 @@ def test_a_study_with_a_deferred_screen_fine_tunes_only_what_ranked_and_promotes
     path = _with_fidelity(write_study(tmp_path, name="defer", trials=9, study_extra="references = false"), table)
     assert main(["run", str(path), "--no-progress"]) == 0
     _, study = load(path)
+    assert study.user_attrs["fidelity"]["defer_screen"] is True  # the study records how it screened
     trials = sorted((t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "duplicate_of" not in t.user_attrs
                      and "latency_gate" not in t.user_attrs), key=lambda t: t.number)
     by_number = {t.number: t for t in trials}
@@ -373,3 +377,36 @@ def test_a_study_with_a_deferred_screen_fine_tunes_only_what_ranked_and_promotes
     assert screened[0].user_attrs["rungs"][0]["decision"] == "stop"  # the first no longer goes on unranked
     assert promoted, "nothing was promoted in 9 trials at eta 2"
     assert len({t.user_attrs["promoted_from"] for t in promoted}) == len(promoted)  # each at most once
+
+
+def test_floor_aware_ranking_puts_results_no_better_than_a_known_failure_behind_the_rest():
+    import optuna
+
+    from hybridprune.search.fidelity import continues, decide, floor_bar, priorities
+
+    pts = np.array([[-0.2, 1.0], [-0.7, 3.0], [-0.5, 2.0]])  # all on one front; the fastest scores 20%
+    assert priorities(pts).tolist()[0] < 2  # unaware, the fast 20% result is near the top
+    assert priorities(pts, np.array([True, False, False])).tolist() == [2, 0, 1]
+    assert priorities(pts, np.array([True, True, True])).tolist() == priorities(pts).tolist()
+    assert continues([-0.2, 1.0], [[-0.7, 3.0], [-0.5, 2.0]], eta=3)  # first on latency: goes on
+    assert not continues([-0.2, 1.0], [[-0.7, 3.0], [-0.5, 2.0]], eta=3, bar=0.3)
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    assert floor_bar(study, 0, 0.8) is None  # no evidence yet: nothing changes
+
+    def done(screen, at_60, final, last="final"):
+        rungs = [{"rung": 0, "steps": 0, "accuracy": screen, "latency_ms": 1.0, "decision": "continue"},
+                 {"rung": 1, "steps": 60, "accuracy": at_60, "latency_ms": 1.0, "decision": "continue"},
+                 {"rung": 2, "steps": 180, "accuracy": final, "latency_ms": 1.0, "decision": last}]
+        study.add_trial(optuna.trial.create_trial(values=[final, 1.0], user_attrs={"rungs": rungs}))
+
+    done(0.24, 0.66, 0.77)  # ran the whole ladder, ended below the floor
+    done(0.29, 0.61, 0.71)
+    done(0.73, 0.84, 0.85)  # above the floor: no evidence against anything
+    done(0.60, 0.70, 0.75, last="stop")  # stopped early: not a whole ladder
+    assert floor_bar(study, 0, 0.8) == 0.29 and floor_bar(study, 1, 0.8) == 0.66
+    assert floor_bar(study, 0, None) is None and floor_bar(study, 0, 0.7) is None
+    # a new screen at 25%: the fastest, so it would go on; floor-aware it ranks behind and stops
+    assert decide(study, 99, 0, 3, 0.25, 0.1, 3, False) == "continue"
+    assert decide(study, 99, 0, 3, 0.25, 0.1, 3, False, bar=floor_bar(study, 0, 0.8)) == "stop"
+    assert decide(study, 99, 0, 3, 0.90, 0.1, 3, False, bar=floor_bar(study, 0, 0.8)) == "continue"

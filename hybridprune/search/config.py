@@ -210,6 +210,9 @@ def _load(path: Path) -> StudyConfig:
     if sections["fidelity"].enabled and ("epochs" in given or "steps" in given):
         raise ConfigError("give the fine-tune budget once: [fidelity] min_steps/max_steps replace "
                           "[finetune] epochs/steps; remove those from [finetune]")
+    if sections["fidelity"].floor_aware and sections["constraints"].min_accuracy is None:
+        raise ConfigError("fidelity.floor_aware ranks rung results by the accuracy floor; set "
+                          "[constraints] min_accuracy (a fraction, e.g. 0.8) too")
     st = sections["study"]
     name = st.name or path.stem
     run_dir = _resolve(base, st.run_dir or f"runs/{name}")

@@ -19,6 +19,14 @@ the others stop, and one that ranks there later, as more trials are screened, is
 trial with its parameters is queued (:data:`~hybridprune.search.trials.PROMOTED_FROM`), re-prunes
 and re-adapts (deterministic, seconds; its latency comes from the study's cache) and goes on from
 the screen. A screen is cheap to redo, so only that rung defers; later rungs keep the stopping rule.
+
+``[fidelity] floor_aware``: non-dominated sorting prizes the fastest candidate at any accuracy, so
+a heavily pruned network that the screen scores at 20% goes on as readily as one at 70%, and is
+fine-tuned only to end below ``[constraints] min_accuracy``. Floor-aware, a result at rung ``k``
+whose accuracy there is no better than that of a trial which ran the whole ladder and still ended
+below the floor (the study's own evidence, :func:`floor_bar`) ranks behind every other result at
+that rung, as constrained domination ranks infeasible points (Deb 2000). Before the first such
+trial nothing changes.
 """
 
 from __future__ import annotations
@@ -71,8 +79,14 @@ def _epsilon_net(points: np.ndarray, idx: list[int]) -> list[int]:
     return [idx[i] for i in taken]
 
 
-def priorities(points: np.ndarray) -> np.ndarray:
-    """Priority of each row (0 = best): non-dominated sorting, epsilon-net order within a front."""
+def priorities(points: np.ndarray, behind: np.ndarray | None = None) -> np.ndarray:
+    """Priority of each row (0 = best): non-dominated sorting, epsilon-net order within a front;
+    rows flagged in ``behind`` (judged unable to reach the accuracy floor) all rank after the others."""
+    if behind is not None and behind.any() and not behind.all():
+        out = np.empty(len(points), dtype=int)
+        out[~behind] = priorities(points[~behind])
+        out[behind] = int((~behind).sum()) + priorities(points[behind])
+        return out
     order: list[int] = []
     for front in nondominated_fronts(points):
         order.extend(_epsilon_net(points, front))
@@ -81,7 +95,8 @@ def priorities(points: np.ndarray) -> np.ndarray:
     return out
 
 
-def continues(own: Sequence[float], recorded: Sequence[Sequence[float]], eta: float, *, defer: bool = False) -> bool:
+def continues(own: Sequence[float], recorded: Sequence[Sequence[float]], eta: float, *, defer: bool = False,
+              bar: float | None = None) -> bool:
     """MO-ASHA's rule: does a result ``own`` (objectives minimised) go on, given the others at its rung?
 
     Args:
@@ -90,13 +105,15 @@ def continues(own: Sequence[float], recorded: Sequence[Sequence[float]], eta: fl
         eta: Reduction factor (the top ``1/eta`` go on).
         defer: The promotion variant's rule: only the top ``floor(n / eta)`` of the ``n`` results
             (``own`` included) go on, so nothing goes on before ``eta`` results are in.
+        bar: Results with accuracy (``-own[0]``) at or below it rank behind the rest (floor-aware).
     """
+    pts = np.asarray([*recorded, own], dtype=float)
+    behind = None if bar is None else -pts[:, 0] <= bar
     if defer:
-        return bool(priorities(np.asarray([*recorded, own], dtype=float))[-1] < top_count(len(recorded) + 1, eta))
+        return bool(priorities(pts, behind)[-1] < top_count(len(pts), eta))
     if not recorded:
         return True
-    pts = np.asarray([*recorded, own], dtype=float)
-    rank = priorities(pts)[-1] / len(pts)
+    rank = priorities(pts, behind)[-1] / len(pts)
     return bool(rank <= 1.0 / eta)
 
 
@@ -140,16 +157,36 @@ def recorded_at(study: Any, rung: int, exclude_number: int) -> list[list[float]]
     return [v for t, v in results_at(study, rung) if t.number != exclude_number]
 
 
-def to_promote(study: Any, eta: float) -> list[Any]:
+def floor_bar(study: Any, rung: int, floor: float | None) -> float | None:
+    """The highest accuracy at ``rung`` of a trial that ran the whole ladder and still ended below
+    ``floor`` (``None`` without a floor or before such a trial): results at or below it rank behind."""
+    from optuna.trial import TrialState
+
+    if floor is None:
+        return None
+    bar = None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        rungs = t.user_attrs.get(T.RUNGS) or []
+        if not rungs or rungs[-1].get("decision") != FINAL or rungs[-1]["accuracy"] >= floor:
+            continue
+        for r in rungs:
+            if r.get("rung") == rung and r.get("decision") != FINAL:
+                bar = float(r["accuracy"]) if bar is None else max(bar, float(r["accuracy"]))
+    return bar
+
+
+def to_promote(study: Any, eta: float, bar: float | None = None) -> list[Any]:
     """Trials stopped at the deferred screen (rung 0) that now rank in its top ``floor(n / eta)``
-    and have no promoted twin yet (queued, running, finished or failed), best first."""
+    (floor-aware with ``bar``) and have no promoted twin yet (queued, running, finished or failed),
+    best first."""
     from optuna.trial import TrialState
 
     results = results_at(study, 0)
     if not results:
         return []
     promoted = {t.user_attrs.get(T.PROMOTED_FROM) for t in study.get_trials(deepcopy=False)} - {None}
-    prio = priorities(np.asarray([v for _, v in results], dtype=float))
+    pts = np.asarray([v for _, v in results], dtype=float)
+    prio = priorities(pts, None if bar is None else -pts[:, 0] <= bar)
     k = top_count(len(results), eta)
     out = []
     for i in np.argsort(prio, kind="stable")[:k]:
@@ -160,14 +197,14 @@ def to_promote(study: Any, eta: float) -> list[Any]:
     return out
 
 
-def promote(study: Any, eta: float) -> list[int]:
+def promote(study: Any, eta: float, bar: float | None = None) -> list[int]:
     """Queue a promoted twin of every trial :func:`to_promote` names; returns their numbers.
 
     The twin carries the original's parameters and labels (reference, warm start) and
     ``promoted_from``; Optuna runs queued trials before asking the sampler for new ones.
     """
     numbers = []
-    for t in to_promote(study, eta):
+    for t in to_promote(study, eta, bar):
         attrs = {k: t.user_attrs[k] for k in (T.REFERENCE, T.REFERENCE_NAME, T.WARM_START) if k in t.user_attrs}
         study.enqueue_trial(dict(t.params), user_attrs={**attrs, T.PROMOTED_FROM: t.number}, skip_if_exists=False)
         numbers.append(t.number)
@@ -175,12 +212,13 @@ def promote(study: Any, eta: float) -> list[int]:
 
 
 def decide(study: Any, trial_number: int, rung: int, n_rungs: int, accuracy: float, latency_ms: float,
-           eta: float, reference: bool, *, defer: bool = False) -> str:
+           eta: float, reference: bool, *, defer: bool = False, bar: float | None = None) -> str:
     """The decision for a trial that just reached ``rung`` (0-based) of ``n_rungs``.
 
     Args:
         defer: Decide by the promotion variant's rule (:func:`continues`); the caller promotes
             stopped trials that rank in later (:func:`promote`).
+        bar: Floor-aware ranking (:func:`floor_bar`).
 
     Returns:
         ``final`` at the last rung, ``continue`` for reference trials and the top ``1/eta``,
@@ -191,4 +229,4 @@ def decide(study: Any, trial_number: int, rung: int, n_rungs: int, accuracy: flo
     if reference:
         return CONTINUE
     others = recorded_at(study, rung, trial_number)
-    return CONTINUE if continues([-accuracy, latency_ms], others, eta, defer=defer) else STOP
+    return CONTINUE if continues([-accuracy, latency_ms], others, eta, defer=defer, bar=bar) else STOP

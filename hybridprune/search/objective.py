@@ -221,19 +221,20 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
             ft = run_rung(ctx, model, k, done, steps, seed, train_kw) or ft
         done = steps
         defer = cfg.fidelity.defer_screen and k == 0 and steps == 0
+        bar = F.floor_bar(trial.study, k, cfg.constraints.min_accuracy) if cfg.fidelity.floor_aware else None
         if defer and promoted is not None:  # its original's screen, same seed and batches: not scored again
             accuracy, decision = promoted, F.PROMOTED
         else:
             accuracy = score(steps)
             decision = F.decide(trial.study, trial.number, k, len(rungs), accuracy, latency_ms, cfg.fidelity.eta,
-                                reference, defer=defer)
+                                reference, defer=defer, bar=bar)
         history.append(F.RungResult(k, steps, accuracy, latency_ms, decision).to_dict())
         trial.set_user_attr(T.RUNGS, history)
         if ft is not None:
             trial.set_user_attr(T.FINETUNE, ft.to_dict())
         trial.set_user_attr(T.FIDELITY_STEPS, steps)
         if defer and decision != F.PROMOTED:
-            queued = F.promote(trial.study, cfg.fidelity.eta)
+            queued = F.promote(trial.study, cfg.fidelity.eta, bar)
             if queued:
                 log.info("trial %s: screened trial(s) %s now rank in the top 1/eta: promoted", trial.number, queued)
         if decision not in (F.CONTINUE, F.PROMOTED):

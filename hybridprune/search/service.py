@@ -78,7 +78,9 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
                                           "test": describe_split(cfg, "test", n_test)})
     if cfg.fidelity.enabled:
         set_study_attr(study, T.STUDY_FIDELITY, {"rungs": cfg.fidelity.rungs(), "eta": cfg.fidelity.eta,
-                                                 "bn_val_images": cfg.fidelity.bn_val_images})
+                                                 "bn_val_images": cfg.fidelity.bn_val_images,
+                                                 **({"defer_screen": True} if cfg.fidelity.defer_screen else {}),
+                                                 **({"floor_aware": True} if cfg.fidelity.floor_aware else {})})
     if ctx.baseline_metrics:
         set_study_attr(study, T.STUDY_BASELINE_METRICS,
                        {k: v for k, v in ctx.baseline_metrics.items() if k != "train"})

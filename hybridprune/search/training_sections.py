@@ -127,7 +127,9 @@ class FidelitySection:
     ``defer_screen = true`` makes the 0-step rung decide with hindsight (ASHA's promotion variant):
     a candidate is fine-tuned only once it ranks in the top ``floor(n / eta)`` of the ``n`` screened
     so far, so the first ones no longer go on unranked; one that ranks there later is promoted then
-    (re-pruned and re-adapted, seconds; its latency from the study's cache). See
+    (re-pruned and re-adapted, seconds; its latency from the study's cache). ``floor_aware = true``
+    ranks a rung result behind the rest when a trial that did at least as well at that rung ran the
+    whole ladder and still ended below ``[constraints] min_accuracy``. See
     :mod:`hybridprune.search.fidelity`.
     """
 
@@ -138,6 +140,7 @@ class FidelitySection:
     bn_val_images: int | None = None
     references: str = "full"
     defer_screen: bool = False
+    floor_aware: bool = False
 
     def __post_init__(self) -> None:
         if (self.min_steps is None) != (self.max_steps is None):
@@ -167,6 +170,11 @@ class FidelitySection:
                               f"every rung, or are screened like any candidate), got {self.references!r}")
         if not isinstance(self.defer_screen, bool):
             raise ConfigError(f"fidelity.defer_screen must be true or false, got {self.defer_screen!r}")
+        if not isinstance(self.floor_aware, bool):
+            raise ConfigError(f"fidelity.floor_aware must be true or false, got {self.floor_aware!r}")
+        if self.floor_aware and not self.enabled:
+            raise ConfigError("fidelity.floor_aware ranks rung results by the accuracy floor; give min_steps and "
+                              "max_steps (the rungs) too")
         if self.defer_screen and not self.bn_batches:
             raise ConfigError("fidelity.defer_screen defers the decisions of the 0-step screen; give "
                               "fidelity.bn_batches (that rung) too")
