@@ -213,10 +213,6 @@ def main(argv: list[str] | None = None) -> None:
         print("error: --modes mf-defer defers the decisions of the 0-step screen; give --bn-batches (that rung)",
               file=sys.stderr)
         raise SystemExit(2)
-    if "mf-defer-floor" in args.modes and load_study_config(args.study).constraints.min_accuracy is None:
-        print(f"error: --modes mf-defer-floor ranks by the study's accuracy floor; {args.study} sets no "
-              f"[constraints] min_accuracy", file=sys.stderr)
-        raise SystemExit(2)
     if args.floor is not None and not 0 <= args.floor < 1:
         print(f"error: --floor is an accuracy fraction in [0, 1), got {args.floor}", file=sys.stderr)
         raise SystemExit(2)
@@ -228,6 +224,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     base = load_study_config(args.study)
+    if "mf-defer-floor" in args.modes and base.constraints.min_accuracy is None:
+        print(f"error: --modes mf-defer-floor ranks by the study's accuracy floor; {args.study} sets no "
+              f"[constraints] min_accuracy", file=sys.stderr)
+        raise SystemExit(2)
     if args.train_subset or args.val_subset:
         base = dataclasses.replace(base, data=dataclasses.replace(
             base.data, train_subset=args.train_subset or base.data.train_subset,

@@ -108,13 +108,18 @@ def continues(own: Sequence[float], recorded: Sequence[Sequence[float]], eta: fl
         bar: Results with accuracy (``-own[0]``) at or below it rank behind the rest (floor-aware).
     """
     pts = np.asarray([*recorded, own], dtype=float)
-    behind = None if bar is None else -pts[:, 0] <= bar
+    behind = _behind(pts, bar)
     if defer:
         return bool(priorities(pts, behind)[-1] < top_count(len(pts), eta))
     if not recorded:
         return True
     rank = priorities(pts, behind)[-1] / len(pts)
     return bool(rank <= 1.0 / eta)
+
+
+def _behind(points: np.ndarray, bar: float | None) -> np.ndarray | None:
+    """Which rows of ``(-accuracy, latency)`` points rank behind under the floor-aware ``bar``."""
+    return None if bar is None else -points[:, 0] <= bar
 
 
 def top_count(n: int, eta: float) -> int:
@@ -186,13 +191,13 @@ def to_promote(study: Any, eta: float, bar: float | None = None) -> list[Any]:
         return []
     promoted = {t.user_attrs.get(T.PROMOTED_FROM) for t in study.get_trials(deepcopy=False)} - {None}
     pts = np.asarray([v for _, v in results], dtype=float)
-    prio = priorities(pts, None if bar is None else -pts[:, 0] <= bar)
-    k = top_count(len(results), eta)
+    prio = priorities(pts, _behind(pts, bar))
     out = []
-    for i in np.argsort(prio, kind="stable")[:k]:
+    for i in np.argsort(prio, kind="stable")[:top_count(len(results), eta)]:
         t = results[int(i)][0]
-        stopped = t.state == TrialState.COMPLETE and (t.user_attrs.get(T.RUNGS) or [{}])[-1].get("decision") == STOP
-        if stopped and t.user_attrs.get(T.RUNGS)[-1].get("rung") == 0 and t.number not in promoted:
+        last = t.user_attrs[T.RUNGS][-1]  # results_at only returns trials that recorded rung 0
+        if t.state == TrialState.COMPLETE and last["rung"] == 0 and last["decision"] == STOP \
+                and t.number not in promoted:
             out.append(t)
     return out
 

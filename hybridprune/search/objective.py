@@ -221,11 +221,13 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
             ft = run_rung(ctx, model, k, done, steps, seed, train_kw) or ft
         done = steps
         defer = cfg.fidelity.defer_screen and k == 0 and steps == 0
-        bar = F.floor_bar(trial.study, k, cfg.constraints.min_accuracy) if cfg.fidelity.floor_aware else None
         if defer and promoted is not None:  # its original's screen, same seed and batches: not scored again
             accuracy, decision = promoted, F.PROMOTED
         else:
             accuracy = score(steps)
+            # the bar reads every trial: only where a decision is ranked (not at the last rung)
+            ranked = cfg.fidelity.floor_aware and k < len(rungs) - 1
+            bar = F.floor_bar(trial.study, k, cfg.constraints.min_accuracy) if ranked else None
             decision = F.decide(trial.study, trial.number, k, len(rungs), accuracy, latency_ms, cfg.fidelity.eta,
                                 reference, defer=defer, bar=bar)
         history.append(F.RungResult(k, steps, accuracy, latency_ms, decision).to_dict())
