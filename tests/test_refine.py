@@ -766,6 +766,7 @@ def test_paired_timing_benchmark_reads_each_way_and_refuses_bad_input(tmp_path, 
     for argv, says in (([str(big), str(tmp_path / "gone.onnx")], "missing: "),
                        ([str(big), str(small), "--costs", "0"], "--costs takes round lengths > 0 s"),
                        ([str(big), str(small), "--costs", "1", "--repeats", "1"], "--repeats >= 2"),
+                       ([str(big), str(small), "--costs", "1", "--study-rounds", "0"], "--study-rounds >= 1"),
                        ([str(big), str(small), "--rounds", "0"], "--rounds >= 1"),
                        ([str(big)], "at least one model"),
                        ([str(tmp_path)], "has no front.json")):
