@@ -15,7 +15,9 @@ as a share of the trial's wall time.
 ``--modes`` takes ``plain``, ``mf``, ``mf-defer``: MO-ASHA whose 0-step screen decides as ASHA's
 promotion variant does (``[fidelity] defer_screen``; hybridprune/search/fidelity.py), and
 ``mf-defer-floor``: that, with rung results ranked by the study's accuracy floor too
-(``[fidelity] floor_aware``; the floor is the study's ``[constraints] min_accuracy``).
+(``[fidelity] floor_aware``; the floor is the study's ``[constraints] min_accuracy``), and
+``mf-defer-hv``: the deferred screen with each non-dominated front ordered by the hypervolume each
+result alone adds instead of the epsilon-net order (``[fidelity] rank = "hypervolume"``).
 ``--bn-batches N`` gives ``mf`` a first rung of 0 steps (adaptive batch-norm on N batches, EagleEye);
 ``--bn-val-images M`` scores that rung on M validation images (``[fidelity] bn_val_images``).
 ``--spaces FILE ...`` runs each search once per study file, taking only its ``[space]``: the
@@ -59,6 +61,7 @@ from hybridprune.evaluators.timing import machine_description
 from hybridprune.search import trials as T
 from hybridprune.search.config import FidelitySection, load_study_config
 from hybridprune.search.context import build_context, build_space
+from hybridprune.search.fidelity import EPSILON_NET, HYPERVOLUME
 from hybridprune.search.local import worker
 from hybridprune.search.study import enqueue_warm_start, open_study, quiet_optuna, savings
 
@@ -78,7 +81,7 @@ def hypervolume(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     return exact(loss, [1.1, 1.1])
 
 
-MF_MODES = ("mf", "mf-defer", "mf-defer-floor")  # MO-ASHA; with the deferred screen; and floor-aware
+MF_MODES = ("mf", "mf-defer", "mf-defer-floor", "mf-defer-hv")  # MO-ASHA; deferred screen; floor-aware; hv rank
 MODES = ("plain", *MF_MODES)
 
 
@@ -122,7 +125,8 @@ def run(base, ctx, name: str, sampler: str, seed: int, mode: str, space, args, t
     fid = (
         FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta,
                         bn_batches=args.bn_batches, bn_val_images=args.bn_val_images,
-                        defer_screen=mode.startswith("mf-defer"), floor_aware=mode == "mf-defer-floor")
+                        defer_screen=mode.startswith("mf-defer"), floor_aware=mode == "mf-defer-floor",
+                        rank=HYPERVOLUME if mode == "mf-defer-hv" else EPSILON_NET)
         if mode in MF_MODES
         else FidelitySection()
     )

@@ -74,6 +74,8 @@ def test_continues_follows_moasha():
     ("min_steps = 1\nmax_steps = 4\nfloor_aware = 1", "fidelity.floor_aware must be true or false"),
     ("min_steps = 1\nmax_steps = 4\nfloor_aware = true", "set [constraints] min_accuracy"),
     ("floor_aware = true", "give min_steps and max_steps (the rungs) too"),
+    ("min_steps = 1\nmax_steps = 4\nrank = \"hv\"", "fidelity.rank must be one of ['epsilon-net', 'hypervolume']"),
+    ("rank = \"hypervolume\"", "fidelity.rank orders the results at each rung; give min_steps and max_steps"),
 ])
 def test_bad_fidelity_tables_are_refused_before_training(tmp_path, capsys, table, message):
     path = _with_fidelity(write_study(tmp_path, name="bad"), f"\n[fidelity]\n{table}\n")
@@ -338,14 +340,23 @@ def test_screened_trials_that_rank_in_later_are_promoted_once_with_their_labels(
 
 
 @pytest.mark.slow
-def test_a_study_with_a_deferred_screen_fine_tunes_only_what_ranked_and_promotes_the_rest_later(tmp_path):
-    from hybridprune.search.fidelity import priorities, top_count
+@pytest.mark.parametrize("rank", ["epsilon-net", "hypervolume"])
+def test_a_study_with_a_deferred_screen_fine_tunes_only_what_ranked_and_promotes_the_rest_later(tmp_path, rank):
+    from functools import partial
 
-    table = "\n[fidelity]\nmin_steps = 1\nmax_steps = 2\neta = 2\nbn_batches = 2\ndefer_screen = true\n"
+    from hybridprune.search._optuna import study_system_attrs
+    from hybridprune.search.fidelity import continues, priorities, top_count
+    from hybridprune.search.latency import REFERENCE_ATTR
+
+    table = (f"\n[fidelity]\nmin_steps = 1\nmax_steps = 2\neta = 2\nbn_batches = 2\ndefer_screen = true\n"
+             f"rank = \"{rank}\"\n")
     path = _with_fidelity(write_study(tmp_path, name="defer", trials=9, study_extra="references = false"), table)
     assert main(["run", str(path), "--no-progress"]) == 0
     _, study = load(path)
     assert study.user_attrs["fidelity"]["defer_screen"] is True  # the study records how it screened
+    assert study.user_attrs["fidelity"].get("rank", "epsilon-net") == rank
+    (reference_ms,) = study_system_attrs(study)[REFERENCE_ATTR].values()  # the baseline, measured once
+    priorities = partial(priorities, rank=rank, ref_latency=reference_ms)
     trials = sorted((t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "duplicate_of" not in t.user_attrs
                      and "latency_gate" not in t.user_attrs), key=lambda t: t.number)
     by_number = {t.number: t for t in trials}
@@ -375,6 +386,16 @@ def test_a_study_with_a_deferred_screen_fine_tunes_only_what_ranked_and_promotes
                                         for s in screened]))
             assert prio[-1] < top_count(len(screened), 2)
     assert screened[0].user_attrs["rungs"][0]["decision"] == "stop"  # the first no longer goes on unranked
+    # the 1-step rung keeps the stopping rule, ranked the same way, among the trials before it
+    for i, t in enumerate(trials):
+        r = t.user_attrs["rungs"][1] if len(t.user_attrs["rungs"]) > 2 or (
+            len(t.user_attrs["rungs"]) == 2 and t.user_attrs["rungs"][1]["decision"] == "stop") else None
+        if r is None:
+            continue
+        others = [[-u.user_attrs["rungs"][1]["accuracy"], u.user_attrs["rungs"][1]["latency_ms"]]
+                  for u in trials[:i] if len(u.user_attrs["rungs"]) > 1]
+        expected = continues([-r["accuracy"], r["latency_ms"]], others, eta=2, rank=rank, ref_latency=reference_ms)
+        assert r["decision"] == ("continue" if expected else "stop"), (t.number, r)
     assert promoted, "nothing was promoted in 9 trials at eta 2"
     assert len({t.user_attrs["promoted_from"] for t in promoted}) == len(promoted)  # each at most once
 
@@ -410,3 +431,42 @@ def test_floor_aware_ranking_puts_results_no_better_than_a_known_failure_behind_
     assert decide(study, 99, 0, 3, 0.25, 0.1, 3, False) == "continue"
     assert decide(study, 99, 0, 3, 0.25, 0.1, 3, False, bar=floor_bar(study, 0, 0.8)) == "stop"
     assert decide(study, 99, 0, 3, 0.90, 0.1, 3, False, bar=floor_bar(study, 0, 0.8)) == "continue"
+
+
+def test_exclusive_hypervolume_contributions_match_the_hypervolume_lost_without_each_point():
+    from hybridprune.search._optuna import hypervolume
+    from hybridprune.search.fidelity import hv_contributions
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        acc = np.sort(rng.uniform(0.1, 0.9, 6))
+        front = np.column_stack([-acc, np.sort(rng.uniform(0.2, 1.2, 6))])  # more accurate, slower: one front
+        ref = np.array([-0.05, 1.0])  # some points lie beyond the reference latency
+        front = front[rng.permutation(6)]  # rows in any order
+        inside = np.minimum(front, ref)  # a point beyond the reference dominates nothing there
+        whole = hypervolume(inside, ref)
+        by_removal = [whole - hypervolume(np.delete(inside, i, axis=0), ref) for i in range(6)]
+        assert np.allclose(hv_contributions(front, ref), by_removal)
+    assert hv_contributions(np.array([[-0.5, 1.0], [-0.5, 1.0]]), np.array([0.0, 2.0])).tolist() == [0.0, 0.0]
+
+
+def test_ranked_by_hypervolume_a_knee_point_goes_on_before_the_extremes():
+    from hybridprune.search.fidelity import HYPERVOLUME, continues, priorities
+
+    # a 60-step rung of a real run (seed 2, 2026-12-07): (accuracy, latency ratio to the baseline)
+    rung = [(0.860, 0.831), (0.655, 0.236), (0.732, 0.452), (0.807, 0.618), (0.808, 0.446)]
+    pts = np.array([[-a, r] for a, r in rung])
+    net = priorities(pts)
+    assert net[0] == 0 and net[1] == 1  # epsilon-net: the most accurate, then the fastest at 65.5%
+    hv = priorities(pts, rank=HYPERVOLUME, ref_latency=1.0)
+    assert hv[4] == 0  # 80.8% at 0.45x: the area it alone adds is the largest
+    assert hv[1] == 2  # the fastest is the least accurate: it adds nothing, last of its front
+    assert sorted(hv[[2, 3]].tolist()) == [3, 4]  # dominated results still come after the front
+    own, others = [-0.808, 0.446], [[-a, r] for a, r in rung[:4]]
+    assert not continues(own, others, eta=3)  # epsilon-net: 3rd of 5, outside the top 1/3
+    assert continues(own, others, eta=3, rank=HYPERVOLUME, ref_latency=1.0)
+    # a result slower than the baseline adds nothing either
+    slow = np.array([[-0.9, 1.2], [-0.5, 0.5], [-0.3, 0.3]])
+    assert priorities(slow, rank=HYPERVOLUME, ref_latency=1.0).tolist() == [1, 0, 2]
+    with pytest.raises(ValueError, match="rank must be one of"):
+        priorities(pts, rank="hv")

@@ -27,6 +27,15 @@ whose accuracy there is no better than that of a trial which ran the whole ladde
 below the floor (the study's own evidence, :func:`floor_bar`) ranks behind every other result at
 that rung, as constrained domination ranks infeasible points (Deb 2000). Before the first such
 trial nothing changes.
+
+``[fidelity] rank = "hypervolume"``: inside each non-dominated front the epsilon-net order above
+takes the extremes first, and the fastest result of a rung is an extreme whatever its accuracy, so
+a network pruned to 20% accuracy goes on before a knee point. Ranked by hypervolume, a front is
+ordered by each result's exclusive hypervolume contribution (the area only it dominates, as
+SMS-EMOA selects: Beume et al. 2007), the reference point being the lowest accuracy ranked and the
+study's reference baseline latency: the least accurate result adds nothing, a result slower than
+the baseline adds nothing, and a knee point of the front adds the most. Ties keep the epsilon-net
+order.
 """
 
 from __future__ import annotations
@@ -43,6 +52,10 @@ CONTINUE = "continue"
 STOP = "stop"
 FINAL = "final"
 PROMOTED = "promoted"  # a promoted twin's screen: it goes on, and it is not ranked a second time
+
+EPSILON_NET = "epsilon-net"  # syne-tune's MOASHA order inside a front
+HYPERVOLUME = "hypervolume"  # exclusive hypervolume contribution inside a front
+RANKS = (EPSILON_NET, HYPERVOLUME)
 
 
 def nondominated_fronts(points: np.ndarray) -> list[list[int]]:
@@ -79,24 +92,47 @@ def _epsilon_net(points: np.ndarray, idx: list[int]) -> list[int]:
     return [idx[i] for i in taken]
 
 
-def priorities(points: np.ndarray, behind: np.ndarray | None = None) -> np.ndarray:
-    """Priority of each row (0 = best): non-dominated sorting, epsilon-net order within a front;
+def hv_contributions(points: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Exclusive hypervolume contribution of each row of a non-dominated set of 2-objective points
+    (both minimised) with reference point ``ref``: the area dominated by that row alone (0 for a
+    duplicate, and for a row at or beyond ``ref`` in either objective)."""
+    out = np.zeros(len(points))
+    order = np.lexsort((points[:, 0], points[:, 1]))  # by the second objective; on a front the first falls
+    for j, i in enumerate(order):
+        left = ref[0] if j == 0 else points[order[j - 1], 0]
+        right = ref[1] if j == len(order) - 1 else points[order[j + 1], 1]
+        out[i] = max(0.0, min(left, ref[0]) - points[i, 0]) * max(0.0, min(right, ref[1]) - points[i, 1])
+    return out
+
+
+def priorities(points: np.ndarray, behind: np.ndarray | None = None, *, rank: str = EPSILON_NET,
+               ref_latency: float | None = None) -> np.ndarray:
+    """Priority of each row of ``(-accuracy, latency)`` points (0 = best): non-dominated sorting,
+    then ``rank`` within a front (epsilon-net order, or exclusive hypervolume contribution with the
+    reference point (lowest accuracy of ``points``, ``ref_latency`` or else the highest latency));
     rows flagged in ``behind`` (judged unable to reach the accuracy floor) all rank after the others."""
+    if rank not in RANKS:
+        raise ValueError(f"rank must be one of {list(RANKS)}, got {rank!r}")
     if behind is not None and behind.any() and not behind.all():
         out = np.empty(len(points), dtype=int)
-        out[~behind] = priorities(points[~behind])
-        out[behind] = int((~behind).sum()) + priorities(points[behind])
+        out[~behind] = priorities(points[~behind], rank=rank, ref_latency=ref_latency)
+        out[behind] = int((~behind).sum()) + priorities(points[behind], rank=rank, ref_latency=ref_latency)
         return out
+    ref = np.array([points[:, 0].max(), points[:, 1].max() if ref_latency is None else float(ref_latency)])
     order: list[int] = []
     for front in nondominated_fronts(points):
-        order.extend(_epsilon_net(points, front))
+        net = _epsilon_net(points, front)
+        if rank == HYPERVOLUME:
+            gain = dict(zip(front, hv_contributions(points[front], ref)))
+            net = sorted(net, key=lambda i: -gain[i])  # stable: ties keep the epsilon-net order
+        order.extend(net)
     out = np.empty(len(points), dtype=int)
     out[order] = np.arange(len(points))
     return out
 
 
 def continues(own: Sequence[float], recorded: Sequence[Sequence[float]], eta: float, *, defer: bool = False,
-              bar: float | None = None) -> bool:
+              bar: float | None = None, rank: str = EPSILON_NET, ref_latency: float | None = None) -> bool:
     """MO-ASHA's rule: does a result ``own`` (objectives minimised) go on, given the others at its rung?
 
     Args:
@@ -106,15 +142,15 @@ def continues(own: Sequence[float], recorded: Sequence[Sequence[float]], eta: fl
         defer: The promotion variant's rule: only the top ``floor(n / eta)`` of the ``n`` results
             (``own`` included) go on, so nothing goes on before ``eta`` results are in.
         bar: Results with accuracy (``-own[0]``) at or below it rank behind the rest (floor-aware).
+        rank, ref_latency: The order inside a front (:func:`priorities`).
     """
     pts = np.asarray([*recorded, own], dtype=float)
-    behind = _behind(pts, bar)
+    prio = priorities(pts, _behind(pts, bar), rank=rank, ref_latency=ref_latency)[-1]
     if defer:
-        return bool(priorities(pts, behind)[-1] < top_count(len(pts), eta))
+        return bool(prio < top_count(len(pts), eta))
     if not recorded:
         return True
-    rank = priorities(pts, behind)[-1] / len(pts)
-    return bool(rank <= 1.0 / eta)
+    return bool(prio / len(pts) <= 1.0 / eta)
 
 
 def _behind(points: np.ndarray, bar: float | None) -> np.ndarray | None:
@@ -180,10 +216,11 @@ def floor_bar(study: Any, rung: int, floor: float | None) -> float | None:
     return bar
 
 
-def to_promote(study: Any, eta: float, bar: float | None = None) -> list[Any]:
+def to_promote(study: Any, eta: float, bar: float | None = None, *, rank: str = EPSILON_NET,
+               ref_latency: float | None = None) -> list[Any]:
     """Trials stopped at the deferred screen (rung 0) that now rank in its top ``floor(n / eta)``
-    (floor-aware with ``bar``) and have no promoted twin yet (queued, running, finished or failed),
-    best first."""
+    (floor-aware with ``bar``; ordered by ``rank``, :func:`priorities`) and have no promoted twin
+    yet (queued, running, finished or failed), best first."""
     from optuna.trial import TrialState
 
     results = results_at(study, 0)
@@ -191,7 +228,7 @@ def to_promote(study: Any, eta: float, bar: float | None = None) -> list[Any]:
         return []
     promoted = {t.user_attrs.get(T.PROMOTED_FROM) for t in study.get_trials(deepcopy=False)} - {None}
     pts = np.asarray([v for _, v in results], dtype=float)
-    prio = priorities(pts, _behind(pts, bar))
+    prio = priorities(pts, _behind(pts, bar), rank=rank, ref_latency=ref_latency)
     out = []
     for i in np.argsort(prio, kind="stable")[:top_count(len(results), eta)]:
         t = results[int(i)][0]
@@ -202,14 +239,15 @@ def to_promote(study: Any, eta: float, bar: float | None = None) -> list[Any]:
     return out
 
 
-def promote(study: Any, eta: float, bar: float | None = None) -> list[int]:
+def promote(study: Any, eta: float, bar: float | None = None, *, rank: str = EPSILON_NET,
+            ref_latency: float | None = None) -> list[int]:
     """Queue a promoted twin of every trial :func:`to_promote` names; returns their numbers.
 
     The twin carries the original's parameters and labels (reference, warm start) and
     ``promoted_from``; Optuna runs queued trials before asking the sampler for new ones.
     """
     numbers = []
-    for t in to_promote(study, eta, bar):
+    for t in to_promote(study, eta, bar, rank=rank, ref_latency=ref_latency):
         attrs = {k: t.user_attrs[k] for k in (T.REFERENCE, T.REFERENCE_NAME, T.WARM_START) if k in t.user_attrs}
         study.enqueue_trial(dict(t.params), user_attrs={**attrs, T.PROMOTED_FROM: t.number}, skip_if_exists=False)
         numbers.append(t.number)
@@ -217,13 +255,15 @@ def promote(study: Any, eta: float, bar: float | None = None) -> list[int]:
 
 
 def decide(study: Any, trial_number: int, rung: int, n_rungs: int, accuracy: float, latency_ms: float,
-           eta: float, reference: bool, *, defer: bool = False, bar: float | None = None) -> str:
+           eta: float, reference: bool, *, defer: bool = False, bar: float | None = None,
+           rank: str = EPSILON_NET, ref_latency: float | None = None) -> str:
     """The decision for a trial that just reached ``rung`` (0-based) of ``n_rungs``.
 
     Args:
         defer: Decide by the promotion variant's rule (:func:`continues`); the caller promotes
             stopped trials that rank in later (:func:`promote`).
         bar: Floor-aware ranking (:func:`floor_bar`).
+        rank, ref_latency: The order inside a front (:func:`priorities`).
 
     Returns:
         ``final`` at the last rung, ``continue`` for reference trials and the top ``1/eta``,
@@ -234,4 +274,5 @@ def decide(study: Any, trial_number: int, rung: int, n_rungs: int, accuracy: flo
     if reference:
         return CONTINUE
     others = recorded_at(study, rung, trial_number)
-    return CONTINUE if continues([-accuracy, latency_ms], others, eta, defer=defer, bar=bar) else STOP
+    ok = continues([-accuracy, latency_ms], others, eta, defer=defer, bar=bar, rank=rank, ref_latency=ref_latency)
+    return CONTINUE if ok else STOP

@@ -215,6 +215,9 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
     progress.total = rungs[-1]
     ft = None
     promoted = _promoted_screen(trial)
+    # ranked by hypervolume, the reference point's latency is the baseline's on the study basis
+    order = ({"rank": F.HYPERVOLUME, "ref_latency": ctx.latency.reference_ms(trial.study)}
+             if cfg.fidelity.rank == F.HYPERVOLUME else {})
     for k, steps in enumerate(rungs):
         progress.offset = done
         with timer.phase("finetune" if steps else "adapt_bn"):
@@ -229,14 +232,14 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
             ranked = cfg.fidelity.floor_aware and k < len(rungs) - 1
             bar = F.floor_bar(trial.study, k, cfg.constraints.min_accuracy) if ranked else None
             decision = F.decide(trial.study, trial.number, k, len(rungs), accuracy, latency_ms, cfg.fidelity.eta,
-                                reference, defer=defer, bar=bar)
+                                reference, defer=defer, bar=bar, **order)
         history.append(F.RungResult(k, steps, accuracy, latency_ms, decision).to_dict())
         trial.set_user_attr(T.RUNGS, history)
         if ft is not None:
             trial.set_user_attr(T.FINETUNE, ft.to_dict())
         trial.set_user_attr(T.FIDELITY_STEPS, steps)
         if defer and decision != F.PROMOTED:
-            queued = F.promote(trial.study, cfg.fidelity.eta, bar)
+            queued = F.promote(trial.study, cfg.fidelity.eta, bar, **order)
             if queued:
                 log.info("trial %s: screened trial(s) %s now rank in the top 1/eta: promoted", trial.number, queued)
         if decision not in (F.CONTINUE, F.PROMOTED):

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from hybridprune.errors import ConfigError
 from hybridprune.search import trials as T
 from hybridprune.search.config import StudyConfig, load_study_config
+from hybridprune.search.fidelity import EPSILON_NET
 from hybridprune.search.storage import resolve_storage_url
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,9 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
         set_study_attr(study, T.STUDY_FIDELITY, {"rungs": cfg.fidelity.rungs(), "eta": cfg.fidelity.eta,
                                                  "bn_val_images": cfg.fidelity.bn_val_images,
                                                  **({"defer_screen": True} if cfg.fidelity.defer_screen else {}),
-                                                 **({"floor_aware": True} if cfg.fidelity.floor_aware else {})})
+                                                 **({"floor_aware": True} if cfg.fidelity.floor_aware else {}),
+                                                 **({"rank": cfg.fidelity.rank} if cfg.fidelity.rank != EPSILON_NET
+                                                    else {})})
     if ctx.baseline_metrics:
         set_study_attr(study, T.STUDY_BASELINE_METRICS,
                        {k: v for k, v in ctx.baseline_metrics.items() if k != "train"})

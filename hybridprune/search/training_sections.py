@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from hybridprune.errors import ConfigError
 from hybridprune.recipe import MAX_EPOCHS, MAX_STEPS, Recipe, check_lr
+from hybridprune.search.fidelity import EPSILON_NET, RANKS
 from hybridprune.search.sections import MAX_BATCH, MAX_BN_BATCHES
 from hybridprune.search.toml_schema import at_most as _at_most
 from hybridprune.search.toml_schema import choice as _choice
@@ -129,7 +130,10 @@ class FidelitySection:
     so far, so the first ones no longer go on unranked; one that ranks there later is promoted then
     (re-pruned and re-adapted, seconds; its latency from the study's cache). ``floor_aware = true``
     ranks a rung result behind the rest when a trial that did at least as well at that rung ran the
-    whole ladder and still ended below ``[constraints] min_accuracy``. See
+    whole ladder and still ended below ``[constraints] min_accuracy``. ``rank`` orders the results
+    inside a non-dominated front: ``"epsilon-net"`` (default, syne-tune's MOASHA: extremes first)
+    or ``"hypervolume"`` (the area each result alone adds, reference point the lowest accuracy
+    ranked and the baseline's latency: knee points first, the least accurate result last). See
     :mod:`hybridprune.search.fidelity`.
     """
 
@@ -141,6 +145,7 @@ class FidelitySection:
     references: str = "full"
     defer_screen: bool = False
     floor_aware: bool = False
+    rank: str = EPSILON_NET
 
     def __post_init__(self) -> None:
         if (self.min_steps is None) != (self.max_steps is None):
@@ -172,6 +177,12 @@ class FidelitySection:
             raise ConfigError(f"fidelity.defer_screen must be true or false, got {self.defer_screen!r}")
         if not isinstance(self.floor_aware, bool):
             raise ConfigError(f"fidelity.floor_aware must be true or false, got {self.floor_aware!r}")
+        if self.rank not in RANKS:
+            raise ConfigError(f"fidelity.rank must be one of {list(RANKS)} (the order of the results inside a "
+                              f"non-dominated front at a rung), got {self.rank!r}")
+        if self.rank != EPSILON_NET and not self.enabled:
+            raise ConfigError("fidelity.rank orders the results at each rung; give min_steps and max_steps "
+                              "(the rungs) too")
         if self.floor_aware and not self.enabled:
             raise ConfigError("fidelity.floor_aware ranks rung results by the accuracy floor; give min_steps and "
                               "max_steps (the rungs) too")
