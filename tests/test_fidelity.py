@@ -388,10 +388,9 @@ def test_a_study_with_a_deferred_screen_fine_tunes_only_what_ranked_and_promotes
     assert screened[0].user_attrs["rungs"][0]["decision"] == "stop"  # the first no longer goes on unranked
     # the 1-step rung keeps the stopping rule, ranked the same way, among the trials before it
     for i, t in enumerate(trials):
-        r = t.user_attrs["rungs"][1] if len(t.user_attrs["rungs"]) > 2 or (
-            len(t.user_attrs["rungs"]) == 2 and t.user_attrs["rungs"][1]["decision"] == "stop") else None
-        if r is None:
+        if len(t.user_attrs["rungs"]) < 2:  # stopped at the screen
             continue
+        r = t.user_attrs["rungs"][1]
         others = [[-u.user_attrs["rungs"][1]["accuracy"], u.user_attrs["rungs"][1]["latency_ms"]]
                   for u in trials[:i] if len(u.user_attrs["rungs"]) > 1]
         expected = continues([-r["accuracy"], r["latency_ms"]], others, eta=2, rank=rank, ref_latency=reference_ms)

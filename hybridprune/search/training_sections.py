@@ -177,9 +177,7 @@ class FidelitySection:
             raise ConfigError(f"fidelity.defer_screen must be true or false, got {self.defer_screen!r}")
         if not isinstance(self.floor_aware, bool):
             raise ConfigError(f"fidelity.floor_aware must be true or false, got {self.floor_aware!r}")
-        if self.rank not in RANKS:
-            raise ConfigError(f"fidelity.rank must be one of {list(RANKS)} (the order of the results inside a "
-                              f"non-dominated front at a rung), got {self.rank!r}")
+        _choice(self.rank, "fidelity.rank", RANKS)
         if self.rank != EPSILON_NET and not self.enabled:
             raise ConfigError("fidelity.rank orders the results at each rung; give min_steps and max_steps "
                               "(the rungs) too")
