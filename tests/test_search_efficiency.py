@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from optuna.trial import TrialState
@@ -280,3 +282,43 @@ def test_search_benchmark_reports_and_draws_from_its_rows_without_running(tmp_pa
     with pytest.raises(SystemExit):
         bench._space_entry("s.toml+ws2000", None)
     assert "0-1000 points, got 2000" in capsys.readouterr().err
+
+
+def test_search_bound_finds_the_cheapest_subset_that_reaches_plain_s_final_front(tmp_path, capsys):
+    bound = load_benchmark("search_bound")
+
+    def trial(t, acc, ratio, ft, rungs=None):
+        return {"t": t, "acc": acc, "ratio": ratio, "finetune_s": ft, "total_s": ft + 5, "rungs": rungs or []}
+
+    # drawn in this order; C is under the floor (adds nothing), D adds a sliver at 0.9x
+    pool = [trial(105, 0.85, 0.5, 100), trial(160, 0.84, 0.4, 50), trial(175, 0.70, 0.3, 10),
+            trial(380, 0.86, 0.9, 200)]
+    got = bound.oracle(pool, 0.8, 5.0, target=bound.hypervolume([(0.85, 0.5), (0.84, 0.4), (0.86, 0.9)], 0.8),
+                       within=200)
+    # plain's front needs A, B and D: 350 s of fine-tuning, and the four screens up to D
+    assert got["ft_only"]["time_to_target"] == 350 and got["screened"]["time_to_target"] == 370
+    # by 200 s the best is A and B (150 s, or 160 with their two screens): 0.04 * 0.6 + 0.01 * 0.5
+    assert got["ft_only"]["hv_within"] == pytest.approx(0.029) and got["screened"]["hv_within"] == pytest.approx(0.029)
+    screens = [{"t": 1, "acc": 0.3, "ratio": 0.5, "finetune_s": 0, "total_s": s, "rungs": [[0, 0.3, "stop"]]}
+               for s in (4.0, 6.0, 8.0)]
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("\n".join(json.dumps(r) for r in (
+        {"key": "sp/plain/nsga2/0", "budget_s": 600.0, "trials": pool},
+        {"key": "sp/mf-defer/nsga2/0", "budget_s": 600.0, "trials": screens})) + "\n")
+    assert bound.screen_cost([json.loads(line) for line in rows.read_text().splitlines()], "sp", "0") == 6.0
+    bound.main([str(rows), "--floor", "0.8"])
+    bad = tmp_path / "bad.jsonl"  # a trial without its fine-tune seconds
+    bad.write_text(rows.read_text() + json.dumps({"key": "sp/plain/nsga2/1", "budget_s": 600.0,
+                                                  "trials": [{"t": 1, "acc": 0.9, "ratio": 0.5, "total_s": 3}]}))
+    (tmp_path / "key.jsonl").write_text(json.dumps({"key": "plain-0", "budget_s": 600.0, "trials": []}) + "\n")
+    assert "| sp/plain/nsga2/0 | 600 s | 0.0300 | 6.0 | 350 s (0.58) | 374 s (0.62) | 0.0290 | 0.0290 |" \
+        in capsys.readouterr().out
+    for argv, message in (([str(tmp_path / "none.jsonl")], "is not a file"),
+                          ([str(rows), "--floor", "1.5"], "--floor is an accuracy fraction"),
+                          ([str(rows), "--screen-s", "-1"], "--screen-s is seconds per screen"),
+                          ([str(bad)], "line 3 is not a benchmarks/search.py run (KeyError: 'finetune_s')"),
+                          ([str(tmp_path / "key.jsonl")], "line 1 is not a benchmarks/search.py run (ValueError")):
+        with pytest.raises(SystemExit) as exit_:
+            bound.main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith("error:") and message in err and err.count("\n") == 1
