@@ -17,7 +17,9 @@ promotion variant does (``[fidelity] defer_screen``; hybridprune/search/fidelity
 ``mf-defer-floor``: that, with rung results ranked by the study's accuracy floor too
 (``[fidelity] floor_aware``; the floor is the study's ``[constraints] min_accuracy``), and
 ``mf-defer-hv``: the deferred screen with each non-dominated front ordered by the hypervolume each
-result alone adds instead of the epsilon-net order (``[fidelity] rank = "hypervolume"``).
+result alone adds instead of the epsilon-net order (``[fidelity] rank = "hypervolume"``), and
+``mf-defer-hv-cal``: that, with the sampler seeing each stopped trial's accuracy on the last rung's
+scale (``[fidelity] calibrate``; hybridprune/search/fidelity_view.py).
 ``--bn-batches N`` gives ``mf`` a first rung of 0 steps (adaptive batch-norm on N batches, EagleEye);
 ``--bn-val-images M`` scores that rung on M validation images (``[fidelity] bn_val_images``).
 ``--spaces FILE ...`` runs each search once per study file, taking only its ``[space]``: the
@@ -81,7 +83,8 @@ def hypervolume(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     return exact(loss, [1.1, 1.1])
 
 
-MF_MODES = ("mf", "mf-defer", "mf-defer-floor", "mf-defer-hv")  # MO-ASHA; deferred screen; floor-aware; hv rank
+# MO-ASHA; deferred screen; floor-aware; hv rank; hv rank with the sampler seeing calibrated accuracy
+MF_MODES = ("mf", "mf-defer", "mf-defer-floor", "mf-defer-hv", "mf-defer-hv-cal")
 MODES = ("plain", *MF_MODES)
 
 
@@ -126,7 +129,8 @@ def run(base, ctx, name: str, sampler: str, seed: int, mode: str, space, args, t
         FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta,
                         bn_batches=args.bn_batches, bn_val_images=args.bn_val_images,
                         defer_screen=mode.startswith("mf-defer"), floor_aware=mode == "mf-defer-floor",
-                        rank=HYPERVOLUME if mode == "mf-defer-hv" else EPSILON_NET)
+                        rank=HYPERVOLUME if mode.startswith("mf-defer-hv") else EPSILON_NET,
+                        calibrate=mode.endswith("-cal"))
         if mode in MF_MODES
         else FidelitySection()
     )

@@ -76,6 +76,8 @@ def test_continues_follows_moasha():
     ("floor_aware = true", "give min_steps and max_steps (the rungs) too"),
     ("min_steps = 1\nmax_steps = 4\nrank = \"hv\"", "fidelity.rank must be one of ['epsilon-net', 'hypervolume']"),
     ("rank = \"hypervolume\"", "fidelity.rank orders the results at each rung; give min_steps and max_steps"),
+    ("min_steps = 1\nmax_steps = 4\ncalibrate = \"yes\"", "fidelity.calibrate must be true or false"),
+    ("calibrate = true", "fidelity.calibrate maps stopped trials' accuracy onto the last rung; give min_steps"),
 ])
 def test_bad_fidelity_tables_are_refused_before_training(tmp_path, capsys, table, message):
     path = _with_fidelity(write_study(tmp_path, name="bad"), f"\n[fidelity]\n{table}\n")

@@ -83,7 +83,8 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
                                                  **({"defer_screen": True} if cfg.fidelity.defer_screen else {}),
                                                  **({"floor_aware": True} if cfg.fidelity.floor_aware else {}),
                                                  **({"rank": cfg.fidelity.rank} if cfg.fidelity.rank != EPSILON_NET
-                                                    else {})})
+                                                    else {}),
+                                                 **({"calibrate": True} if cfg.fidelity.calibrate else {})})
     if ctx.baseline_metrics:
         set_study_attr(study, T.STUDY_BASELINE_METRICS,
                        {k: v for k, v in ctx.baseline_metrics.items() if k != "train"})

@@ -86,7 +86,7 @@ def open_study(cfg: StudyConfig, storage: Any = None, *, create: bool = True, sa
             raise ConfigError(f"study {cfg.name!r} has not been run yet (no storage file {local}); "
                               f"start it with: hybridprune run {cfg.path}")
     storage = storage if isinstance(storage, optuna.storages.BaseStorage) else storage_for(cfg, storage)
-    sampler = sampler or get_sampler(cfg.sampler, seed=cfg.study.seed, n_trials=cfg.study.trials)
+    sampler = sampler or study_sampler(cfg, cfg.study.seed)
     names = cfg.objectives.names()
     if not create:
         try:
@@ -123,7 +123,18 @@ def worker_sampler(cfg: StudyConfig, study: Any, worker: int) -> Any:
     """The sampler of worker ``worker`` on ``study``, seeded by :func:`worker_seed` with the number
     of trials the study holds now."""
     start = len(study.get_trials(deepcopy=False))
-    return get_sampler(cfg.sampler, seed=worker_seed(cfg.study.seed, worker, start), n_trials=cfg.study.trials)
+    return study_sampler(cfg, worker_seed(cfg.study.seed, worker, start))
+
+
+def study_sampler(cfg: StudyConfig, seed: int) -> Any:
+    """The study's ``[sampler]`` seeded ``seed``; with ``[fidelity] calibrate`` it sees every stopped
+    trial's accuracy on the last rung's scale (:mod:`hybridprune.search.fidelity_view`)."""
+    sampler = get_sampler(cfg.sampler, seed=seed, n_trials=cfg.study.trials)
+    if not cfg.fidelity.calibrate:
+        return sampler
+    from hybridprune.search.fidelity_view import CalibratedSampler
+
+    return CalibratedSampler(sampler, cfg.objectives.names().index(T.ACCURACY))
 
 
 def has_heartbeat(study: Any) -> bool:

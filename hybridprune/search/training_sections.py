@@ -134,7 +134,9 @@ class FidelitySection:
     inside a non-dominated front: ``"epsilon-net"`` (default, syne-tune's MOASHA: extremes first)
     or ``"hypervolume"`` (the area each result alone adds, reference point the lowest accuracy
     ranked and the baseline's latency: knee points first, the least accurate result last). See
-    :mod:`hybridprune.search.fidelity`.
+    :mod:`hybridprune.search.fidelity`. ``calibrate = true`` shows the sampler each stopped trial's
+    accuracy mapped onto the last rung's scale, by a line fit on the trials that ran the whole
+    ladder (:mod:`hybridprune.search.fidelity_view`); the stored values stay as measured.
     """
 
     min_steps: int | None = None
@@ -146,6 +148,7 @@ class FidelitySection:
     defer_screen: bool = False
     floor_aware: bool = False
     rank: str = EPSILON_NET
+    calibrate: bool = False
 
     def __post_init__(self) -> None:
         if (self.min_steps is None) != (self.max_steps is None):
@@ -178,6 +181,11 @@ class FidelitySection:
         if not isinstance(self.floor_aware, bool):
             raise ConfigError(f"fidelity.floor_aware must be true or false, got {self.floor_aware!r}")
         _choice(self.rank, "fidelity.rank", RANKS)
+        if not isinstance(self.calibrate, bool):
+            raise ConfigError(f"fidelity.calibrate must be true or false, got {self.calibrate!r}")
+        if self.calibrate and not self.enabled:
+            raise ConfigError("fidelity.calibrate maps stopped trials' accuracy onto the last rung; give min_steps "
+                              "and max_steps (the rungs) too")
         if self.rank != EPSILON_NET and not self.enabled:
             raise ConfigError("fidelity.rank orders the results at each rung; give min_steps and max_steps "
                               "(the rungs) too")
