@@ -123,7 +123,7 @@ def print_costs(got: dict, paths: list[Path], lengths: list[float], rounds: int)
                 rows = got[(p, way, s)]
                 ratios = [r for r, _ in rows]
                 med = statistics.median(ratios)
-                print(f"| {p.name} | {way}, {rounds} x {s:g} s | {statistics.mean(t for _, t in rows):.1f} | "
+                print(f"| {p.name} | {way}, {rounds} x {s:g} s | {statistics.mean(t for _, t in rows):.2f} | "
                       f"{med:.3f} | {100 * (max(ratios) - min(ratios)) / med:.1f}% |")
 
 
