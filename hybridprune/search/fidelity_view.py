@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Sequence
 
 import numpy as np
@@ -74,10 +75,10 @@ def fit_lines(trials: Sequence[FrozenTrial], min_pairs: int = MIN_PAIRS) -> dict
     return lines
 
 
-def calibrated(trial: FrozenTrial, lines: dict[int, Line], accuracy_index: int | None = 0) -> FrozenTrial:
+def calibrated(trial: FrozenTrial, lines: dict[int, Line], accuracy_index: int = 0) -> FrozenTrial:
     """``trial`` as the sampler sees it: when it stopped at a rung that has a line, a copy whose
-    accuracy value (``accuracy_index`` of its values; None when accuracy is no objective) and
-    accuracy constraint are those the line predicts; otherwise ``trial`` itself."""
+    accuracy value (``accuracy_index`` of its values) and accuracy constraint are those the line
+    predicts; otherwise ``trial`` itself."""
     rungs = trial.user_attrs.get(T.RUNGS) or []
     if trial.state != TrialState.COMPLETE or not rungs or rungs[-1].get("decision") == FINAL:
         return trial
@@ -87,7 +88,7 @@ def calibrated(trial: FrozenTrial, lines: dict[int, Line], accuracy_index: int |
     measured = float(rungs[-1]["accuracy"])
     predicted = line(measured)
     out = copy.copy(trial)
-    if accuracy_index is not None and trial.values is not None:
+    if trial.values is not None:
         values = list(trial.values)
         values[accuracy_index] = predicted
         out._values = values
@@ -101,17 +102,21 @@ class CalibratedStudy:
     """A read-only view of an Optuna study whose trials are :func:`calibrated`; everything else
     (storage, directions, system attributes the sampler writes) is the study's own."""
 
-    def __init__(self, study: Any, accuracy_index: int | None = 0) -> None:
+    def __init__(self, study: Any, accuracy_index: int = 0) -> None:
         self._inner_study = study
         self._accuracy_index = accuracy_index
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner_study, name)
 
+    @cached_property
+    def _lines(self) -> dict[int, Line]:
+        # a view lives for one sampler call, which reads the trials several times: fit once
+        return fit_lines(self._inner_study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,),
+                                                       use_cache=True))
+
     def _view(self, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-        done = self._inner_study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
-        lines = fit_lines(done)
-        return [calibrated(t, lines, self._accuracy_index) for t in trials]
+        return [calibrated(t, self._lines, self._accuracy_index) for t in trials]
 
     def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[FrozenTrial]:
         return self._view(self._inner_study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache))
@@ -128,7 +133,7 @@ class CalibratedSampler(optuna.samplers.BaseSampler):
     """Any Optuna sampler, fed a :class:`CalibratedStudy` wherever it reads trials to choose the
     next parameters. ``after_trial`` and ``before_trial`` see the study itself."""
 
-    def __init__(self, inner: Any, accuracy_index: int | None = 0) -> None:
+    def __init__(self, inner: Any, accuracy_index: int = 0) -> None:
         self.inner = inner
         self.accuracy_index = accuracy_index
 
