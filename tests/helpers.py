@@ -222,3 +222,25 @@ def load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def slow_abandon(path: str, waiting: list[int], since: int, lock: str | None, barrier, out) -> None:
+    """A stopping worker's :func:`~hybridprune.search.study.abandon`, in a process of its own, with
+    a pause between its read of the queued retries and its own writes (two workers stopped by one
+    Ctrl+C run it at once); puts what it queued again on the ``out`` queue."""
+    import time
+
+    from hybridprune.search import _optuna
+
+    real = _optuna.fail_trials
+
+    def slow(*args, **kwargs):
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    _optuna.fail_trials = slow
+    from hybridprune.search.study import abandon
+
+    _, study = load(Path(path))
+    barrier.wait()
+    out.put(abandon(study, set(waiting), since, None, lock=Path(lock) if lock else None))

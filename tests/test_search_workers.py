@@ -465,3 +465,40 @@ def test_a_ray_run_stops_like_a_local_one_and_its_interrupted_trial_runs_on_resu
     for t in failed:
         retry = [r for r in trials if r.system_attrs.get("failed_trial") == t.number]
         assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+
+
+def test_two_workers_stopped_at_once_queue_a_trial_interrupted_inside_ask_once(tmp_path):
+    """A trial stopped inside Optuna's ask() has no worker yet, so each stopping worker that had it
+    WAITING claims it; with both reading before either wrote, it was queued twice (a CI failure of
+    the 2-worker Ctrl+C test). The workers' lock file makes the read and the queueing one step."""
+    import multiprocessing as mp
+
+    import optuna
+
+    from hybridprune.search.service import load as load_cfg
+    from hybridprune.search.service import prepare
+
+    from helpers import slow_abandon
+
+    path = write_study(tmp_path, name="twostop", trials=2, heartbeat=1, grace=60, study_extra="references = false")
+    cfg = load_cfg(str(path))
+    _, ctx = prepare(cfg)
+    ctx.close()
+    study = optuna.load_study(study_name="twostop", storage=cfg.storage_url)
+    orphan = study.ask()  # RUNNING, no heartbeat, no worker: stopped inside ask()
+    spawn = mp.get_context("spawn")
+    barrier = spawn.Barrier(2)
+    lock = str(cfg.run_dir / "abandon.lock")
+    out = spawn.Queue()
+    procs = [spawn.Process(target=slow_abandon, args=(str(path), [orphan.number], orphan.number, lock, barrier, out))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    queued = sorted([out.get(timeout=120), out.get(timeout=120)])
+    for p in procs:
+        p.join()
+    assert queued == [[], [orphan.number]]
+    _, study = load(path)
+    trials = study.get_trials()
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert len([t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]) == 1

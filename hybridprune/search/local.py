@@ -185,7 +185,7 @@ def _loop(cfg: StudyConfig, study: Any, ctx: Any, store: Any, heartbeat: bool,
             # so, nothing would ever fail it (seen: a resumed run ending with it still RUNNING), so
             # it is failed and queued again here (abandon holds a second signal back until that is done)
             try:
-                abandon(study, waiting, newest, cfg.study.max_retry)
+                abandon(study, waiting, newest, cfg.study.max_retry, lock=cfg.run_dir / "abandon.lock")
             finally:
                 stop_orphaned_heartbeats()
             raise

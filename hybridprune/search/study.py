@@ -6,6 +6,7 @@ import hashlib
 import logging
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hybridprune.errors import ConfigError
@@ -222,7 +223,8 @@ def fail_dead_trials(study: Any) -> list[int]:
 
 
 @held  # a second Ctrl+C or stop signal waits until the trial is failed and queued again
-def abandon(study: Any, waiting: set[int], since: int, max_retry: int | None, *, any_worker: bool = False) -> list[int]:
+def abandon(study: Any, waiting: set[int], since: int, max_retry: int | None, *, any_worker: bool = False,
+            lock: Path | None = None) -> list[int]:
     """After Ctrl+C: fail this process's interrupted trial (one of the ``waiting`` queued trials,
     or a new one numbered ``since`` or more) and queue it
     again with its parameters and records, as Optuna's heartbeat retry does for a stale one
@@ -230,11 +232,21 @@ def abandon(study: Any, waiting: set[int], since: int, max_retry: int | None, *,
     and no reference point is lost. A trial Optuna already failed for the interrupt (no
     ``fail_reason``) is queued too; one interrupted inside Optuna's ``ask`` (still RUNNING, its
     worker not yet recorded) is failed here. ``any_worker``: the trials of every worker, not only
-    this process's (a Ray run, whose trials run in Ray's worker processes).
+    this process's (a Ray run, whose trials run in Ray's worker processes). ``lock``: a file that
+    the study's local workers all name, held while this reads which trials were already queued again
+    and queues its own: a trial interrupted inside ``ask`` has no worker yet, so every stopping
+    worker that had it WAITING claims it, and without the lock two of them each queued it (seen).
 
     Returns:
         The numbers queued again.
     """
+    from hybridprune.io import device_lock
+
+    with device_lock(lock):
+        return _abandon(study, waiting, since, max_retry, any_worker)
+
+
+def _abandon(study: Any, waiting: set[int], since: int, max_retry: int | None, any_worker: bool) -> list[int]:
     import optuna
     from optuna.trial import TrialState
 
