@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="also report the real-scale measure: hypervolume of trials above this accuracy floor")
     ap.add_argument("--spaces", nargs="+", default=None, metavar="STUDY_FILE",
                     help="study files whose [space] each search runs in (default: --study's own); "
-                         "FILE+wsN seeds that space's first N points ([space] warm_start)")
+                         "FILE+wsN seeds that space's first N points ([space] warm_start), and its mf runs are "
+                         "measured against FILE's plain runs in --out where it ran none of its own")
     ap.add_argument("--train-subset", type=int, default=None)
     ap.add_argument("--val-subset", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None,
@@ -282,6 +283,10 @@ def main(argv: list[str] | None = None) -> None:
                 f.write(json.dumps(rec) + "\n")
         print(f"{key}: {len(trials)} trials in {args.budget_s:.0f} s; {rec['savings']}", flush=True)
     runs = {k: done[_key(*k)] for k in wanted if _key(*k) in done}
+    for sp, mode, sampler, seed in list(runs):  # a seeded space's mf runs are measured against the unseeded plain
+        twin = (_unseeded(sp), "plain", sampler, seed)
+        if mode in MF_MODES and _key(*twin) in done and _plain_twin(runs, (sp, mode, sampler, seed)) is None:
+            runs[twin] = done[_key(*twin)]
     report(runs, args)
     if args.plot is not None:
         plot(runs, args)
@@ -396,7 +401,7 @@ def report(runs: dict[tuple, dict], args) -> None:
         for p, m in plain_mf:
             target = hv_at(curves[p], B)
             t_mf = time_to(curves[m], target)
-            print(f"| {p[0]} | {m[1]} | {p[2]} | {p[3]} | {target:.3f} | {_when(t_mf, B)} | "
+            print(f"| {m[0]} | {m[1]} | {p[2]} | {p[3]} | {target:.3f} | {_when(t_mf, B)} | "
                   f"{'-' if t_mf > B else f'{t_mf / B:.2f}'} |")
     print(f"(normalisation over all runs: accuracy {lo[0]:.3f}..{hi[0]:.3f}, latency {lo[1]:.3f}..{hi[1]:.3f};"
           f" ideal HV {1.1 * 1.1:.2f})")
@@ -404,10 +409,25 @@ def report(runs: dict[tuple, dict], args) -> None:
         floor_report(runs, args.floor, B)
 
 
+def _unseeded(space: str) -> str:
+    """The space a ``SPACE+wsN`` entry seeds (``SPACE`` itself for an unseeded one)."""
+    return re.sub(r"\+ws\d+$", "", space)
+
+
+def _plain_twin(runs: dict[tuple, dict], key: tuple) -> tuple | None:
+    """The plain run a multi-fidelity run ``key`` is measured against: the same space, sampler and
+    seed, or, where a seeded space ran no plain search, the unseeded space's (the search a warm
+    start is meant to beat)."""
+    for space in dict.fromkeys((key[0], _unseeded(key[0]))):
+        twin = (space, "plain", *key[2:])
+        if twin in runs:
+            return twin
+    return None
+
+
 def _plain_mf_pairs(runs: dict[tuple, dict]) -> list[tuple[tuple, tuple]]:
-    """(plain run, multi-fidelity run) keys of the same space, sampler and seed, for each mf mode."""
-    return [(k, (k[0], m, *k[2:])) for m in MF_MODES for k in runs
-            if k[1] == "plain" and (k[0], m, *k[2:]) in runs]
+    """(plain run, multi-fidelity run) keys (:func:`_plain_twin`), grouped by mf mode."""
+    return [(twin, k) for m in MF_MODES for k in runs if k[1] == m and (twin := _plain_twin(runs, k)) is not None]
 
 
 def floor_report(runs: dict[tuple, dict], floor: float, budget_s: float) -> None:
@@ -430,7 +450,8 @@ def floor_report(runs: dict[tuple, dict], floor: float, budget_s: float) -> None
     for p, m in _plain_mf_pairs(runs):
         target = hv_at(curves[p], budget_s)
         t_mf = time_to(curves[m], target)
-        print(f"{p[0]} {p[2]} seed {p[3]}: plain's final {target:.4f} reached by {m[1]} "
+        print(f"{m[0]} {p[2]} seed {p[3]}: plain's final{'' if p[0] == m[0] else f' ({p[0]})'} {target:.4f} "
+              f"reached by {m[1]} "
               + (f"after {t_mf:.0f} s ({t_mf / budget_s:.2f} of the budget)" if t_mf <= budget_s
                  else _when(t_mf, budget_s)))
 

@@ -253,6 +253,9 @@ def test_search_benchmark_reports_and_draws_from_its_rows_without_running(tmp_pa
     deferred = [(25.0, 0.95, 0.4)]  # the deferred screen's mode is paired with plain too
     rows.write_text("".join(json.dumps(rec(m, s, t)) + "\n" for m, t in (("plain", plain), ("mf", mf),
                                                                          ("mf-defer", deferred)) for s in (0, 1)))
+    seeded = rec("mf", 0, [(40.0, 0.9, 0.5)])  # a warm-started space that ran no plain search of its own
+    with rows.open("a") as f:
+        f.write(json.dumps({**seeded, "key": "bench+ws4/mf/nsga2/0"}) + "\n")
     png = tmp_path / "figs" / "hv.png"
     common = ["--study", str(study), "--budget-s", "100", "--samplers", "nsga2", "--modes", "plain", "mf", "mf-defer",
               "--bn-batches", "2", "--out", str(rows), "--no-run", "--floor", "0.8"]
@@ -271,6 +274,10 @@ def test_search_benchmark_reports_and_draws_from_its_rows_without_running(tmp_pa
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.startswith(message) and err.count("\n") == 1
     assert "| bench | plain | nsga2 | 0.0500, 0.0500 | 0.0500 | 1, 1 |" in out
+    bench.main(["--study", str(study), "--budget-s", "100", "--samplers", "nsga2", "--modes", "mf", "--seeds", "0",
+                "--bn-batches", "2", "--spaces", f"{study}+ws4", "--out", str(rows), "--no-run", "--floor", "0.8"])
+    out = capsys.readouterr().out  # measured against the unseeded space's plain run
+    assert "bench+ws4 nsga2 seed 0: plain's final (bench) 0.0500 reached by mf after 40 s (0.40 of the budget)" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     before = rows.read_text()
     with pytest.raises(SystemExit) as exit_:
