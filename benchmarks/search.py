@@ -19,7 +19,9 @@ promotion variant does (``[fidelity] defer_screen``; hybridprune/search/fidelity
 ``mf-defer-hv``: the deferred screen with each non-dominated front ordered by the hypervolume each
 result alone adds instead of the epsilon-net order (``[fidelity] rank = "hypervolume"``), and
 ``mf-defer-hv-cal``: that, with the sampler seeing each stopped trial's accuracy on the last rung's
-scale (``[fidelity] calibrate``; hybridprune/search/fidelity_view.py).
+scale (``[fidelity] calibrate``; hybridprune/search/fidelity_view.py), and ``mf-defer-hvc``: the
+deferred screen with each result's hypervolume divided by its estimated seconds per fine-tune step
+(``[fidelity] rank = "hypervolume-per-cost"``; hybridprune/search/fidelity_cost.py).
 ``--bn-batches N`` gives ``mf`` a first rung of 0 steps (adaptive batch-norm on N batches, EagleEye);
 ``--bn-val-images M`` scores that rung on M validation images (``[fidelity] bn_val_images``).
 ``--spaces FILE ...`` runs each search once per study file, taking only its ``[space]``: the
@@ -63,7 +65,7 @@ from hybridprune.evaluators.timing import machine_description
 from hybridprune.search import trials as T
 from hybridprune.search.config import FidelitySection, load_study_config
 from hybridprune.search.context import build_context, build_space
-from hybridprune.search.fidelity import EPSILON_NET, HYPERVOLUME
+from hybridprune.search.fidelity import EPSILON_NET, HYPERVOLUME, HYPERVOLUME_PER_COST
 from hybridprune.search.local import worker
 from hybridprune.search.study import enqueue_warm_start, open_study, quiet_optuna, savings
 
@@ -83,8 +85,10 @@ def hypervolume(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     return exact(loss, [1.1, 1.1])
 
 
-# MO-ASHA; deferred screen; floor-aware; hv rank; hv rank with the sampler seeing calibrated accuracy
-MF_MODES = ("mf", "mf-defer", "mf-defer-floor", "mf-defer-hv", "mf-defer-hv-cal")
+# MO-ASHA; deferred screen; floor-aware; hv rank; hv rank with the sampler seeing calibrated accuracy;
+# hv per second of fine-tune
+MF_MODES = ("mf", "mf-defer", "mf-defer-floor", "mf-defer-hv", "mf-defer-hv-cal", "mf-defer-hvc")
+RANK_OF_MODE = {"mf-defer-hv": HYPERVOLUME, "mf-defer-hv-cal": HYPERVOLUME, "mf-defer-hvc": HYPERVOLUME_PER_COST}
 MODES = ("plain", *MF_MODES)
 
 
@@ -129,7 +133,7 @@ def run(base, ctx, name: str, sampler: str, seed: int, mode: str, space, args, t
         FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta,
                         bn_batches=args.bn_batches, bn_val_images=args.bn_val_images,
                         defer_screen=mode.startswith("mf-defer"), floor_aware=mode == "mf-defer-floor",
-                        rank=HYPERVOLUME if mode.startswith("mf-defer-hv") else EPSILON_NET,
+                        rank=RANK_OF_MODE.get(mode, EPSILON_NET),
                         calibrate=mode.endswith("-cal"))
         if mode in MF_MODES
         else FidelitySection()

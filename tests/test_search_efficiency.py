@@ -265,7 +265,7 @@ def test_search_benchmark_reports_and_draws_from_its_rows_without_running(tmp_pa
     assert "plain's final 0.0500 reached by mf-defer after 25 s (0.25 of the budget)" in out
     for bad, message in ((["--modes", "plain", "mfd"],
                           "error: --modes takes plain, mf, mf-defer, mf-defer-floor, mf-defer-hv, mf-defer-hv-cal, "
-                          "got plain mfd"),
+                          "mf-defer-hvc, got plain mfd"),
                          (["--modes", "mf-defer"], "error: --modes mf-defer defers the decisions of the 0-step"),
                          (["--modes", "mf-defer-floor", "--bn-batches", "2"],  # the tiny study sets no floor
                           "error: --modes mf-defer-floor ranks by the study's accuracy floor;")):

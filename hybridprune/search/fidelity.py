@@ -35,14 +35,15 @@ ordered by each result's exclusive hypervolume contribution (the area only it do
 SMS-EMOA selects: Beume et al. 2007), the reference point being the lowest accuracy ranked and the
 study's reference baseline latency: the least accurate result adds nothing, a result slower than
 the baseline adds nothing, and a knee point of the front adds the most. Ties keep the epsilon-net
-order.
+order. ``rank = "hypervolume-per-cost"`` divides each contribution by the estimated seconds per
+fine-tune step of that trial (:mod:`~hybridprune.search.fidelity_cost`): area bought per second.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -55,7 +56,8 @@ PROMOTED = "promoted"  # a promoted twin's screen: it goes on, and it is not ran
 
 EPSILON_NET = "epsilon-net"  # syne-tune's MOASHA order inside a front
 HYPERVOLUME = "hypervolume"  # exclusive hypervolume contribution inside a front
-RANKS = (EPSILON_NET, HYPERVOLUME)
+HYPERVOLUME_PER_COST = "hypervolume-per-cost"  # that, over the estimated seconds per fine-tune step
+RANKS = (EPSILON_NET, HYPERVOLUME, HYPERVOLUME_PER_COST)
 
 
 def nondominated_fronts(points: np.ndarray) -> list[list[int]]:
@@ -106,24 +108,31 @@ def hv_contributions(points: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 def priorities(points: np.ndarray, behind: np.ndarray | None = None, *, rank: str = EPSILON_NET,
-               ref_latency: float | None = None) -> np.ndarray:
+               ref_latency: float | None = None, costs: np.ndarray | None = None) -> np.ndarray:
     """Priority of each row of ``(-accuracy, latency)`` points (0 = best): non-dominated sorting,
     then ``rank`` within a front (epsilon-net order, or exclusive hypervolume contribution with the
-    reference point (lowest accuracy of ``points``, ``ref_latency`` or else the highest latency));
-    rows flagged in ``behind`` (judged unable to reach the accuracy floor) all rank after the others."""
+    reference point (lowest accuracy of ``points``, ``ref_latency`` or else the highest latency),
+    divided by each row's ``costs`` under ``hypervolume-per-cost``); rows flagged in ``behind``
+    (judged unable to reach the accuracy floor) all rank after the others."""
     if rank not in RANKS:
         raise ValueError(f"rank must be one of {list(RANKS)}, got {rank!r}")
+    if rank == HYPERVOLUME_PER_COST and (costs is None or len(costs) != len(points)):
+        raise ValueError("rank hypervolume-per-cost needs one cost per point")
     if behind is not None and behind.any() and not behind.all():
         out = np.empty(len(points), dtype=int)
-        out[~behind] = priorities(points[~behind], rank=rank, ref_latency=ref_latency)
-        out[behind] = int((~behind).sum()) + priorities(points[behind], rank=rank, ref_latency=ref_latency)
+        for rows, start in ((~behind, 0), (behind, int((~behind).sum()))):
+            sub = None if costs is None else np.asarray(costs)[rows]
+            out[rows] = start + priorities(points[rows], rank=rank, ref_latency=ref_latency, costs=sub)
         return out
     ref = np.array([points[:, 0].max(), points[:, 1].max() if ref_latency is None else float(ref_latency)])
     order: list[int] = []
     for front in nondominated_fronts(points):
         net = _epsilon_net(points, front)
-        if rank == HYPERVOLUME:
-            gain = dict(zip(front, hv_contributions(points[front], ref)))
+        if rank != EPSILON_NET:
+            gain = hv_contributions(points[front], ref)
+            if rank == HYPERVOLUME_PER_COST:
+                gain = gain / np.asarray(costs, dtype=float)[front]
+            gain = dict(zip(front, gain))
             net = sorted(net, key=lambda i: -gain[i])  # stable: ties keep the epsilon-net order
         order.extend(net)
     out = np.empty(len(points), dtype=int)
@@ -132,7 +141,8 @@ def priorities(points: np.ndarray, behind: np.ndarray | None = None, *, rank: st
 
 
 def continues(own: Sequence[float], recorded: Sequence[Sequence[float]], eta: float, *, defer: bool = False,
-              bar: float | None = None, rank: str = EPSILON_NET, ref_latency: float | None = None) -> bool:
+              bar: float | None = None, rank: str = EPSILON_NET, ref_latency: float | None = None,
+              costs: Sequence[float] | None = None) -> bool:
     """MO-ASHA's rule: does a result ``own`` (objectives minimised) go on, given the others at its rung?
 
     Args:
@@ -143,9 +153,11 @@ def continues(own: Sequence[float], recorded: Sequence[Sequence[float]], eta: fl
             (``own`` included) go on, so nothing goes on before ``eta`` results are in.
         bar: Results with accuracy (``-own[0]``) at or below it rank behind the rest (floor-aware).
         rank, ref_latency: The order inside a front (:func:`priorities`).
+        costs: Under ``hypervolume-per-cost``, the cost of each of ``recorded`` and then of ``own``.
     """
     pts = np.asarray([*recorded, own], dtype=float)
-    prio = priorities(pts, _behind(pts, bar), rank=rank, ref_latency=ref_latency)[-1]
+    cost_arr = None if costs is None else np.asarray(costs, dtype=float)
+    prio = priorities(pts, _behind(pts, bar), rank=rank, ref_latency=ref_latency, costs=cost_arr)[-1]
     if defer:
         return bool(prio < top_count(len(pts), eta))
     if not recorded:
@@ -217,10 +229,11 @@ def floor_bar(study: Any, rung: int, floor: float | None) -> float | None:
 
 
 def to_promote(study: Any, eta: float, bar: float | None = None, *, rank: str = EPSILON_NET,
-               ref_latency: float | None = None) -> list[Any]:
+               ref_latency: float | None = None, cost: Callable[[Any], float] | None = None) -> list[Any]:
     """Trials stopped at the deferred screen (rung 0) that now rank in its top ``floor(n / eta)``
-    (floor-aware with ``bar``; ordered by ``rank``, :func:`priorities`) and have no promoted twin
-    yet (queued, running, finished or failed), best first."""
+    (floor-aware with ``bar``; ordered by ``rank``, :func:`priorities`, with ``cost`` giving each
+    trial's cost under ``hypervolume-per-cost``) and have no promoted twin yet (queued, running,
+    finished or failed), best first."""
     from optuna.trial import TrialState
 
     results = results_at(study, 0)
@@ -228,7 +241,8 @@ def to_promote(study: Any, eta: float, bar: float | None = None, *, rank: str = 
         return []
     promoted = {t.user_attrs.get(T.PROMOTED_FROM) for t in study.get_trials(deepcopy=False)} - {None}
     pts = np.asarray([v for _, v in results], dtype=float)
-    prio = priorities(pts, _behind(pts, bar), rank=rank, ref_latency=ref_latency)
+    costs = None if cost is None else np.asarray([cost(t) for t, _ in results], dtype=float)
+    prio = priorities(pts, _behind(pts, bar), rank=rank, ref_latency=ref_latency, costs=costs)
     out = []
     for i in np.argsort(prio, kind="stable")[:top_count(len(results), eta)]:
         t = results[int(i)][0]
@@ -240,14 +254,14 @@ def to_promote(study: Any, eta: float, bar: float | None = None, *, rank: str = 
 
 
 def promote(study: Any, eta: float, bar: float | None = None, *, rank: str = EPSILON_NET,
-            ref_latency: float | None = None) -> list[int]:
+            ref_latency: float | None = None, cost: Callable[[Any], float] | None = None) -> list[int]:
     """Queue a promoted twin of every trial :func:`to_promote` names; returns their numbers.
 
     The twin carries the original's parameters and labels (reference, warm start) and
     ``promoted_from``; Optuna runs queued trials before asking the sampler for new ones.
     """
     numbers = []
-    for t in to_promote(study, eta, bar, rank=rank, ref_latency=ref_latency):
+    for t in to_promote(study, eta, bar, rank=rank, ref_latency=ref_latency, cost=cost):
         attrs = {k: t.user_attrs[k] for k in (T.REFERENCE, T.REFERENCE_NAME, T.WARM_START) if k in t.user_attrs}
         study.enqueue_trial(dict(t.params), user_attrs={**attrs, T.PROMOTED_FROM: t.number}, skip_if_exists=False)
         numbers.append(t.number)
@@ -256,7 +270,8 @@ def promote(study: Any, eta: float, bar: float | None = None, *, rank: str = EPS
 
 def decide(study: Any, trial_number: int, rung: int, n_rungs: int, accuracy: float, latency_ms: float,
            eta: float, reference: bool, *, defer: bool = False, bar: float | None = None,
-           rank: str = EPSILON_NET, ref_latency: float | None = None) -> str:
+           rank: str = EPSILON_NET, ref_latency: float | None = None, cost: Callable[[Any], float] | None = None,
+           own_cost: float | None = None) -> str:
     """The decision for a trial that just reached ``rung`` (0-based) of ``n_rungs``.
 
     Args:
@@ -264,6 +279,7 @@ def decide(study: Any, trial_number: int, rung: int, n_rungs: int, accuracy: flo
             stopped trials that rank in later (:func:`promote`).
         bar: Floor-aware ranking (:func:`floor_bar`).
         rank, ref_latency: The order inside a front (:func:`priorities`).
+        cost, own_cost: Under ``hypervolume-per-cost``, each recorded trial's cost and this one's.
 
     Returns:
         ``final`` at the last rung, ``continue`` for reference trials and the top ``1/eta``,
@@ -273,6 +289,8 @@ def decide(study: Any, trial_number: int, rung: int, n_rungs: int, accuracy: flo
         return FINAL
     if reference:
         return CONTINUE
-    others = recorded_at(study, rung, trial_number)
-    ok = continues([-accuracy, latency_ms], others, eta, defer=defer, bar=bar, rank=rank, ref_latency=ref_latency)
+    others = [(t, v) for t, v in results_at(study, rung) if t.number != trial_number]
+    costs = None if cost is None else [*(cost(t) for t, _ in others), own_cost]
+    ok = continues([-accuracy, latency_ms], [v for _, v in others], eta, defer=defer, bar=bar, rank=rank,
+                   ref_latency=ref_latency, costs=costs)
     return CONTINUE if ok else STOP

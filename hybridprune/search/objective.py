@@ -215,9 +215,6 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
     progress.total = rungs[-1]
     ft = None
     promoted = _promoted_screen(trial)
-    # ranked by hypervolume, the reference point's latency is the baseline's on the study basis
-    order = ({"rank": F.HYPERVOLUME, "ref_latency": ctx.latency.reference_ms(trial.study)}
-             if cfg.fidelity.rank == F.HYPERVOLUME else {})
     for k, steps in enumerate(rungs):
         progress.offset = done
         with timer.phase("finetune" if steps else "adapt_bn"):
@@ -231,8 +228,10 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
             # the bar reads every trial: only where a decision is ranked (not at the last rung)
             ranked = cfg.fidelity.floor_aware and k < len(rungs) - 1
             bar = F.floor_bar(trial.study, k, cfg.constraints.min_accuracy) if ranked else None
+            order = _rank_order(ctx, trial) if k < len(rungs) - 1 else {}
+            own = {"own_cost": order["cost"](trial)} if "cost" in order else {}
             decision = F.decide(trial.study, trial.number, k, len(rungs), accuracy, latency_ms, cfg.fidelity.eta,
-                                reference, defer=defer, bar=bar, **order)
+                                reference, defer=defer, bar=bar, **order, **own)
         history.append(F.RungResult(k, steps, accuracy, latency_ms, decision).to_dict())
         trial.set_user_attr(T.RUNGS, history)
         if ft is not None:
@@ -245,6 +244,22 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
         if decision not in (F.CONTINUE, F.PROMOTED):
             break
     return accuracy
+
+
+def _rank_order(ctx: WorkerContext, trial: Any) -> dict:
+    """Keyword arguments of the ``[fidelity] rank`` for :func:`~hybridprune.search.fidelity.decide` and
+    :func:`~hybridprune.search.fidelity.promote`: none for the epsilon-net order; the baseline's latency
+    on the study basis as the hypervolume reference point; and, per cost, the cost line fit to the
+    study's fine-tunes so far (refit at every decision)."""
+    rank = ctx.cfg.fidelity.rank
+    if rank == F.EPSILON_NET:
+        return {}
+    order = {"rank": rank, "ref_latency": ctx.latency.reference_ms(trial.study)}
+    if rank == F.HYPERVOLUME_PER_COST:
+        from hybridprune.search.fidelity_cost import study_cost
+
+        order["cost"] = study_cost(trial.study)
+    return order
 
 
 def _promoted_screen(trial: Any) -> float | None:
