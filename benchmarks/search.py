@@ -20,7 +20,7 @@ promotion variant does (``[fidelity] defer_screen``; hybridprune/search/fidelity
 result alone adds instead of the epsilon-net order (``[fidelity] rank = "hypervolume"``), and
 ``mf-defer-hv-cal``: that, with the sampler seeing each stopped trial's accuracy on the last rung's
 scale (``[fidelity] calibrate``; hybridprune/search/fidelity_view.py), and ``mf-defer-hvc``: the
-deferred screen with each result's hypervolume divided by its estimated seconds per fine-tune step
+deferred screen with each result's hypervolume divided by its estimated seconds per fine-tune image
 (``[fidelity] rank = "hypervolume-per-cost"``; hybridprune/search/fidelity_cost.py).
 ``--bn-batches N`` gives ``mf`` a first rung of 0 steps (adaptive batch-norm on N batches, EagleEye);
 ``--bn-val-images M`` scores that rung on M validation images (``[fidelity] bn_val_images``).

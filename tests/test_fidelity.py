@@ -345,10 +345,9 @@ def test_screened_trials_that_rank_in_later_are_promoted_once_with_their_labels(
 @pytest.mark.slow
 @pytest.mark.parametrize("rank", ["epsilon-net", "hypervolume", "hypervolume-per-cost"])
 def test_a_study_with_a_deferred_screen_fine_tunes_only_what_ranked_and_promotes_the_rest_later(tmp_path, rank):
-    from functools import partial
-
     from hybridprune.search._optuna import study_system_attrs
     from hybridprune.search.fidelity import continues, priorities, top_count
+    from hybridprune.search.fidelity_cost import fit, samples
     from hybridprune.search.latency import REFERENCE_ATTR
 
     table = (f"\n[fidelity]\nmin_steps = 1\nmax_steps = 2\neta = 2\nbn_batches = 2\ndefer_screen = true\n"
@@ -359,10 +358,21 @@ def test_a_study_with_a_deferred_screen_fine_tunes_only_what_ranked_and_promotes
     assert study.user_attrs["fidelity"]["defer_screen"] is True  # the study records how it screened
     assert study.user_attrs["fidelity"].get("rank", "epsilon-net") == rank
     (reference_ms,) = study_system_attrs(study)[REFERENCE_ATTR].values()  # the baseline, measured once
-    priorities = partial(priorities, rank=rank, ref_latency=reference_ms)
-    # per cost, each decision read the cost line fit to the fine-tunes done by then: not replayed here
-    # (tests/test_fidelity_cost.py checks the order); every other rule below still holds
-    replay = rank != "hypervolume-per-cost"
+    everything = study.get_trials(states=(TrialState.COMPLETE,))
+
+    def costs(group, upto):
+        """Per cost, each decision of trial ``upto`` read the line fit to the fine-tunes finished before
+        it (one worker: every lower number), the MACs of those and of itself setting the fallback."""
+        if rank != "hypervolume-per-cost":
+            return {}
+        line = fit(samples([s for s in everything if s.number < upto]),
+                   [s.user_attrs.get("macs") for s in everything if s.number <= upto])
+        return {"costs": np.array([line(s) for s in group])}
+
+    def screen_prio(group, upto):
+        pts = np.array([[-s.user_attrs["rungs"][0]["accuracy"], s.user_attrs["rungs"][0]["latency_ms"]] for s in group])
+        return priorities(pts, rank=rank, ref_latency=reference_ms, **costs(group, upto))
+
     trials = sorted((t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "duplicate_of" not in t.user_attrs
                      and "latency_gate" not in t.user_attrs), key=lambda t: t.number)
     by_number = {t.number: t for t in trials}
@@ -381,28 +391,25 @@ def test_a_study_with_a_deferred_screen_fine_tunes_only_what_ranked_and_promotes
             assert t.user_attrs["latency_cached"] is True  # re-pruned to the same network: not timed again
             assert len(rungs) > 1  # it went on from the screen
             # when it was queued, its original ranked in the top floor(n / eta) of those screened by then
+            # (queued by the last screened trial before it, whose line ranked them)
             seen = [s for s in trials if s.number < t.number and s not in promoted]
-            if replay:
-                prio = priorities(np.array([[-s.user_attrs["rungs"][0]["accuracy"],
-                                             s.user_attrs["rungs"][0]["latency_ms"]] for s in seen]))
-                assert prio[seen.index(original)] < top_count(len(seen), 2)
+            prio = screen_prio(seen, seen[-1].number)
+            assert prio[seen.index(original)] < top_count(len(seen), 2)
             continue
         screened.append(t)
-        if rungs[0]["decision"] == "continue" and replay:  # it went on at once: it ranked among those before it
-            prio = priorities(np.array([[-s.user_attrs["rungs"][0]["accuracy"], s.user_attrs["rungs"][0]["latency_ms"]]
-                                        for s in screened]))
-            assert prio[-1] < top_count(len(screened), 2)
+        if rungs[0]["decision"] == "continue":  # it went on at once: it ranked among those screened before it
+            assert screen_prio(screened, t.number)[-1] < top_count(len(screened), 2)
     assert screened[0].user_attrs["rungs"][0]["decision"] == "stop"  # the first no longer goes on unranked
     # the 1-step rung keeps the stopping rule, ranked the same way, among the trials before it
     for i, t in enumerate(trials):
         if len(t.user_attrs["rungs"]) < 2:  # stopped at the screen
             continue
         r = t.user_attrs["rungs"][1]
-        others = [[-u.user_attrs["rungs"][1]["accuracy"], u.user_attrs["rungs"][1]["latency_ms"]]
-                  for u in trials[:i] if len(u.user_attrs["rungs"]) > 1]
-        if replay:
-            expected = continues([-r["accuracy"], r["latency_ms"]], others, eta=2, rank=rank, ref_latency=reference_ms)
-            assert r["decision"] == ("continue" if expected else "stop"), (t.number, r)
+        before = [u for u in trials[:i] if len(u.user_attrs["rungs"]) > 1]
+        others = [[-u.user_attrs["rungs"][1]["accuracy"], u.user_attrs["rungs"][1]["latency_ms"]] for u in before]
+        expected = continues([-r["accuracy"], r["latency_ms"]], others, eta=2, rank=rank, ref_latency=reference_ms,
+                             **costs([*before, t], t.number))
+        assert r["decision"] == ("continue" if expected else "stop"), (t.number, r)
     assert promoted, "nothing was promoted in 9 trials at eta 2"
     assert len({t.user_attrs["promoted_from"] for t in promoted}) == len(promoted)  # each at most once
 

@@ -36,7 +36,7 @@ SMS-EMOA selects: Beume et al. 2007), the reference point being the lowest accur
 study's reference baseline latency: the least accurate result adds nothing, a result slower than
 the baseline adds nothing, and a knee point of the front adds the most. Ties keep the epsilon-net
 order. ``rank = "hypervolume-per-cost"`` divides each contribution by the estimated seconds per
-fine-tune step of that trial (:mod:`~hybridprune.search.fidelity_cost`): area bought per second.
+fine-tune image of that trial (:mod:`~hybridprune.search.fidelity_cost`): area bought per second.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ PROMOTED = "promoted"  # a promoted twin's screen: it goes on, and it is not ran
 
 EPSILON_NET = "epsilon-net"  # syne-tune's MOASHA order inside a front
 HYPERVOLUME = "hypervolume"  # exclusive hypervolume contribution inside a front
-HYPERVOLUME_PER_COST = "hypervolume-per-cost"  # that, over the estimated seconds per fine-tune step
+HYPERVOLUME_PER_COST = "hypervolume-per-cost"  # that, over the estimated seconds per fine-tune image
 RANKS = (EPSILON_NET, HYPERVOLUME, HYPERVOLUME_PER_COST)
 
 
@@ -116,8 +116,9 @@ def priorities(points: np.ndarray, behind: np.ndarray | None = None, *, rank: st
     (judged unable to reach the accuracy floor) all rank after the others."""
     if rank not in RANKS:
         raise ValueError(f"rank must be one of {list(RANKS)}, got {rank!r}")
-    if rank == HYPERVOLUME_PER_COST and (costs is None or len(costs) != len(points)):
-        raise ValueError("rank hypervolume-per-cost needs one cost per point")
+    if rank == HYPERVOLUME_PER_COST and (costs is None or len(costs) != len(points)
+                                         or not np.all(np.isfinite(costs) & (np.asarray(costs) > 0))):
+        raise ValueError(f"rank hypervolume-per-cost needs one finite cost > 0 per point, got {costs!r}")
     if behind is not None and behind.any() and not behind.all():
         out = np.empty(len(points), dtype=int)
         for rows, start in ((~behind, 0), (behind, int((~behind).sum()))):
@@ -289,6 +290,8 @@ def decide(study: Any, trial_number: int, rung: int, n_rungs: int, accuracy: flo
         return FINAL
     if reference:
         return CONTINUE
+    if (cost is None) != (own_cost is None):
+        raise ValueError("cost (each recorded trial's) and own_cost (this trial's) come together")
     others = [(t, v) for t, v in results_at(study, rung) if t.number != trial_number]
     costs = None if cost is None else [*(cost(t) for t, _ in others), own_cost]
     ok = continues([-accuracy, latency_ms], [v for _, v in others], eta, defer=defer, bar=bar, rank=rank,

@@ -3,14 +3,17 @@
 Ranked by hypervolume, a front is ordered by the area each result alone adds; that ignores what
 the rest of its ladder costs, and the mild candidates that add the least area are the widest
 networks, whose fine-tunes take the longest (in ``results/search-bench/resnet56-bf16-b.jsonl`` a
-full ladder took 24 s at 0.30x the baseline's latency and 65-76 s at 0.86-0.89x). Ranked per cost, each
-result's area is divided by its estimated seconds per fine-tune step.
+full ladder took 24 s at 0.30x the baseline's latency and 65-76 s at 0.86-0.89x). Ranked per
+cost, each result's area is divided by its estimated fine-tune seconds per training image (every
+trial of a study trains with one batch size, so this orders trials as seconds per step would).
 
 The estimate is a line ``a + b * MACs`` fit by least squares to the study's own fine-tunes (the
-last segment each trial ran: :data:`~hybridprune.search.trials.FINETUNE` seconds over steps, on
-whatever device trains them), so a fixed per-step overhead (a GPU, a tiny model) is learned rather
-than assumed. Before two fine-tunes of different MACs exist, cost is taken proportional to MACs;
-a fit that does not rise with MACs makes every cost equal (the plain hypervolume order).
+last segment each trial ran: the warm rate of its :data:`~hybridprune.search.trials.FINETUNE`,
+which leaves out the first step's warm-up, on whatever device trains them), so a fixed per-image
+overhead (a GPU, a tiny model) is learned rather than assumed. Before two fine-tunes of different
+MACs exist, cost is taken proportional to MACs; a fit that does not rise with MACs makes every
+cost equal (the plain hypervolume order). A trial that reused a duplicate's results is not
+counted twice.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from hybridprune.search import trials as T
 
 @dataclass(frozen=True)
 class StepCost:
-    """Estimated fine-tune seconds per step of a trial from its MACs: ``a + b * macs``.
+    """Estimated fine-tune seconds per training image of a trial from its MACs: ``a + b * macs``.
 
     Only ratios between trials matter to a ranking; a cost is never below a small positive floor.
     """
@@ -36,7 +39,7 @@ class StepCost:
 
     def of_macs(self, macs: float | None) -> float:
         """The estimate for a network of ``macs`` multiply-accumulates."""
-        x = self.fallback_macs if macs is None else float(macs)
+        x = float(macs) if macs else self.fallback_macs  # 0 is no more a measurement than None
         return max(self.a + self.b * x, 1e-12)
 
     def __call__(self, trial: Any) -> float:
@@ -45,18 +48,21 @@ class StepCost:
 
 
 def samples(trials: Iterable[Any]) -> list[tuple[float, float]]:
-    """``(macs, seconds per step)`` of every trial in ``trials`` that recorded a fine-tune."""
+    """``(macs, seconds per image)`` of every trial in ``trials`` that recorded a fine-tune of its
+    own (a duplicate's copied record is left out)."""
     out = []
     for t in trials:
+        if t.user_attrs.get(T.DUPLICATE_OF) is not None:
+            continue
         ft, macs = t.user_attrs.get(T.FINETUNE) or {}, t.user_attrs.get(T.MACS)
-        steps, seconds = ft.get("steps") or 0, ft.get("seconds") or 0.0
-        if macs and steps > 0 and seconds > 0:
-            out.append((float(macs), float(seconds) / steps))
+        rate = ft.get("images_per_second") or 0.0  # the warm rate: the first step is left out
+        if macs and (ft.get("steps") or 0) > 0 and rate > 0:
+            out.append((float(macs), 1.0 / float(rate)))
     return out
 
 
 def fit(points: list[tuple[float, float]], all_macs: Iterable[float] = ()) -> StepCost:
-    """The :class:`StepCost` line through ``(macs, seconds per step)`` points.
+    """The :class:`StepCost` line through ``(macs, seconds per image)`` points.
 
     Least squares with both coefficients kept non-negative: a negative intercept refits the line
     through the origin; a slope at or below 0 (cost does not grow with MACs) gives the mean as a

@@ -134,7 +134,7 @@ class FidelitySection:
     inside a non-dominated front: ``"epsilon-net"`` (default, syne-tune's MOASHA: extremes first)
     or ``"hypervolume"`` (the area each result alone adds, reference point the lowest accuracy
     ranked and the baseline's latency: knee points first, the least accurate result last) or
-    ``"hypervolume-per-cost"`` (that area over the trial's estimated seconds per fine-tune step, a
+    ``"hypervolume-per-cost"`` (that area over the trial's estimated seconds per fine-tune image, a
     line in MACs fit to the study's own fine-tunes: :mod:`hybridprune.search.fidelity_cost`). See
     :mod:`hybridprune.search.fidelity`. ``calibrate = true`` shows the sampler each stopped trial's
     accuracy mapped onto the last rung's scale, by a line fit on the trials that ran the whole
