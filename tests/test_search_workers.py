@@ -300,6 +300,20 @@ def test_workers_stop_when_the_run_is_killed(tmp_path):
 
 
 @needs_proc
+def test_a_workers_second_sigterm_is_a_no_op_and_its_handler_is_never_swapped(monkeypatch):
+    """The kernel's SIGTERM (parent death) and the watchdog's arrive together: the first stops the
+    worker, the second does nothing. Swapping the handler to SIG_IGN on the first (the old way) raced
+    with the second already caught, and CPython printed a traceback into the run's stderr."""
+    from hybridprune.search import local
+
+    monkeypatch.setattr(local, "_stopping", False)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(local.ParentDied, match="received SIGTERM"):
+        local._on_parent_death(signal.SIGTERM, None)
+    assert local._on_parent_death(signal.SIGTERM, None) is None  # the second: nothing raised
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_a_killed_worker_is_a_warning_when_the_study_reached_its_target(tmp_path):
     path = write_study(tmp_path, name="onedead", trials=3, heartbeat=2, grace=10, study_extra="references = false")
     proc = _start(path, "--workers", "2")

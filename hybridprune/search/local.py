@@ -46,9 +46,18 @@ class WorkersFailed(RuntimeError):
     """Worker processes died or failed and the study did not reach its target."""
 
 
+_stopping = False  # a worker's first SIGTERM was handled
+
+
 def _on_parent_death(signum: int, frame: Any) -> None:
-    # once: a second SIGTERM (the watchdog's) must not interrupt the clean-up with another exception
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    global _stopping
+    # once: a second SIGTERM (the kernel's and the watchdog's come together) must not interrupt the
+    # clean-up with another exception. The handler stays: switching to SIG_IGN here races with a
+    # SIGTERM already caught but not yet run, which CPython then prints as a traceback
+    # ("Signal 15 ignored due to race condition").
+    if _stopping:
+        return
+    _stopping = True
     from hybridprune.search.interrupts import interrupt  # not inside a storage call: after it
 
     interrupt(ParentDied(f"received {signal.Signals(signum).name}: the run that started it is gone or it was "
