@@ -353,8 +353,13 @@ def test_a_study_with_a_deferred_screen_fine_tunes_only_what_ranked_and_promotes
     table = (f"\n[fidelity]\nmin_steps = 1\nmax_steps = 2\neta = 2\nbn_batches = 2\ndefer_screen = true\n"
              f"rank = \"{rank}\"\n")
     path = _with_fidelity(write_study(tmp_path, name="defer", trials=9, study_extra="references = false"), table)
-    assert main(["run", str(path), "--no-progress"]) == 0
-    _, study = load(path)
+    # whether a stopped screen later ranks in depends on measured latencies; resuming the study (up to 27
+    # trials) until one has been promoted keeps the promotion path under test on any machine
+    for total in (9, 18, 27):
+        assert main(["run", str(path), "--no-progress", "--trials", str(total)]) == 0
+        _, study = load(path)
+        if any(t.user_attrs.get("promoted_from") is not None for t in study.get_trials(states=(TrialState.COMPLETE,))):
+            break
     assert study.user_attrs["fidelity"]["defer_screen"] is True  # the study records how it screened
     assert study.user_attrs["fidelity"].get("rank", "epsilon-net") == rank
     (reference_ms,) = study_system_attrs(study)[REFERENCE_ATTR].values()  # the baseline, measured once
@@ -410,7 +415,7 @@ def test_a_study_with_a_deferred_screen_fine_tunes_only_what_ranked_and_promotes
         expected = continues([-r["accuracy"], r["latency_ms"]], others, eta=2, rank=rank, ref_latency=reference_ms,
                              **costs([*before, t], t.number))
         assert r["decision"] == ("continue" if expected else "stop"), (t.number, r)
-    assert promoted, "nothing was promoted in 9 trials at eta 2"
+    assert promoted, f"nothing was promoted in {total} trials at eta 2"
     assert len({t.user_attrs["promoted_from"] for t in promoted}) == len(promoted)  # each at most once
 
 
