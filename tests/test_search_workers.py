@@ -299,7 +299,6 @@ def test_workers_stop_when_the_run_is_killed(tmp_path):
     assert _db_rows(path, "SELECT COUNT(*) FROM trials")[0][0] <= before + 2
 
 
-@needs_proc
 def test_a_workers_second_sigterm_is_a_no_op_and_its_handler_is_never_swapped(monkeypatch):
     """The kernel's SIGTERM (parent death) and the watchdog's arrive together: the first stops the
     worker, the second does nothing. Swapping the handler to SIG_IGN on the first (the old way) raced
@@ -314,6 +313,7 @@ def test_a_workers_second_sigterm_is_a_no_op_and_its_handler_is_never_swapped(mo
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@needs_proc
 def test_a_killed_worker_is_a_warning_when_the_study_reached_its_target(tmp_path):
     path = write_study(tmp_path, name="onedead", trials=3, heartbeat=2, grace=10, study_extra="references = false")
     proc = _start(path, "--workers", "2")
