@@ -18,7 +18,8 @@ promotion variant does (``[fidelity] defer_screen``; hybridprune/search/fidelity
 (``[fidelity] floor_aware``; the floor is the study's ``[constraints] min_accuracy``), and
 ``mf-defer-hv``: the deferred screen with each non-dominated front ordered by the hypervolume each
 result alone adds instead of the epsilon-net order (``[fidelity] rank = "hypervolume"``), and
-``mf-defer-hv-cal``: that, with the sampler seeing each stopped trial's accuracy on the last rung's
+``mf-defer-hv-floor``: that, floor-aware as well (both options), and
+``mf-defer-hv-cal``: the hypervolume rank with the sampler seeing each stopped trial's accuracy on the last rung's
 scale (``[fidelity] calibrate``; hybridprune/search/fidelity_view.py), and ``mf-defer-hvc``: the
 deferred screen with each result's hypervolume divided by its estimated seconds per fine-tune image
 (``[fidelity] rank = "hypervolume-per-cost"``; hybridprune/search/fidelity_cost.py).
@@ -87,8 +88,10 @@ def hypervolume(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
 
 # MO-ASHA; deferred screen; floor-aware; hv rank; hv rank with the sampler seeing calibrated accuracy;
 # hv per second of fine-tune
-MF_MODES = ("mf", "mf-defer", "mf-defer-floor", "mf-defer-hv", "mf-defer-hv-cal", "mf-defer-hvc")
-RANK_OF_MODE = {"mf-defer-hv": HYPERVOLUME, "mf-defer-hv-cal": HYPERVOLUME, "mf-defer-hvc": HYPERVOLUME_PER_COST}
+MF_MODES = ("mf", "mf-defer", "mf-defer-floor", "mf-defer-hv", "mf-defer-hv-floor", "mf-defer-hv-cal", "mf-defer-hvc")
+RANK_OF_MODE = {"mf-defer-hv": HYPERVOLUME, "mf-defer-hv-floor": HYPERVOLUME, "mf-defer-hv-cal": HYPERVOLUME,
+                "mf-defer-hvc": HYPERVOLUME_PER_COST}
+FLOOR_MODES = ("mf-defer-floor", "mf-defer-hv-floor")  # floor-aware: need the study's [constraints] min_accuracy
 MODES = ("plain", *MF_MODES)
 
 
@@ -132,7 +135,7 @@ def run(base, ctx, name: str, sampler: str, seed: int, mode: str, space, args, t
     fid = (
         FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta,
                         bn_batches=args.bn_batches, bn_val_images=args.bn_val_images,
-                        defer_screen=mode.startswith("mf-defer"), floor_aware=mode == "mf-defer-floor",
+                        defer_screen=mode.startswith("mf-defer"), floor_aware=mode in FLOOR_MODES,
                         rank=RANK_OF_MODE.get(mode, EPSILON_NET),
                         calibrate=mode.endswith("-cal"))
         if mode in MF_MODES
@@ -237,8 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     base = load_study_config(args.study)
-    if "mf-defer-floor" in args.modes and base.constraints.min_accuracy is None:
-        print(f"error: --modes mf-defer-floor ranks by the study's accuracy floor; {args.study} sets no "
+    if (floored := [m for m in args.modes if m in FLOOR_MODES]) and base.constraints.min_accuracy is None:
+        print(f"error: --modes {floored[0]} ranks by the study's accuracy floor; {args.study} sets no "
               f"[constraints] min_accuracy", file=sys.stderr)
         raise SystemExit(2)
     if args.train_subset or args.val_subset:

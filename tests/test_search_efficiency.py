@@ -264,11 +264,14 @@ def test_search_benchmark_reports_and_draws_from_its_rows_without_running(tmp_pa
     assert "plain's final 0.0500 reached by mf after 30 s (0.30 of the budget)" in out
     assert "plain's final 0.0500 reached by mf-defer after 25 s (0.25 of the budget)" in out
     for bad, message in ((["--modes", "plain", "mfd"],
-                          "error: --modes takes plain, mf, mf-defer, mf-defer-floor, mf-defer-hv, mf-defer-hv-cal, "
+                          "error: --modes takes plain, mf, mf-defer, mf-defer-floor, mf-defer-hv, mf-defer-hv-floor, "
+                          "mf-defer-hv-cal, "
                           "mf-defer-hvc, got plain mfd"),
                          (["--modes", "mf-defer"], "error: --modes mf-defer defers the decisions of the 0-step"),
                          (["--modes", "mf-defer-floor", "--bn-batches", "2"],  # the tiny study sets no floor
-                          "error: --modes mf-defer-floor ranks by the study's accuracy floor;")):
+                          "error: --modes mf-defer-floor ranks by the study's accuracy floor;"),
+                         (["--modes", "plain", "mf-defer-hv-floor", "--bn-batches", "2"],
+                          "error: --modes mf-defer-hv-floor ranks by the study's accuracy floor;")):
         with pytest.raises(SystemExit) as exit_:
             bench.main(["--study", str(study), "--out", str(rows), "--no-run", *bad])
         err = capsys.readouterr().err
