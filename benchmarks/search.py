@@ -24,7 +24,10 @@ scale (``[fidelity] calibrate``; hybridprune/search/fidelity_view.py), and ``mf-
 deferred screen with each result's hypervolume divided by its estimated seconds per fine-tune image
 (``[fidelity] rank = "hypervolume-per-cost"``; hybridprune/search/fidelity_cost.py).
 ``--bn-batches N`` gives ``mf`` a first rung of 0 steps (adaptive batch-norm on N batches, EagleEye);
-``--bn-val-images M`` scores that rung on M validation images (``[fidelity] bn_val_images``).
+``--bn-val-images M`` scores that rung on M validation images (``[fidelity] bn_val_images``);
+``--screen-latency-s S`` times candidates at that rung in one round of S seconds (``[fidelity]
+screen_latency_s``), and a row's trials flag such readings ``lat_screen``: they count in the
+hypervolume as measured, the noisier reading of a network that was never fine-tuned.
 ``--spaces FILE ...`` runs each search once per study file, taking only its ``[space]``: the
 hybrid against the channel-only and block-only twins on the same data, baseline and budget.
 ``--warm-start N`` sets ``[space] warm_start = N`` in every space (its first N points spread along
@@ -97,7 +100,8 @@ MODES = ("plain", *MF_MODES)
 
 def record(trials: list, start: float) -> list[dict]:
     """What the report needs of each completed trial, in order of completion (JSON-able), with its
-    rungs as ``[steps, accuracy, decision]`` and the trial it was promoted from, if any."""
+    rungs as ``[steps, accuracy, decision]``, the trial it was promoted from, if any, and
+    ``lat_screen`` where its latency is the screen's short reading (``[fidelity] screen_latency_s``)."""
     out = []
     for t in sorted(trials, key=lambda t: t.datetime_complete):
         ratio = t.user_attrs.get(T.LATENCY_RATIO)
@@ -105,7 +109,8 @@ def record(trials: list, start: float) -> list[dict]:
         out.append({"t": t.datetime_complete.timestamp() - start, "acc": T.accuracy(t), "lat_ms": T.latency_ms(t),
                     "ratio": ratio, "total_s": times.get("total"), "finetune_s": times.get("finetune", 0.0),
                     "number": t.number, "promoted_from": t.user_attrs.get(T.PROMOTED_FROM),
-                    "rungs": [[r["steps"], r["accuracy"], r["decision"]] for r in t.user_attrs.get(T.RUNGS) or []]})
+                    "rungs": [[r["steps"], r["accuracy"], r["decision"]] for r in t.user_attrs.get(T.RUNGS) or []],
+                    **({"lat_screen": True} if t.user_attrs.get(T.LATENCY_SCREEN) else {})})
     return out
 
 
@@ -135,6 +140,7 @@ def run(base, ctx, name: str, sampler: str, seed: int, mode: str, space, args, t
     fid = (
         FidelitySection(min_steps=args.min_steps, max_steps=args.full_steps, eta=args.eta,
                         bn_batches=args.bn_batches, bn_val_images=args.bn_val_images,
+                        screen_latency_s=args.screen_latency_s,
                         defer_screen=mode.startswith("mf-defer"), floor_aware=mode in FLOOR_MODES,
                         rank=RANK_OF_MODE.get(mode, EPSILON_NET),
                         calibrate=mode.endswith("-cal"))
@@ -199,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bn-batches", type=int, default=0, help="mf: a first rung of 0 steps, adaptive BN on N batches")
     ap.add_argument("--bn-val-images", type=int, default=None,
                     help="mf: the 0-step rung scores this many validation images ([fidelity] bn_val_images)")
+    ap.add_argument("--screen-latency-s", type=float, default=None,
+                    help="mf: time candidates at the 0-step rung in one round of S seconds ([fidelity] "
+                         "screen_latency_s)")
     ap.add_argument("--floor", type=float, default=None,
                     help="also report the real-scale measure: hypervolume of trials above this accuracy floor")
     ap.add_argument("--spaces", nargs="+", default=None, metavar="STUDY_FILE",
@@ -231,6 +240,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     if args.floor is not None and not 0 <= args.floor < 1:
         print(f"error: --floor is an accuracy fraction in [0, 1), got {args.floor}", file=sys.stderr)
+        raise SystemExit(2)
+    if args.screen_latency_s is not None and (not 0.01 <= args.screen_latency_s <= 600 or not args.bn_batches):
+        print(f"error: --screen-latency-s must be in [0.01, 600] seconds and needs --bn-batches (the rung it "
+              f"times), got {args.screen_latency_s}", file=sys.stderr)
         raise SystemExit(2)
     if args.bn_val_images is not None and (args.bn_val_images < 1 or not args.bn_batches):
         print(f"error: --bn-val-images must be >= 1 and needs --bn-batches (the rung it scores), got "
@@ -281,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         rec = {"key": key, "budget_s": args.budget_s, "full_steps": args.full_steps, "rungs": cfg.fidelity.rungs()
                if mode in MF_MODES else [args.full_steps], "bn_batches": args.bn_batches if mode in MF_MODES else 0,
                "bn_val_images": args.bn_val_images if mode in MF_MODES else None,
+               **({"screen_latency_s": args.screen_latency_s} if mode in MF_MODES and args.screen_latency_s else {}),
                "train": len(ctx.data.train), "val": len(ctx.data.val), "machine": machine,
                "savings": savings(study, args.full_steps).line(), "trials": record(trials, start)}
         done[key] = rec

@@ -79,6 +79,12 @@ def test_continues_follows_moasha():
     ("rank = \"hypervolume\"", "fidelity.rank orders the results at each rung; give min_steps and max_steps"),
     ("min_steps = 1\nmax_steps = 4\ncalibrate = \"yes\"", "fidelity.calibrate must be true or false"),
     ("calibrate = true", "fidelity.calibrate maps stopped trials' accuracy onto the last rung; give min_steps"),
+    ("min_steps = 1\nmax_steps = 4\nbn_batches = 2\nscreen_latency_s = 0", "fidelity.screen_latency_s must be a "
+     "number of seconds in [0.01, 600]"),
+    ("min_steps = 1\nmax_steps = 4\nbn_batches = 2\nscreen_latency_s = \"short\"", "fidelity.screen_latency_s must"),
+    ("min_steps = 1\nmax_steps = 4\nbn_batches = 2\nscreen_latency_s = nan", "fidelity.screen_latency_s must"),
+    ("min_steps = 1\nmax_steps = 4\nscreen_latency_s = 0.3", "fidelity.screen_latency_s times candidates at the "
+     "0-step screen; give fidelity.bn_batches"),
 ])
 def test_bad_fidelity_tables_are_refused_before_training(tmp_path, capsys, table, message):
     path = _with_fidelity(write_study(tmp_path, name="bad"), f"\n[fidelity]\n{table}\n")

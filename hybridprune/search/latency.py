@@ -42,7 +42,14 @@ from hybridprune.evaluators.timing import pair_blocks
 from hybridprune.io import device_lock
 from hybridprune.search import trials as T
 from hybridprune.search._optuna import set_study_system_attr, study_system_attrs
-from hybridprune.search.latency_cache import IsolatedTimer, LatencyCache, architecture_key, machine_key, settings_key
+from hybridprune.search.latency_cache import (
+    IsolatedTimer,
+    LatencyCache,
+    architecture_key,
+    machine_key,
+    screen_key,
+    settings_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,7 @@ class TrialLatency:
     cached: bool
     key: str
     machine: str | None = None
+    screen: bool = False  # the 0-step screen's short reading ([fidelity] screen_latency_s)
 
 
 def ratio_summary(model_ms: list[float], baseline_ms: list[float], confidence: float = 0.95,
@@ -174,6 +182,7 @@ class StudyLatency:
         self._baseline_key: str | None = None
         self._baseline_settings_key: str | None = None
         self._machine: str | None = None
+        self._screen_backends: dict[float, Any] = {}
 
     @property
     def shape(self) -> dict[str, Any]:
@@ -205,9 +214,9 @@ class StudyLatency:
             self._baseline_key = self.key(self._baseline)
         return self._baseline
 
-    def pair(self, model: Timed, baseline: Timed) -> tuple[float, float, float, Any]:
+    def pair(self, model: Timed, baseline: Timed, screen_s: float | None = None) -> tuple[float, float, float, Any]:
         """One measurement of ``model`` next to ``baseline`` (no lock): ``(model ms, baseline ms, ratio,
-        model's LatencyResult)``.
+        model's LatencyResult)``; with ``screen_s``, capped at that many seconds instead of ``max_time_s``.
 
         A backend that ``pairs`` alternates short blocks of runs of the two (each block's first
         runs dropped, so neither is timed with the other's weights in its caches), so even load
@@ -215,20 +224,43 @@ class StudyLatency:
         """
         if type(self.backend).pairs:
             if self.timer is not None:
-                result = self.timer.measure_pair(model.onnx, baseline.onnx, **self.shape)
+                result = self.timer.measure_pair(model.onnx, baseline.onnx, **self.shape,
+                                                 options=self._screen_options(screen_s))
             else:
-                result = self.backend.measure_pair(model.onnx, baseline.onnx, **self.shape)
+                result = self._backend(screen_s).measure_pair(model.onnx, baseline.onnx, **self.shape)
             extra = result.extra
             return self.value(result), float(extra["baseline_median_ms"]), float(extra["pair_ratio"]), result
-        b = self.value(self.once(baseline))
-        result = self.once(model)
+        b = self.value(self.once(baseline, screen_s))
+        result = self.once(model, screen_s)
         return self.value(result), b, self.value(result) / b, result
 
-    def once(self, model: Timed) -> Any:
-        """One measurement of ``model`` (no lock): a ``LatencyResult``, dispatched on the backend's ``takes``."""
+    def once(self, model: Timed, screen_s: float | None = None) -> Any:
+        """One measurement of ``model`` (no lock): a ``LatencyResult``, dispatched on the backend's ``takes``
+        (``screen_s`` as in :meth:`pair`)."""
         if self.timer is not None:
-            return self.timer.measure(model.onnx, **self.shape)
-        return self.backend.measure(model.module if self.backend.takes == "module" else model.onnx, **self.shape)
+            return self.timer.measure(model.onnx, **self.shape, options=self._screen_options(screen_s))
+        backend = self._backend(screen_s)
+        return backend.measure(model.module if backend.takes == "module" else model.onnx, **self.shape)
+
+    def _screen_options(self, screen_s: float | None) -> dict | None:
+        """The isolated child's options for a screen reading (``None``: the study's own)."""
+        if screen_s is None or self.timer is None:
+            return None
+        return {**self.timer.options, "max_time_s": float(screen_s)}
+
+    def _backend(self, screen_s: float | None) -> Any:
+        """The backend, or a copy of it whose protocol stops after ``screen_s`` seconds."""
+        if screen_s is None:
+            return self.backend
+        if screen_s not in self._screen_backends:
+            import copy
+
+            from hybridprune.evaluators.timing import Protocol
+
+            short = copy.copy(self.backend)
+            short.protocol = Protocol.from_mapping({**self.backend.protocol.to_dict(), "max_time_s": float(screen_s)})
+            self._screen_backends[screen_s] = short
+        return self._screen_backends[screen_s]
 
     def value(self, result: Any) -> float:
         """The study's latency statistic of ``result``, in ms."""
@@ -252,8 +284,11 @@ class StudyLatency:
         return settings_key(architecture_key(model.onnx), s.backend, s.options, s.batch_size, s.precision,
                             self.input_size)
 
-    def key(self, model: Timed) -> str:
-        """Cache key of ``model``: :meth:`settings_key`, plus the machine on a host-sharing backend."""
+    def key(self, model: Timed, screen_s: float | None = None) -> str:
+        """Cache key of ``model``: :meth:`settings_key`, plus the machine on a host-sharing backend, plus
+        the screen's round length for a screen reading (cached apart from the study protocol's)."""
+        if screen_s is not None:
+            return screen_key(self.key(model), screen_s)
         if model is self._baseline and self._baseline_key is not None:
             return self._baseline_key
         key = self.settings_key(model)
@@ -277,16 +312,18 @@ class StudyLatency:
             set_study_system_attr(study, REFERENCE_ATTR, refs)
         return ms
 
-    def trial(self, study: Any, model: Timed) -> TrialLatency:
+    def trial(self, study: Any, model: Timed, *, screen_s: float | None = None) -> TrialLatency:
         """A trial's latency on the study basis: from the study's cache, or measured (and cached).
 
         The cache is checked and filled under the lock, so local workers never time one
-        architecture twice.
+        architecture twice. ``screen_s``: the 0-step screen's reading, one round capped at that many
+        seconds (``[fidelity] screen_latency_s``), on the same basis, cached under its own key.
         """
         from hybridprune.evaluators import LatencyResult
 
         reference = self.reference_ms(study)
-        key = self.key(model)
+        key = self.key(model, screen_s)
+        screen = screen_s is not None
         cache = LatencyCache(study) if self.settings.cache else None
         with self.lock():
             hit = cache.get(key) if cache is not None else None
@@ -296,26 +333,26 @@ class StudyLatency:
                     ratio = float(result.extra.get(T.R_RATIO, self.value(result) / reference))
                     if not (math.isfinite(ratio) and ratio > 0):
                         raise ValueError(f"ratio {ratio}")
-                    return TrialLatency(result, ratio * reference, ratio, True, key, self.machine)
+                    return TrialLatency(result, ratio * reference, ratio, True, key, self.machine, screen)
                 except (TypeError, KeyError, ValueError, AttributeError) as exc:  # written by hand or another version
                     log.warning("latency cache entry %s is unusable (%s: %s): measuring again", key,
                                 type(exc).__name__, exc)
-            result, ratio, extra = self._measure_ratio(model, key, reference)
+            result, ratio, extra = self._measure_ratio(model, reference, screen_s)
             result = dataclasses.replace(result, extra={**result.extra, **extra})
             if cache is not None:
                 cache.put(key, result.to_dict())
-        return TrialLatency(result, ratio * reference, ratio, False, key, self.machine)
+        return TrialLatency(result, ratio * reference, ratio, False, key, self.machine, screen)
 
-    def _measure_ratio(self, model: Timed, key: str, reference: float) -> tuple[Any, float, dict]:
-        if key == self.key(self.baseline):  # the baseline's own architecture: ratio 1 by definition
-            result = self.once(model)
+    def _measure_ratio(self, model: Timed, reference: float, screen_s: float | None) -> tuple[Any, float, dict]:
+        if self.key(model) == self.key(self.baseline):  # the baseline's own architecture: ratio 1 by definition
+            result = self.once(model, screen_s)
             return result, 1.0, {T.R_RATIO: 1.0, "reference_ms": reference}
         if not self.interleave:
-            result = self.once(model)
+            result = self.once(model, screen_s)
             return result, self.value(result) / reference, {"reference_ms": reference}
         results, model_ms, base_ms, ratios = [], [], [], []
-        for _ in range(self.settings.rounds):
-            m, b, r, result = self.pair(model, self.baseline)
+        for _ in range(1 if screen_s is not None else self.settings.rounds):
+            m, b, r, result = self.pair(model, self.baseline, screen_s)
             results.append(result)
             model_ms.append(m)
             base_ms.append(b)

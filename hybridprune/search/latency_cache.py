@@ -77,6 +77,12 @@ def settings_key(arch_key: str, backend: str, options: Mapping[str, Any], batch_
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def screen_key(key: str, screen_s: float) -> str:
+    """``key`` for the 0-step screen's short reading (one round of ``screen_s`` seconds): never the
+    study protocol's entry, which a candidate that goes on past the screen is timed for."""
+    return hashlib.sha256(json.dumps([key, {"screen_s": float(screen_s)}]).encode()).hexdigest()[:32]
+
+
 def machine_key(key: str, machine: str, pairing: Mapping[str, Any] | None = None) -> str:
     """``key`` (:func:`settings_key`) for one machine: a ratio timed on one CPU is not another's.
     ``pairing``: how a backend that times pairs forms them (``pairing`` of its result), so a ratio
@@ -153,23 +159,25 @@ class IsolatedTimer:
         self.options = dict(options)
         self._pool: ProcessPoolExecutor | None = None
 
-    def measure(self, path: str | Path, *, input_shape: tuple, batch_size: int, precision: str) -> Any:
-        """Measure ``path`` in the child; returns a ``LatencyResult`` (its errors are re-raised here)."""
+    def measure(self, path: str | Path, *, input_shape: tuple, batch_size: int, precision: str,
+                options: Mapping[str, Any] | None = None) -> Any:
+        """Measure ``path`` in the child (with ``options`` instead of this timer's, if given); returns a
+        ``LatencyResult`` (its errors are re-raised here)."""
         from hybridprune.evaluators import LatencyResult
 
         self._start()
-        fut = self._pool.submit(_measure_in_child, self.name, self.options, str(path), tuple(input_shape),
-                                batch_size, precision)
+        fut = self._pool.submit(_measure_in_child, self.name, dict(options or self.options), str(path),
+                                tuple(input_shape), batch_size, precision)
         return LatencyResult.from_dict(fut.result())
 
     def measure_pair(self, path: str | Path, baseline: str | Path, *, input_shape: tuple, batch_size: int,
-                     precision: str) -> Any:
-        """``measure_pair`` of the backend, in the child."""
+                     precision: str, options: Mapping[str, Any] | None = None) -> Any:
+        """``measure_pair`` of the backend, in the child (``options`` as in :meth:`measure`)."""
         from hybridprune.evaluators import LatencyResult
 
         self._start()
-        fut = self._pool.submit(_pair_in_child, self.name, self.options, str(path), str(baseline), tuple(input_shape),
-                                batch_size, precision)
+        fut = self._pool.submit(_pair_in_child, self.name, dict(options or self.options), str(path), str(baseline),
+                                tuple(input_shape), batch_size, precision)
         return LatencyResult.from_dict(fut.result())
 
     def _start(self) -> None:

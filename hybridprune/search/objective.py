@@ -19,7 +19,7 @@ import logging
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -185,8 +185,30 @@ def finetune_kwargs(ctx: WorkerContext, progress: Any = None) -> dict:
                 progress=progress, **f.train_kwargs())
 
 
-def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms: float, timer: T.PhaseTimer) -> float:
-    """Fine-tune (rung by rung with ``[fidelity]``) and return the validation accuracy reached."""
+def _time(ctx: WorkerContext, trial: Any, measured: Any, timer: T.PhaseTimer, screen_s: float | None) -> Any:
+    """Time ``measured`` (the study's latency step; a screen reading with ``screen_s``) and record it on ``trial``."""
+    with timer.phase("latency"):
+        timed = ctx.latency.trial(trial.study, measured, screen_s=screen_s)
+    lat = timed.result
+    trial.set_user_attr(T.LATENCY_RESULT, lat.to_dict())
+    trial.set_user_attr(T.LATENCY_MS, timed.latency_ms)
+    trial.set_user_attr(T.LATENCY_RATIO, timed.ratio)
+    trial.set_user_attr(T.LATENCY_BACKEND, lat.backend)
+    trial.set_user_attr(T.LATENCY_CACHED, timed.cached)
+    trial.set_user_attr(T.LATENCY_KEY, timed.key)
+    if timed.screen or trial.user_attrs.get(T.LATENCY_SCREEN):  # set only where a screen reading was involved
+        trial.set_user_attr(T.LATENCY_SCREEN, True if timed.screen else None)
+    if timed.machine is not None:
+        trial.set_user_attr(T.LATENCY_MACHINE, timed.machine)
+    return timed
+
+
+def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms: float, timer: T.PhaseTimer,
+              study_latency: Callable[[], float] | None = None) -> float:
+    """Fine-tune (rung by rung with ``[fidelity]``) and return the validation accuracy reached.
+
+    ``latency_ms`` is the trial's latency; where it is the screen's short reading, ``study_latency()``
+    times it with the study's protocol (and records it) once the candidate goes on past the screen."""
     from hybridprune.accuracy import evaluate
 
     cfg = ctx.cfg
@@ -243,6 +265,13 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
                 log.info("trial %s: screened trial(s) %s now rank in the top 1/eta: promoted", trial.number, queued)
         if decision not in (F.CONTINUE, F.PROMOTED):
             break
+        if steps == 0 and study_latency is not None:
+            latency_ms = study_latency()
+            budget = cfg.constraints.max_latency_ms
+            if budget is not None and latency_ms > budget:  # the short reading was under it, the study's is not
+                trial.set_user_attr(T.GATED, f"latency {latency_ms:.4g} ms is over the budget constraints."
+                                             f"max_latency_ms = {budget:g} ms: not fine-tuned past the screen")
+                break
     return accuracy
 
 
@@ -314,19 +343,21 @@ def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
         tmp = Path(tmp)
         with timer.phase("export"):
             onnx_path = export_onnx(model, tmp / "measure.onnx", (cfg.latency.batch_size, *ctx.input_size), check=False)
-        with timer.phase("latency"):
-            timed = ctx.latency.trial(trial.study, Timed(model, onnx_path))
-        lat, latency_ms = timed.result, timed.latency_ms
-        trial.set_user_attr(T.LATENCY_RESULT, lat.to_dict())
-        trial.set_user_attr(T.LATENCY_MS, latency_ms)
-        trial.set_user_attr(T.LATENCY_RATIO, timed.ratio)
-        trial.set_user_attr(T.LATENCY_BACKEND, lat.backend)
-        trial.set_user_attr(T.LATENCY_CACHED, timed.cached)
-        trial.set_user_attr(T.LATENCY_KEY, timed.key)
-        if timed.machine is not None:
-            trial.set_user_attr(T.LATENCY_MACHINE, timed.machine)
+        measured = Timed(model, onnx_path)
+        screen_s = cfg.fidelity.screen_latency_s if cfg.fidelity.bn_batches else None
+        timed = _time(ctx, trial, measured, timer, screen_s)
+
+        def study_latency() -> float:
+            """The study protocol's latency, for a candidate that goes on past a short screen reading."""
+            nonlocal timed
+            if timed.screen:  # a copy: a backend that times the module must not touch the one being fine-tuned
+                timed = _time(ctx, trial, Timed(copy.deepcopy(measured.module), measured.onnx), timer, None)
+            return timed.latency_ms
 
         budget = cfg.constraints.max_latency_ms
+        if budget is not None and timed.latency_ms > budget:  # never gate on the short reading alone
+            study_latency()
+        lat, latency_ms = timed.result, timed.latency_ms
         gated = budget is not None and latency_ms > budget
         if gated or cfg.finetune.eval_before:
             with timer.phase("eval_before"):
@@ -338,7 +369,8 @@ def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
             trial.set_user_attr(T.ACCURACY, float(before.top1))
             return _finish(trial, cfg, timer, float(before.top1), latency_ms, cx)
 
-        accuracy = _finetune(ctx, trial, model, latency_ms, timer)
+        accuracy = _finetune(ctx, trial, model, latency_ms, timer, study_latency)
+        lat, latency_ms = timed.result, timed.latency_ms
         trial.set_user_attr(T.ACCURACY, accuracy)
         with timer.phase("save"):
             model = model.cpu().eval()

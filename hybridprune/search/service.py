@@ -84,7 +84,9 @@ def prepare(cfg: StudyConfig) -> tuple[Any, Any]:
                                                  **({"floor_aware": True} if cfg.fidelity.floor_aware else {}),
                                                  **({"rank": cfg.fidelity.rank} if cfg.fidelity.rank != EPSILON_NET
                                                     else {}),
-                                                 **({"calibrate": True} if cfg.fidelity.calibrate else {})})
+                                                 **({"calibrate": True} if cfg.fidelity.calibrate else {}),
+                                                 **({"screen_latency_s": cfg.fidelity.screen_latency_s}
+                                                    if cfg.fidelity.screen_latency_s is not None else {})})
     if ctx.baseline_metrics:
         set_study_attr(study, T.STUDY_BASELINE_METRICS,
                        {k: v for k, v in ctx.baseline_metrics.items() if k != "train"})

@@ -139,6 +139,14 @@ class FidelitySection:
     :mod:`hybridprune.search.fidelity`. ``calibrate = true`` shows the sampler each stopped trial's
     accuracy mapped onto the last rung's scale, by a line fit on the trials that ran the whole
     ladder (:mod:`hybridprune.search.fidelity_view`); the stored values stay as measured.
+
+    ``screen_latency_s = S`` times a candidate at the 0-step screen in one round of ``S`` seconds
+    instead of ``[latency] rounds`` rounds of ``max_time_s``: the study's latency step was most of a
+    screen's wall time (RESULTS.md). A candidate that goes on past the screen is timed again with the
+    study's own protocol before its first fine-tune step, so every fine-tuned trial, and every
+    decision after the screen, reads the study's latency; a screen stopped there keeps its short
+    reading (trial attribute ``latency_screen``). Both readings are ratios to the baseline timed next
+    to the model, on the study's one basis, and are cached apart.
     """
 
     min_steps: int | None = None
@@ -151,6 +159,7 @@ class FidelitySection:
     floor_aware: bool = False
     rank: str = EPSILON_NET
     calibrate: bool = False
+    screen_latency_s: float | None = None
 
     def __post_init__(self) -> None:
         if (self.min_steps is None) != (self.max_steps is None):
@@ -196,6 +205,14 @@ class FidelitySection:
                               "max_steps (the rungs) too")
         if self.defer_screen and not self.bn_batches:
             raise ConfigError("fidelity.defer_screen defers the decisions of the 0-step screen; give "
+                              "fidelity.bn_batches (that rung) too")
+        if self.screen_latency_s is not None and (isinstance(self.screen_latency_s, bool)
+                                                  or not isinstance(self.screen_latency_s, (int, float))
+                                                  or not 0.01 <= self.screen_latency_s <= 600):
+            raise ConfigError(f"fidelity.screen_latency_s must be a number of seconds in [0.01, 600] (one timing "
+                              f"round at the 0-step screen), got {self.screen_latency_s!r}")
+        if self.screen_latency_s is not None and not self.bn_batches:
+            raise ConfigError("fidelity.screen_latency_s times candidates at the 0-step screen; give "
                               "fidelity.bn_batches (that rung) too")
         if self.bn_batches and not self.enabled:
             raise ConfigError("fidelity.bn_batches adds a 0-step rung before min_steps; give min_steps and "

@@ -33,6 +33,7 @@ LATENCY_BACKEND = "latency_backend"
 LATENCY_CACHED = "latency_cached"    # True when the latency came from the study's cache
 LATENCY_KEY = "latency_key"          # architecture fingerprint the cache is keyed by
 LATENCY_MACHINE = "latency_machine"  # CPU model and vector flags that timed it (host-sharing backends)
+LATENCY_SCREEN = "latency_screen"    # True while the latency is the 0-step screen's short reading
 ACCURACY_BEFORE = "accuracy_before"  # before fine-tuning (evaluated only where needed)
 FINETUNE = "finetune"                # TrainResult of the (last) fine-tune
 RUNGS = "rungs"                      # multi-fidelity: one entry per rung reached, with the decision
