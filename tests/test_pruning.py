@@ -275,3 +275,39 @@ def test_criteria_differ_on_pretrained(resnet56_th):
     assert len(set(channels)) == len(channels), "every criterion keeps its own channels"
     blocks = {tuple(r.removed_blocks) for r in records.values()}
     assert len(blocks) >= 4, blocks
+
+
+@pytest.mark.parametrize("criterion", ["taylor_weight", "feature_map_rank", "random"])
+def test_a_score_memo_gives_the_same_pruning_and_scores_the_unchanged_model_once(base, criterion, monkeypatch):
+    from hybridprune.pruning import ScoreMemo
+    from hybridprune.pruning.criteria.base import BaseCriterion
+
+    model, _ = base
+    passes = []
+    real = BaseCriterion.score
+    monkeypatch.setattr(BaseCriterion, "score", lambda self, m, layers, c=None: passes.append(len(layers))
+                        or real(self, m, layers, c))
+    memo = ScoreMemo()
+    configs = [HybridConfig(0.3, 2, criterion, order=order, calib_batches=1, seed=3)
+               for order in ORDERS] + [HybridConfig(0.3, 0, criterion, calib_batches=1, seed=3),
+                                       HybridConfig(0.0, 2, criterion, calib_batches=1, seed=3),
+                                       HybridConfig(0.0, 2, criterion, order="layer_first", calib_batches=1, seed=3)]
+    for cfg in configs:
+        passes.clear()
+        plain = prune_model(model, cfg, X[:1], calib())
+        fresh = len(passes)
+        memoised = prune_model(model, cfg, X[:1], calib(), memo=memo)
+        passes.clear()
+        again = prune_model(model, cfg, X[:1], calib(), memo=memo)
+        assert plain.record.to_dict() == memoised.record.to_dict() == again.record.to_dict(), cfg
+        assert plain.block_scores == again.block_scores and plain.removed_channels == again.removed_channels
+        for a, b in zip(plain.model.state_dict().values(), again.model.state_dict().values()):
+            assert torch.equal(a, b)
+        # the unpruned copy's scores come from the memo once it holds them; a second step, which scores
+        # the changed model, always runs
+        assert fresh in (1, 2) and len(passes) == fresh - 1, (cfg, fresh, passes)
+    # a different criterion option, or other calibration batches, is never read from another's entry
+    other = prune_model(model, HybridConfig(0.3, 0, criterion, calib_batches=1, seed=4), X[:1], calib(seed=1),
+                        memo=memo)
+    assert other.record.to_dict() == prune_model(model, HybridConfig(0.3, 0, criterion, calib_batches=1, seed=4),
+                                                 X[:1], calib(seed=1)).record.to_dict()

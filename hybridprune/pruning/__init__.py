@@ -11,7 +11,7 @@
 
 from hybridprune.pruning.config import ALLOCATIONS, ORDERS, SCOPES, HybridConfig
 from hybridprune.pruning.criteria import CRITERIA, BaseCriterion, get_criterion, list_criteria
-from hybridprune.pruning.hybrid import PruneResult, prune_model
+from hybridprune.pruning.hybrid import PruneResult, ScoreMemo, prune_model
 from hybridprune.pruning.record import PruningRecord, apply_record
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "HybridConfig",
     "PruneResult",
     "PruningRecord",
+    "ScoreMemo",
     "apply_record",
     "get_criterion",
     "list_criteria",

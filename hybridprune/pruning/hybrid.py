@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
@@ -43,6 +44,44 @@ class PruneResult:
     removed_channels: dict[str, int] = field(default_factory=dict)
 
 
+class ScoreMemo:
+    """Criterion scores of one unpruned model, kept across prunings of it (:func:`prune_model`'s ``memo``).
+
+    Every trial of a study prunes the same baseline, and whichever step comes first (channels or
+    blocks) scores the baseline itself: for a data-driven criterion a forward (and backward) pass
+    over the calibration batches, 1-2.5 s of a ResNet-56 prune on a 2-vCPU CPU and the same for
+    every trial. The memo keeps those scores by criterion, options, number of batches and layer
+    names, and the calibration batches by a fingerprint (shapes and sums); a step after the model
+    was changed is scored afresh. Only for one model: the caller keeps one memo per baseline.
+    """
+
+    def __init__(self) -> None:
+        self._scores: dict[tuple, dict[str, torch.Tensor]] = {}
+
+    def score(self, criterion: Any, model: nn.Module, layers: list, calib: list | None) -> dict[str, torch.Tensor]:
+        """``criterion.score(model, layers, calib)`` of the unpruned ``model``, computed once."""
+        batches = tuple((tuple(x.shape), float(x.double().sum()), float(torch.as_tensor(y).double().sum()))
+                        for x, y in calib or [])  # a fingerprint: other batches are never read from these
+        key = (criterion.name, json.dumps(criterion.opts, sort_keys=True, default=str), batches,
+               tuple(layer.name for layer in layers))
+        if key not in self._scores:
+            self._scores[key] = criterion.score(model, layers, calib)
+        return {name: s.clone() for name, s in self._scores[key].items()}
+
+
+class _Memoised:
+    """A criterion whose :meth:`score` reads a :class:`ScoreMemo` (everything else is the criterion's)."""
+
+    def __init__(self, criterion: Any, memo: ScoreMemo) -> None:
+        self._criterion, self._memo = criterion, memo
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._criterion, name)
+
+    def score(self, model: nn.Module, layers: Any, calib: Any = None) -> dict[str, torch.Tensor]:
+        return self._memo.score(self._criterion, model, list(layers), calib)
+
+
 def _take(calib: Iterable | None, n: int) -> list | None:
     if calib is None:
         return None
@@ -59,6 +98,7 @@ def prune_model(
     config: HybridConfig,
     example_inputs: torch.Tensor,
     calib: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    memo: ScoreMemo | None = None,
 ) -> PruneResult:
     """Prune channels and residual blocks of a copy of ``model``.
 
@@ -70,6 +110,8 @@ def prune_model(
         example_inputs: A batch of inputs of the right shape (for tracing).
         calib: (normalised inputs, labels) batches; the first ``config.calib_batches`` are used.
             Required by data-driven criteria.
+        memo: Scores of ``model`` kept from earlier prunings of it (:class:`ScoreMemo`): the first
+            step that scores, on the still unchanged copy, reads and fills it. Same result either way.
 
     Returns:
         A :class:`PruneResult`.
@@ -94,7 +136,7 @@ def prune_model(
     original = {n: channel_counts(m) for n, m in new.named_modules() if channel_counts(m) is not None}
     result = PruneResult(model=new, record=PruningRecord())
 
-    def channels() -> None:
+    def channels(criterion: Any) -> None:
         if config.channel_ratio > 0:
             result.removed_channels = prune_channels(
                 new,
@@ -108,7 +150,7 @@ def prune_model(
                 calib=batches,
             )
 
-    def blocks() -> None:
+    def blocks(criterion: Any) -> None:
         if config.pruned_blocks > 0:
             names = check_block_count(new, config.pruned_blocks, example_inputs)
             scores = criterion.score(new, block_layers(new, names), batches)
@@ -121,8 +163,12 @@ def prune_model(
             remove_blocks(new, result.removed_blocks, example_inputs)
 
     steps = (channels, blocks) if config.order == "channel_first" else (blocks, channels)
+    unchanged = _Memoised(criterion, memo) if memo is not None else criterion
     for step in steps:
-        step()
+        before = (len(result.removed_channels), len(result.removed_blocks))
+        step(unchanged)
+        if (len(result.removed_channels), len(result.removed_blocks)) != before:  # the copy changed
+            unchanged = criterion
     new.train(was_training)
     new.zero_grad(set_to_none=True)
     result.record = PruningRecord(

@@ -51,6 +51,7 @@ class WorkerContext:
     _calib: list | None = None
     _teacher: Any = None
     _bn_val: Any = None
+    _scores: Any = None
 
     def teacher(self) -> torch.nn.Module:
         """The distillation teacher: the baseline, each batch's outputs computed once (:mod:`~hybridprune.distill`)."""
@@ -65,6 +66,7 @@ class WorkerContext:
         if self._calib is None or len(self._calib) < n_batches:
             from hybridprune.data import calibration_batches
 
+            self._scores = None  # scores kept from the old batches would not be these batches' scores
             self._calib = calibration_batches(
                 self.data.train,
                 self.normalization,
@@ -84,6 +86,15 @@ class WorkerContext:
         if self._bn_val is None:
             self._bn_val = self.data.val.sample(n, self.cfg.study.seed)
         return self._bn_val
+
+    def score_memo(self) -> Any:
+        """Criterion scores of the baseline kept across this worker's trials
+        (:class:`~hybridprune.pruning.hybrid.ScoreMemo`)."""
+        if self._scores is None:
+            from hybridprune.pruning.hybrid import ScoreMemo
+
+            self._scores = ScoreMemo()
+        return self._scores
 
     def example_inputs(self) -> torch.Tensor:
         """A zero batch of one input, on the context's device (for tracing the pruner's graph)."""

@@ -61,7 +61,7 @@ def prune_config(ctx: WorkerContext, config: Any) -> tuple[torch.nn.Module, dict
     from hybridprune.pruning import prune_model
 
     calib = ctx.calibration(config.calib_batches) if config.make_criterion().data_driven else None
-    result = prune_model(ctx.model, config, ctx.example_inputs(), calib)
+    result = prune_model(ctx.model, config, ctx.example_inputs(), calib, memo=ctx.score_memo())
     return result.model, result.record.to_dict(), list(result.removed_blocks)
 
 
