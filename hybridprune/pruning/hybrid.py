@@ -50,9 +50,9 @@ class ScoreMemo:
     Every trial of a study prunes the same baseline, and whichever step comes first (channels or
     blocks) scores the baseline itself: for a data-driven criterion a forward (and backward) pass
     over the calibration batches, 1-2.5 s of a ResNet-56 prune on a 2-vCPU CPU and the same for
-    every trial. The memo keeps those scores by criterion, options, number of batches and layer
-    names, and the calibration batches by a fingerprint (shapes and sums); a step after the model
-    was changed is scored afresh. Only for one model: the caller keeps one memo per baseline.
+    every trial. The memo keeps those scores by criterion, options, a fingerprint of the
+    calibration batches (shapes and sums) and layer names; a step after the model was changed is
+    scored afresh. Only for one model: the caller keeps one memo per baseline.
     """
 
     def __init__(self) -> None:

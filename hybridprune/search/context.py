@@ -66,7 +66,6 @@ class WorkerContext:
         if self._calib is None or len(self._calib) < n_batches:
             from hybridprune.data import calibration_batches
 
-            self._scores = None  # scores kept from the old batches would not be these batches' scores
             self._calib = calibration_batches(
                 self.data.train,
                 self.normalization,

@@ -284,11 +284,8 @@ class StudyLatency:
         return settings_key(architecture_key(model.onnx), s.backend, s.options, s.batch_size, s.precision,
                             self.input_size)
 
-    def key(self, model: Timed, screen_s: float | None = None) -> str:
-        """Cache key of ``model``: :meth:`settings_key`, plus the machine on a host-sharing backend, plus
-        the screen's round length for a screen reading (cached apart from the study protocol's)."""
-        if screen_s is not None:
-            return screen_key(self.key(model), screen_s)
+    def key(self, model: Timed) -> str:
+        """Cache key of ``model``: :meth:`settings_key`, plus the machine on a host-sharing backend."""
         if model is self._baseline and self._baseline_key is not None:
             return self._baseline_key
         key = self.settings_key(model)
@@ -322,8 +319,9 @@ class StudyLatency:
         from hybridprune.evaluators import LatencyResult
 
         reference = self.reference_ms(study)
-        key = self.key(model, screen_s)
+        protocol_key = self.key(model)
         screen = screen_s is not None
+        key = screen_key(protocol_key, screen_s) if screen else protocol_key  # the screen's reading, cached apart
         cache = LatencyCache(study) if self.settings.cache else None
         with self.lock():
             hit = cache.get(key) if cache is not None else None
@@ -337,14 +335,15 @@ class StudyLatency:
                 except (TypeError, KeyError, ValueError, AttributeError) as exc:  # written by hand or another version
                     log.warning("latency cache entry %s is unusable (%s: %s): measuring again", key,
                                 type(exc).__name__, exc)
-            result, ratio, extra = self._measure_ratio(model, reference, screen_s)
+            result, ratio, extra = self._measure_ratio(model, protocol_key, reference, screen_s)
             result = dataclasses.replace(result, extra={**result.extra, **extra})
             if cache is not None:
                 cache.put(key, result.to_dict())
         return TrialLatency(result, ratio * reference, ratio, False, key, self.machine, screen)
 
-    def _measure_ratio(self, model: Timed, reference: float, screen_s: float | None) -> tuple[Any, float, dict]:
-        if self.key(model) == self.key(self.baseline):  # the baseline's own architecture: ratio 1 by definition
+    def _measure_ratio(self, model: Timed, key: str, reference: float,
+                       screen_s: float | None) -> tuple[Any, float, dict]:
+        if key == self.key(self.baseline):  # the baseline's own architecture: ratio 1 by definition
             result = self.once(model, screen_s)
             return result, 1.0, {T.R_RATIO: 1.0, "reference_ms": reference}
         if not self.interleave:

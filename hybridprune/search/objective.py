@@ -204,7 +204,7 @@ def _time(ctx: WorkerContext, trial: Any, measured: Any, timer: T.PhaseTimer, sc
 
 
 def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms: float, timer: T.PhaseTimer,
-              study_latency: Callable[[], float] | None = None) -> float:
+              study_latency: Callable[[], float]) -> float:
     """Fine-tune (rung by rung with ``[fidelity]``) and return the validation accuracy reached.
 
     ``latency_ms`` is the trial's latency; where it is the screen's short reading, ``study_latency()``
@@ -265,7 +265,7 @@ def _finetune(ctx: WorkerContext, trial: Any, model: torch.nn.Module, latency_ms
                 log.info("trial %s: screened trial(s) %s now rank in the top 1/eta: promoted", trial.number, queued)
         if decision not in (F.CONTINUE, F.PROMOTED):
             break
-        if steps == 0 and study_latency is not None:
+        if steps == 0:
             latency_ms = study_latency()
             budget = cfg.constraints.max_latency_ms
             if budget is not None and latency_ms > budget:  # the short reading was under it, the study's is not
@@ -344,8 +344,7 @@ def _run(ctx: WorkerContext, trial: Any, store: Any) -> list[float]:
         with timer.phase("export"):
             onnx_path = export_onnx(model, tmp / "measure.onnx", (cfg.latency.batch_size, *ctx.input_size), check=False)
         measured = Timed(model, onnx_path)
-        screen_s = cfg.fidelity.screen_latency_s if cfg.fidelity.bn_batches else None
-        timed = _time(ctx, trial, measured, timer, screen_s)
+        timed = _time(ctx, trial, measured, timer, cfg.fidelity.screen_latency_s)  # set only with a 0-step screen
 
         def study_latency() -> float:
             """The study protocol's latency, for a candidate that goes on past a short screen reading."""
