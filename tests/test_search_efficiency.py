@@ -271,7 +271,11 @@ def test_search_benchmark_reports_and_draws_from_its_rows_without_running(tmp_pa
                          (["--modes", "mf-defer-floor", "--bn-batches", "2"],  # the tiny study sets no floor
                           "error: --modes mf-defer-floor ranks by the study's accuracy floor;"),
                          (["--modes", "plain", "mf-defer-hv-floor", "--bn-batches", "2"],
-                          "error: --modes mf-defer-hv-floor ranks by the study's accuracy floor;")):
+                          "error: --modes mf-defer-hv-floor ranks by the study's accuracy floor;"),
+                         (["--modes", "mf", "--screen-latency-s", "0.3"],  # no 0-step rung to time
+                          "error: --screen-latency-s must be in [0.01, 600] seconds and needs --bn-batches"),
+                         (["--modes", "mf", "--bn-batches", "2", "--screen-latency-s", "0"],
+                          "error: --screen-latency-s must be in [0.01, 600] seconds")):
         with pytest.raises(SystemExit) as exit_:
             bench.main(["--study", str(study), "--out", str(rows), "--no-run", *bad])
         err = capsys.readouterr().err
